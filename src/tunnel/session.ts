@@ -1,0 +1,728 @@
+// A multiplexed session over one transport (docs/protocol.md). It owns the wire: the handshake, frame
+// dispatch, per-stream credit, the session's buffer bound, fair scheduling of writers on a congested
+// transport, liveness (PING, write stall) and GO_AWAY drain. Streams are Duplexes (stream.ts).
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { ProtocolError, SessionError, SluiceError, StreamResetError, codeForWire } from '../errors.js';
+import {
+  decodeCodeReason,
+  decodeJsonObject,
+  describeFrame,
+  encodeAck,
+  encodeGoAway,
+  encodeHeader,
+  encodeJsonFrame,
+  encodePing,
+  encodeRst,
+  encodeWindowUpdate,
+  FrameDecoder,
+} from '../protocol/codec.js';
+import { ErrorCode, Flag, FrameType, Limits, errorCodeName } from '../protocol/constants.js';
+import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from './options.js';
+import { Stream, type StreamMeta, type StreamOwner } from './stream.js';
+
+export type Role = 'client' | 'server';
+
+/** What the client announces in HELLO (docs/protocol.md §4), as the server sees it. */
+export interface Hello {
+  readonly token: string;
+  readonly agent: string;
+  readonly replica: string;
+  readonly caps: readonly string[];
+  readonly window: number;
+}
+
+/** The peer as this side knows it after the handshake. The token is never kept. */
+export interface PeerInfo {
+  readonly agent: string;
+  readonly replica: string;
+  readonly caps: readonly string[];
+}
+
+export type AuthResult =
+  | { readonly ok: true; readonly caps?: readonly string[] }
+  | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
+
+interface CommonOptions {
+  options?: SessionOptionsInput;
+  logger?: Logger;
+}
+
+export interface ConnectOptions extends CommonOptions {
+  hello: { token: string; agent: string; replica: string; caps?: readonly string[] };
+}
+
+export interface AcceptOptions extends CommonOptions {
+  authenticate(hello: Hello): AuthResult | Promise<AuthResult>;
+  /** Capabilities this server offers; WELCOME carries the ones both sides share. */
+  caps?: readonly string[];
+}
+
+export interface SessionStats {
+  streams: number;
+  pendingOpens: number;
+  heldBytes: number;
+  bytesIn: number;
+  bytesOut: number;
+  rttMs: number;
+}
+
+const State = { HANDSHAKE: 0, OPEN: 1, CLOSED: 2 } as const;
+type State = (typeof State)[keyof typeof State];
+
+/** A peer that does not read gets no PONGs past this much unsent output (ping-flood guard). */
+const PONG_BACKLOG_LIMIT = 1024 * 1024;
+/** How long a graceful transport end may take before the socket is destroyed. */
+const END_LINGER_MS = 5000;
+
+const noopLogger = {
+  trace() {},
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  isLevelEnabled: () => false,
+  child() {
+    return noopLogger;
+  },
+} as unknown as Logger;
+
+export class Session extends EventEmitter implements StreamOwner {
+  readonly role: Role;
+  readonly options: SessionOptions;
+  readonly maxFrameData: number;
+  /** Session id from the handshake, for logs on both sides. */
+  id = '';
+  peer: PeerInfo | null = null;
+  /** The peer's initial per-stream window: our send credit on each new stream. */
+  peerWindow = 0;
+  /** Last measured ping round trip in ms, or -1 before the first. */
+  rttMs = -1;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  readonly #transport: Duplex;
+  readonly #decoder: FrameDecoder;
+  #log: Logger;
+  readonly #trace: boolean;
+  #state: State = State.HANDSHAKE;
+  readonly #streams = new Map<number, Stream>();
+  /** Opens awaiting ACK, id → deadline; insertion order is deadline order. */
+  readonly #pendingOpens = new Map<number, number>();
+  #nextId: number;
+  #lastPeerId = 0;
+  #held = 0;
+  #localGoAway = false;
+  #remoteGoAway = false;
+  #writers: Stream[] = [];
+  #corked = false;
+  #lastRecvAt = Date.now();
+  #nextPingAt = 0;
+  #stallSince = 0;
+  #pingSeq = 0;
+  readonly #pings = new Map<number, { at: number; resolve: (rtt: number) => void }>();
+  #tickTimer: NodeJS.Timeout | null = null;
+  #openTimer: NodeJS.Timeout | null = null;
+  #graceTimer: NodeJS.Timeout | null = null;
+  #handshakeTimer: NodeJS.Timeout | null;
+  #handshake: { resolve: (s: Session) => void; reject: (e: Error) => void } | null = null;
+  #accept: AcceptOptions | null = null;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+
+  private constructor(transport: Duplex, role: Role, common: CommonOptions) {
+    super();
+    this.role = role;
+    this.options = resolveSessionOptions(common.options ?? {});
+    this.maxFrameData = this.options.maxFrameData;
+    this.#transport = transport;
+    this.#log = common.logger ?? noopLogger;
+    this.#trace = this.#log.isLevelEnabled('trace');
+    this.#nextId = role === 'client' ? 1 : 2;
+    this.#decoder = new FrameDecoder(this.#onFrame);
+    this.#closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    transport.on('data', (chunk: Buffer) => this.#onTransportData(chunk));
+    transport.on('drain', () => this.#onDrain());
+    transport.on('end', () => this.#onTransportEnd('transport ended by peer'));
+    transport.on('close', () => this.#onTransportEnd('transport closed'));
+    transport.on('error', (err: Error) =>
+      this.#teardown(new SessionError('SLUICE_ERR_TRANSPORT_CLOSED', `transport error: ${err.message}`, undefined, { cause: err })),
+    );
+    this.#handshakeTimer = setTimeout(() => this.#onHandshakeTimeout(), this.options.handshakeTimeout);
+    this.#handshakeTimer.unref();
+  }
+
+  /** Client side: sends HELLO and resolves once WELCOME arrives. Rejects with the refusal's code. */
+  static connect(transport: Duplex, opts: ConnectOptions): Promise<Session> {
+    const session = new Session(transport, 'client', opts);
+    const { token, agent, replica, caps = [] } = opts.hello;
+    const done = session.#handshakePromise();
+    session.#write(
+      encodeJsonFrame(FrameType.HELLO, 0, { token, agent, replica, caps, window: session.options.window }),
+    );
+    return done;
+  }
+
+  /** Server side: waits for HELLO, asks `authenticate`, and answers WELCOME or a GO_AWAY refusal. */
+  static accept(transport: Duplex, opts: AcceptOptions): Promise<Session> {
+    const session = new Session(transport, 'server', opts);
+    session.#accept = opts;
+    return session.#handshakePromise();
+  }
+
+  get closed(): boolean {
+    return this.#state === State.CLOSED;
+  }
+
+  /** True once either side sent GO_AWAY: no new streams go on this session. */
+  get draining(): boolean {
+    return this.#localGoAway || this.#remoteGoAway;
+  }
+
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  stats(): SessionStats {
+    return {
+      streams: this.#streams.size,
+      pendingOpens: this.#pendingOpens.size,
+      heldBytes: this.#held,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      rttMs: this.rttMs,
+    };
+  }
+
+  /**
+   * Opens a stream. The returned stream is writable at once, within the peer's initial window; it
+   * emits 'accept' on ACK and errors with SLUICE_ERR_STREAM_REFUSED if the peer refuses it.
+   * Throws a SluiceError when no stream can be opened here (closed, draining, limits).
+   */
+  open(meta: StreamMeta): Stream {
+    if (this.#state !== State.OPEN) throw new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session is closed');
+    if (this.draining) throw new SessionError('SLUICE_ERR_GOING_AWAY', 'session is draining (GO_AWAY)');
+    if (this.#streams.size >= this.options.maxStreams) {
+      throw new SluiceError('SLUICE_ERR_TOO_MANY_STREAMS', `session has ${this.#streams.size} streams open, the limit`);
+    }
+    if (this.#pendingOpens.size >= this.options.maxPendingOpens) {
+      throw new SluiceError(
+        'SLUICE_ERR_TOO_MANY_PENDING_OPENS',
+        `${this.#pendingOpens.size} opens already await ACK, the limit`,
+      );
+    }
+    const id = this.#nextId;
+    if (id > Limits.MAX_STREAM_ID) {
+      this.#goAway('stream ids exhausted');
+      throw new SessionError('SLUICE_ERR_STREAM_IDS_EXHAUSTED', 'stream ids exhausted; the session is draining');
+    }
+    let syn: Buffer;
+    try {
+      syn = encodeJsonFrame(FrameType.SYN, id, meta);
+    } catch (err) {
+      throw new SluiceError('SLUICE_ERR_FRAME_SIZE', (err as Error).message);
+    }
+    this.#nextId = id + 2;
+    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, false);
+    this.#streams.set(id, stream);
+    this.#pendingOpens.set(id, Date.now() + this.options.openTimeout);
+    this.#armOpenTimer();
+    this.#write(syn);
+    return stream;
+  }
+
+  /** Sends a PING and resolves with the round trip in ms. Rejects if the session ends first. */
+  ping(): Promise<number> {
+    if (this.#state !== State.OPEN) {
+      return Promise.reject(new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session is closed'));
+    }
+    return new Promise((resolve) => this.#sendPing(resolve));
+  }
+
+  /**
+   * Graceful drain: GO_AWAY(NO_ERROR), no new streams either way, and the transport closes once the
+   * streams in flight are done or the grace period ends (streams left then are reset with CANCEL).
+   */
+  close(gracePeriod: number = this.options.gracePeriod): Promise<void> {
+    if (this.#state === State.HANDSHAKE) {
+      this.#teardown(new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed during the handshake'));
+    }
+    if (this.#state === State.CLOSED) return this.#closed;
+    this.#goAway('draining');
+    if (this.#graceTimer === null && this.#state === State.OPEN) {
+      this.#graceTimer = setTimeout(() => this.#onGraceExpired(), gracePeriod);
+      this.#graceTimer.unref();
+    }
+    this.#maybeFinishDrain();
+    return this.#closed;
+  }
+
+  /** Tears the session down at once: streams end with `err` (or SLUICE_ERR_SESSION_CLOSED). */
+  destroy(err?: Error): void {
+    this.#teardown(err ?? null, err instanceof ProtocolError ? err.wireCode : undefined);
+  }
+
+  // --- StreamOwner: called by streams ---
+
+  get canWrite(): boolean {
+    return !this.#transport.writableNeedDrain && this.#state !== State.CLOSED;
+  }
+
+  sendData(stream: Stream, chunk: Buffer, fin: boolean): void {
+    if (this.#state === State.CLOSED) return;
+    this.#write(encodeHeader(FrameType.DATA, fin ? Flag.FIN : 0, stream.id, chunk.length));
+    if (chunk.length > 0) this.#write(chunk);
+  }
+
+  queueWriter(stream: Stream): void {
+    if (stream.writerQueued) return;
+    stream.writerQueued = true;
+    this.#writers.push(stream);
+  }
+
+  returnCredit(stream: Stream, bytes: number): void {
+    stream.recvWindow += bytes;
+    this.#held -= bytes;
+    if (this.#state !== State.CLOSED) this.#write(encodeWindowUpdate(stream.id, bytes));
+  }
+
+  resetStream(stream: Stream, code: number, reason: string): void {
+    if (stream.detached) return;
+    if (this.#state !== State.CLOSED) this.#write(encodeRst(stream.id, code, reason));
+    this.#forget(stream);
+  }
+
+  finished(stream: Stream): void {
+    this.#forget(stream);
+  }
+
+  // --- internals ---
+
+  #handshakePromise(): Promise<Session> {
+    return new Promise((resolve, reject) => {
+      this.#handshake = { resolve, reject };
+    });
+  }
+
+  #write(buf: Buffer): void {
+    if (!this.#corked) {
+      // Every frame written in this tick leaves in one writev (or one WebSocket message).
+      this.#corked = true;
+      this.#transport.cork();
+      process.nextTick(uncork, this, this.#transport);
+    }
+    this.bytesOut += buf.length;
+    if (!this.#transport.write(buf) && this.#stallSince === 0) this.#stallSince = Date.now();
+  }
+
+  /** @internal */
+  uncorked(): void {
+    this.#corked = false;
+  }
+
+  #onTransportData(chunk: Buffer): void {
+    if (this.#state === State.CLOSED) return;
+    this.bytesIn += chunk.length;
+    this.#lastRecvAt = Date.now();
+    try {
+      this.#decoder.push(chunk);
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        this.#log.warn({ err: err.message, code: err.code }, 'protocol error; ending the session');
+        this.#teardown(err, err.wireCode);
+      } else {
+        this.#teardown(
+          new SessionError('SLUICE_ERR_SESSION_CLOSED', `internal error: ${(err as Error).message}`, ErrorCode.INTERNAL_ERROR, {
+            cause: err,
+          }),
+          ErrorCode.INTERNAL_ERROR,
+        );
+      }
+    }
+  }
+
+  #onDrain(): void {
+    this.#stallSince = 0;
+    // Round robin: each waiting stream sends until the transport fills again, then goes to the back.
+    const writers = this.#writers;
+    this.#writers = [];
+    for (let i = 0; i < writers.length; i++) {
+      const stream = writers[i]!;
+      if (!this.canWrite) {
+        // The transport filled again: the rest keep their turn, ahead of streams queued meanwhile.
+        this.#writers = writers.slice(i).concat(this.#writers);
+        return;
+      }
+      stream.writerQueued = false;
+      stream.flush();
+    }
+  }
+
+  #onTransportEnd(what: string): void {
+    if (this.#state === State.CLOSED) return;
+    if (this.draining && this.#streams.size === 0) return this.#teardown(null);
+    this.#teardown(new SessionError('SLUICE_ERR_TRANSPORT_CLOSED', what));
+  }
+
+  readonly #onFrame = (type: number, flags: number, id: number, payload: Buffer): void => {
+    if (this.#trace) this.#log.trace(describeFrame(type, flags, id, payload.length));
+    if (this.#state === State.HANDSHAKE) return this.#onHandshakeFrame(type, payload);
+    switch (type) {
+      case FrameType.DATA:
+        return this.#onData(flags, id, payload);
+      case FrameType.WINDOW_UPDATE:
+        return this.#onWindowUpdate(id, payload.readUInt32BE(0));
+      case FrameType.PING:
+        return this.#onPing(flags, payload);
+      case FrameType.GO_AWAY:
+        return this.#onGoAway(payload);
+      case FrameType.SYN:
+        return this.#onSyn(id, payload);
+      case FrameType.ACK:
+        return this.#onAck(id);
+      case FrameType.RST:
+        return this.#onRst(id, payload);
+      default:
+        throw new ProtocolError(`${describeFrame(type, flags, id, payload.length)} after the handshake`);
+    }
+  };
+
+  #onData(flags: number, id: number, payload: Buffer): void {
+    const stream = this.#streams.get(id);
+    if (stream === undefined) return this.#checkClosedStream(id, 'DATA');
+    if (stream.remoteFin) throw new ProtocolError(`DATA on stream ${id} after its FIN`);
+    const n = payload.length;
+    if (n > stream.recvWindow) {
+      throw new ProtocolError(
+        `stream ${id} sent ${n} bytes beyond its credit of ${stream.recvWindow}`,
+        ErrorCode.FLOW_CONTROL_ERROR,
+      );
+    }
+    stream.recvWindow -= n;
+    this.#held += n;
+    if (this.#held > this.options.sessionBuffer) {
+      // Overload is refused per stream: the session and its other streams go on.
+      const reason = `session buffer bound of ${this.options.sessionBuffer} bytes reached`;
+      this.resetStream(stream, ErrorCode.OVERLOAD, reason);
+      stream.destroy(new StreamResetError(ErrorCode.OVERLOAD, reason, false));
+      return;
+    }
+    stream.onData(payload, (flags & Flag.FIN) !== 0);
+  }
+
+  #onWindowUpdate(id: number, increment: number): void {
+    const stream = this.#streams.get(id);
+    if (stream === undefined) return this.#checkClosedStream(id, 'WINDOW_UPDATE');
+    if (increment === 0) throw new ProtocolError(`WINDOW_UPDATE of 0 on stream ${id}`);
+    if (stream.sendCredit + increment > Limits.MAX_WINDOW) {
+      throw new ProtocolError(`stream ${id} credit above 2^31-1`, ErrorCode.FLOW_CONTROL_ERROR);
+    }
+    stream.onWindowUpdate(increment);
+  }
+
+  #onPing(flags: number, payload: Buffer): void {
+    if ((flags & Flag.ACK) === 0) {
+      if (this.#transport.writableLength < PONG_BACKLOG_LIMIT) this.#write(encodePing(true, payload));
+      return;
+    }
+    const seq = payload.readUInt32BE(4);
+    const pending = this.#pings.get(seq);
+    if (pending === undefined) return;
+    this.#pings.delete(seq);
+    this.rttMs = performance.now() - pending.at;
+    pending.resolve(this.rttMs);
+  }
+
+  #onGoAway(payload: Buffer): void {
+    const { code, reason } = decodeCodeReason(payload);
+    if (code !== ErrorCode.NO_ERROR) {
+      const err = new SessionError(
+        codeForWire(code),
+        `peer ended the session: ${errorCodeName(code)}${reason ? ` (${reason})` : ''}`,
+        code,
+      );
+      return this.#teardown(err);
+    }
+    this.#log.info({ reason }, 'peer is draining (GO_AWAY)');
+    this.#remoteGoAway = true;
+    this.emit('goaway', code, reason);
+  }
+
+  #onSyn(id: number, payload: Buffer): void {
+    const peerParity = this.role === 'client' ? 0 : 1;
+    if ((id & 1) !== peerParity || id <= this.#lastPeerId) {
+      throw new ProtocolError(`SYN for stream ${id}: wrong parity or not above ${this.#lastPeerId}`);
+    }
+    this.#lastPeerId = id;
+    const meta = decodeJsonObject(payload, 'SYN');
+    if (this.#localGoAway || this.listenerCount('stream') === 0) {
+      this.#write(encodeRst(id, ErrorCode.REFUSED_STREAM, this.#localGoAway ? 'draining' : 'no handler'));
+      return;
+    }
+    if (this.#streams.size >= this.options.maxStreams) {
+      this.#write(encodeRst(id, ErrorCode.OVERLOAD, `${this.#streams.size} streams open, the limit`));
+      return;
+    }
+    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, true);
+    this.#streams.set(id, stream);
+    this.#write(encodeAck(id));
+    this.emit('stream', stream);
+  }
+
+  #onAck(id: number): void {
+    const stream = this.#streams.get(id);
+    if (stream === undefined) return this.#checkClosedStream(id, 'ACK');
+    if (stream.accepted) throw new ProtocolError(`ACK for stream ${id}, which is not awaiting one`);
+    this.#pendingOpens.delete(id);
+    stream.onAck();
+  }
+
+  #onRst(id: number, payload: Buffer): void {
+    const stream = this.#streams.get(id);
+    if (stream === undefined) return this.#checkClosedStream(id, 'RST');
+    const { code, reason } = decodeCodeReason(payload);
+    this.#forget(stream);
+    stream.onReset(code, reason);
+  }
+
+  /** A frame for an id not in the table: fine if the stream existed and closed, else a violation. */
+  #checkClosedStream(id: number, what: string): void {
+    const peerParity = this.role === 'client' ? 0 : 1;
+    const neverOpened = (id & 1) === peerParity ? id > this.#lastPeerId : id >= this.#nextId;
+    if (neverOpened) throw new ProtocolError(`${what} for stream ${id}, which was never opened`);
+  }
+
+  #onHandshakeFrame(type: number, payload: Buffer): void {
+    if (this.role === 'server' && type === FrameType.HELLO) return this.#onHello(payload);
+    if (this.role === 'client' && type === FrameType.WELCOME) return this.#onWelcome(payload);
+    if (this.role === 'client' && type === FrameType.GO_AWAY) return this.#onGoAway(payload);
+    throw new ProtocolError(`unexpected frame type 0x${type.toString(16)} during the handshake`);
+  }
+
+  #onHello(payload: Buffer): void {
+    const hello = parseHello(decodeJsonObject(payload, 'HELLO'));
+    if (this.#accept === null) throw new ProtocolError('second HELLO');
+    const accept = this.#accept;
+    this.#accept = null;
+    Promise.resolve()
+      .then(() => accept.authenticate(hello))
+      .then(
+        (result) => this.#answerHello(hello, result, accept.caps ?? []),
+        (err: Error) => this.#teardown(new SessionError('SLUICE_ERR_SESSION_CLOSED', `authenticate failed: ${err.message}`, ErrorCode.INTERNAL_ERROR, { cause: err }), ErrorCode.INTERNAL_ERROR),
+      );
+  }
+
+  #answerHello(hello: Hello, result: AuthResult, ownCaps: readonly string[]): void {
+    if (this.#state !== State.HANDSHAKE) return;
+    if (!result.ok) {
+      const wire = ErrorCode[result.code];
+      this.#log.warn({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
+      return this.#teardown(new SessionError(codeForWire(wire), `refused: ${result.reason}`, wire), wire, result.reason);
+    }
+    const offered = result.caps ?? ownCaps;
+    const caps = offered.filter((c) => hello.caps.includes(c));
+    this.id = randomBytes(8).toString('hex');
+    this.peer = { agent: hello.agent, replica: hello.replica, caps };
+    this.peerWindow = hello.window;
+    this.#write(encodeJsonFrame(FrameType.WELCOME, 0, { session: this.id, window: this.options.window, caps }));
+    this.#opened();
+  }
+
+  #onWelcome(payload: Buffer): void {
+    const welcome = decodeJsonObject(payload, 'WELCOME');
+    const window = welcome.window;
+    if (!isWindow(window)) throw new ProtocolError('WELCOME without a valid window');
+    this.id = typeof welcome.session === 'string' ? welcome.session : '';
+    this.peerWindow = window;
+    const caps = Array.isArray(welcome.caps) ? welcome.caps.filter((c) => typeof c === 'string') : [];
+    this.peer = { agent: 'controller', replica: this.id, caps };
+    this.#opened();
+  }
+
+  #opened(): void {
+    this.#state = State.OPEN;
+    this.#log = this.#log.child({ session: this.id });
+    if (this.#handshakeTimer !== null) clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = null;
+    this.#lastRecvAt = Date.now();
+    this.#nextPingAt = this.#lastRecvAt + this.options.pingInterval;
+    this.#scheduleTick();
+    const handshake = this.#handshake;
+    this.#handshake = null;
+    handshake?.resolve(this);
+  }
+
+  #onHandshakeTimeout(): void {
+    this.#handshakeTimer = null;
+    const err = new SessionError(
+      'SLUICE_ERR_HANDSHAKE_TIMEOUT',
+      `handshake not completed within ${this.options.handshakeTimeout}ms`,
+      ErrorCode.HANDSHAKE_TIMEOUT,
+    );
+    this.#teardown(err, ErrorCode.HANDSHAKE_TIMEOUT);
+  }
+
+  #scheduleTick(): void {
+    const o = this.options;
+    let next = Math.min(this.#nextPingAt, this.#lastRecvAt + o.pingTimeout);
+    if (this.#stallSince !== 0) next = Math.min(next, this.#stallSince + o.writeTimeout);
+    this.#tickTimer = setTimeout(() => this.#tick(), Math.max(10, next - Date.now()));
+    this.#tickTimer.unref();
+  }
+
+  #tick(): void {
+    this.#tickTimer = null;
+    if (this.#state !== State.OPEN) return;
+    const now = Date.now();
+    const o = this.options;
+    if (now - this.#lastRecvAt >= o.pingTimeout) {
+      const err = new SessionError(
+        'SLUICE_ERR_PING_TIMEOUT',
+        `no frame from the peer for ${now - this.#lastRecvAt}ms (ping timeout ${o.pingTimeout}ms)`,
+        ErrorCode.PING_TIMEOUT,
+      );
+      return this.#teardown(err);
+    }
+    if (this.#stallSince !== 0 && this.#transport.writableNeedDrain && now - this.#stallSince >= o.writeTimeout) {
+      const err = new SessionError(
+        'SLUICE_ERR_WRITE_TIMEOUT',
+        `transport accepted no output for ${now - this.#stallSince}ms (write timeout ${o.writeTimeout}ms)`,
+        ErrorCode.WRITE_TIMEOUT,
+      );
+      return this.#teardown(err);
+    }
+    if (now >= this.#nextPingAt) {
+      this.#sendPing(null);
+      this.#nextPingAt = now + o.pingInterval;
+    }
+    this.#scheduleTick();
+  }
+
+  #sendPing(resolve: ((rtt: number) => void) | null): void {
+    const seq = (this.#pingSeq = (this.#pingSeq + 1) >>> 0);
+    const opaque = Buffer.alloc(8);
+    opaque.writeUInt32BE(seq, 4);
+    this.#pings.set(seq, { at: performance.now(), resolve: resolve ?? noop });
+    // Unanswered automatic pings are dropped here so the map stays bounded.
+    if (this.#pings.size > 64) this.#pings.delete(this.#pings.keys().next().value!);
+    this.#write(encodePing(false, opaque));
+  }
+
+  #armOpenTimer(): void {
+    if (this.#openTimer !== null || this.#pendingOpens.size === 0) return;
+    const deadline = this.#pendingOpens.values().next().value!;
+    this.#openTimer = setTimeout(() => this.#onOpenTimer(), Math.max(0, deadline - Date.now()));
+    this.#openTimer.unref();
+  }
+
+  #onOpenTimer(): void {
+    this.#openTimer = null;
+    const now = Date.now();
+    for (const [id, deadline] of this.#pendingOpens) {
+      if (deadline > now) break;
+      this.#pendingOpens.delete(id);
+      const stream = this.#streams.get(id);
+      const message = `no ACK for stream ${id} within ${this.options.openTimeout}ms`;
+      stream?.destroy(new SluiceError('SLUICE_ERR_OPEN_TIMEOUT', message, ErrorCode.CANCEL));
+    }
+    this.#armOpenTimer();
+  }
+
+  #forget(stream: Stream): void {
+    if (stream.detached) return;
+    stream.detached = true;
+    this.#streams.delete(stream.id);
+    this.#pendingOpens.delete(stream.id);
+    this.#held -= stream.held;
+    if (this.#localGoAway) this.#maybeFinishDrain();
+  }
+
+  #goAway(reason: string): void {
+    if (this.#localGoAway || this.#state !== State.OPEN) return;
+    this.#localGoAway = true;
+    this.#log.info({ reason, streams: this.#streams.size }, 'draining (GO_AWAY)');
+    this.#write(encodeGoAway(ErrorCode.NO_ERROR, reason));
+  }
+
+  #maybeFinishDrain(): void {
+    if (this.#state === State.OPEN && this.#localGoAway && this.#streams.size === 0) this.#teardown(null);
+  }
+
+  #onGraceExpired(): void {
+    this.#graceTimer = null;
+    for (const stream of [...this.#streams.values()]) stream.reset(ErrorCode.CANCEL, 'grace period ended');
+    this.#maybeFinishDrain();
+  }
+
+  /**
+   * The one cleanup path. `goAwayCode` sends GO_AWAY before closing (errors this side detected);
+   * without it an error closes the transport at once and a clean close ends it gracefully.
+   */
+  #teardown(err: Error | null, goAwayCode?: number, reason?: string): void {
+    if (this.#state === State.CLOSED) return;
+    this.#state = State.CLOSED;
+    for (const timer of [this.#tickTimer, this.#openTimer, this.#graceTimer, this.#handshakeTimer]) {
+      if (timer !== null) clearTimeout(timer);
+    }
+    this.#tickTimer = this.#openTimer = this.#graceTimer = this.#handshakeTimer = null;
+    const streamErr = err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed');
+    const streams = [...this.#streams.values()];
+    this.#streams.clear();
+    this.#pendingOpens.clear();
+    this.#writers = [];
+    this.#held = 0;
+    this.#pings.clear();
+    for (const stream of streams) stream.onSessionEnd(streamErr);
+
+    const transport = this.#transport;
+    if (goAwayCode !== undefined && !transport.destroyed) {
+      transport.end(encodeGoAway(goAwayCode, reason ?? err?.message ?? ''));
+      lingerThenDestroy(transport);
+    } else if (err === null && !transport.destroyed) {
+      transport.end();
+      lingerThenDestroy(transport);
+    } else {
+      transport.destroy();
+    }
+    if (err !== null) this.#log.info({ code: (err as SluiceError).code, err: err.message }, 'session closed');
+    else this.#log.debug('session closed');
+
+    const handshake = this.#handshake;
+    this.#handshake = null;
+    handshake?.reject(err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed during the handshake'));
+    this.#resolveClosed();
+    process.nextTick(() => this.emit('close', err ?? undefined));
+  }
+}
+
+function uncork(session: Session, transport: Duplex): void {
+  session.uncorked();
+  transport.uncork();
+}
+
+function noop(): void {}
+
+function lingerThenDestroy(transport: Duplex): void {
+  setTimeout(() => transport.destroy(), END_LINGER_MS).unref();
+}
+
+function isWindow(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= Limits.MIN_WINDOW && v <= Limits.MAX_WINDOW;
+}
+
+function isName(v: unknown): v is string {
+  return typeof v === 'string' && v.length >= 1 && v.length <= 128;
+}
+
+function parseHello(o: Record<string, unknown>): Hello {
+  if (typeof o.token !== 'string') throw new ProtocolError('HELLO without a token');
+  if (!isName(o.agent)) throw new ProtocolError('HELLO agent must be a string of 1 to 128 characters');
+  if (!isName(o.replica)) throw new ProtocolError('HELLO replica must be a string of 1 to 128 characters');
+  if (!isWindow(o.window)) throw new ProtocolError('HELLO without a valid window');
+  const caps = Array.isArray(o.caps) ? o.caps.filter((c): c is string => typeof c === 'string') : [];
+  return { token: o.token, agent: o.agent, replica: o.replica, caps, window: o.window };
+}

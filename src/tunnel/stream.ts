@@ -1,0 +1,251 @@
+// One stream of a session: an ordered byte stream in each direction with credit flow control
+// (docs/protocol.md §5–6), exposed as a Node Duplex. The session owns the wire; a stream only asks it
+// to send frames, and the session calls the `on*` methods below as frames arrive.
+import { Duplex } from 'node:stream';
+import { SluiceError, StreamResetError } from '../errors.js';
+import { ErrorCode } from '../protocol/constants.js';
+
+/** Stream-open metadata carried by SYN (docs/protocol.md §5). The tunnel treats it as opaque. */
+export type StreamMeta = Record<string, unknown>;
+
+/** What a stream needs from its session. Implemented by Session; kept narrow so streams stay testable. */
+export interface StreamOwner {
+  readonly maxFrameData: number;
+  /** False while the transport is congested: the stream must wait for `resumeWriter`. */
+  readonly canWrite: boolean;
+  sendData(stream: Stream, chunk: Buffer, fin: boolean): void;
+  queueWriter(stream: Stream): void;
+  returnCredit(stream: Stream, bytes: number): void;
+  resetStream(stream: Stream, code: number, reason: string): void;
+  finished(stream: Stream): void;
+}
+
+const READ_HIGH_WATER = 64 * 1024;
+const WRITE_HIGH_WATER = 256 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+export class Stream extends Duplex {
+  readonly id: number;
+  readonly meta: StreamMeta;
+  /** True once the peer has ACKed our SYN, or at once for a stream the peer opened. */
+  accepted: boolean;
+
+  // --- owned by the session (internal) ---
+  /** Bytes we may still send: the peer's credit to us. */
+  sendCredit: number;
+  /** Bytes the peer may still send us before it needs WINDOW_UPDATE. */
+  recvWindow: number;
+  /** True once the session no longer routes frames to this stream (both FINs, or reset). */
+  detached = false;
+  /** True while the stream waits in the session's writer queue for the transport to drain. */
+  writerQueued = false;
+
+  readonly #owner: StreamOwner;
+  readonly #windowSize: number;
+  readonly #creditThreshold: number;
+
+  // Receive side: bytes that arrived while the reader did not want them. Bounded by the window.
+  #queue: Buffer[] = [];
+  #wantRead = false;
+  /** Bytes handed to the reader whose credit has not been returned yet. */
+  #consumed = 0;
+  #remoteFin = false;
+  #endPushed = false;
+
+  // Send side: the write in progress, cut into frames as credit and the transport allow.
+  #sendBuf: Buffer = EMPTY;
+  #sendList: Buffer[] | null = null;
+  #sendIndex = 0;
+  #sendOffset = 0;
+  #sendCb: ((err?: Error | null) => void) | null = null;
+  #localFin = false;
+
+  #resetCode: number = ErrorCode.CANCEL;
+  #resetReason = '';
+
+  constructor(
+    owner: StreamOwner,
+    id: number,
+    meta: StreamMeta,
+    sendCredit: number,
+    windowSize: number,
+    accepted: boolean,
+  ) {
+    super({
+      allowHalfOpen: true,
+      readableHighWaterMark: READ_HIGH_WATER,
+      writableHighWaterMark: WRITE_HIGH_WATER,
+    });
+    this.#owner = owner;
+    this.id = id;
+    this.meta = meta;
+    this.accepted = accepted;
+    this.sendCredit = sendCredit;
+    this.recvWindow = windowSize;
+    this.#windowSize = windowSize;
+    this.#creditThreshold = windowSize >>> 2;
+  }
+
+  /** Bytes of credit granted to the peer and not yet returned: what this stream may hold. */
+  get held(): number {
+    return this.#windowSize - this.recvWindow;
+  }
+
+  get localFin(): boolean {
+    return this.#localFin;
+  }
+
+  get remoteFin(): boolean {
+    return this.#remoteFin;
+  }
+
+  /** Resets the stream with a wire code (docs/protocol.md §8) and destroys it without a local error. */
+  reset(code: number = ErrorCode.CANCEL, reason = ''): void {
+    this.#resetCode = code;
+    this.#resetReason = reason;
+    this.destroy();
+  }
+
+  // --- called by the session as frames arrive ---
+
+  onData(payload: Buffer, fin: boolean): void {
+    if (payload.length > 0) {
+      if (this.#wantRead && this.#queue.length === 0) {
+        this.#consumed += payload.length;
+        this.#wantRead = this.push(payload);
+      } else {
+        this.#queue.push(payload);
+      }
+    }
+    if (fin) {
+      this.#remoteFin = true;
+      if (this.#queue.length === 0) this.#pushEnd();
+      if (this.#localFin) this.#owner.finished(this);
+    }
+    this.#maybeReturnCredit();
+  }
+
+  onWindowUpdate(increment: number): void {
+    const blocked = this.sendCredit === 0;
+    this.sendCredit += increment;
+    if (blocked && this.#sendCb !== null) this.flush();
+  }
+
+  onAck(): void {
+    this.accepted = true;
+    this.emit('accept');
+  }
+
+  onReset(code: number, reason: string): void {
+    this.detached = true;
+    this.destroy(new StreamResetError(code, reason, true));
+  }
+
+  /** The session ended under this stream. */
+  onSessionEnd(err: Error): void {
+    this.detached = true;
+    this.destroy(err);
+  }
+
+  // --- Duplex ---
+
+  override _read(): void {
+    this.#wantRead = true;
+    const queue = this.#queue;
+    while (this.#wantRead && queue.length > 0) {
+      const chunk = queue.shift()!;
+      this.#consumed += chunk.length;
+      this.#wantRead = this.push(chunk);
+    }
+    if (queue.length === 0 && this.#remoteFin) this.#pushEnd();
+    this.#maybeReturnCredit();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.#sendBuf = chunk;
+    this.#sendOffset = 0;
+    this.#sendCb = cb;
+    this.flush();
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    this.#sendList = chunks.map((c) => c.chunk);
+    this.#sendIndex = 0;
+    this.#sendBuf = this.#sendList[0]!;
+    this.#sendOffset = 0;
+    this.#sendCb = cb;
+    this.flush();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    if (this.detached) return cb();
+    this.#localFin = true;
+    this.#owner.sendData(this, EMPTY, true);
+    if (this.#remoteFin) this.#owner.finished(this);
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.#queue = [];
+    this.#sendBuf = EMPTY;
+    this.#sendList = null;
+    this.#sendCb = null;
+    if (!this.detached) {
+      const code = err instanceof SluiceError && err.wireCode !== undefined ? err.wireCode : this.#resetCode;
+      this.#owner.resetStream(this, code, this.#resetReason || (err?.message ?? ''));
+    }
+    cb(err);
+  }
+
+  /** Sends as much of the pending write as credit and the transport allow. Called by the session too. */
+  flush(): void {
+    const owner = this.#owner;
+    while (this.#sendCb !== null) {
+      const remaining = this.#sendBuf.length - this.#sendOffset;
+      if (remaining === 0) {
+        if (!this.#nextBuffer()) {
+          const cb = this.#sendCb;
+          this.#sendCb = null;
+          this.#sendBuf = EMPTY;
+          cb();
+        }
+        continue;
+      }
+      if (this.sendCredit === 0 || this.destroyed) return;
+      if (!owner.canWrite) return owner.queueWriter(this);
+      const n = Math.min(remaining, this.sendCredit, owner.maxFrameData);
+      const start = this.#sendOffset;
+      const piece = n === this.#sendBuf.length ? this.#sendBuf : this.#sendBuf.subarray(start, start + n);
+      this.#sendOffset += n;
+      this.sendCredit -= n;
+      owner.sendData(this, piece, false);
+    }
+  }
+
+  #nextBuffer(): boolean {
+    const list = this.#sendList;
+    if (list === null || this.#sendIndex + 1 >= list.length) {
+      this.#sendList = null;
+      return false;
+    }
+    this.#sendIndex += 1;
+    this.#sendBuf = list[this.#sendIndex]!;
+    this.#sendOffset = 0;
+    return true;
+  }
+
+  #pushEnd(): void {
+    if (this.#endPushed) return;
+    this.#endPushed = true;
+    this.push(null);
+  }
+
+  #maybeReturnCredit(): void {
+    // Credit goes back in batches of a quarter window; after the peer's FIN it is never needed again.
+    if (this.#consumed >= this.#creditThreshold && !this.#remoteFin && !this.detached) {
+      const bytes = this.#consumed;
+      this.#consumed = 0;
+      this.#owner.returnCredit(this, bytes);
+    }
+  }
+}

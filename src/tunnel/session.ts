@@ -669,14 +669,14 @@ export class Session extends EventEmitter implements StreamOwner {
       if (timer !== null) clearTimeout(timer);
     }
     this.#tickTimer = this.#openTimer = this.#graceTimer = this.#handshakeTimer = null;
-    const streamErr = err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed');
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     this.#pendingOpens.clear();
     this.#writers = [];
     this.#held = 0;
     this.#pings.clear();
-    for (const stream of streams) stream.onSessionEnd(streamErr);
+    // A local destroy() aborts streams the way stream.destroy() does: closed without 'end', no error.
+    for (const stream of streams) stream.onSessionEnd(err);
 
     const transport = this.#transport;
     if (goAwayCode !== undefined && !transport.destroyed) {

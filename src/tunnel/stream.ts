@@ -141,10 +141,10 @@ export class Stream extends Duplex {
     this.destroy(new StreamResetError(code, reason, true));
   }
 
-  /** The session ended under this stream. */
-  onSessionEnd(err: Error): void {
+  /** The session ended under this stream: with the session's error, or aborted without one. */
+  onSessionEnd(err: Error | null): void {
     this.detached = true;
-    this.destroy(err);
+    this.destroy(err ?? undefined);
   }
 
   // --- Duplex ---

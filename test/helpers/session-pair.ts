@@ -1,0 +1,49 @@
+// Builds a connected client/server session pair over any transport pair, for the session suite.
+import type { Duplex } from 'node:stream';
+import { Session, type AcceptOptions } from '../../src/tunnel/session.js';
+import type { SessionOptionsInput } from '../../src/tunnel/options.js';
+
+export interface TransportPair {
+  client: Duplex;
+  server: Duplex;
+  /** Makes the path between the two silently stop delivering, if the transport supports it. */
+  blackhole?: () => void;
+  close(): Promise<void>;
+}
+
+export type MakeTransportPair = () => Promise<TransportPair>;
+
+export interface SessionPair {
+  client: Session;
+  server: Session;
+  transports: TransportPair;
+  close(): Promise<void>;
+}
+
+export async function sessionPair(
+  make: MakeTransportPair,
+  options: SessionOptionsInput = {},
+  accept: Partial<AcceptOptions> = {},
+): Promise<SessionPair> {
+  const transports = await make();
+  const serverP = Session.accept(transports.server, {
+    authenticate: () => ({ ok: true }),
+    options,
+    ...accept,
+  });
+  const client = await Session.connect(transports.client, {
+    hello: { token: 'test-token', agent: 'test-agent', replica: 'r1' },
+    options,
+  });
+  const server = await serverP;
+  return {
+    client,
+    server,
+    transports,
+    async close() {
+      client.destroy();
+      server.destroy();
+      await transports.close();
+    },
+  };
+}

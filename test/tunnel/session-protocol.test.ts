@@ -1,0 +1,322 @@
+// Protocol edges, against a raw peer: every violation ends the session with GO_AWAY carrying the right
+// code, overload resets one stream only, and each timeout fires with its SLUICE_ERR_* code.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import { ConfigError, SluiceError } from '../../src/errors.js';
+import {
+  decodeCodeReason,
+  encodeFrame,
+  encodeHeader,
+  encodeJsonFrame,
+  encodePing,
+  encodeWindowUpdate,
+} from '../../src/protocol/codec.js';
+import { ErrorCode, Flag, FrameType } from '../../src/protocol/constants.js';
+import { resolveSessionOptions } from '../../src/tunnel/options.js';
+import { Session } from '../../src/tunnel/session.js';
+import type { Stream } from '../../src/tunnel/stream.js';
+import { duplexPair } from '../helpers/duplex-pair.js';
+import { RawPeer } from '../helpers/raw-peer.js';
+import { sessionPair } from '../helpers/session-pair.js';
+import { waitFor, within } from '../helpers/wait.js';
+
+const memory = async () => {
+  const p = duplexPair();
+  return { client: p.a, server: p.b, blackhole: p.blackhole, close: async () => void p.a.destroy() };
+};
+
+function ignoreErrors(s: Stream): Stream {
+  return s.on('error', () => {});
+}
+
+/** A client session facing a raw server that has completed the handshake. */
+async function clientVsRaw(options = {}) {
+  const { a, b } = duplexPair();
+  const raw = new RawPeer(b);
+  const connecting = Session.connect(a, { hello: { token: 't', agent: 'a', replica: 'r' }, options });
+  await raw.welcome();
+  const session = await connecting;
+  return { session, raw, closed: once(session, 'close') as Promise<[Error | undefined]> };
+}
+
+/** A server session facing a raw client that has completed the handshake. */
+async function serverVsRaw(options = {}) {
+  const { a, b } = duplexPair();
+  const raw = new RawPeer(a);
+  const accepting = Session.accept(b, { authenticate: () => ({ ok: true }), options });
+  await raw.hello();
+  const session = await accepting;
+  return { session, raw, closed: once(session, 'close') as Promise<[Error | undefined]> };
+}
+
+async function expectGoAway(raw: RawPeer, closed: Promise<[Error | undefined]>, wire: number, code: string) {
+  const goAway = await raw.next(FrameType.GO_AWAY);
+  assert.equal(decodeCodeReason(goAway.payload).code, wire);
+  const [err] = await within(closed, 5000, 'the session to close');
+  assert.ok(err instanceof SluiceError);
+  assert.equal(err.code, code);
+  await raw.closedByPeer();
+}
+
+describe('protocol violations end the session with GO_AWAY', () => {
+  test('DATA for a stream that was never opened', async () => {
+    const { raw, closed } = await clientVsRaw();
+    raw.send(encodeFrame(FrameType.DATA, 0, 2, Buffer.from('x')));
+    await expectGoAway(raw, closed, ErrorCode.PROTOCOL_ERROR, 'SLUICE_ERR_PROTOCOL');
+  });
+
+  test('DATA beyond the granted credit', async () => {
+    const { session, raw, closed } = await serverVsRaw({ window: 64 * 1024 });
+    session.on('stream', ignoreErrors);
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+    raw.send(encodeFrame(FrameType.DATA, 0, 1, Buffer.alloc(64 * 1024 + 1)));
+    await expectGoAway(raw, closed, ErrorCode.FLOW_CONTROL_ERROR, 'SLUICE_ERR_FLOW_CONTROL');
+  });
+
+  test('credit above 2^31-1', async () => {
+    const { session, raw, closed } = await clientVsRaw();
+    session.open({}).on('error', () => {});
+    raw.send(encodeWindowUpdate(1, 2 ** 31 - 1));
+    await expectGoAway(raw, closed, ErrorCode.FLOW_CONTROL_ERROR, 'SLUICE_ERR_FLOW_CONTROL');
+  });
+
+  test('a SYN with the wrong parity, and one that reuses an id', async () => {
+    for (const ids of [[2], [3, 1]]) {
+      const { session, raw, closed } = await serverVsRaw();
+      session.on('stream', ignoreErrors);
+      for (const id of ids) raw.send(encodeJsonFrame(FrameType.SYN, id, {}));
+      await expectGoAway(raw, closed, ErrorCode.PROTOCOL_ERROR, 'SLUICE_ERR_PROTOCOL');
+    }
+  });
+
+  test('DATA after FIN', async () => {
+    const { session, raw, closed } = await serverVsRaw();
+    session.on('stream', (s: Stream) => ignoreErrors(s).resume());
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+    raw.send(encodeFrame(FrameType.DATA, Flag.FIN, 1, Buffer.from('a')));
+    raw.send(encodeFrame(FrameType.DATA, 0, 1, Buffer.from('b')));
+    await expectGoAway(raw, closed, ErrorCode.PROTOCOL_ERROR, 'SLUICE_ERR_PROTOCOL');
+  });
+
+  test('a SYN payload that is not a JSON object', async () => {
+    const { session, raw, closed } = await serverVsRaw();
+    session.on('stream', ignoreErrors);
+    raw.send(encodeFrame(FrameType.SYN, 0, 1, Buffer.from('[1]')));
+    await expectGoAway(raw, closed, ErrorCode.PROTOCOL_ERROR, 'SLUICE_ERR_PROTOCOL');
+  });
+
+  test('an oversized frame is a FRAME_SIZE_ERROR', async () => {
+    const { raw, closed } = await clientVsRaw();
+    raw.send(encodeHeader(FrameType.SYN, 0, 2, 70_000));
+    await expectGoAway(raw, closed, ErrorCode.FRAME_SIZE_ERROR, 'SLUICE_ERR_FRAME_SIZE');
+  });
+
+  test('another protocol version is answered with VERSION_MISMATCH and a readable reason', async () => {
+    const { a, b } = duplexPair();
+    const raw = new RawPeer(a);
+    const accepting = Session.accept(b, { authenticate: () => ({ ok: true }) });
+    const hello = encodeJsonFrame(FrameType.HELLO, 0, { token: 't', agent: 'a', replica: 'r', window: 65536 });
+    hello[0] = 2;
+    raw.send(hello);
+    const goAway = await raw.next(FrameType.GO_AWAY);
+    const { code, reason } = decodeCodeReason(goAway.payload);
+    assert.equal(code, ErrorCode.VERSION_MISMATCH);
+    assert.match(reason, /v2.*v1.*upgrade/);
+    await assert.rejects(accepting, (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_VERSION_MISMATCH');
+  });
+
+  test('a client hearing GO_AWAY(VERSION_MISMATCH) of another version reports it', async () => {
+    const { a, b } = duplexPair();
+    const raw = new RawPeer(b);
+    const connecting = Session.connect(a, { hello: { token: 't', agent: 'a', replica: 'r' } });
+    await raw.next(FrameType.HELLO);
+    const goAway = encodeFrame(FrameType.GO_AWAY, 0, 0, Buffer.from([0, 0, 0, ErrorCode.VERSION_MISMATCH]));
+    goAway[0] = 9;
+    raw.send(goAway);
+    await assert.rejects(connecting, (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_VERSION_MISMATCH');
+  });
+
+  test('frames other than HELLO before the handshake', async () => {
+    const { a, b } = duplexPair();
+    const raw = new RawPeer(a);
+    const accepting = Session.accept(b, { authenticate: () => ({ ok: true }) });
+    raw.send(encodePing(false, Buffer.alloc(8)));
+    await assert.rejects(accepting, (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_PROTOCOL');
+    assert.equal(decodeCodeReason((await raw.next(FrameType.GO_AWAY)).payload).code, ErrorCode.PROTOCOL_ERROR);
+  });
+});
+
+describe('timeouts', () => {
+  test('a silent peer fails the handshake with HANDSHAKE_TIMEOUT', async () => {
+    const { a, b } = duplexPair();
+    const raw = new RawPeer(b);
+    const started = Date.now();
+    const connecting = Session.connect(a, { hello: { token: 't', agent: 'a', replica: 'r' }, options: { handshakeTimeout: 200 } });
+    await assert.rejects(
+      within(connecting, 5000, 'the handshake to time out'),
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_HANDSHAKE_TIMEOUT',
+    );
+    assert.ok(Date.now() - started >= 190);
+    assert.equal(decodeCodeReason((await raw.next(FrameType.GO_AWAY)).payload).code, ErrorCode.HANDSHAKE_TIMEOUT);
+  });
+
+  test('an open that is never ACKed times out and is reset with CANCEL', async () => {
+    const { session, raw } = await clientVsRaw({ openTimeout: 200 });
+    const s = session.open({ kind: 'x' });
+    const [err] = await within(once(s, 'error'), 5000, 'the open to time out');
+    assert.equal((err as SluiceError).code, 'SLUICE_ERR_OPEN_TIMEOUT');
+    const rst = await raw.next(FrameType.RST);
+    assert.equal(rst.streamId, 1);
+    assert.equal(decodeCodeReason(rst.payload).code, ErrorCode.CANCEL);
+    assert.equal(session.stats().pendingOpens, 0);
+    assert.equal(session.streamCount, 0);
+  });
+
+  test('write timeout through a session pair whose peer stops reading', async () => {
+    const p = await sessionPair(memory, { writeTimeout: 300, pingInterval: 100, pingTimeout: 60_000 });
+    try {
+      p.server.on('stream', () => {}); // never reads: credit runs out, but pings still flow...
+      // ...so stall the transport itself: the server's side stops reading its socket.
+      p.transports.server.pause();
+      const s = p.client.open({});
+      s.on('error', () => {});
+      s.write(Buffer.alloc(4 * 1024 * 1024));
+      const [err] = await within(once(p.client, 'close'), 5000, 'the write timeout');
+      assert.equal((err as SluiceError).code, 'SLUICE_ERR_WRITE_TIMEOUT');
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+describe('overload and limits', () => {
+  test('the session buffer bound resets one stream with OVERLOAD and the session goes on', async () => {
+    const window = 64 * 1024;
+    const p = await sessionPair(memory, { window, sessionBuffer: 3 * window });
+    try {
+      const held: Stream[] = [];
+      p.server.on('stream', (s: Stream) => {
+        if (s.meta.kind === 'echo') s.pipe(s);
+        else held.push(ignoreErrors(s)); // never read
+      });
+      const streams = Array.from({ length: 4 }, () => p.client.open({ kind: 'stall' }));
+      const errors = streams.map((s) => new Promise<unknown>((resolve) => s.once('error', resolve)));
+      for (const s of streams) s.write(Buffer.alloc(window));
+      const first = await within(Promise.race(errors), 5000, 'one stream to be reset');
+      assert.equal((first as SluiceError).code, 'SLUICE_ERR_OVERLOAD');
+      assert.ok(p.server.stats().heldBytes <= 3 * window);
+      assert.equal(p.client.closed, false);
+      // While the stalled streams hold the whole bound, new bytes are refused too; once they are
+      // released the same session carries traffic again.
+      for (const s of held) s.destroy();
+      await waitFor('the held credit to be released', () => p.server.stats().heldBytes === 0);
+      const e = p.client.open({ kind: 'echo' });
+      e.end('still alive');
+      const [chunk] = await within(once(e, 'data'), 5000, 'echo');
+      assert.equal(String(chunk), 'still alive');
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('local opens above maxStreams throw TOO_MANY_STREAMS', async () => {
+    const p = await sessionPair(memory, { maxStreams: 2 });
+    try {
+      p.server.on('stream', ignoreErrors);
+      const opened = [p.client.open({}), p.client.open({})];
+      assert.throws(() => p.client.open({}), (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_TOO_MANY_STREAMS');
+      await Promise.all(opened.map((s) => within(once(s, 'accept'), 5000, 'accept')));
+      for (const s of opened) s.on('error', () => {});
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('a peer above our maxStreams is refused per stream with OVERLOAD', async () => {
+    const { session, raw } = await serverVsRaw({ maxStreams: 1 });
+    session.on('stream', ignoreErrors);
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}), encodeJsonFrame(FrameType.SYN, 3, {}));
+    const rst = await raw.next(FrameType.RST);
+    assert.equal(rst.streamId, 3);
+    assert.equal(decodeCodeReason(rst.payload).code, ErrorCode.OVERLOAD);
+    assert.equal(session.closed, false);
+  });
+
+  test('pending opens are bounded', async () => {
+    const { session } = await clientVsRaw({ maxPendingOpens: 2 });
+    session.open({}).on('error', () => {});
+    session.open({}).on('error', () => {});
+    assert.throws(() => session.open({}), (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_TOO_MANY_PENDING_OPENS');
+    session.destroy();
+  });
+
+  test('a SYN with no stream handler is refused with REFUSED_STREAM', async () => {
+    const { raw } = await serverVsRaw();
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+    const rst = await raw.next(FrameType.RST);
+    assert.equal(decodeCodeReason(rst.payload).code, ErrorCode.REFUSED_STREAM);
+  });
+
+  test('frames for a stream that already closed are ignored', async () => {
+    const { session, raw, closed } = await serverVsRaw();
+    session.on('stream', (s: Stream) => s.reset(ErrorCode.CANCEL, 'no'));
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+    await raw.next(FrameType.RST);
+    raw.send(encodeFrame(FrameType.DATA, 0, 1, Buffer.from('late')), encodeWindowUpdate(1, 10));
+    raw.send(encodePing(false, Buffer.alloc(8, 7)));
+    const pong = await raw.next(FrameType.PING);
+    assert.equal(pong.flags, Flag.ACK);
+    assert.deepEqual(pong.payload, Buffer.alloc(8, 7));
+    assert.equal(session.closed, false);
+    session.destroy();
+    const [err] = await closed;
+    assert.equal(err, undefined);
+  });
+});
+
+describe('liveness and options', () => {
+  test('ping() measures the round trip', async () => {
+    const p = await sessionPair(memory);
+    try {
+      const rtt = await within(p.client.ping(), 5000, 'pong');
+      assert.ok(rtt >= 0 && rtt < 1000);
+      assert.equal(p.client.stats().rttMs, rtt);
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('automatic pings keep an idle session alive past the ping timeout', async () => {
+    const p = await sessionPair(memory, { pingInterval: 100, pingTimeout: 300 });
+    try {
+      const deadline = Date.now() + 1000;
+      await waitFor('one second of idle time', () => Date.now() > deadline, 3000);
+      assert.equal(p.client.closed, false);
+      assert.equal(p.server.closed, false);
+      assert.ok(p.client.rttMs >= 0, 'automatic pings measured an RTT');
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('options are validated with the exact key, and unknown keys are rejected', () => {
+    const cases: [object, RegExp][] = [
+      [{ pingInterval: 10 }, /^tunnel\.pingInterval must be an integer between 100ms and 5m$/],
+      [{ window: 1000 }, /^tunnel\.window must be an integer between 64 KiB and /],
+      [{ pingInterval: 20_000, pingTimeout: 10_000 }, /^tunnel\.pingTimeout must be at least tunnel\.pingInterval$/],
+      [{ windw: 1 }, /^tunnel\.windw is not a known option$/],
+      [{ window: 'big' }, /^tunnel\.window must be a number$/],
+    ];
+    for (const [input, message] of cases) {
+      assert.throws(
+        () => resolveSessionOptions(input as never),
+        (e) => e instanceof ConfigError && e.code === 'SLUICE_ERR_INVALID_OPTION' && message.test(e.message),
+        JSON.stringify(input),
+      );
+    }
+    const resolved = resolveSessionOptions({ window: 1024 * 1024 });
+    assert.ok(Object.isFrozen(resolved));
+    assert.equal(resolved.pingInterval, 15_000);
+  });
+});

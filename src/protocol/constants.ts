@@ -17,7 +17,6 @@ export const FrameType = {
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
-
 export const Flag = {
   FIN: 0x1,
   ACK: 0x2,

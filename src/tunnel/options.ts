@@ -55,7 +55,11 @@ const schema = z
   })
   .superRefine((o, ctx) => {
     if (o.pingTimeout < o.pingInterval) {
-      ctx.addIssue({ code: 'custom', path: ['pingTimeout'], message: 'must be at least tunnel.pingInterval' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['pingTimeout'],
+        message: 'must be at least tunnel.pingInterval',
+      });
     }
     if (o.sessionBuffer < o.window) {
       ctx.addIssue({ code: 'custom', path: ['sessionBuffer'], message: 'must be at least tunnel.window' });

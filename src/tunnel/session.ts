@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { ProtocolError, SessionError, SluiceError, StreamResetError, codeForWire } from '../errors.js';
+import { codeForWire, ProtocolError, SessionError, SluiceError, StreamResetError } from '../errors.js';
 import {
   decodeCodeReason,
   decodeJsonObject,
@@ -19,7 +19,7 @@ import {
   encodeWindowUpdate,
   FrameDecoder,
 } from '../protocol/codec.js';
-import { ErrorCode, Flag, FrameType, Limits, errorCodeName } from '../protocol/constants.js';
+import { ErrorCode, errorCodeName, Flag, FrameType, Limits } from '../protocol/constants.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from './options.js';
 import { Stream, type StreamMeta, type StreamOwner } from './stream.js';
 
@@ -150,7 +150,11 @@ export class Session extends EventEmitter implements StreamOwner {
     transport.on('end', () => this.#onTransportEnd('transport ended by peer'));
     transport.on('close', () => this.#onTransportEnd('transport closed'));
     transport.on('error', (err: Error) =>
-      this.#teardown(new SessionError('SLUICE_ERR_TRANSPORT_CLOSED', `transport error: ${err.message}`, undefined, { cause: err })),
+      this.#teardown(
+        new SessionError('SLUICE_ERR_TRANSPORT_CLOSED', `transport error: ${err.message}`, undefined, {
+          cause: err,
+        }),
+      ),
     );
     this.#handshakeTimer = setTimeout(() => this.#onHandshakeTimeout(), this.options.handshakeTimeout);
     this.#handshakeTimer.unref();
@@ -207,7 +211,10 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#state !== State.OPEN) throw new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session is closed');
     if (this.draining) throw new SessionError('SLUICE_ERR_GOING_AWAY', 'session is draining (GO_AWAY)');
     if (this.#streams.size >= this.options.maxStreams) {
-      throw new SluiceError('SLUICE_ERR_TOO_MANY_STREAMS', `session has ${this.#streams.size} streams open, the limit`);
+      throw new SluiceError(
+        'SLUICE_ERR_TOO_MANY_STREAMS',
+        `session has ${this.#streams.size} streams open, the limit`,
+      );
     }
     if (this.#pendingOpens.size >= this.options.maxPendingOpens) {
       throw new SluiceError(
@@ -218,7 +225,10 @@ export class Session extends EventEmitter implements StreamOwner {
     const id = this.#nextId;
     if (id > Limits.MAX_STREAM_ID) {
       this.#goAway('stream ids exhausted');
-      throw new SessionError('SLUICE_ERR_STREAM_IDS_EXHAUSTED', 'stream ids exhausted; the session is draining');
+      throw new SessionError(
+        'SLUICE_ERR_STREAM_IDS_EXHAUSTED',
+        'stream ids exhausted; the session is draining',
+      );
     }
     let syn: Buffer;
     try {
@@ -336,9 +346,14 @@ export class Session extends EventEmitter implements StreamOwner {
         this.#teardown(err, err.wireCode);
       } else {
         this.#teardown(
-          new SessionError('SLUICE_ERR_SESSION_CLOSED', `internal error: ${(err as Error).message}`, ErrorCode.INTERNAL_ERROR, {
-            cause: err,
-          }),
+          new SessionError(
+            'SLUICE_ERR_SESSION_CLOSED',
+            `internal error: ${(err as Error).message}`,
+            ErrorCode.INTERNAL_ERROR,
+            {
+              cause: err,
+            },
+          ),
           ErrorCode.INTERNAL_ERROR,
         );
       }
@@ -370,22 +385,32 @@ export class Session extends EventEmitter implements StreamOwner {
 
   readonly #onFrame = (type: number, flags: number, id: number, payload: Buffer): void => {
     if (this.#trace) this.#log.trace(describeFrame(type, flags, id, payload.length));
-    if (this.#state === State.HANDSHAKE) return this.#onHandshakeFrame(type, payload);
+    if (this.#state === State.HANDSHAKE) {
+      this.#onHandshakeFrame(type, payload);
+      return;
+    }
     switch (type) {
       case FrameType.DATA:
-        return this.#onData(flags, id, payload);
+        this.#onData(flags, id, payload);
+        break;
       case FrameType.WINDOW_UPDATE:
-        return this.#onWindowUpdate(id, payload.readUInt32BE(0));
+        this.#onWindowUpdate(id, payload.readUInt32BE(0));
+        break;
       case FrameType.PING:
-        return this.#onPing(flags, payload);
+        this.#onPing(flags, payload);
+        break;
       case FrameType.GO_AWAY:
-        return this.#onGoAway(payload);
+        this.#onGoAway(payload);
+        break;
       case FrameType.SYN:
-        return this.#onSyn(id, payload);
+        this.#onSyn(id, payload);
+        break;
       case FrameType.ACK:
-        return this.#onAck(id);
+        this.#onAck(id);
+        break;
       case FrameType.RST:
-        return this.#onRst(id, payload);
+        this.#onRst(id, payload);
+        break;
       default:
         throw new ProtocolError(`${describeFrame(type, flags, id, payload.length)} after the handshake`);
     }
@@ -512,7 +537,16 @@ export class Session extends EventEmitter implements StreamOwner {
       .then(() => accept.authenticate(hello))
       .then(
         (result) => this.#answerHello(hello, result, accept.caps ?? []),
-        (err: Error) => this.#teardown(new SessionError('SLUICE_ERR_SESSION_CLOSED', `authenticate failed: ${err.message}`, ErrorCode.INTERNAL_ERROR, { cause: err }), ErrorCode.INTERNAL_ERROR),
+        (err: Error) =>
+          this.#teardown(
+            new SessionError(
+              'SLUICE_ERR_SESSION_CLOSED',
+              `authenticate failed: ${err.message}`,
+              ErrorCode.INTERNAL_ERROR,
+              { cause: err },
+            ),
+            ErrorCode.INTERNAL_ERROR,
+          ),
       );
   }
 
@@ -521,14 +555,20 @@ export class Session extends EventEmitter implements StreamOwner {
     if (!result.ok) {
       const wire = ErrorCode[result.code];
       this.#log.warn({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
-      return this.#teardown(new SessionError(codeForWire(wire), `refused: ${result.reason}`, wire), wire, result.reason);
+      return this.#teardown(
+        new SessionError(codeForWire(wire), `refused: ${result.reason}`, wire),
+        wire,
+        result.reason,
+      );
     }
     const offered = result.caps ?? ownCaps;
     const caps = offered.filter((c) => hello.caps.includes(c));
     this.id = randomBytes(8).toString('hex');
     this.peer = { agent: hello.agent, replica: hello.replica, caps };
     this.peerWindow = hello.window;
-    this.#write(encodeJsonFrame(FrameType.WELCOME, 0, { session: this.id, window: this.options.window, caps }));
+    this.#write(
+      encodeJsonFrame(FrameType.WELCOME, 0, { session: this.id, window: this.options.window, caps }),
+    );
     this.#opened();
   }
 
@@ -587,7 +627,11 @@ export class Session extends EventEmitter implements StreamOwner {
       );
       return this.#teardown(err);
     }
-    if (this.#stallSince !== 0 && this.#transport.writableNeedDrain && now - this.#stallSince >= o.writeTimeout) {
+    if (
+      this.#stallSince !== 0 &&
+      this.#transport.writableNeedDrain &&
+      now - this.#stallSince >= o.writeTimeout
+    ) {
       const err = new SessionError(
         'SLUICE_ERR_WRITE_TIMEOUT',
         `transport accepted no output for ${now - this.#stallSince}ms (write timeout ${o.writeTimeout}ms)`,
@@ -693,7 +737,9 @@ export class Session extends EventEmitter implements StreamOwner {
 
     const handshake = this.#handshake;
     this.#handshake = null;
-    handshake?.reject(err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed during the handshake'));
+    handshake?.reject(
+      err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed during the handshake'),
+    );
     this.#resolveClosed();
     process.nextTick(() => this.emit('close', err ?? undefined));
   }

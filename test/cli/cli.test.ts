@@ -1,8 +1,8 @@
 // Runs the real binary as a child process.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 
 const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
 

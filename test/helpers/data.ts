@@ -9,14 +9,19 @@ const BASE = randomBytes(1024 * 1024);
  * Writes `total` bytes in chunks of `chunkSize`, each chunk stamped with its index so that a lost,
  * repeated or reordered chunk changes the hash. Respects backpressure. Resolves with the sha256.
  */
-export async function writePattern(w: Writable, total: number, chunkSize = 64 * 1024, end = true): Promise<string> {
+export async function writePattern(
+  w: Writable,
+  total: number,
+  chunkSize = 64 * 1024,
+  end = true,
+): Promise<string> {
   const hash = createHash('sha256');
   let sent = 0;
   let index = 0;
   while (sent < total) {
     const n = Math.min(chunkSize, total - sent);
     const chunk = Buffer.allocUnsafe(n);
-    BASE.copy(chunk, 0, (index * 7919) % (BASE.length - n), (index * 7919) % (BASE.length - n) + n);
+    BASE.copy(chunk, 0, (index * 7919) % (BASE.length - n), ((index * 7919) % (BASE.length - n)) + n);
     if (n >= 4) chunk.writeUInt32BE(index >>> 0, 0);
     hash.update(chunk);
     sent += n;

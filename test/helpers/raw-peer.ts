@@ -2,7 +2,7 @@
 // tests that need a peer which breaks the rules or stays silent.
 import { EventEmitter, once } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { FrameDecoder, encodeJsonFrame } from '../../src/protocol/codec.js';
+import { encodeJsonFrame, FrameDecoder } from '../../src/protocol/codec.js';
 import { FrameType } from '../../src/protocol/constants.js';
 import { within } from './wait.js';
 
@@ -65,7 +65,9 @@ export class RawPeer extends EventEmitter {
 
   /** Plays the client's part of the handshake and waits for WELCOME. */
   async hello(window = 4 * 1024 * 1024): Promise<void> {
-    this.send(encodeJsonFrame(FrameType.HELLO, 0, { token: 't', agent: 'raw', replica: 'r', caps: [], window }));
+    this.send(
+      encodeJsonFrame(FrameType.HELLO, 0, { token: 't', agent: 'raw', replica: 'r', caps: [], window }),
+    );
     await this.next(FrameType.WELCOME);
   }
 }

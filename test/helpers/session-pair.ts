@@ -1,7 +1,7 @@
 // Builds a connected client/server session pair over any transport pair, for the session suite.
 import type { Duplex } from 'node:stream';
-import { Session, type AcceptOptions } from '../../src/tunnel/session.js';
 import type { SessionOptionsInput } from '../../src/tunnel/options.js';
+import { type AcceptOptions, Session } from '../../src/tunnel/session.js';
 
 export interface TransportPair {
   client: Duplex;

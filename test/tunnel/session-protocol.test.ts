@@ -116,14 +116,22 @@ describe('protocol violations end the session with GO_AWAY', () => {
     const { a, b } = duplexPair();
     const raw = new RawPeer(a);
     const accepting = Session.accept(b, { authenticate: () => ({ ok: true }) });
-    const hello = encodeJsonFrame(FrameType.HELLO, 0, { token: 't', agent: 'a', replica: 'r', window: 65536 });
+    const hello = encodeJsonFrame(FrameType.HELLO, 0, {
+      token: 't',
+      agent: 'a',
+      replica: 'r',
+      window: 65536,
+    });
     hello[0] = 2;
     raw.send(hello);
     const goAway = await raw.next(FrameType.GO_AWAY);
     const { code, reason } = decodeCodeReason(goAway.payload);
     assert.equal(code, ErrorCode.VERSION_MISMATCH);
     assert.match(reason, /v2.*v1.*upgrade/);
-    await assert.rejects(accepting, (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_VERSION_MISMATCH');
+    await assert.rejects(
+      accepting,
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_VERSION_MISMATCH',
+    );
   });
 
   test('a client hearing GO_AWAY(VERSION_MISMATCH) of another version reports it', async () => {
@@ -134,7 +142,10 @@ describe('protocol violations end the session with GO_AWAY', () => {
     const goAway = encodeFrame(FrameType.GO_AWAY, 0, 0, Buffer.from([0, 0, 0, ErrorCode.VERSION_MISMATCH]));
     goAway[0] = 9;
     raw.send(goAway);
-    await assert.rejects(connecting, (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_VERSION_MISMATCH');
+    await assert.rejects(
+      connecting,
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_VERSION_MISMATCH',
+    );
   });
 
   test('frames other than HELLO before the handshake', async () => {
@@ -143,7 +154,10 @@ describe('protocol violations end the session with GO_AWAY', () => {
     const accepting = Session.accept(b, { authenticate: () => ({ ok: true }) });
     raw.send(encodePing(false, Buffer.alloc(8)));
     await assert.rejects(accepting, (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_PROTOCOL');
-    assert.equal(decodeCodeReason((await raw.next(FrameType.GO_AWAY)).payload).code, ErrorCode.PROTOCOL_ERROR);
+    assert.equal(
+      decodeCodeReason((await raw.next(FrameType.GO_AWAY)).payload).code,
+      ErrorCode.PROTOCOL_ERROR,
+    );
   });
 });
 
@@ -152,13 +166,19 @@ describe('timeouts', () => {
     const { a, b } = duplexPair();
     const raw = new RawPeer(b);
     const started = Date.now();
-    const connecting = Session.connect(a, { hello: { token: 't', agent: 'a', replica: 'r' }, options: { handshakeTimeout: 200 } });
+    const connecting = Session.connect(a, {
+      hello: { token: 't', agent: 'a', replica: 'r' },
+      options: { handshakeTimeout: 200 },
+    });
     await assert.rejects(
       within(connecting, 5000, 'the handshake to time out'),
       (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_HANDSHAKE_TIMEOUT',
     );
     assert.ok(Date.now() - started >= 190);
-    assert.equal(decodeCodeReason((await raw.next(FrameType.GO_AWAY)).payload).code, ErrorCode.HANDSHAKE_TIMEOUT);
+    assert.equal(
+      decodeCodeReason((await raw.next(FrameType.GO_AWAY)).payload).code,
+      ErrorCode.HANDSHAKE_TIMEOUT,
+    );
   });
 
   test('an open that is never ACKed times out and is reset with CANCEL', async () => {
@@ -225,7 +245,10 @@ describe('overload and limits', () => {
     try {
       p.server.on('stream', ignoreErrors);
       const opened = [p.client.open({}), p.client.open({})];
-      assert.throws(() => p.client.open({}), (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_TOO_MANY_STREAMS');
+      assert.throws(
+        () => p.client.open({}),
+        (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_TOO_MANY_STREAMS',
+      );
       await Promise.all(opened.map((s) => within(once(s, 'accept'), 5000, 'accept')));
       for (const s of opened) s.on('error', () => {});
     } finally {
@@ -247,7 +270,10 @@ describe('overload and limits', () => {
     const { session } = await clientVsRaw({ maxPendingOpens: 2 });
     session.open({}).on('error', () => {});
     session.open({}).on('error', () => {});
-    assert.throws(() => session.open({}), (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_TOO_MANY_PENDING_OPENS');
+    assert.throws(
+      () => session.open({}),
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_TOO_MANY_PENDING_OPENS',
+    );
     session.destroy();
   });
 
@@ -304,7 +330,10 @@ describe('liveness and options', () => {
     const cases: [object, RegExp][] = [
       [{ pingInterval: 10 }, /^tunnel\.pingInterval must be an integer between 100ms and 5m$/],
       [{ window: 1000 }, /^tunnel\.window must be an integer between 64 KiB and /],
-      [{ pingInterval: 20_000, pingTimeout: 10_000 }, /^tunnel\.pingTimeout must be at least tunnel\.pingInterval$/],
+      [
+        { pingInterval: 20_000, pingTimeout: 10_000 },
+        /^tunnel\.pingTimeout must be at least tunnel\.pingInterval$/,
+      ],
       [{ windw: 1 }, /^tunnel\.windw is not a known option$/],
       [{ window: 'big' }, /^tunnel\.window must be a number$/],
     ];

@@ -48,7 +48,10 @@ export function runSessionSuite(name: string, make: MakeTransportPair): void {
       try {
         p.server.on('stream', echo);
         await Promise.all(Array.from({ length: 64 }, () => echoRoundTrip(p.client, 2 * MiB)));
-        await waitFor('streams to leave the tables', () => p.client.streamCount === 0 && p.server.streamCount === 0);
+        await waitFor(
+          'streams to leave the tables',
+          () => p.client.streamCount === 0 && p.server.streamCount === 0,
+        );
       } finally {
         await p.close();
       }
@@ -65,7 +68,10 @@ export function runSessionSuite(name: string, make: MakeTransportPair): void {
         s.end(Buffer.alloc(1000, 1));
         const answer = await readAll(s);
         assert.equal(answer.bytes, 'got 1000'.length);
-        await waitFor('both FINs to retire the stream', () => p.client.streamCount === 0 && p.server.streamCount === 0);
+        await waitFor(
+          'both FINs to retire the stream',
+          () => p.client.streamCount === 0 && p.server.streamCount === 0,
+        );
       } finally {
         await p.close();
       }
@@ -128,7 +134,10 @@ export function runSessionSuite(name: string, make: MakeTransportPair): void {
         });
         const s = p.client.open({});
         const sending = writePattern(s, 2 * MiB);
-        await waitFor('the client to run out of credit', () => s.sendCredit === 0 && p.server.stats().heldBytes === window);
+        await waitFor(
+          'the client to run out of credit',
+          () => s.sendCredit === 0 && p.server.stats().heldBytes === window,
+        );
         assert.equal(p.server.stats().heldBytes, window, 'the receiver holds exactly one window');
         assert.ok(s.writableLength <= s.writableHighWaterMark + 64 * 1024, 'the writer is pushed back');
         const got = await readAll(serverStream!);
@@ -179,9 +188,16 @@ export function runSessionSuite(name: string, make: MakeTransportPair): void {
           }
         };
         await Promise.all(Array.from({ length: 100 }, worker));
-        await waitFor('all streams to retire', () => p.client.streamCount === 0 && p.server.streamCount === 0);
+        await waitFor(
+          'all streams to retire',
+          () => p.client.streamCount === 0 && p.server.streamCount === 0,
+        );
         assert.deepEqual(
-          { c: p.client.stats().pendingOpens, s: p.server.stats().pendingOpens, h: p.server.stats().heldBytes },
+          {
+            c: p.client.stats().pendingOpens,
+            s: p.server.stats().pendingOpens,
+            h: p.server.stats().heldBytes,
+          },
           { c: 0, s: 0, h: 0 },
         );
       } finally {
@@ -199,10 +215,11 @@ export function runSessionSuite(name: string, make: MakeTransportPair): void {
         const started = Date.now();
         const closes = [once(p.client, 'close'), once(p.server, 'close')];
         p.transports.blackhole!();
-        const [[clientErr], [serverErr]] = (await within(Promise.all(closes), 5000, 'both sides to close')) as [
-          [unknown],
-          [unknown],
-        ];
+        const [[clientErr], [serverErr]] = (await within(
+          Promise.all(closes),
+          5000,
+          'both sides to close',
+        )) as [[unknown], [unknown]];
         const elapsed = Date.now() - started;
         assert.equal(codeOf(clientErr), 'SLUICE_ERR_PING_TIMEOUT');
         assert.equal(codeOf(serverErr), 'SLUICE_ERR_PING_TIMEOUT');
@@ -226,7 +243,10 @@ export function runSessionSuite(name: string, make: MakeTransportPair): void {
         const [raceErr] = await within(once(racing, 'error'), 5000, 'the racing open to be refused');
         assert.equal(codeOf(raceErr), 'SLUICE_ERR_STREAM_REFUSED');
         await goaway;
-        assert.throws(() => p.client.open({}), (e) => codeOf(e) === 'SLUICE_ERR_GOING_AWAY');
+        assert.throws(
+          () => p.client.open({}),
+          (e) => codeOf(e) === 'SLUICE_ERR_GOING_AWAY',
+        );
         const clientClosed = once(p.client, 'close');
         inflight.end('after');
         assert.equal((await reply).bytes, 'before after'.length);

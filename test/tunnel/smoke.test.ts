@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
 import { once } from 'node:events';
+import { test } from 'node:test';
 import { Session } from '../../src/tunnel/session.js';
 import { duplexPair } from '../helpers/duplex-pair.js';
 

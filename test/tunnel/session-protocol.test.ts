@@ -349,3 +349,58 @@ describe('liveness and options', () => {
     assert.equal(resolved.pingInterval, 15_000);
   });
 });
+
+describe('close() and destroy()', () => {
+  test('streams still open when the grace period ends are reset with CANCEL', async () => {
+    const p = await sessionPair(memory);
+    try {
+      p.server.on('stream', ignoreErrors); // holds the stream open, never ends it
+      const s = p.client.open({});
+      await within(once(s, 'accept'), 5000, 'accept');
+      const failed = once(s, 'error');
+      const started = Date.now();
+      await within(p.server.close(200), 5000, 'the drain to give up');
+      assert.ok(Date.now() - started >= 190, 'waited for the grace period');
+      const [err] = await within(failed, 5000, 'the reset');
+      assert.equal((err as SluiceError).code, 'SLUICE_ERR_STREAM_RESET');
+      assert.equal((err as SluiceError).wireCode, ErrorCode.CANCEL);
+      assert.match((err as Error).message, /grace period ended/);
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('close() on an idle session resolves without waiting for the grace period', async () => {
+    const p = await sessionPair(memory);
+    const started = Date.now();
+    await within(p.client.close(60_000), 5000, 'close');
+    assert.ok(Date.now() - started < 1000);
+    assert.equal(p.client.closed, true);
+    await p.close();
+  });
+
+  test('destroy(err) ends every stream with that error; destroy() aborts them quietly', async () => {
+    const p = await sessionPair(memory);
+    p.server.on('stream', ignoreErrors);
+    const a = p.client.open({});
+    const failed = once(a, 'error');
+    const boom = new Error('boom');
+    p.client.destroy(boom);
+    const [err] = await failed;
+    assert.equal(err, boom);
+    const q = await sessionPair(memory);
+    q.server.on('stream', ignoreErrors);
+    const b = q.client.open({});
+    b.on('error', () => assert.fail('a local destroy() must not emit an error'));
+    const closed = once(b, 'close');
+    q.client.destroy();
+    await closed;
+    assert.equal(b.destroyed, true);
+    assert.throws(
+      () => q.client.open({}),
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_SESSION_CLOSED',
+    );
+    await p.close();
+    await q.close();
+  });
+});

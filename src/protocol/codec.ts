@@ -140,7 +140,9 @@ export class FrameDecoder {
     const bounds = BOUNDS[type];
     if (bounds === undefined) throw new ProtocolError(`unknown frame type 0x${type.toString(16)}`);
     if ((flags & ~bounds.flags) !== 0) {
-      throw new ProtocolError(`frame type 0x${type.toString(16)} with undefined flags 0x${flags.toString(16)}`);
+      throw new ProtocolError(
+        `frame type 0x${type.toString(16)} with undefined flags 0x${flags.toString(16)}`,
+      );
     }
     if (bounds.session !== (streamId === 0)) {
       throw new ProtocolError(
@@ -200,9 +202,17 @@ export function encodePing(ack: boolean, opaque: Buffer): Buffer {
   return encodeFrame(FrameType.PING, ack ? Flag.ACK : 0, 0, opaque);
 }
 
+// Moves the cut back to a character boundary: a reason cut inside a multi-byte character would no
+// longer be the valid UTF-8 that §3 requires.
+function truncateUtf8(text: Buffer, max: number): Buffer {
+  if (text.length <= max) return text;
+  let end = max;
+  while (end > 0 && (text[end]! & 0xc0) === 0x80) end--;
+  return text.subarray(0, end);
+}
+
 function encodeCodeReason(type: number, streamId: number, code: number, reason: string): Buffer {
-  let text = Buffer.from(reason, 'utf8');
-  if (text.length > Limits.MAX_REASON_BYTES) text = text.subarray(0, Limits.MAX_REASON_BYTES);
+  const text = truncateUtf8(Buffer.from(reason, 'utf8'), Limits.MAX_REASON_BYTES);
   const buf = Buffer.allocUnsafe(HEADER_SIZE + 4 + text.length);
   writeHeader(buf, 0, type, 0, streamId, 4 + text.length);
   buf.writeUInt32BE(code, HEADER_SIZE);

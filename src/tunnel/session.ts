@@ -48,6 +48,12 @@ export type AuthResult =
 interface CommonOptions {
   options?: SessionOptionsInput;
   logger?: Logger;
+  /**
+   * Receives the streams the peer opens, from the first frame after the handshake on. A listener
+   * added with `on('stream')` after `connect()` resolves can miss a stream whose SYN arrived in the
+   * same read as WELCOME; such a stream would be refused.
+   */
+  onStream?: (stream: Stream) => void;
 }
 
 export interface ConnectOptions extends CommonOptions {
@@ -145,6 +151,7 @@ export class Session extends EventEmitter implements StreamOwner {
     this.#closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
+    if (common.onStream !== undefined) this.on('stream', common.onStream);
     transport.on('data', (chunk: Buffer) => this.#onTransportData(chunk));
     transport.on('drain', () => this.#onDrain());
     transport.on('end', () => this.#onTransportEnd('transport ended by peer'));

@@ -21,6 +21,10 @@ export interface StreamOwner {
 }
 
 const READ_HIGH_WATER = 64 * 1024;
+
+/** Queued pieces smaller than this are packed into the stream's own slab rather than copied alone. */
+const SMALL_PIECE = 4 * 1024;
+const SLAB_SIZE = 16 * 1024;
 const WRITE_HIGH_WATER = 256 * 1024;
 const EMPTY = Buffer.alloc(0);
 
@@ -46,6 +50,8 @@ export class Stream extends Duplex {
 
   // Receive side: bytes that arrived while the reader did not want them. Bounded by the window.
   #queue: Buffer[] = [];
+  #slab: Buffer | null = null;
+  #slabUsed = 0;
   #wantRead = false;
   /** Bytes handed to the reader whose credit has not been returned yet. */
   #consumed = 0;
@@ -114,7 +120,7 @@ export class Stream extends Duplex {
         this.#consumed += payload.length;
         this.#wantRead = this.push(payload);
       } else {
-        this.#queue.push(payload);
+        this.#queue.push(this.#pack(payload));
       }
     }
     if (fin) {
@@ -157,7 +163,10 @@ export class Stream extends Duplex {
       this.#consumed += chunk.length;
       this.#wantRead = this.push(chunk);
     }
-    if (queue.length === 0 && this.#remoteFin) this.#pushEnd();
+    if (queue.length === 0) {
+      this.#slab = null;
+      if (this.#remoteFin) this.#pushEnd();
+    }
     this.#maybeReturnCredit();
   }
 
@@ -187,6 +196,7 @@ export class Stream extends Duplex {
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     this.#queue = [];
+    this.#slab = null;
     this.#sendBuf = EMPTY;
     this.#sendList = null;
     this.#sendCb = null;
@@ -232,6 +242,32 @@ export class Stream extends Duplex {
     this.#sendBuf = list[this.#sendIndex]!;
     this.#sendOffset = 0;
     return true;
+  }
+
+  /**
+   * Payloads are views into the transport's read buffers. A small view kept in the queue would pin its
+   * whole backing buffer (a 256-byte piece can hold a 64 KiB socket read), so the window would bound
+   * bytes but not memory. Small pieces are copied into a slab of the stream's own, so what a stalled
+   * stream holds stays within about twice its window; a view that spans most of its backing store is
+   * queued without a copy, and the slab is let go once the reader empties the queue.
+   */
+  #pack(view: Buffer): Buffer {
+    const n = view.length;
+    // A view over at least half of its backing store pins at most twice its size: keep it as is.
+    if (n * 2 >= view.buffer.byteLength) return view;
+    if (n >= SMALL_PIECE) {
+      const copy = Buffer.allocUnsafeSlow(n);
+      view.copy(copy);
+      return copy;
+    }
+    if (this.#slab === null || this.#slab.length - this.#slabUsed < n) {
+      this.#slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+      this.#slabUsed = 0;
+    }
+    const start = this.#slabUsed;
+    view.copy(this.#slab, start);
+    this.#slabUsed = start + n;
+    return this.#slab.subarray(start, start + n);
   }
 
   #pushEnd(): void {

@@ -1,0 +1,4 @@
+import { transportPair } from '../helpers/transport-pair.js';
+import { runSessionSuite } from './session-suite.js';
+
+runSessionSuite('ws', transportPair('ws'));

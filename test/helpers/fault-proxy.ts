@@ -41,7 +41,10 @@ export class FaultProxy {
   cut(): void {
     for (const pair of this.#pairs) {
       // resetAndDestroy() on a half-closed socket can leave its handle open for good: plain destroy.
-      for (const s of pair) s.readyState === 'open' ? s.resetAndDestroy() : s.destroy();
+      for (const s of pair) {
+        if (s.readyState === 'open') s.resetAndDestroy();
+        else s.destroy();
+      }
     }
   }
 

@@ -153,28 +153,32 @@ function isTlsConfig(err: unknown) {
 
 for (const scheme of SCHEMES) {
   describe(`${scheme} transport`, () => {
-    test('carries 8 MiB each way at once; end() reaches the listener; close() resolves', {
-      timeout: 60_000,
-    }, async (t) => {
-      const { listener, client, server } = await connectedPair(t, scheme);
-      const serverEnded = once(server, 'end');
-      const up = randomBytes(8 * MiB);
-      const down = randomBytes(8 * MiB);
-      const [upHash, downHash] = await Promise.all([
-        receive(server, up.length),
-        receive(client, down.length),
-        send(client, up),
-        send(server, down),
-      ]);
-      assert.equal(upHash, sha256(up));
-      assert.equal(downHash, sha256(down));
+    test(
+      'carries 8 MiB each way at once; end() reaches the listener; close() resolves',
+      {
+        timeout: 60_000,
+      },
+      async (t) => {
+        const { listener, client, server } = await connectedPair(t, scheme);
+        const serverEnded = once(server, 'end');
+        const up = randomBytes(8 * MiB);
+        const down = randomBytes(8 * MiB);
+        const [upHash, downHash] = await Promise.all([
+          receive(server, up.length),
+          receive(client, down.length),
+          send(client, up),
+          send(server, down),
+        ]);
+        assert.equal(upHash, sha256(up));
+        assert.equal(downHash, sha256(down));
 
-      const clientClosed = once(client, 'close');
-      client.end();
-      await within(serverEnded, EVENT_MS, 'end on the listener side');
-      await within(listener.close(), EVENT_MS, 'listener.close()');
-      await within(clientClosed, EVENT_MS, 'close on the dialer side');
-    });
+        const clientClosed = once(client, 'close');
+        client.end();
+        await within(serverEnded, EVENT_MS, 'end on the listener side');
+        await within(listener.close(), EVENT_MS, 'listener.close()');
+        await within(clientClosed, EVENT_MS, 'close on the dialer side');
+      },
+    );
 
     test('tells the listener who connected and reports the bound port', { timeout: 20_000 }, async (t) => {
       const { listener, client, accepted, peers } = await connectedPair(t, scheme);
@@ -219,43 +223,51 @@ for (const scheme of ['tls', 'wss'] as const) {
       await listener.close();
     });
 
-    test('refuses a servername the certificate does not carry, accepts one it does', {
-      timeout: 20_000,
-    }, async (t) => {
-      const { ca } = await makeTestCerts();
-      const { listener, next } = await startListener(t, scheme);
-      await assert.rejects(
-        dial({ url: listener.url, ca, servername: 'elsewhere.example' }),
-        (err: unknown) => {
-          assert.ok(err instanceof TransportError);
-          assert.equal(err.code, 'ERR_TLS_CERT_ALTNAME_INVALID');
-          return true;
-        },
-      );
-      const client = await dial({ url: listener.url, ca, servername: 'localhost' });
-      await next();
-      client.destroy();
-      await listener.close();
-    });
+    test(
+      'refuses a servername the certificate does not carry, accepts one it does',
+      {
+        timeout: 20_000,
+      },
+      async (t) => {
+        const { ca } = await makeTestCerts();
+        const { listener, next } = await startListener(t, scheme);
+        await assert.rejects(
+          dial({ url: listener.url, ca, servername: 'elsewhere.example' }),
+          (err: unknown) => {
+            assert.ok(err instanceof TransportError);
+            assert.equal(err.code, 'ERR_TLS_CERT_ALTNAME_INVALID');
+            return true;
+          },
+        );
+        const client = await dial({ url: listener.url, ca, servername: 'localhost' });
+        await next();
+        client.destroy();
+        await listener.close();
+      },
+    );
 
-    test('listening without cert or key, or with a key that does not match, is a config error', {
-      timeout: 20_000,
-    }, async () => {
-      const { cert, key, ca } = await makeTestCerts();
-      const url = listenUrl(scheme);
-      await assert.rejects(
-        listen({ url }, () => {}),
-        isTlsConfig,
-      );
-      await assert.rejects(
-        listen({ url, cert }, () => {}),
-        isTlsConfig,
-      );
-      await assert.rejects(
-        listen({ url, cert: ca, key }, () => {}),
-        isTlsConfig,
-      );
-    });
+    test(
+      'listening without cert or key, or with a key that does not match, is a config error',
+      {
+        timeout: 20_000,
+      },
+      async () => {
+        const { cert, key, ca } = await makeTestCerts();
+        const url = listenUrl(scheme);
+        await assert.rejects(
+          listen({ url }, () => {}),
+          isTlsConfig,
+        );
+        await assert.rejects(
+          listen({ url, cert }, () => {}),
+          isTlsConfig,
+        );
+        await assert.rejects(
+          listen({ url, cert: ca, key }, () => {}),
+          isTlsConfig,
+        );
+      },
+    );
 
     test('a ca that holds no PEM certificate is a config error', { timeout: 20_000 }, async () => {
       const { cert } = await makeTestCerts();
@@ -343,24 +355,28 @@ describe('dial failures', () => {
     await closeServer(server, sockets);
   });
 
-  test('the signal aborts a dial in progress, and an aborted signal stops it before it starts', {
-    timeout: 20_000,
-  }, async (t) => {
-    const { server, port, sockets } = await silentServer(t);
-    const controller = new AbortController();
-    const dialing = dial({ url: `ws://127.0.0.1:${port}/`, signal: controller.signal });
-    await within(once(server, 'connection'), EVENT_MS, 'the connection');
-    controller.abort();
-    const isAbort = (err: unknown) => {
-      assert.ok(err instanceof TransportError);
-      assert.equal(err.name, 'AbortError');
-      assert.equal(err.code, 'ABORT_ERR');
-      return true;
-    };
-    await assert.rejects(dialing, isAbort);
-    await assert.rejects(dial({ url: `tcp://127.0.0.1:${port}`, signal: controller.signal }), isAbort);
-    await closeServer(server, sockets);
-  });
+  test(
+    'the signal aborts a dial in progress, and an aborted signal stops it before it starts',
+    {
+      timeout: 20_000,
+    },
+    async (t) => {
+      const { server, port, sockets } = await silentServer(t);
+      const controller = new AbortController();
+      const dialing = dial({ url: `ws://127.0.0.1:${port}/`, signal: controller.signal });
+      await within(once(server, 'connection'), EVENT_MS, 'the connection');
+      controller.abort();
+      const isAbort = (err: unknown) => {
+        assert.ok(err instanceof TransportError);
+        assert.equal(err.name, 'AbortError');
+        assert.equal(err.code, 'ABORT_ERR');
+        return true;
+      };
+      await assert.rejects(dialing, isAbort);
+      await assert.rejects(dial({ url: `tcp://127.0.0.1:${port}`, signal: controller.signal }), isAbort);
+      await closeServer(server, sockets);
+    },
+  );
 
   test('a ws path the listener does not serve is refused with 404', { timeout: 20_000 }, async (t) => {
     const { listener, accepted } = await startListener(t, 'ws');
@@ -425,65 +441,73 @@ describe('WebSocketDuplex', () => {
     await listener.close();
   });
 
-  test('a remote close ends the readable; a close with an error code is an error', {
-    timeout: 20_000,
-  }, async (t) => {
-    for (const hangUp of [(ws: WebSocket) => ws.close(1000), (ws: WebSocket) => ws.terminate()]) {
+  test(
+    'a remote close ends the readable; a close with an error code is an error',
+    {
+      timeout: 20_000,
+    },
+    async (t) => {
+      for (const hangUp of [(ws: WebSocket) => ws.close(1000), (ws: WebSocket) => ws.terminate()]) {
+        const raw = await rawWebSocketServer(t);
+        const client = await dial({ url: raw.url });
+        const [peer] = await within(raw.connection, EVENT_MS, 'the raw connection');
+        client.resume();
+        const ended = once(client, 'end');
+        hangUp(peer);
+        await within(ended, EVENT_MS, `'end' after ${hangUp.toString()}`);
+        await raw.close();
+      }
+
       const raw = await rawWebSocketServer(t);
       const client = await dial({ url: raw.url });
       const [peer] = await within(raw.connection, EVENT_MS, 'the raw connection');
-      client.resume();
-      const ended = once(client, 'end');
-      hangUp(peer);
-      await within(ended, EVENT_MS, `'end' after ${hangUp.toString()}`);
+      const failed = once(client, 'error');
+      peer.close(1011, 'upstream exploded');
+      const [err] = await within(failed, EVENT_MS, 'the error');
+      assert.ok(err instanceof SluiceError);
+      assert.equal(err.code, 'SLUICE_ERR_TRANSPORT_CLOSED');
+      assert.match(err.message, /1011.*upstream exploded/);
       await raw.close();
-    }
+    },
+  );
 
-    const raw = await rawWebSocketServer(t);
-    const client = await dial({ url: raw.url });
-    const [peer] = await within(raw.connection, EVENT_MS, 'the raw connection');
-    const failed = once(client, 'error');
-    peer.close(1011, 'upstream exploded');
-    const [err] = await within(failed, EVENT_MS, 'the error');
-    assert.ok(err instanceof SluiceError);
-    assert.equal(err.code, 'SLUICE_ERR_TRANSPORT_CLOSED');
-    assert.match(err.message, /1011.*upstream exploded/);
-    await raw.close();
-  });
+  test(
+    'a paused reader stalls the writer with bounded buffers; resuming delivers every byte',
+    {
+      timeout: 120_000,
+    },
+    async (t) => {
+      const { listener, client, server } = await connectedPair(t, 'ws');
+      const data = randomBytes(64 * MiB);
+      const progress = { written: 0, waiting: false };
+      // The server end is never read from until the stall has been seen.
+      const writing = send(client, data, progress);
 
-  test('a paused reader stalls the writer with bounded buffers; resuming delivers every byte', {
-    timeout: 120_000,
-  }, async (t) => {
-    const { listener, client, server } = await connectedPair(t, 'ws');
-    const data = randomBytes(64 * MiB);
-    const progress = { written: 0, waiting: false };
-    // The server end is never read from until the stall has been seen.
-    const writing = send(client, data, progress);
+      await waitFor(
+        'the listener side to stop reading',
+        () => server.readableLength >= server.readableHighWaterMark,
+        30_000,
+      );
+      const stalledAt = await waitForStall(progress, data.length);
+      t.diagnostic(`writer stalled after ${(stalledAt / MiB).toFixed(1)} MiB`);
+      assert.ok(stalledAt < data.length, 'the writer never had to wait');
+      assert.equal(client.writableNeedDrain, true);
+      assert.ok(
+        client.writableLength <= client.writableHighWaterMark + CHUNK,
+        `${client.writableLength} queued`,
+      );
+      assert.ok(
+        server.readableLength <= server.readableHighWaterMark + MiB,
+        `${server.readableLength} buffered`,
+      );
 
-    await waitFor(
-      'the listener side to stop reading',
-      () => server.readableLength >= server.readableHighWaterMark,
-      30_000,
-    );
-    const stalledAt = await waitForStall(progress, data.length);
-    t.diagnostic(`writer stalled after ${(stalledAt / MiB).toFixed(1)} MiB`);
-    assert.ok(stalledAt < data.length, 'the writer never had to wait');
-    assert.equal(client.writableNeedDrain, true);
-    assert.ok(
-      client.writableLength <= client.writableHighWaterMark + CHUNK,
-      `${client.writableLength} queued`,
-    );
-    assert.ok(
-      server.readableLength <= server.readableHighWaterMark + MiB,
-      `${server.readableLength} buffered`,
-    );
-
-    const received = receive(server, data.length);
-    await within(writing, 60_000, 'the writer to finish after resume');
-    assert.equal(await within(received, 60_000, 'every byte'), sha256(data));
-    client.destroy();
-    await listener.close();
-  });
+      const received = receive(server, data.length);
+      await within(writing, 60_000, 'the writer to finish after resume');
+      assert.equal(await within(received, 60_000, 'every byte'), sha256(data));
+      client.destroy();
+      await listener.close();
+    },
+  );
 });
 
 /**

@@ -1,6 +1,7 @@
 // Shared by every process of the mux bench: the IPC protocol between the orchestrator and its
 // children, the relay splice, the sink's mode bytes and small statistics helpers.
 import type { Duplex } from 'node:stream';
+import type { Session } from '../../src/tunnel/session.js';
 
 export const HOST = '127.0.0.1';
 export const MB = 1e6;
@@ -167,4 +168,30 @@ export function num(args: Args, key: string): number {
   const v = args[key];
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`argument ${key} must be a number`);
   return v;
+}
+
+/** What a relay knows of its tunnel, read when a request comes in. */
+export interface RelayTunnel {
+  session: Session | null;
+  error: string;
+}
+
+/**
+ * The IPC both relays serve: counters and session stats, and a graceful drain that checks
+ * session.close() completes once the streams are done.
+ */
+export function serveRelayIpc(counters: Counters, tunnel: () => RelayTunnel): void {
+  serveIpc({
+    stats: () => {
+      const { session, error } = tunnel();
+      return { ...counters.toJSON(), session: session?.stats() ?? null, sessionError: error };
+    },
+    closeSession: async () => {
+      const { session, error } = tunnel();
+      if (session === null) return { closed: false, error };
+      const start = performance.now();
+      await withTimeout(session.close(2000), 5000, 'session.close(2000)');
+      return { closed: true, ms: Math.round(performance.now() - start) };
+    },
+  });
 }

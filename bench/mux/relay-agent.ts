@@ -5,7 +5,7 @@ import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { Session } from '../../src/tunnel/session.js';
 import type { Stream } from '../../src/tunnel/stream.js';
-import { Counters, HOST, send, sendReady, serveIpc, splice, withTimeout } from './common.js';
+import { Counters, HOST, send, sendReady, serveRelayIpc, splice } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -68,23 +68,12 @@ function listenPipe(): Promise<number> {
   });
 }
 
-async function closeSession(): Promise<unknown> {
-  if (session === null) return { closed: false, error: sessionError };
-  const start = performance.now();
-  await withTimeout(session.close(2000), 5000, 'session.close(2000)');
-  return { closed: true, ms: Math.round(performance.now() - start) };
-}
-
-function stats(): unknown {
-  return { ...counters.toJSON(), session: session?.stats() ?? null, sessionError };
-}
-
 async function main(): Promise<void> {
   let port = 0;
   if (impl === 'pipe') port = await listenPipe();
   else if (impl === 'sluice') await startSluice(Number(values['tunnel-port']));
   else throw new Error(`--impl must be pipe or sluice, not ${impl}`);
-  serveIpc({ stats, closeSession });
+  serveRelayIpc(counters, () => ({ session, error: sessionError }));
   sendReady({ port });
 }
 

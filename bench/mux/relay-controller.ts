@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { Session } from '../../src/tunnel/session.js';
-import { Counters, HOST, send, sendReady, serveIpc, splice, withTimeout } from './common.js';
+import { Counters, HOST, send, sendReady, serveRelayIpc, splice } from './common.js';
 
 const { values } = parseArgs({
   options: { impl: { type: 'string' }, 'agent-port': { type: 'string' } },
@@ -70,18 +70,6 @@ function onTunnel(socket: net.Socket): void {
   );
 }
 
-/** Graceful drain of the session, to check that close() completes once the streams are done. */
-async function closeSession(): Promise<unknown> {
-  if (session === null) return { closed: false, error: sessionError };
-  const start = performance.now();
-  await withTimeout(session.close(2000), 5000, 'session.close(2000)');
-  return { closed: true, ms: Math.round(performance.now() - start) };
-}
-
-function stats(): unknown {
-  return { ...counters.toJSON(), session: session?.stats() ?? null, sessionError };
-}
-
 async function main(): Promise<void> {
   const isPipe = impl === 'pipe';
   if (!isPipe && impl !== 'sluice') throw new Error(`--impl must be pipe or sluice, not ${impl}`);
@@ -90,7 +78,7 @@ async function main(): Promise<void> {
   const publicPort = await listen(publicServer);
   let tunnelPort = 0;
   if (!isPipe) tunnelPort = await listen(net.createServer({ noDelay: true }, onTunnel));
-  serveIpc({ stats, closeSession });
+  serveRelayIpc(counters, () => ({ session, error: sessionError }));
   sendReady({ publicPort, tunnelPort });
 }
 

@@ -10,8 +10,11 @@ import { configureSocket, type PendingDial } from './common.js';
 import type { ClientTlsOptions, ServerTlsOptions } from './tls.js';
 import { formatTransportUrl, type TransportTarget } from './url.js';
 
-/** The largest message either side accepts. A Sluice frame is at most 16 MiB plus its header. */
-export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/**
+ * The largest message either side sends or accepts. Frames may span messages (docs/protocol.md §1), so
+ * this bounds what one connection can make the other buffer, before the handshake as after it.
+ */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
 // Room for one whole 64 KiB DATA frame and its header, so that a single frame does not already signal
 // backpressure; the readable side holds a few frames before it pauses the socket.
@@ -83,8 +86,10 @@ export class WebSocketDuplex extends Duplex {
   }
 
   #send(data: Buffer, callback: (err?: Error | null) => void): void {
-    // The peer refuses a message above MAX_MESSAGE_BYTES (close 1009). Only a writer that ignored
-    // backpressure can batch that much into one writev, so this split is rare.
+    // After the peer's close frame ws is CLOSING and refuses sends; the readable ends on 'close', as a
+    // TCP FIN would, so late output (a ping, a WINDOW_UPDATE) is dropped rather than turned into an error.
+    if (this.#ws.readyState !== WebSocket.OPEN) return callback();
+    // The peer refuses a message above MAX_MESSAGE_BYTES (close 1009): a large batch goes in pieces.
     let offset = 0;
     for (; data.length - offset > MAX_MESSAGE_BYTES; offset += MAX_MESSAGE_BYTES) {
       this.#ws.send(data.subarray(offset, offset + MAX_MESSAGE_BYTES), SEND_BINARY);

@@ -75,11 +75,22 @@ export interface SessionStats {
   rttMs: number;
 }
 
+interface PendingPing {
+  at: number;
+  resolve: (rtt: number) => void;
+  reject: (err: Error) => void;
+}
+
 const State = { HANDSHAKE: 0, OPEN: 1, CLOSED: 2 } as const;
 type State = (typeof State)[keyof typeof State];
 
 /** A peer that does not read gets no PONGs past this much unsent output (ping-flood guard). */
 const PONG_BACKLOG_LIMIT = 1024 * 1024;
+/**
+ * Past this much unsent output we stop reading the transport until it drains: every SYN, PING and
+ * DATA we read can make us answer, so a peer that sends but never reads must not grow our buffer.
+ */
+const READ_PAUSE_BACKLOG = 4 * 1024 * 1024;
 /** How long a graceful transport end may take before the socket is destroyed. */
 const END_LINGER_MS = 5000;
 
@@ -124,11 +135,12 @@ export class Session extends EventEmitter implements StreamOwner {
   #remoteGoAway = false;
   #writers: Stream[] = [];
   #corked = false;
+  #readPaused = false;
   #lastRecvAt = Date.now();
   #nextPingAt = 0;
   #stallSince = 0;
   #pingSeq = 0;
-  readonly #pings = new Map<number, { at: number; resolve: (rtt: number) => void }>();
+  readonly #pings = new Map<number, PendingPing>();
   #tickTimer: NodeJS.Timeout | null = null;
   #openTimer: NodeJS.Timeout | null = null;
   #graceTimer: NodeJS.Timeout | null = null;
@@ -152,10 +164,10 @@ export class Session extends EventEmitter implements StreamOwner {
       this.#resolveClosed = resolve;
     });
     if (common.onStream !== undefined) this.on('stream', common.onStream);
-    transport.on('data', (chunk: Buffer) => this.#onTransportData(chunk));
-    transport.on('drain', () => this.#onDrain());
-    transport.on('end', () => this.#onTransportEnd('transport ended by peer'));
-    transport.on('close', () => this.#onTransportEnd('transport closed'));
+    transport.on('data', this.#onTransportDataBound);
+    transport.on('drain', this.#onDrainBound);
+    transport.on('end', this.#onEndBound);
+    transport.on('close', this.#onCloseBound);
     transport.on('error', (err: Error) =>
       this.#teardown(
         new SessionError('SLUICE_ERR_TRANSPORT_CLOSED', `transport error: ${err.message}`, undefined, {
@@ -169,12 +181,18 @@ export class Session extends EventEmitter implements StreamOwner {
 
   /** Client side: sends HELLO and resolves once WELCOME arrives. Rejects with the refusal's code. */
   static connect(transport: Duplex, opts: ConnectOptions): Promise<Session> {
-    const session = new Session(transport, 'client', opts);
+    const options = resolveSessionOptions(opts.options ?? {});
     const { token, agent, replica, caps = [] } = opts.hello;
+    let hello: Buffer;
+    try {
+      hello = encodeJsonFrame(FrameType.HELLO, 0, { token, agent, replica, caps, window: options.window });
+    } catch (err) {
+      // Nothing is attached to the transport yet: fail before anything needs cleaning up.
+      return Promise.reject(new SluiceError('SLUICE_ERR_FRAME_SIZE', `HELLO: ${(err as Error).message}`));
+    }
+    const session = new Session(transport, 'client', { ...opts, options });
     const done = session.#handshakePromise();
-    session.#write(
-      encodeJsonFrame(FrameType.HELLO, 0, { token, agent, replica, caps, window: session.options.window }),
-    );
+    session.#write(hello);
     return done;
   }
 
@@ -257,7 +275,7 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#state !== State.OPEN) {
       return Promise.reject(new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session is closed'));
     }
-    return new Promise((resolve) => this.#sendPing(resolve));
+    return new Promise((resolve, reject) => this.#sendPing({ resolve, reject }));
   }
 
   /**
@@ -319,6 +337,11 @@ export class Session extends EventEmitter implements StreamOwner {
 
   // --- internals ---
 
+  readonly #onTransportDataBound = (chunk: Buffer): void => this.#onTransportData(chunk);
+  readonly #onDrainBound = (): void => this.#onDrain();
+  readonly #onEndBound = (): void => this.#onTransportEnd('transport ended by peer');
+  readonly #onCloseBound = (): void => this.#onTransportEnd('transport closed');
+
   #handshakePromise(): Promise<Session> {
     return new Promise((resolve, reject) => {
       this.#handshake = { resolve, reject };
@@ -347,6 +370,10 @@ export class Session extends EventEmitter implements StreamOwner {
     this.#lastRecvAt = Date.now();
     try {
       this.#decoder.push(chunk);
+      if (this.#transport.writableLength > READ_PAUSE_BACKLOG && !this.closed) {
+        this.#readPaused = true;
+        this.#transport.pause();
+      }
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.#log.warn({ err: err.message, code: err.code }, 'protocol error; ending the session');
@@ -368,12 +395,18 @@ export class Session extends EventEmitter implements StreamOwner {
   }
 
   #onDrain(): void {
+    if (this.#state === State.CLOSED) return;
     this.#stallSince = 0;
+    if (this.#readPaused) {
+      this.#readPaused = false;
+      this.#transport.resume();
+    }
     // Round robin: each waiting stream sends until the transport fills again, then goes to the back.
     const writers = this.#writers;
     this.#writers = [];
     for (let i = 0; i < writers.length; i++) {
       const stream = writers[i]!;
+      if (this.closed) return;
       if (!this.canWrite) {
         // The transport filled again: the rest keep their turn, ahead of streams queued meanwhile.
         this.#writers = writers.slice(i).concat(this.#writers);
@@ -386,11 +419,15 @@ export class Session extends EventEmitter implements StreamOwner {
 
   #onTransportEnd(what: string): void {
     if (this.#state === State.CLOSED) return;
+    if (this.#remoteGoAway) this.#refuseUnacknowledged();
     if (this.draining && this.#streams.size === 0) return this.#teardown(null);
     this.#teardown(new SessionError('SLUICE_ERR_TRANSPORT_CLOSED', what));
   }
 
   readonly #onFrame = (type: number, flags: number, id: number, payload: Buffer): void => {
+    // A handler can end the session mid-chunk (a drain completing, destroy() from a listener); the
+    // frames after it in the same chunk belong to no one.
+    if (this.#state === State.CLOSED) return;
     if (this.#trace) this.#log.trace(describeFrame(type, flags, id, payload.length));
     if (this.#state === State.HANDSHAKE) {
       this.#onHandshakeFrame(type, payload);
@@ -521,6 +558,18 @@ export class Session extends EventEmitter implements StreamOwner {
     stream.onReset(code, reason);
   }
 
+  /**
+   * The peer drained and closed. It ACKs every SYN it takes before any other frame of that stream, so
+   * a stream still without ACK was never processed: it fails as refused, which callers may retry.
+   */
+  #refuseUnacknowledged(): void {
+    for (const stream of [...this.#streams.values()]) {
+      if (stream.accepted) continue;
+      this.#forget(stream);
+      stream.onReset(ErrorCode.REFUSED_STREAM, 'peer closed after GO_AWAY without accepting the stream');
+    }
+  }
+
   /** A frame for an id not in the table: fine if the stream existed and closed, else a violation. */
   #checkClosedStream(id: number, what: string): void {
     const peerParity = this.role === 'client' ? 0 : 1;
@@ -531,7 +580,7 @@ export class Session extends EventEmitter implements StreamOwner {
   #onHandshakeFrame(type: number, payload: Buffer): void {
     if (this.role === 'server' && type === FrameType.HELLO) return this.#onHello(payload);
     if (this.role === 'client' && type === FrameType.WELCOME) return this.#onWelcome(payload);
-    if (this.role === 'client' && type === FrameType.GO_AWAY) return this.#onGoAway(payload);
+    if (type === FrameType.GO_AWAY) return this.#onGoAway(payload);
     throw new ProtocolError(`unexpected frame type 0x${type.toString(16)} during the handshake`);
   }
 
@@ -653,13 +702,23 @@ export class Session extends EventEmitter implements StreamOwner {
     this.#scheduleTick();
   }
 
-  #sendPing(resolve: ((rtt: number) => void) | null): void {
+  #sendPing(waiter: { resolve: (rtt: number) => void; reject: (err: Error) => void } | null): void {
     const seq = (this.#pingSeq = (this.#pingSeq + 1) >>> 0);
     const opaque = Buffer.alloc(8);
     opaque.writeUInt32BE(seq, 4);
-    this.#pings.set(seq, { at: performance.now(), resolve: resolve ?? noop });
-    // Unanswered automatic pings are dropped here so the map stays bounded.
-    if (this.#pings.size > 64) this.#pings.delete(this.#pings.keys().next().value!);
+    this.#pings.set(seq, {
+      at: performance.now(),
+      resolve: waiter?.resolve ?? noop,
+      reject: waiter?.reject ?? noop,
+    });
+    // The oldest unanswered ping is given up so the map stays bounded.
+    if (this.#pings.size > 64) {
+      const [oldest, pending] = this.#pings.entries().next().value!;
+      this.#pings.delete(oldest);
+      pending.reject(
+        new SessionError('SLUICE_ERR_SESSION_CLOSED', 'ping dropped: too many unanswered pings'),
+      );
+    }
     this.#write(encodePing(false, opaque));
   }
 
@@ -725,11 +784,18 @@ export class Session extends EventEmitter implements StreamOwner {
     this.#pendingOpens.clear();
     this.#writers = [];
     this.#held = 0;
+    const pingErr = err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed');
+    for (const pending of this.#pings.values()) pending.reject(pingErr);
     this.#pings.clear();
     // A local destroy() aborts streams the way stream.destroy() does: closed without 'end', no error.
     for (const stream of streams) stream.onSessionEnd(err);
 
     const transport = this.#transport;
+    // The error listener stays: a transport can still report an error while it closes.
+    transport.off('data', this.#onTransportDataBound);
+    transport.off('drain', this.#onDrainBound);
+    transport.off('end', this.#onEndBound);
+    transport.off('close', this.#onCloseBound);
     if (goAwayCode !== undefined && !transport.destroyed) {
       transport.end(encodeGoAway(goAwayCode, reason ?? err?.message ?? ''));
       lingerThenDestroy(transport);

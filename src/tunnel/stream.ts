@@ -118,7 +118,11 @@ export class Stream extends Duplex {
     if (payload.length > 0) {
       if (this.#wantRead && this.#queue.length === 0) {
         this.#consumed += payload.length;
-        this.#wantRead = this.push(payload);
+        // Handed straight to a flowing reader it is consumed at once; otherwise it waits in the
+        // Readable's buffer and must not pin more than itself either.
+        const waits = this.readableLength > 0 || this.readableFlowing !== true;
+        if (!waits) this.#slab = null;
+        this.#wantRead = this.push(waits ? this.#pack(payload) : payload);
       } else {
         this.#queue.push(this.#pack(payload));
       }
@@ -164,7 +168,8 @@ export class Stream extends Duplex {
       this.#wantRead = this.push(chunk);
     }
     if (queue.length === 0) {
-      this.#slab = null;
+      // Packed pieces may still wait in the Readable's own buffer: keep filling the same slab then.
+      if (this.readableLength === 0) this.#slab = null;
       if (this.#remoteFin) this.#pushEnd();
     }
     this.#maybeReturnCredit();
@@ -199,7 +204,10 @@ export class Stream extends Duplex {
     this.#slab = null;
     this.#sendBuf = EMPTY;
     this.#sendList = null;
+    // A write cut short must still call back, or its caller (and end()'s) would wait forever.
+    const pendingWrite = this.#sendCb;
     this.#sendCb = null;
+    pendingWrite?.(err ?? new SluiceError('SLUICE_ERR_STREAM_RESET', 'stream destroyed during a write'));
     if (!this.detached) {
       const code = err instanceof SluiceError && err.wireCode !== undefined ? err.wireCode : this.#resetCode;
       this.#owner.resetStream(this, code, this.#resetReason || (err?.message ?? ''));
@@ -249,7 +257,7 @@ export class Stream extends Duplex {
    * whole backing buffer (a 256-byte piece can hold a 64 KiB socket read), so the window would bound
    * bytes but not memory. Small pieces are copied into a slab of the stream's own, so what a stalled
    * stream holds stays within about twice its window; a view that spans most of its backing store is
-   * queued without a copy, and the slab is let go once the reader empties the queue.
+   * queued without a copy, and the slab is let go once nothing packed into it can still be waiting.
    */
   #pack(view: Buffer): Buffer {
     const n = view.length;

@@ -9,7 +9,12 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Session } from '../../src/tunnel/session.js';
 import type { Stream } from '../../src/tunnel/stream.js';
+import { Writable } from 'node:stream';
+import { encodeFrame, encodeJsonFrame, encodeRst } from '../../src/protocol/codec.js';
+import { ErrorCode, FrameType } from '../../src/protocol/constants.js';
 import { readAll } from '../helpers/data.js';
+import { duplexPair } from '../helpers/duplex-pair.js';
+import { RawPeer } from '../helpers/raw-peer.js';
 import { waitFor, within } from '../helpers/wait.js';
 
 setFlagsFromString('--expose-gc');
@@ -107,4 +112,49 @@ test('a stream opened as soon as accept() resolves reaches the client onStream h
     await waitFor('both sessions', () => sessions.length === 2);
     for (const s of sessions) s.destroy();
   }
+});
+
+test('a reader that read once and then stalled does not pin a transport read per tiny frame', async () => {
+  const window = 64 * 1024;
+  const { a, b } = duplexPair();
+  const raw = new RawPeer(a);
+  const accepting = Session.accept(b, {
+    authenticate: () => ({ ok: true }),
+    options: { window, sessionBuffer: window },
+  });
+  await raw.hello();
+  const server = await accepting;
+  let stalled: Stream | undefined;
+  server.on('stream', (st: Stream) => {
+    st.on('error', () => {});
+    if (st.id === 1) stalled = st;
+  });
+  // Stream 3 is closed at once, so DATA for it needs no credit and pads each read to 64 KiB.
+  raw.send(
+    encodeJsonFrame(FrameType.SYN, 1, {}),
+    encodeJsonFrame(FrameType.SYN, 3, {}),
+    encodeRst(3, ErrorCode.CANCEL, ''),
+  );
+  await waitFor('stream 1', () => stalled !== undefined);
+  stalled!.pipe(new Writable({ highWaterMark: 1, write() {} })); // takes one chunk, then never completes
+  raw.send(encodeFrame(FrameType.DATA, 0, 1, Buffer.from('x')));
+  const pieces = 2000;
+  const before = await settledArrayBuffers();
+  for (let i = 0; i < pieces; i++) {
+    raw.send(
+      Buffer.concat([
+        encodeFrame(FrameType.DATA, 0, 1, Buffer.from('y')),
+        encodeFrame(FrameType.DATA, 0, 3, Buffer.alloc(64 * 1024)),
+      ]),
+    );
+  }
+  await waitFor(
+    'every piece to arrive',
+    () => stalled!.readableLength + stalled!.writableLength >= pieces - 1 && a.writableLength === 0,
+  );
+  const pinned = (await settledArrayBuffers()) - before;
+  // Without packing, each 1-byte piece kept its 64 KiB read alive: over 100 MiB here.
+  assert.ok(pinned < 2 * 1024 * 1024, `pinned ${pinned} bytes for ${pieces} unread bytes`);
+  server.destroy();
+  a.destroy();
 });

@@ -404,3 +404,110 @@ describe('close() and destroy()', () => {
     await q.close();
   });
 });
+
+describe('review regressions', () => {
+  test('frames after a teardown in the same read are not handled', async () => {
+    const { session, raw } = await serverVsRaw();
+    let streams = 0;
+    session.on('stream', (s: Stream) => {
+      streams++;
+      ignoreErrors(s);
+      session.destroy();
+    });
+    raw.send(Buffer.concat([encodeJsonFrame(FrameType.SYN, 1, {}), encodeJsonFrame(FrameType.SYN, 3, {})]));
+    await within(once(session, 'close'), 5000, 'close');
+    assert.equal(streams, 1, 'no stream is emitted on a closed session');
+    assert.equal(session.streamCount, 0);
+  });
+
+  test('a HELLO too large to send rejects at once and leaves nothing on the transport', async () => {
+    const { a } = duplexPair();
+    const before = a.eventNames().map((n) => [n, a.listenerCount(n)]);
+    await assert.rejects(
+      Session.connect(a, { hello: { token: 'x'.repeat(20_000), agent: 'a', replica: 'r' } }),
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_FRAME_SIZE',
+    );
+    assert.deepEqual(
+      a.eventNames().map((n) => [n, a.listenerCount(n)]),
+      before,
+    );
+  });
+
+  test('ping() rejects when the session ends first', async () => {
+    const { session } = await clientVsRaw(); // the raw peer never answers pings
+    const pinging = session.ping();
+    session.destroy();
+    await assert.rejects(
+      within(pinging, 5000, 'the ping'),
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_SESSION_CLOSED',
+    );
+  });
+
+  test('write and end callbacks are called when a stream is reset mid-write', async () => {
+    const { session } = await clientVsRaw();
+    const s = session.open({}).on('error', () => {});
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const results: string[] = [];
+    const note = (what: string) => (err?: Error | null) => results.push(`${what}:${err ? 'error' : 'ok'}`);
+    s.write(Buffer.alloc(8 * 1024 * 1024), note('inflight')); // beyond the 4 MiB credit: stays in flight
+    s.write(Buffer.alloc(10), note('buffered'));
+    s.end(note('end'));
+    s.reset(ErrorCode.CANCEL, 'test');
+    await waitFor('every callback', () => results.length === 3);
+    assert.deepEqual(results.sort(), ['buffered:error', 'end:error', 'inflight:error']);
+  });
+
+  test('a peer that sends but never reads cannot grow our unsent output without bound', async () => {
+    const { a, b } = duplexPair();
+    const raw = new RawPeer(a);
+    const accepting = Session.accept(b, { authenticate: () => ({ ok: true }) });
+    await raw.hello();
+    const session = await accepting;
+    a.pause(); // the peer stops reading what we send
+    a.removeAllListeners('data');
+    let id = 1;
+    let blocked = false;
+    for (let round = 0; round < 64 && !blocked; round++) {
+      const batch: Buffer[] = [];
+      for (let i = 0; i < 20_000; i++, id += 2) batch.push(encodeJsonFrame(FrameType.SYN, id, {}));
+      if (!a.write(Buffer.concat(batch))) {
+        const drained = await Promise.race([
+          once(a, 'drain').then(() => true),
+          waitFor('never', () => false, 500).catch(() => false),
+        ]);
+        blocked = !drained;
+      }
+    }
+    assert.ok(blocked, 'the peer is pushed back');
+    assert.ok(b.writableLength < 8 * 1024 * 1024, `unsent output grew to ${b.writableLength}`);
+    assert.equal(session.closed, false);
+    session.destroy();
+    a.destroy();
+  });
+
+  test('a SYN that crosses an idle peer drain fails as REFUSED, safe to retry', async () => {
+    const p = await sessionPair(memory);
+    try {
+      p.server.on('stream', ignoreErrors);
+      const closing = p.server.close(10_000); // idle: tears down as soon as the GO_AWAY is out
+      const racing = p.client.open({});
+      const [err] = await within(once(racing, 'error'), 5000, 'the racing open to fail');
+      assert.equal((err as SluiceError).code, 'SLUICE_ERR_STREAM_REFUSED');
+      await closing;
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('a client that gives up on the handshake is reported as HANDSHAKE_TIMEOUT, not a violation', async () => {
+    const { a, b } = duplexPair();
+    const raw = new RawPeer(a);
+    const accepting = Session.accept(b, { authenticate: () => new Promise(() => {}) });
+    raw.send(encodeJsonFrame(FrameType.HELLO, 0, { token: 't', agent: 'a', replica: 'r', window: 65536 }));
+    raw.send(encodeFrame(FrameType.GO_AWAY, 0, 0, Buffer.from([0, 0, 0, ErrorCode.HANDSHAKE_TIMEOUT])));
+    await assert.rejects(
+      within(accepting, 5000, 'accept'),
+      (e) => e instanceof SluiceError && e.code === 'SLUICE_ERR_HANDSHAKE_TIMEOUT',
+    );
+  });
+});

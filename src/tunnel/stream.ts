@@ -24,7 +24,9 @@ const READ_HIGH_WATER = 64 * 1024;
 
 /** Queued pieces smaller than this are packed into the stream's own slab rather than copied alone. */
 const SMALL_PIECE = 4 * 1024;
-const SLAB_SIZE = 16 * 1024;
+/** Slabs start small, so an idle stream that once held one tiny piece keeps little, and double up to 16 KiB. */
+const MIN_SLAB = 512;
+const MAX_SLAB = 16 * 1024;
 const WRITE_HIGH_WATER = 256 * 1024;
 const EMPTY = Buffer.alloc(0);
 
@@ -269,7 +271,8 @@ export class Stream extends Duplex {
       return copy;
     }
     if (this.#slab === null || this.#slab.length - this.#slabUsed < n) {
-      this.#slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+      const size = this.#slab === null ? MIN_SLAB : Math.min(MAX_SLAB, this.#slab.length * 2);
+      this.#slab = Buffer.allocUnsafeSlow(Math.max(size, n));
       this.#slabUsed = 0;
     }
     const start = this.#slabUsed;

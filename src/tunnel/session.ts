@@ -333,6 +333,12 @@ export class Session extends EventEmitter implements StreamOwner {
 
   finished(stream: Stream): void {
     this.#forget(stream);
+    // Retired, but its unread bytes still count against the bound until its reader takes them.
+    if (this.#state !== State.CLOSED) this.#held += stream.retainUnread();
+  }
+
+  releaseUnread(bytes: number): void {
+    if (this.#state !== State.CLOSED) this.#held -= bytes;
   }
 
   // --- internals ---

@@ -16,6 +16,8 @@ export interface StreamOwner {
   sendData(stream: Stream, chunk: Buffer, fin: boolean): void;
   queueWriter(stream: Stream): void;
   returnCredit(stream: Stream, bytes: number): void;
+  /** A retired stream's reader took `bytes` that still counted against the session bound. */
+  releaseUnread(bytes: number): void;
   resetStream(stream: Stream, code: number, reason: string): void;
   finished(stream: Stream): void;
 }
@@ -52,6 +54,9 @@ export class Stream extends Duplex {
 
   // Receive side: bytes that arrived while the reader did not want them. Bounded by the window.
   #queue: Buffer[] = [];
+  #queuedBytes = 0;
+  /** Queued bytes that still count against the session bound after the stream left the table. */
+  #countedUnread = 0;
   #slab: Buffer | null = null;
   #slabUsed = 0;
   #wantRead = false;
@@ -107,6 +112,15 @@ export class Stream extends Duplex {
     return this.#remoteFin;
   }
 
+  /**
+   * Called as the stream leaves the session's table with both FINs passed: the bytes still queued for
+   * a slow reader keep counting against the session bound until the reader takes them.
+   */
+  retainUnread(): number {
+    this.#countedUnread = this.#queuedBytes;
+    return this.#countedUnread;
+  }
+
   /** Resets the stream with a wire code (docs/protocol.md §8) and destroys it without a local error. */
   reset(code: number = ErrorCode.CANCEL, reason = ''): void {
     this.#resetCode = code;
@@ -127,6 +141,7 @@ export class Stream extends Duplex {
         this.#wantRead = this.push(waits ? this.#pack(payload) : payload);
       } else {
         this.#queue.push(this.#pack(payload));
+        this.#queuedBytes += payload.length;
       }
     }
     if (fin) {
@@ -166,7 +181,9 @@ export class Stream extends Duplex {
     const queue = this.#queue;
     while (this.#wantRead && queue.length > 0) {
       const chunk = queue.shift()!;
+      this.#queuedBytes -= chunk.length;
       this.#consumed += chunk.length;
+      if (this.#countedUnread > 0) this.#releaseCounted(chunk.length);
       this.#wantRead = this.push(chunk);
     }
     if (queue.length === 0) {
@@ -202,7 +219,9 @@ export class Stream extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (this.#countedUnread > 0) this.#releaseCounted(this.#countedUnread);
     this.#queue = [];
+    this.#queuedBytes = 0;
     this.#slab = null;
     this.#sendBuf = EMPTY;
     this.#sendList = null;
@@ -279,6 +298,12 @@ export class Stream extends Duplex {
     view.copy(this.#slab, start);
     this.#slabUsed = start + n;
     return this.#slab.subarray(start, start + n);
+  }
+
+  #releaseCounted(bytes: number): void {
+    const n = Math.min(bytes, this.#countedUnread);
+    this.#countedUnread -= n;
+    this.#owner.releaseUnread(n);
   }
 
   #pushEnd(): void {

@@ -511,3 +511,31 @@ describe('review regressions', () => {
     );
   });
 });
+
+describe('the session bound covers retired streams', () => {
+  test('streams retired with both FINs keep their unread bytes inside the bound until read', async () => {
+    const window = 64 * 1024;
+    const p = await sessionPair(memory, { window, sessionBuffer: 3 * window });
+    try {
+      p.server.on('stream', (s: Stream) => {
+        ignoreErrors(s).resume();
+        s.end(Buffer.alloc(window)); // a full window, then FIN
+      });
+      const streams: Stream[] = [];
+      const codes: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const s = p.client.open({});
+        s.on('error', (e: SluiceError) => codes.push(e.code));
+        s.end(); // the response is never read: a slow public client
+        streams.push(s);
+        await waitFor('the stream to retire or be reset', () => p.client.streamCount === 0);
+      }
+      assert.ok(p.client.stats().heldBytes <= 3 * window, `held ${p.client.stats().heldBytes}`);
+      assert.ok(codes.includes('SLUICE_ERR_OVERLOAD'), 'past the bound, responses are refused per stream');
+      for (const s of streams) s.resume();
+      await waitFor('reading to release the bound', () => p.client.stats().heldBytes === 0);
+    } finally {
+      await p.close();
+    }
+  });
+});

@@ -539,3 +539,20 @@ describe('the session bound covers retired streams', () => {
     }
   });
 });
+
+test('small writes that pile up leave in one DATA frame', async () => {
+  const p = await sessionPair(memory);
+  try {
+    p.server.on('stream', (s: Stream) => ignoreErrors(s).resume());
+    const s = p.client.open({});
+    await within(once(s, 'accept'), 5000, 'accept');
+    const before = p.client.bytesOut;
+    s.cork();
+    for (let i = 0; i < 1000; i++) s.write(Buffer.alloc(10, i));
+    s.uncork();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(p.client.bytesOut - before, 10_000 + 12, 'one header for 1000 small writes');
+  } finally {
+    await p.close();
+  }
+});

@@ -206,7 +206,14 @@ export class Stream extends Duplex {
     for (const c of chunks) total += c.chunk.length;
     if (total <= this.#owner.maxFrameData) {
       // Small writes that piled up go out as one frame, not a 12-byte header each.
-      return this._write(Buffer.concat(chunks.map((c) => c.chunk), total), 'binary', cb);
+      return this._write(
+        Buffer.concat(
+          chunks.map((c) => c.chunk),
+          total,
+        ),
+        'binary',
+        cb,
+      );
     }
     this.#sendList = chunks.map((c) => c.chunk);
     this.#sendIndex = 0;

@@ -132,16 +132,14 @@ export class Stream extends Duplex {
 
   onData(payload: Buffer, fin: boolean): void {
     if (payload.length > 0) {
-      if (this.#wantRead && this.#queue.length === 0) {
+      if (this.#wantRead && this.#queue.length === 0 && this.readableLength === 0 && this.readableFlowing) {
+        // A flowing reader with nothing buffered consumes it within push(): no copy, nothing held.
+        this.#slab = null;
         this.#consumed += payload.length;
-        // Handed straight to a flowing reader it is consumed at once; otherwise it waits in the
-        // Readable's buffer and must not pin more than itself either.
-        const waits = this.readableLength > 0 || this.readableFlowing !== true;
-        if (!waits) this.#slab = null;
-        this.#wantRead = this.push(waits ? this.#pack(payload) : payload);
+        this.#wantRead = this.push(payload);
       } else {
-        this.#queue.push(this.#pack(payload));
-        this.#queuedBytes += payload.length;
+        this.#enqueue(payload);
+        if (this.#wantRead) this.#drainQueue();
       }
     }
     if (fin) {
@@ -178,6 +176,12 @@ export class Stream extends Duplex {
 
   override _read(): void {
     this.#wantRead = true;
+    this.#drainQueue();
+    if (this.#queue.length === 0 && this.#remoteFin) this.#pushEnd();
+    this.#maybeReturnCredit();
+  }
+
+  #drainQueue(): void {
     const queue = this.#queue;
     while (this.#wantRead && queue.length > 0) {
       const chunk = queue.shift()!;
@@ -186,12 +190,8 @@ export class Stream extends Duplex {
       if (this.#countedUnread > 0) this.#releaseCounted(chunk.length);
       this.#wantRead = this.push(chunk);
     }
-    if (queue.length === 0) {
-      // Packed pieces may still wait in the Readable's own buffer: keep filling the same slab then.
-      if (this.readableLength === 0) this.#slab = null;
-      if (this.#remoteFin) this.#pushEnd();
-    }
-    this.#maybeReturnCredit();
+    // Packed pieces may still wait in the Readable's own buffer: keep filling the same slab then.
+    if (queue.length === 0 && this.readableLength === 0) this.#slab = null;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
@@ -287,30 +287,43 @@ export class Stream extends Duplex {
   }
 
   /**
-   * Payloads are views into the transport's read buffers. A small view kept in the queue would pin its
-   * whole backing buffer (a 256-byte piece can hold a 64 KiB socket read), so the window would bound
-   * bytes but not memory. Small pieces are copied into a slab of the stream's own, so what a stalled
-   * stream holds stays within about twice its window; a view that spans most of its backing store is
-   * queued without a copy, and the slab is let go once nothing packed into it can still be waiting.
+   * Payloads are views into the transport's read buffers. A small view kept waiting would pin its whole
+   * backing buffer (a 1-byte piece can hold a 64 KiB socket read), and every queued piece is also a
+   * Buffer object of its own, so the window would bound bytes but neither memory nor object count.
+   * Small pieces are therefore copied into a slab of the stream's own, and a piece that lands right
+   * after the previous one in the slab extends that queue entry instead of adding one. A view spanning
+   * most of its backing store is queued as it is. What a stalled stream holds stays near its window in
+   * bytes and near window / 16 KiB in entries.
    */
-  #pack(view: Buffer): Buffer {
+  #enqueue(view: Buffer): void {
     const n = view.length;
-    // A view over at least half of its backing store pins at most twice its size: keep it as is.
-    if (n * 2 >= view.buffer.byteLength) return view;
+    this.#queuedBytes += n;
+    const queue = this.#queue;
+    if (n * 2 >= view.buffer.byteLength) return void queue.push(view);
     if (n >= SMALL_PIECE) {
       const copy = Buffer.allocUnsafeSlow(n);
       view.copy(copy);
-      return copy;
+      return void queue.push(copy);
     }
-    if (this.#slab === null || this.#slab.length - this.#slabUsed < n) {
-      const size = this.#slab === null ? MIN_SLAB : Math.min(MAX_SLAB, this.#slab.length * 2);
-      this.#slab = Buffer.allocUnsafeSlow(Math.max(size, n));
+    let slab = this.#slab;
+    if (slab === null || slab.length - this.#slabUsed < n) {
+      const size = slab === null ? MIN_SLAB : Math.min(MAX_SLAB, slab.length * 2);
+      slab = this.#slab = Buffer.allocUnsafeSlow(Math.max(size, n));
       this.#slabUsed = 0;
     }
     const start = this.#slabUsed;
-    view.copy(this.#slab, start);
+    view.copy(slab, start);
     this.#slabUsed = start + n;
-    return this.#slab.subarray(start, start + n);
+    const last = queue.length > 0 ? queue[queue.length - 1]! : undefined;
+    if (
+      last !== undefined &&
+      last.buffer === slab.buffer &&
+      last.byteOffset + last.length === slab.byteOffset + start
+    ) {
+      queue[queue.length - 1] = slab.subarray(last.byteOffset - slab.byteOffset, start + n);
+    } else {
+      queue.push(slab.subarray(start, start + n));
+    }
   }
 
   #releaseCounted(bytes: number): void {

@@ -158,3 +158,41 @@ test('a reader that read once and then stalled does not pin a transport read per
   server.destroy();
   a.destroy();
 });
+
+test('a stalled stream fed one-byte frames holds a few slabs, not an object per byte', async () => {
+  const window = 64 * 1024;
+  const { a, b } = duplexPair();
+  const raw = new RawPeer(a);
+  const accepting = Session.accept(b, { authenticate: () => ({ ok: true }), options: { window } });
+  await raw.hello();
+  const server = await accepting;
+  let stalled: Stream | undefined;
+  server.on('stream', (st: Stream) => {
+    stalled = st.on('error', () => {}); // never read
+  });
+  raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+  await waitFor('stream 1', () => stalled !== undefined);
+  const frames: Buffer[] = [];
+  for (let i = 0; i < window; i++) frames.push(encodeFrame(FrameType.DATA, 0, 1, Buffer.of(i & 0xff)));
+  const wire = Buffer.concat(frames);
+  gcOnce();
+  const before = process.memoryUsage().heapUsed;
+  raw.send(wire);
+  await waitFor('the whole window to arrive', () => stalled!.held === window);
+  gcOnce();
+  const grown = process.memoryUsage().heapUsed - before;
+  // One Buffer object per byte would be ~100 bytes of heap each: over 6 MiB here.
+  assert.ok(grown < 1024 * 1024, `heap grew ${grown} bytes for a ${window}-byte window of 1-byte frames`);
+  // Merged entries still deliver every byte, in order.
+  const received: Buffer[] = [];
+  let count = 0;
+  stalled!.on('data', (c: Buffer) => {
+    received.push(c);
+    count += c.length;
+  });
+  await waitFor('the queue to drain', () => count === window);
+  const all = Buffer.concat(received);
+  for (let i = 0; i < window; i++) assert.equal(all[i], i & 0xff, `byte ${i}`);
+  server.destroy();
+  a.destroy();
+});

@@ -1,20 +1,90 @@
+// `sluice dev` (and `npm start`): a controller with embedded defaults, an agent connected to it and the
+// demo service behind it, all in one process (DESIGN §5). The agent token is made up per run and never
+// leaves the process.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { startAgent } from '../agent/agent.js';
+import type { ControllerConfig, HostPort, HttpOptions } from '../controller/config.js';
+import { startController } from '../controller/controller.js';
+import { resolveSessionOptions } from '../tunnel/options.js';
+import { startDemoService } from './demo.js';
 
 export interface DevOptions {
   /** Public listener, default 127.0.0.1:8080. */
-  listen?: { host: string; port: number };
-  /** Admin listener, default 127.0.0.1:8081. */
-  adminListen?: { host: string; port: number };
+  listen?: HostPort;
+  /** Admin listener, default 127.0.0.1:8081; null turns it off. */
+  adminListen?: HostPort | null;
 }
 
 export interface DevHandle {
   readonly publicUrl: string;
+  /** http://demo.localhost:PORT/, the demo through the tunnel. */
   readonly demoUrl: string;
+  readonly adminUrl: string | null;
   close(): Promise<void>;
 }
 
+export const DEV_HOST = 'demo.localhost';
+export const DEV_CLUSTER = 'dev';
+
+const DEV_HTTP: HttpOptions = {
+  responseTimeoutMs: 60_000,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 300_000,
+  keepAliveTimeoutMs: 65_000,
+  maxHeaderBytes: 16 * 1024,
+  maxHeaders: 100,
+  via: 'sluice',
+};
+
 export async function startDev(options: DevOptions, logger: Logger): Promise<DevHandle> {
-  void options;
-  void logger;
-  throw new Error('not built yet');
+  const demo = await startDemoService();
+  const token = randomBytes(24).toString('base64url');
+  const tunnel = resolveSessionOptions();
+  const config: ControllerConfig = {
+    listen: options.listen ?? { host: '127.0.0.1', port: 8080 },
+    // The agent is in this process: the tunnel needs no fixed port.
+    tunnelListen: 'tcp://127.0.0.1:0',
+    adminListen: options.adminListen === undefined ? { host: '127.0.0.1', port: 8081 } : options.adminListen,
+    dataDir: './data',
+    clusters: [{ name: DEV_CLUSTER, tokens: [token] }],
+    routes: [{ host: DEV_HOST, path: '/', cluster: DEV_CLUSTER, target: demo.url }],
+    http: DEV_HTTP,
+    tunnel,
+    logLevel: 'info',
+  };
+  const closers: (() => Promise<void>)[] = [() => demo.close()];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close().catch(() => {});
+  };
+  try {
+    const controller = await startController(config, logger.child({ role: 'controller' }));
+    closers.push(() => controller.close(1000));
+    const agent = await startAgent(
+      {
+        controller: controller.tunnelUrl,
+        token,
+        name: 'dev-agent',
+        replica: 'dev',
+        tunnels: 2,
+        allow: [`127.0.0.1:${demo.port}`],
+        healthListen: null,
+        connectTimeoutMs: 10_000,
+        tunnel,
+        logLevel: 'info',
+      },
+      logger.child({ role: 'agent' }),
+    );
+    closers.push(() => agent.close(1000));
+    const port = new URL(controller.publicUrl).port;
+    const demoUrl = `http://${DEV_HOST}:${port}/`;
+    logger.info(
+      { event: 'dev-ready', demo: demoUrl, admin: controller.adminUrl, target: demo.url },
+      'sluice dev ready',
+    );
+    return { publicUrl: controller.publicUrl, demoUrl, adminUrl: controller.adminUrl, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
 }

@@ -1,0 +1,318 @@
+// The controller's public HTTP edge: every request is checked, routed by Host and path, and sent down a
+// tunnel of its cluster; whatever goes wrong becomes an error page with a reason and the request id
+// (DESIGN §3). One JSON log line per request.
+import { randomBytes } from 'node:crypto';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
+import { renderErrorPage } from '../proxy/error-page.js';
+import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
+import type { HttpStreamMeta } from '../proxy/meta.js';
+import type { HttpOptions } from './config.js';
+import { normalizeHost, type Route, type RouteTable } from './routes.js';
+import type { Tunnel, TunnelRegistry } from './tunnels.js';
+
+/** A request is tried on at most this many tunnels when agents refuse it unprocessed (draining). */
+const MAX_ATTEMPTS = 3;
+
+export interface EdgeOptions {
+  routes: () => RouteTable;
+  registry: TunnelRegistry;
+  http: HttpOptions;
+  logger: Logger;
+  proto: 'http' | 'https';
+}
+
+/** 16 random bytes in hex: unique enough to join logs across hops, and one word in a log line. */
+export function newRequestId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+interface LogFields {
+  requestId: string;
+  method: string;
+  host: string;
+  path: string;
+  route?: string;
+  cluster?: string;
+  agent?: string;
+  status?: number;
+  bytesIn?: number;
+  bytesOut?: number;
+  ms?: number;
+  outcome?: string;
+  reason?: string;
+  detail?: string;
+}
+
+export class PublicEdge {
+  readonly #options: EdgeOptions;
+  #inFlight = 0;
+  #idle: (() => void) | null = null;
+
+  constructor(options: EdgeOptions) {
+    this.#options = options;
+  }
+
+  /** Requests being served right now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves once no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.#idle;
+      this.#idle = () => {
+        previous?.();
+        resolve();
+      };
+    });
+  }
+
+  readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#inFlight++;
+    const started = performance.now();
+    const requestId = chooseRequestId(req.rawHeaders, newRequestId);
+    const log: LogFields = {
+      requestId,
+      method: req.method ?? '',
+      host: req.headers.host ?? '',
+      path: (req.url ?? '').split('?', 1)[0]!.slice(0, 512),
+    };
+    res.once('close', () => {
+      log.status = res.statusCode;
+      log.ms = Math.round((performance.now() - started) * 10) / 10;
+      const level = log.outcome === 'broken' || (log.status >= 500 && log.status !== 503) ? 'warn' : 'info';
+      this.#options.logger[level](log, 'request');
+      if (--this.#inFlight === 0 && this.#idle !== null) {
+        const idle = this.#idle;
+        this.#idle = null;
+        idle();
+      }
+    });
+    this.#serve(req, res, log).catch((err: unknown) => {
+      log.detail = err instanceof Error ? err.message : String(err);
+      this.#sendError(req, res, log, 502, 'internal error while proxying the request');
+    });
+  };
+
+  /**
+   * Requests Node could not parse, or that broke a limit before they became requests: answered with a
+   * page and a closed connection, as the connection's framing can no longer be trusted.
+   */
+  readonly onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    if (
+      err.code === 'ECONNRESET' ||
+      !socket.writable ||
+      (socket as Socket & { _httpMessage?: unknown })._httpMessage
+    ) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'the request head is larger than this gateway accepts']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'the request was not received in time']
+          : [400, 'the request is not valid HTTP/1.1'];
+    const requestId = newRequestId();
+    const page = renderErrorPage({ status, reason, requestId });
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+    for (let i = 0; i + 1 < page.headers.length; i += 2)
+      head += `${page.headers[i]}: ${page.headers[i + 1]}\r\n`;
+    socket.end(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), page.body]));
+    this.#options.logger.info({ requestId, status, reason, err: err.code ?? err.message }, 'bad request');
+  };
+
+  async #serve(req: IncomingMessage, res: ServerResponse, log: LogFields): Promise<void> {
+    const { http } = this.#options;
+    if (req.rawHeaders.length / 2 > http.maxHeaders) {
+      return this.#sendError(
+        req,
+        res,
+        log,
+        431,
+        `the request has more than ${http.maxHeaders} header fields`,
+      );
+    }
+    const target = requestTarget(req);
+    if (typeof target === 'string') return this.#sendError(req, res, log, 400, target);
+    const route = this.#options.routes().match(target.host, target.path);
+    if (route === undefined) {
+      return this.#sendError(req, res, log, 404, `no route for host ${target.host}`);
+    }
+    log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
+    log.cluster = route.cluster;
+
+    const meta = this.#meta(req, route, target.path, log.requestId);
+    if (meta === undefined) {
+      return this.#sendError(
+        req,
+        res,
+        log,
+        508,
+        'the request has already passed through this gateway (Via loop)',
+      );
+    }
+    const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0 };
+    const outcome = await this.#forward(req, res, route, meta, stats, log);
+    log.bytesIn = stats.bytesIn;
+    log.bytesOut = stats.bytesOut;
+    log.outcome = outcome.kind;
+    if (outcome.kind === 'failed') {
+      log.detail = outcome.detail;
+      this.#sendError(req, res, log, outcome.status, outcome.reason);
+    } else if (outcome.kind === 'broken') {
+      log.detail = outcome.detail;
+    }
+  }
+
+  async #forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: Route,
+    meta: HttpStreamMeta,
+    stats: ExchangeStats,
+    log: LogFields,
+  ): Promise<Outcome> {
+    const { registry, http } = this.#options;
+    const tried = new Set<Tunnel>();
+    let last: Outcome | undefined;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const tunnel = registry.pick(route.cluster, tried);
+      if (tunnel === undefined) break;
+      tried.add(tunnel);
+      let stream;
+      try {
+        stream = tunnel.session.open(meta as unknown as Record<string, unknown>);
+      } catch (err) {
+        // Closed, draining or at a limit since pick(): another tunnel may still take it.
+        last = {
+          kind: 'failed',
+          status: 503,
+          reason: 'no tunnel could take the request',
+          retryable: true,
+          detail: (err as Error).message,
+        };
+        continue;
+      }
+      log.agent = `${tunnel.agent}/${tunnel.replica}`;
+      const outcome = await forwardHttp(
+        req,
+        res,
+        stream,
+        {
+          requestId: meta.requestId,
+          via: http.via,
+          responseTimeoutMs: http.responseTimeoutMs,
+          headRequest: req.method === 'HEAD',
+        },
+        stats,
+      );
+      if (outcome.kind !== 'failed' || !outcome.retryable) return outcome;
+      last = outcome;
+    }
+    if (last !== undefined) return last;
+    const reason = `no agent of cluster ${route.cluster} is connected`;
+    return { kind: 'failed', status: 503, reason, retryable: false, detail: 'no live tunnel' };
+  }
+
+  /** The stream's open metadata, or undefined for a request that loops through this gateway. */
+  #meta(req: IncomingMessage, route: Route, path: string, requestId: string): HttpStreamMeta | undefined {
+    const socket = req.socket;
+    const address = unmapIPv4(socket.remoteAddress ?? '');
+    const { headers, loop } = forwardRequestHeaders(req.rawHeaders, {
+      clientAddress: address,
+      clientPort: socket.remotePort,
+      proto: this.#options.proto,
+      host: req.headers.host ?? '',
+      requestId,
+      via: this.#options.http.via,
+      httpVersion: req.httpVersion,
+      upgrade: false,
+    });
+    if (loop) return undefined;
+    const meta: HttpStreamMeta = {
+      kind: 'http',
+      target: route.target,
+      client: `${address}:${socket.remotePort ?? 0}`,
+      requestId,
+      head: { method: req.method ?? 'GET', path, version: req.httpVersion, headers },
+    };
+    if (req.headers['transfer-encoding'] !== undefined) meta.head.chunked = true;
+    return meta;
+  }
+
+  #sendError(
+    req: IncomingMessage,
+    res: ServerResponse,
+    log: LogFields,
+    status: number,
+    reason: string,
+  ): void {
+    log.reason = reason;
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const page = renderErrorPage({
+      status,
+      reason,
+      requestId: log.requestId,
+      accept: req.headers.accept,
+      method: req.method,
+    });
+    res.writeHead(page.status, page.headers);
+    res.end(page.body);
+  }
+}
+
+/** Where a request goes: the host to route by and the path to send, or why the request is refused. */
+function requestTarget(req: IncomingMessage): { host: string; path: string } | string {
+  const url = req.url ?? '';
+  const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host');
+  // RFC 9112 §3.2: exactly one Host field; a second one could route by one and be served by the other.
+  if (hosts.length > 1) return 'the request has more than one Host header';
+  const host = req.headers.host ?? '';
+  if (host === '' || normalizeHost(host) === undefined) return 'the request has no valid Host header';
+  let path = url;
+  if (!url.startsWith('/')) {
+    if (url === '*' && req.method === 'OPTIONS') return { host, path: '*' };
+    // Absolute form (RFC 9112 §3.2.2) is accepted when it names the same host as the Host header.
+    const absolute = parseAbsolute(url);
+    if (absolute === undefined) return 'the request target is not a path';
+    if (normalizeHost(absolute.host) !== normalizeHost(host)) {
+      return 'the request target names another host than the Host header';
+    }
+    path = absolute.path;
+  }
+  if (hasDotSegment(path)) return 'the request path has dot segments (/./ or /../)';
+  return { host, path };
+}
+
+function parseAbsolute(url: string): { host: string; path: string } | undefined {
+  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(url);
+  if (m === null) return undefined;
+  const rest = m[2] ?? '/';
+  return { host: m[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
+}
+
+// A path prefix route fences off part of a target only if `/api/../admin` cannot walk out of it, so
+// such paths (also percent-encoded, or with backslashes that some servers treat as slashes) are refused
+// at the edge rather than normalized into something the client did not send.
+function hasDotSegment(path: string): boolean {
+  const bare = path.split('?', 1)[0]!;
+  return bare
+    .replace(/%2e/gi, '.')
+    .replace(/%2f|%5c|\\/gi, '/')
+    .split('/')
+    .some((segment) => segment === '.' || segment === '..');
+}
+
+function unmapIPv4(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}

@@ -1,0 +1,339 @@
+// The controller's half of one HTTP exchange (docs/http-over-streams.md): the client's request body goes
+// into a tunnel stream as records, the target's response comes back as records and is written to the
+// client. Nothing is buffered beyond one chunk in either direction: `write()` returning false pauses the
+// source and `drain` resumes it, at both hops.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { SluiceError } from '../errors.js';
+import { ErrorCode } from '../protocol/constants.js';
+import {
+  EnvelopeDecoder,
+  EnvelopeError,
+  encodeBodyHeader,
+  encodeTrailers,
+  MAX_BODY_PAYLOAD,
+  type ResponseHead,
+} from './envelope.js';
+import { forwardResponseHeaders } from './headers.js';
+
+/** How an exchange ended, for the request log and for the caller's retry decision. */
+export type Outcome =
+  /** The response was delivered whole. */
+  | { kind: 'done' }
+  /** Nothing reached the client yet: the caller answers with an error page (or retries). */
+  | { kind: 'failed'; status: 502 | 503 | 504; reason: string; retryable: boolean; detail: string }
+  /** The client went away; the stream was reset with CANCEL. */
+  | { kind: 'client-aborted' }
+  /** The response broke after its head was sent; the client connection was cut. */
+  | { kind: 'broken'; detail: string };
+
+export interface ForwardOptions {
+  requestId: string;
+  via: string;
+  /** Time until the target's final response head; then 504. 0 turns it off. */
+  responseTimeoutMs: number;
+  /** The request was a HEAD: the client gets no body whatever the target sends. */
+  headRequest: boolean;
+}
+
+export interface ExchangeStats {
+  /** Request body bytes sent towards the target. */
+  bytesIn: number;
+  /** Response body bytes written to the client. */
+  bytesOut: number;
+  /** Status sent to the client, 0 while none. */
+  status: number;
+}
+
+/**
+ * Runs one exchange over `stream` (opened with the request's head as metadata). Resolves once the
+ * exchange is over, never rejects. `stats` is updated as bytes move.
+ */
+export function forwardHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  stream: Duplex & { reset(code: number, reason: string): void },
+  options: ForwardOptions,
+  stats: ExchangeStats,
+): Promise<Outcome> {
+  return new Promise((resolve) => {
+    new Exchange(req, res, stream, options, stats, resolve).start();
+  });
+}
+
+class Exchange {
+  #finalHead = false;
+  #bodyStarted = false;
+  #settled = false;
+  #timer: NodeJS.Timeout | null = null;
+  readonly #decoder: EnvelopeDecoder;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly stream: Duplex & { reset(code: number, reason: string): void },
+    private readonly options: ForwardOptions,
+    private readonly stats: ExchangeStats,
+    private readonly resolve: (outcome: Outcome) => void,
+  ) {
+    this.#decoder = new EnvelopeDecoder('response', {
+      onHead: (head) => this.#onHead(head),
+      onBody: (piece) => this.#onBody(piece),
+      onTrailers: (raw) => this.#onTrailers(raw),
+    });
+  }
+
+  start(): void {
+    const { req, res, stream } = this;
+    req.on('data', this.#onRequestData);
+    req.on('end', this.#onRequestEnd);
+    stream.on('drain', this.#onStreamDrain);
+    stream.on('data', this.#onStreamData);
+    stream.on('end', this.#onStreamEnd);
+    stream.on('error', this.#onStreamError);
+    stream.on('close', this.#onStreamClose);
+    res.on('drain', this.#onResponseDrain);
+    res.on('close', this.#onResponseClose);
+    if (this.options.responseTimeoutMs > 0) {
+      this.#timer = setTimeout(this.#onTimeout, this.options.responseTimeoutMs);
+    }
+  }
+
+  // --- request direction: client → stream ---
+
+  readonly #onRequestData = (chunk: Buffer): void => {
+    this.#bodyStarted = true;
+    this.stats.bytesIn += chunk.length;
+    let ok = true;
+    this.stream.cork();
+    for (let off = 0; off < chunk.length; off += MAX_BODY_PAYLOAD) {
+      const piece = chunk.subarray(off, off + MAX_BODY_PAYLOAD);
+      this.stream.write(encodeBodyHeader(piece.length));
+      ok = this.stream.write(piece);
+    }
+    this.stream.uncork();
+    if (!ok) this.req.pause();
+  };
+
+  readonly #onStreamDrain = (): void => {
+    this.req.resume();
+  };
+
+  readonly #onRequestEnd = (): void => {
+    if (this.stream.destroyed) return;
+    if (this.req.rawTrailers.length > 0) this.stream.write(encodeTrailers(this.req.rawTrailers));
+    this.stream.end();
+  };
+
+  // --- response direction: stream → client ---
+
+  readonly #onStreamData = (chunk: Buffer): void => {
+    try {
+      this.#decoder.push(chunk);
+    } catch (err) {
+      this.#protocolError(err);
+    }
+  };
+
+  readonly #onStreamEnd = (): void => {
+    try {
+      this.#decoder.finish();
+    } catch (err) {
+      this.#protocolError(err);
+      return;
+    }
+    this.res.end();
+  };
+
+  #onHead(head: ResponseHead): void {
+    const { res } = this;
+    if (head.status < 200) {
+      this.#interim(head);
+      return;
+    }
+    this.#clearTimer();
+    const headers = forwardResponseHeaders(head.headers, {
+      via: this.options.via,
+      requestId: this.options.requestId,
+      httpVersion: '1.1',
+      upgrade: false,
+    });
+    try {
+      // Node validates names, values and the reason phrase; a target that sends what it refuses gets
+      // a 502 rather than a half-written head.
+      if (head.statusText !== undefined && isReasonPhrase(head.statusText)) {
+        res.writeHead(head.status, head.statusText, headers);
+      } else {
+        res.writeHead(head.status, headers);
+      }
+    } catch (err) {
+      this.#fail(502, 'the target sent a response head that cannot be relayed', errorDetail(err), false);
+      this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'response head not relayable');
+      return;
+    }
+    this.#finalHead = true;
+    this.stats.status = head.status;
+    // Node sends the head with the first body write; an event stream or a slow body must not hold it.
+    res.flushHeaders();
+  }
+
+  #interim(head: ResponseHead): void {
+    const { res } = this;
+    if (head.status === 100) {
+      res.writeContinue();
+    } else if (head.status === 103) {
+      const hints: Record<string, string[]> = {};
+      for (let i = 0; i + 1 < head.headers.length; i += 2) {
+        const name = head.headers[i]!.toLowerCase();
+        (hints[name] ??= []).push(head.headers[i + 1]!);
+      }
+      // Early hints are advisory (RFC 8297): one that Node refuses to write is dropped, not fatal.
+      if (hints.link !== undefined) {
+        try {
+          res.writeEarlyHints(hints);
+        } catch {
+          /* dropped */
+        }
+      }
+    }
+    // 102 Processing is deprecated (RFC 9110 §15.2) and other 1xx codes have no meaning here: dropped.
+  }
+
+  #onBody(piece: Buffer): void {
+    if (this.options.headRequest) return;
+    this.stats.bytesOut += piece.length;
+    if (!this.res.write(piece)) this.stream.pause();
+  }
+
+  readonly #onResponseDrain = (): void => {
+    this.stream.resume();
+  };
+
+  #onTrailers(raw: string[]): void {
+    const pairs: [string, string][] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i]!, raw[i + 1]!]);
+    try {
+      this.res.addTrailers(pairs);
+    } catch {
+      // A trailer Node refuses (invalid characters) is dropped, as it would be for a header.
+    }
+  }
+
+  // --- failures and endings ---
+
+  readonly #onStreamError = (err: Error): void => {
+    const code = err instanceof SluiceError ? err.wireCode : undefined;
+    // The whole response is already with the client (a reset racing our end): nothing to undo.
+    if (this.res.writableEnded) return;
+    if (this.#finalHead) {
+      this.#broken(`stream failed mid-response: ${err.message}`);
+      return;
+    }
+    switch (code) {
+      case ErrorCode.TARGET_DENIED:
+        this.#fail(502, "the agent's policy does not allow this route's target", err.message, false);
+        break;
+      case ErrorCode.TARGET_UNREACHABLE:
+        this.#fail(502, 'the agent could not connect to the target', err.message, false);
+        break;
+      case ErrorCode.TARGET_TIMEOUT:
+        this.#fail(504, 'the target did not answer in time', err.message, false);
+        break;
+      case ErrorCode.REFUSED_STREAM:
+        // The agent did not process the request; it may go to another tunnel if no body was consumed.
+        this.#fail(503, 'the agent is shutting down', err.message, !this.#bodyStarted);
+        break;
+      case ErrorCode.OVERLOAD:
+        this.#fail(503, 'the tunnel is overloaded', err.message, !this.#bodyStarted && !this.stream.readable);
+        break;
+      default:
+        this.#fail(502, 'the tunnel stream broke before the target answered', err.message, false);
+    }
+  };
+
+  readonly #onStreamClose = (): void => {
+    // A stream that closes with neither end nor error was destroyed here; the path that did it settled.
+    if (!this.#settled && !this.res.writableFinished && !this.#finalHead) {
+      this.#fail(502, 'the tunnel stream closed before the target answered', 'stream closed', false);
+    }
+  };
+
+  readonly #onResponseClose = (): void => {
+    if (this.res.writableFinished) {
+      // The response is complete. If the client never finished its body (the target answered early),
+      // the request half of the stream has no end: reset it so the agent and the target let go.
+      if (!this.stream.destroyed && !this.req.complete) this.stream.reset(ErrorCode.CANCEL, 'response done');
+      this.#settle({ kind: 'done' });
+      return;
+    }
+    if (!this.#settled) {
+      this.stream.reset(ErrorCode.CANCEL, 'client closed the connection');
+      this.#settle({ kind: 'client-aborted' });
+    }
+  };
+
+  readonly #onTimeout = (): void => {
+    this.#timer = null;
+    if (this.#finalHead || this.#settled) return;
+    const seconds = this.options.responseTimeoutMs / 1000;
+    this.stream.reset(ErrorCode.CANCEL, 'response timeout');
+    this.#fail(504, `the target did not answer within ${seconds}s`, 'response timeout', false);
+  };
+
+  #protocolError(err: unknown): void {
+    const detail = errorDetail(err);
+    const reason = err instanceof EnvelopeError ? err.message : 'bad record';
+    this.stream.reset(ErrorCode.PROTOCOL_ERROR, reason.slice(0, 200));
+    if (this.#finalHead) this.#broken(`agent broke the record format: ${detail}`);
+    else this.#fail(502, 'the agent sent a malformed response', detail, false);
+  }
+
+  #fail(status: 502 | 503 | 504, reason: string, detail: string, retryable: boolean): void {
+    this.#settle({ kind: 'failed', status, reason, retryable, detail });
+  }
+
+  #broken(detail: string): void {
+    // Past the head, the only honest signal left is to cut the connection, as nginx does: the client
+    // sees a truncated body (no final chunk, or fewer bytes than Content-Length), never a forged end.
+    this.res.destroy();
+    this.#settle({ kind: 'broken', detail });
+  }
+
+  #settle(outcome: Outcome): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#clearTimer();
+    const { req, res, stream } = this;
+    req.off('data', this.#onRequestData);
+    req.off('end', this.#onRequestEnd);
+    stream.off('drain', this.#onStreamDrain);
+    stream.off('data', this.#onStreamData);
+    stream.off('end', this.#onStreamEnd);
+    stream.off('close', this.#onStreamClose);
+    res.off('drain', this.#onResponseDrain);
+    res.off('close', this.#onResponseClose);
+    // Late errors of a stream we are done with are expected (a reset racing our end); keep a listener.
+    stream.off('error', this.#onStreamError);
+    stream.on('error', ignore);
+    if (outcome.kind !== 'done' && !stream.destroyed) stream.destroy();
+    // A paused request body would keep the client's connection stuck; let Node read and discard it.
+    if (outcome.kind === 'failed') req.resume();
+    this.resolve(outcome);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+}
+
+function ignore(): void {}
+
+// RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
+function isReasonPhrase(text: string): boolean {
+  return /^[\t -~\u0080-\u00ff]*$/.test(text);
+}
+
+function errorDetail(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,434 @@
+// HTTP through real controller and agent processes (the HTTP issue): routing, headers, streaming both
+// ways, framing edge cases and abort propagation. Origins run in this process on port 0.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { request } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { GiB, readAll, writePattern } from '../helpers/data.js';
+import { type Origin, startOrigin } from '../helpers/origin.js';
+import { ask, Stack } from '../helpers/sluice-procs.js';
+import { within } from '../helpers/wait.js';
+
+let origin: Origin;
+let other: Origin;
+let stack: Stack;
+
+before(async () => {
+  origin = await startOrigin('main');
+  other = await startOrigin('other');
+  stack = await Stack.start({
+    routes: [
+      { host: 'app.test', target: origin.url },
+      { host: 'app.test', path: '/other', target: other.url },
+      { host: '*.wild.test', target: origin.url },
+      { host: '*.deep.wild.test', target: other.url },
+      { host: 'exact.wild.test', path: '/api', target: other.url },
+    ],
+  });
+});
+
+after(async () => {
+  await stack?.stop();
+  await origin?.close();
+  await other?.close();
+});
+
+async function headersSeen(host: string, path = '/headers', headers: Record<string, string | string[]> = {}) {
+  const r = await ask({ port: stack.port, host, path, headers });
+  assert.equal(r.status, 200, r.body.toString());
+  const seen = JSON.parse(r.body.toString()) as { rawHeaders: string[]; url: string };
+  const get = (name: string) =>
+    seen.rawHeaders.filter((_, i) => i % 2 === 1 && seen.rawHeaders[i - 1]!.toLowerCase() === name);
+  return { reply: r, seen, get };
+}
+
+describe('routing', () => {
+  test('an exact host reaches its target; the path and query arrive unchanged', async () => {
+    const { seen, get } = await headersSeen('app.test', '/headers?x=1&y=%2F');
+    assert.equal(seen.url, '/headers?x=1&y=%2F');
+    assert.deepEqual(get('host'), ['app.test']);
+  });
+
+  test('host matching ignores case and the port', async () => {
+    const { get } = await headersSeen('APP.Test:8443');
+    assert.deepEqual(get('host'), ['APP.Test:8443'], 'the original Host is passed to the target');
+  });
+
+  test('the longest path prefix wins', async () => {
+    const r = await ask({ port: stack.port, host: 'app.test', path: '/other/headers' });
+    assert.equal(r.headers['x-origin'], 'other');
+    assert.equal(
+      (await ask({ port: stack.port, host: 'app.test', path: '/otherwise' })).headers['x-origin'],
+      'main',
+    );
+  });
+
+  test('the most specific wildcard wins, and an exact host beats wildcards for its paths only', async () => {
+    const served = async (host: string, path = '/headers') =>
+      (await ask({ port: stack.port, host, path })).headers['x-origin'];
+    assert.equal(await served('a.wild.test'), 'main');
+    assert.equal(await served('a.deep.wild.test'), 'other');
+    assert.equal(await served('x.y.deep.wild.test'), 'other');
+    assert.equal(await served('exact.wild.test', '/api/headers'), 'other');
+    assert.equal(
+      await served('exact.wild.test'),
+      'main',
+      'the wildcard still serves the paths the exact route leaves',
+    );
+  });
+
+  test('an unknown host gets 404 with the reason and the request id', async () => {
+    const r = await ask({ port: stack.port, host: 'nobody.test', headers: { accept: 'application/json' } });
+    assert.equal(r.status, 404);
+    const body = JSON.parse(r.body.toString()) as { error: { reason: string; requestId: string } };
+    assert.match(body.error.reason, /no route for host nobody\.test/);
+    assert.equal(body.error.requestId, r.headers['x-request-id']);
+  });
+});
+
+describe('headers', () => {
+  test('forwarding headers are added, hop-by-hop fields and Connection tokens removed', async () => {
+    const { get } = await headersSeen('app.test', '/headers', {
+      connection: 'keep-alive, x-hop',
+      'x-hop': 'secret',
+      'keep-alive': 'timeout=5',
+      'proxy-authorization': 'Basic Zm9vOmJhcg==',
+      te: 'trailers',
+      'x-end-to-end': 'kept',
+    });
+    assert.deepEqual(get('x-hop'), []);
+    assert.deepEqual(get('keep-alive'), []);
+    assert.deepEqual(get('proxy-authorization'), []);
+    assert.deepEqual(get('te'), []);
+    assert.deepEqual(get('x-end-to-end'), ['kept']);
+    assert.deepEqual(get('x-forwarded-for'), ['127.0.0.1']);
+    assert.deepEqual(get('x-forwarded-proto'), ['http']);
+    assert.deepEqual(get('x-forwarded-host'), ['app.test']);
+    assert.match(get('forwarded')[0] ?? '', /^for="127\.0\.0\.1:\d+";host=app\.test;proto=http$/);
+    assert.deepEqual(get('via'), ['1.1 sluice']);
+  });
+
+  test('X-Request-Id is set when absent and echoed on the response', async () => {
+    const { reply, get } = await headersSeen('app.test');
+    const id = reply.headers['x-request-id'];
+    assert.match(String(id), /^[0-9a-f]{32}$/);
+    assert.deepEqual(get('x-request-id'), [id]);
+    assert.equal(reply.headers.via, '1.1 sluice');
+  });
+
+  test("a client's well-formed X-Request-Id is kept", async () => {
+    const { reply, get } = await headersSeen('app.test', '/headers', { 'x-request-id': 'trace-42' });
+    assert.deepEqual(get('x-request-id'), ['trace-42']);
+    assert.equal(reply.headers['x-request-id'], 'trace-42');
+  });
+
+  test('a client cannot spoof forwarding or internal headers', async () => {
+    const { get } = await headersSeen('app.test', '/headers', {
+      'x-forwarded-proto': 'https',
+      'x-forwarded-host': 'evil.test',
+      'x-sluice-cluster': 'other',
+      'x-forwarded-for': '10.9.9.9',
+    });
+    assert.deepEqual(get('x-forwarded-proto'), ['http']);
+    assert.deepEqual(get('x-forwarded-host'), ['app.test']);
+    assert.deepEqual(get('x-sluice-cluster'), []);
+    // X-Forwarded-For grows from the right: the address this hop saw is the last, trusted element.
+    assert.deepEqual(get('x-forwarded-for'), ['10.9.9.9, 127.0.0.1']);
+  });
+
+  test('a request that already passed through this gateway is refused with 508', async () => {
+    const r = await ask({ port: stack.port, host: 'app.test', headers: { via: '1.1 proxy-a, 1.1 sluice' } });
+    assert.equal(r.status, 508);
+    assert.match(r.body.toString(), /Via loop/);
+  });
+
+  test('dot segments are refused before routing', async () => {
+    for (const path of ['/a/../headers', '/a/%2e%2e/headers', '/./headers']) {
+      const r = await ask({ port: stack.port, host: 'app.test', path });
+      assert.equal(r.status, 400, path);
+    }
+  });
+});
+
+describe('streaming', () => {
+  test('500 concurrent requests each get their own body back', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 500 }, async (_, i) => {
+        const body = randomBytes(1 + ((i * 997) % 50_000));
+        const r = await ask({ port: stack.port, host: 'app.test', path: '/echo', method: 'POST', body });
+        return r.status === 200 && r.body.equals(body);
+      }),
+    );
+    assert.equal(results.filter(Boolean).length, 500);
+  });
+
+  test('a chunked request body is relayed chunked, with its trailers', async () => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      const req = request({
+        host: '127.0.0.1',
+        port: stack.port,
+        method: 'PUT',
+        path: '/hash',
+        headers: { host: 'app.test', 'transfer-encoding': 'chunked', trailer: 'X-Digest' },
+      });
+      req.on('error', reject);
+      req.on('response', (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c));
+        res.on('end', () => resolve(text));
+      });
+      req.write('hello ');
+      req.write('world');
+      req.addTrailers({ 'X-Digest': 'd1' });
+      req.end();
+    });
+    const seen = JSON.parse(reply) as { bytes: number; sha256: string; trailers: string[]; chunked: string };
+    assert.equal(seen.bytes, 11);
+    assert.equal(seen.sha256, createHash('sha256').update('hello world').digest('hex'));
+    assert.equal(seen.chunked, 'chunked');
+    assert.deepEqual(seen.trailers, ['X-Digest', 'd1']);
+  });
+
+  test('a DELETE with a chunked body still reaches the target framed', async () => {
+    const r = await ask({
+      port: stack.port,
+      host: 'app.test',
+      path: '/hash',
+      method: 'DELETE',
+      headers: { 'transfer-encoding': 'chunked' },
+      body: 'abc',
+    });
+    const seen = JSON.parse(r.body.toString()) as { bytes: number };
+    assert.equal(seen.bytes, 3);
+  });
+
+  test('response trailers are kept', async () => {
+    const r = await ask({
+      port: stack.port,
+      host: 'app.test',
+      path: '/trailers',
+      headers: { te: 'trailers' },
+    });
+    assert.equal(r.body.toString(), 'part one,part two');
+    assert.equal(r.trailers['x-checksum'], 'abc123');
+    assert.equal(r.trailers['x-count'], '2');
+  });
+
+  test('Server-Sent Events: the first event arrives before the origin finishes', async () => {
+    const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+      const req = request({
+        host: '127.0.0.1',
+        port: stack.port,
+        path: '/sse',
+        headers: { host: 'app.test' },
+      });
+      req.on('response', resolve).on('error', reject).end();
+    });
+    assert.equal(res.headers['content-type'], 'text/event-stream');
+    res.setEncoding('utf8');
+    const [first] = (await within(once(res, 'data'), 10_000, 'the first event')) as [string];
+    assert.equal(first, 'data: first\n\n');
+    origin.releaseSse();
+    let rest = '';
+    res.on('data', (c: string) => (rest += c));
+    await within(once(res, 'end'), 10_000, 'the end of the stream');
+    assert.equal(rest, 'data: last\n\n');
+  });
+
+  test('HEAD, 204 and 304 carry no body', async () => {
+    const head = await ask({ port: stack.port, host: 'app.test', path: '/length', method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers['content-length'], '11');
+    assert.equal(head.body.length, 0);
+    for (const code of [204, 304]) {
+      const r = await ask({ port: stack.port, host: 'app.test', path: `/status?code=${code}` });
+      assert.equal(r.status, code);
+      assert.equal(r.body.length, 0);
+      assert.equal(r.headers['x-status'], String(code));
+    }
+    // The connection stays usable after a bodiless response: keep-alive framing was right.
+    const again = await ask({ port: stack.port, host: 'app.test', path: '/length' });
+    assert.equal(again.body.toString(), 'hello world');
+  });
+
+  test('Expect: 100-continue: the body is sent only after the target says continue', async () => {
+    const { status, body, continued } = await new Promise<{
+      status: number;
+      body: string;
+      continued: boolean;
+    }>((resolve, reject) => {
+      let continued = false;
+      const req = request({
+        host: '127.0.0.1',
+        port: stack.port,
+        method: 'POST',
+        path: '/continue',
+        headers: { host: 'app.test', expect: '100-continue', 'content-length': '5' },
+      });
+      req.on('continue', () => {
+        continued = true;
+        req.end('abcde');
+      });
+      req.on('error', reject);
+      req.on('response', (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, continued }));
+      });
+      req.flushHeaders();
+    });
+    assert.equal(continued, true);
+    assert.equal(status, 200);
+    assert.equal((JSON.parse(body) as { bytes: number }).bytes, 5);
+  });
+
+  test('Expect: 100-continue refused by the target: its final answer reaches the client', async () => {
+    const r = await new Promise<{ status: number; continued: boolean }>((resolve, reject) => {
+      let continued = false;
+      const req = request({
+        host: '127.0.0.1',
+        port: stack.port,
+        method: 'POST',
+        path: '/continue-refused',
+        headers: { host: 'app.test', expect: '100-continue', 'content-length': '5' },
+      });
+      req.on('continue', () => (continued = true));
+      req.on('error', reject);
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, continued }));
+      });
+      req.flushHeaders();
+    });
+    assert.equal(r.status, 417);
+    assert.equal(r.continued, false);
+  });
+
+  test('103 Early Hints are relayed before the response', async () => {
+    const hints = await new Promise<{ status: number; link: unknown; body: string }>((resolve, reject) => {
+      let link: unknown;
+      const req = request({
+        host: '127.0.0.1',
+        port: stack.port,
+        path: '/early-hints',
+        headers: { host: 'app.test' },
+      });
+      req.on('information', (info) => {
+        if (info.statusCode === 103) link = info.headers.link;
+      });
+      req.on('error', reject);
+      req.on('response', (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, link, body: text }));
+      });
+      req.end();
+    });
+    assert.equal(hints.link, '</style.css>; rel=preload; as=style');
+    assert.equal(hints.body, 'after hints');
+  });
+});
+
+describe('aborts', () => {
+  test('a client that aborts mid-upload aborts the request to the target', async () => {
+    const requestId = `abort-${Date.now()}`;
+    const req = request({
+      host: '127.0.0.1',
+      port: stack.port,
+      method: 'POST',
+      path: '/slow-upload',
+      headers: { host: 'app.test', 'x-request-id': requestId, 'content-length': String(10 * 1024 * 1024) },
+    });
+    req.on('error', () => {});
+    req.write(Buffer.alloc(64 * 1024));
+    const aborted = origin.whenAborted(requestId);
+    // Destroy only once the origin is receiving the body, so the abort has a request to cancel.
+    await within(
+      new Promise<void>((resolve) => origin.server.once('request', () => resolve())),
+      10_000,
+      'the origin to see the request',
+    ).catch(() => {});
+    req.destroy();
+    await within(aborted, 10_000, 'the origin to see the abort');
+  });
+
+  test('a target that dies mid-body cuts the client connection instead of ending the body', async () => {
+    const outcome = await new Promise<string>((resolve) => {
+      const req = request({
+        host: '127.0.0.1',
+        port: stack.port,
+        path: '/cut',
+        headers: { host: 'app.test' },
+      });
+      req.on('error', (err) => resolve(`request error ${err.message}`));
+      req.on('response', (res) => {
+        let bytes = 0;
+        res.on('data', (c: Buffer) => (bytes += c.length));
+        res.on('error', () => resolve(`truncated at ${bytes}`));
+        res.on('end', () => resolve(`ended at ${bytes}`));
+      });
+      req.end();
+    });
+    assert.match(outcome, /truncated|request error/);
+  });
+});
+
+describe('bulk', () => {
+  test('1 GiB up and 1 GiB down, checked by sha256, with flat controller memory', async (t) => {
+    const baseline = stack.controller.rss();
+    let peak = baseline;
+    const sampler = setInterval(() => (peak = Math.max(peak, stack.controller.rss())), 200);
+    try {
+      // Upload
+      const up = await new Promise<{ sent: string; seen: { bytes: number; sha256: string } }>(
+        (resolve, reject) => {
+          const req = request({
+            host: '127.0.0.1',
+            port: stack.port,
+            method: 'POST',
+            path: '/hash',
+            headers: { host: 'app.test', 'transfer-encoding': 'chunked' },
+          });
+          req.on('error', reject);
+          let sent = '';
+          req.on('response', (res) => {
+            let text = '';
+            res.setEncoding('utf8').on('data', (c: string) => (text += c));
+            res.on('end', () =>
+              resolve({ sent, seen: JSON.parse(text) as { bytes: number; sha256: string } }),
+            );
+          });
+          void writePattern(req, GiB).then((sha) => (sent = sha), reject);
+        },
+      );
+      assert.equal(up.seen.bytes, GiB);
+      assert.equal(up.seen.sha256, up.sent);
+
+      // Download: the origin puts the sha256 of what it sent in a trailer.
+      const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+        const req = request({
+          host: '127.0.0.1',
+          port: stack.port,
+          path: `/download?bytes=${GiB}`,
+          headers: { host: 'app.test', te: 'trailers' },
+        });
+        req.on('response', resolve).on('error', reject).end();
+      });
+      const got = await readAll(res);
+      assert.equal(got.bytes, GiB);
+      assert.equal(got.sha256, res.trailers['x-sha256']);
+    } finally {
+      clearInterval(sampler);
+    }
+    const grown = (peak - baseline) / (1024 * 1024);
+    t.diagnostic(
+      `controller RSS ${(baseline / 2 ** 20).toFixed(0)} MiB before, peak +${grown.toFixed(0)} MiB`,
+    );
+    // Two 1 GiB bodies passed through; flat means bounded by windows and buffers, not by the body.
+    assert.ok(
+      grown < 96,
+      `controller RSS grew by ${grown.toFixed(0)} MiB (baseline ${(baseline / 2 ** 20).toFixed(0)} MiB)`,
+    );
+  });
+});

@@ -1,0 +1,239 @@
+// Real `sluice` child processes for end-to-end tests: spawned from bin/sluice.js, ready when their JSON
+// readiness lines say so (DESIGN §5), never after a sleep. Also a small HTTP client that can set Host.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { type IncomingMessage, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { within } from './wait.js';
+
+export const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
+
+export type LogLine = Record<string, unknown> & { msg?: string; event?: string };
+
+export class SluiceProcess {
+  readonly child: ChildProcess;
+  readonly lines: LogLine[] = [];
+  stderr = '';
+  readonly exited: Promise<number | null>;
+  #waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let partial = '';
+    this.child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      const parts = (partial + text).split('\n');
+      partial = parts.pop()!;
+      for (const raw of parts) this.#line(raw);
+    });
+    this.child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+      this.stderr += text;
+    });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
+  }
+
+  #line(raw: string): void {
+    if (raw.trim() === '') return;
+    let line: LogLine;
+    try {
+      line = JSON.parse(raw) as LogLine;
+    } catch {
+      line = { msg: raw, unparsed: true };
+    }
+    this.lines.push(line);
+    this.#waiters = this.#waiters.filter((w) => {
+      if (!w.match(line)) return true;
+      w.resolve(line);
+      return false;
+    });
+  }
+
+  /** The first line (already seen or still to come) that `match` accepts. */
+  waitLine(what: string, match: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
+    const seen = this.lines.find(match);
+    if (seen !== undefined) return Promise.resolve(seen);
+    const found = new Promise<LogLine>((resolve) => this.#waiters.push({ match, resolve }));
+    const failed = this.exited.then((code) => {
+      throw new Error(`process exited (${code}) before ${what}; stderr: ${this.stderr.slice(-2000)}`);
+    });
+    return within(Promise.race([found, failed]), timeoutMs, what);
+  }
+
+  /** Waits until `count` lines match. */
+  async waitCount(
+    what: string,
+    match: (l: LogLine) => boolean,
+    count: number,
+    timeoutMs = 15_000,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (let i = 0; i < 10_000; i++) {
+      if (this.lines.filter(match).length >= count) return;
+      const seen = this.lines.length;
+      await this.waitLine(
+        what,
+        (l) => this.lines.indexOf(l) >= seen && match(l),
+        Math.max(1, deadline - Date.now()),
+      );
+    }
+    throw new Error(`gave up waiting for ${what}`);
+  }
+
+  /** Resident set size in bytes, from /proc. */
+  rss(): number {
+    const status = readFileSync(`/proc/${this.child.pid}/status`, 'utf8');
+    const kb = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+    return kb === null ? 0 : Number(kb[1]) * 1024;
+  }
+
+  /** Sends `signal` and resolves with the exit code. Kills hard if it does not exit in time. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
+    this.child.kill(signal);
+    try {
+      return await within(this.exited, timeoutMs, 'process exit');
+    } catch (err) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+      throw err;
+    }
+  }
+}
+
+export function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
+}
+
+export interface StackOptions {
+  /** YAML `routes:` entries: host, path?, target (cluster defaults to `c1`). */
+  routes: { host: string; path?: string; target: string; cluster?: string }[];
+  /** Extra top-level YAML (e.g. an `http:` section), appended verbatim. */
+  extraYaml?: string;
+  /** Agent --allow patterns; default `127.0.0.1:*`. */
+  allow?: string[];
+  tunnels?: number;
+  /** false: start the controller only. */
+  agent?: boolean;
+}
+
+export const TOKEN = 'e2e-token-0123456789abcdef';
+
+export class Stack {
+  controller!: SluiceProcess;
+  agent: SluiceProcess | null = null;
+  publicUrl = '';
+  tunnelUrl = '';
+  port = 0;
+
+  static async start(options: StackOptions): Promise<Stack> {
+    const stack = new Stack();
+    const dir = tempDir();
+    const routes = options.routes
+      .map((r) => {
+        const path = r.path === undefined ? '' : `\n    path: ${JSON.stringify(r.path)}`;
+        return `  - host: ${JSON.stringify(r.host)}${path}\n    cluster: ${r.cluster ?? 'c1'}\n    target: ${JSON.stringify(r.target)}`;
+      })
+      .join('\n');
+    const yaml = [
+      'listen: 127.0.0.1:0',
+      'tunnelListen: tcp://127.0.0.1:0',
+      'adminListen: off',
+      `dataDir: ${JSON.stringify(dir)}`,
+      'clusters:',
+      `  - name: c1\n    tokens: [${JSON.stringify(TOKEN)}]`,
+      '  - name: empty\n    tokens: ["empty-cluster-token-0123456789"]',
+      `routes:\n${routes}`,
+      options.extraYaml ?? '',
+    ].join('\n');
+    const file = join(dir, 'sluice.yaml');
+    writeFileSync(file, yaml);
+    stack.controller = new SluiceProcess(['controller', '--config', file]);
+    const pub = await stack.controller.waitLine(
+      'public listener',
+      (l) => l.event === 'listening' && l.listener === 'public',
+    );
+    const tun = await stack.controller.waitLine(
+      'tunnel listener',
+      (l) => l.event === 'listening' && l.listener === 'tunnel',
+    );
+    stack.publicUrl = String(pub.url);
+    stack.tunnelUrl = String(tun.url);
+    stack.port = Number(new URL(stack.publicUrl).port);
+    if (options.agent !== false) await stack.startAgent(options);
+    return stack;
+  }
+
+  async startAgent(options: Pick<StackOptions, 'allow' | 'tunnels'> = {}): Promise<SluiceProcess> {
+    const tunnels = options.tunnels ?? 2;
+    const args = ['agent', '--controller', this.tunnelUrl, '--tunnels', String(tunnels), '--name', 'e2e'];
+    for (const a of options.allow ?? ['127.0.0.1:*']) args.push('--allow', a);
+    const before = this.controller.lines.filter((l) => l.event === 'tunnel-up').length;
+    const agent = new SluiceProcess(args, { SLUICE_TOKEN: TOKEN });
+    this.agent = agent;
+    await this.controller.waitCount('tunnels registered', (l) => l.event === 'tunnel-up', before + tunnels);
+    return agent;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([this.agent?.stop(), this.controller?.stop()]);
+  }
+}
+
+export interface Reply {
+  status: number;
+  headers: IncomingMessage['headers'];
+  rawHeaders: string[];
+  trailers: Record<string, string | undefined>;
+  body: Buffer;
+}
+
+export interface Ask {
+  port: number;
+  host: string;
+  path?: string;
+  method?: string;
+  headers?: Record<string, string | string[]>;
+  body?: string | Buffer | Readable;
+}
+
+/** One request to 127.0.0.1:port with the given Host; resolves with the whole (small) response. */
+export function ask(a: Ask): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      host: '127.0.0.1',
+      port: a.port,
+      method: a.method ?? 'GET',
+      path: a.path ?? '/',
+      headers: { host: a.host, ...a.headers },
+      agent: false,
+    });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          trailers: res.trailers,
+          body: Buffer.concat(chunks),
+        }),
+      );
+    });
+    if (a.body === undefined || typeof a.body === 'string' || Buffer.isBuffer(a.body)) req.end(a.body);
+    else a.body.pipe(req);
+  });
+}
+
+export function writeFile(dir: string, name: string, text: string): string {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}

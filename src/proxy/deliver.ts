@@ -3,21 +3,16 @@
 // bodies stream with backpressure at each hop. The agent's policy is checked before anything is
 // dialed, and again on every address DNS returns, so a name cannot smuggle the agent to a metadata
 // service.
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:http';
-import type { LookupFunction, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { isForbiddenAddress, type TargetPolicy } from '../agent/policy.js';
+import type { TargetPolicy } from '../agent/policy.js';
 import { ErrorCode } from '../protocol/constants.js';
-import {
-  EnvelopeDecoder,
-  encodeBodyHeader,
-  encodeHead,
-  encodeTrailers,
-  MAX_BODY_PAYLOAD,
-} from './envelope.js';
+import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
+import { relayResponse } from './relay.js';
+import { armConnectTimeout, classify, guardedLookup } from './target.js';
 
 export interface DeliverContext {
   policy: TargetPolicy;
@@ -68,12 +63,10 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
   new Delivery(stream, meta, ctx, log, verdict.host, verdict.port, verdict.exempt).start();
 }
 
-const CONNECT_TIMEOUT = 'SLUICE_TARGET_CONNECT_TIMEOUT';
-const FORBIDDEN_ADDRESS = 'SLUICE_TARGET_FORBIDDEN_ADDRESS';
-
 class Delivery {
   #req: ClientRequest | null = null;
   #res: IncomingMessage | null = null;
+  #stopRelay: () => void = () => {};
   #responded = false;
   /** Body bytes have been taken from the stream: the request can no longer be replayed. */
   #bodyStarted = false;
@@ -102,7 +95,6 @@ class Delivery {
     this.stream.on('data', this.#onStreamData);
     this.stream.on('end', this.#onStreamEnd);
     this.stream.on('error', this.#onStreamError);
-    this.stream.on('drain', this.#onStreamDrain);
     this.stream.on('close', this.#onStreamClose);
   }
 
@@ -172,15 +164,7 @@ class Delivery {
   // --- response direction: target → stream ---
 
   readonly #onSocket = (socket: Socket): void => {
-    if (!socket.connecting) return;
-    const timer = setTimeout(() => {
-      const err = Object.assign(new Error(`connect timed out after ${this.ctx.connectTimeoutMs} ms`), {
-        code: CONNECT_TIMEOUT,
-      });
-      socket.destroy(err);
-    }, this.ctx.connectTimeoutMs);
-    socket.once('connect', () => clearTimeout(timer));
-    socket.once('close', () => clearTimeout(timer));
+    armConnectTimeout(socket, this.ctx.connectTimeoutMs);
   };
 
   readonly #onInformation = (info: {
@@ -196,39 +180,11 @@ class Delivery {
   readonly #onResponse = (res: IncomingMessage): void => {
     this.#res = res;
     this.#responded = true;
-    const status = res.statusCode ?? 502;
-    this.stream.write(encodeHead({ status, statusText: res.statusMessage ?? '', headers: res.rawHeaders }));
-    res.on('data', this.#onResponseData);
-    res.on('end', this.#onResponseEnd);
-    res.on('close', this.#onResponseClose);
-    this.log.debug({ status, target: this.meta.target }, 'target answered');
-  };
-
-  readonly #onResponseData = (chunk: Buffer): void => {
-    let ok = true;
-    this.stream.cork();
-    for (let off = 0; off < chunk.length; off += MAX_BODY_PAYLOAD) {
-      const piece = chunk.subarray(off, off + MAX_BODY_PAYLOAD);
-      this.stream.write(encodeBodyHeader(piece.length));
-      ok = this.stream.write(piece);
-    }
-    this.stream.uncork();
-    if (!ok) this.#res!.pause();
-  };
-
-  readonly #onStreamDrain = (): void => {
-    this.#res?.resume();
-  };
-
-  readonly #onResponseEnd = (): void => {
-    const res = this.#res!;
-    if (res.rawTrailers.length > 0) this.stream.write(encodeTrailers(res.rawTrailers));
-    this.stream.end();
-  };
-
-  readonly #onResponseClose = (): void => {
-    // The target's connection ended before its body did: the controller must cut its client too.
-    if (!this.#res!.complete) this.#abort(ErrorCode.CANCEL, 'target closed the connection mid-response');
+    // The target's connection ending before its body did means the controller must cut its client too.
+    this.#stopRelay = relayResponse(res, this.stream, () =>
+      this.#abort(ErrorCode.CANCEL, 'target closed the connection mid-response'),
+    );
+    this.log.debug({ status: res.statusCode, target: this.meta.target }, 'target answered');
   };
 
   readonly #onRequestError = (err: NodeJS.ErrnoException): void => {
@@ -267,7 +223,7 @@ class Delivery {
     this.#done = true;
     const req = this.#req;
     if (req !== null && !(this.#res?.complete ?? false)) this.#detachRequest(req);
-    this.#res?.off('close', this.#onResponseClose);
+    this.#stopRelay();
     if (how !== 'closed') this.stream.destroy();
     this.log.debug({ how, ms: Math.round(performance.now() - this.#started) }, 'stream finished');
   }
@@ -279,45 +235,4 @@ function pairs(raw: string[]): [string, string][] {
   const out: [string, string][] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
   return out;
-}
-
-const UNREACHABLE = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_FAIL',
-]);
-
-/** The RST code and the reason for a request that failed before the target answered. */
-function classify(err: NodeJS.ErrnoException, target: string): [number, string] {
-  if (err.code === FORBIDDEN_ADDRESS) return [ErrorCode.TARGET_DENIED, err.message];
-  if (err.code === CONNECT_TIMEOUT) return [ErrorCode.TARGET_TIMEOUT, `${target}: ${err.message}`];
-  if (err.code !== undefined && UNREACHABLE.has(err.code))
-    return [ErrorCode.TARGET_UNREACHABLE, `${target}: ${err.code}`];
-  return [ErrorCode.TARGET_UNREACHABLE, `${target}: closed before answering (${err.code ?? err.message})`];
-}
-
-// Checks every address a target name resolves to. Node 20 asks for all addresses (happy eyeballs) or
-// one, depending on the socket's options; both forms are handled and only allowed addresses are kept.
-const guardedLookup: LookupFunction = (hostname, options, callback) => {
-  dnsLookup(hostname, options, (err, address: string | LookupAddress[], family?: number) => {
-    if (err !== null) return callback(err, '', 0);
-    if (Array.isArray(address)) {
-      const allowed = address.filter((a) => !isForbiddenAddress(a.address));
-      if (allowed.length === 0) return callback(forbidden(hostname, address[0]?.address ?? ''), '', 0);
-      return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed);
-    }
-    if (isForbiddenAddress(address)) return callback(forbidden(hostname, address), '', 0);
-    callback(null, address, family ?? 0);
-  });
-};
-
-function forbidden(hostname: string, address: string): NodeJS.ErrnoException {
-  const err: NodeJS.ErrnoException = new Error(
-    `${hostname} resolves to the protected address ${address}; allow it explicitly with --allow`,
-  );
-  err.code = FORBIDDEN_ADDRESS;
-  return err;
 }

@@ -6,15 +6,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
-import {
-  EnvelopeDecoder,
-  EnvelopeError,
-  encodeBodyHeader,
-  encodeTrailers,
-  MAX_BODY_PAYLOAD,
-  type ResponseHead,
-} from './envelope.js';
+import { EnvelopeDecoder, EnvelopeError, encodeTrailers, type ResponseHead } from './envelope.js';
 import { forwardResponseHeaders } from './headers.js';
+import { writeBody } from './relay.js';
 
 /** How an exchange ended, for the request log and for the caller's retry decision. */
 export type Outcome =
@@ -104,15 +98,7 @@ class Exchange {
   readonly #onRequestData = (chunk: Buffer): void => {
     this.#bodyStarted = true;
     this.stats.bytesIn += chunk.length;
-    let ok = true;
-    this.stream.cork();
-    for (let off = 0; off < chunk.length; off += MAX_BODY_PAYLOAD) {
-      const piece = chunk.subarray(off, off + MAX_BODY_PAYLOAD);
-      this.stream.write(encodeBodyHeader(piece.length));
-      ok = this.stream.write(piece);
-    }
-    this.stream.uncork();
-    if (!ok) this.req.pause();
+    if (!writeBody(this.stream, chunk)) this.req.pause();
   };
 
   readonly #onStreamDrain = (): void => {

@@ -1,0 +1,63 @@
+// Dialing a target from the agent: every address a name resolves to is checked against the protected
+// ranges (src/agent/policy.ts), connects have a deadline, and failures map to the RST codes of
+// docs/http-over-streams.md.
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import type { LookupFunction, Socket } from 'node:net';
+import { isForbiddenAddress } from '../agent/policy.js';
+import { ErrorCode } from '../protocol/constants.js';
+
+const CONNECT_TIMEOUT = 'SLUICE_TARGET_CONNECT_TIMEOUT';
+const FORBIDDEN_ADDRESS = 'SLUICE_TARGET_FORBIDDEN_ADDRESS';
+
+/** Destroys `socket` with a CONNECT_TIMEOUT error unless it connects within `ms`. */
+export function armConnectTimeout(socket: Socket, ms: number): void {
+  if (!socket.connecting) return;
+  const timer = setTimeout(() => {
+    const err: NodeJS.ErrnoException = new Error(`connect timed out after ${ms} ms`);
+    err.code = CONNECT_TIMEOUT;
+    socket.destroy(err);
+  }, ms);
+  socket.once('connect', () => clearTimeout(timer));
+  socket.once('close', () => clearTimeout(timer));
+}
+
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_FAIL',
+]);
+
+/** The RST code and the reason for a request that failed before the target answered. */
+export function classify(err: NodeJS.ErrnoException, target: string): [number, string] {
+  if (err.code === FORBIDDEN_ADDRESS) return [ErrorCode.TARGET_DENIED, err.message];
+  if (err.code === CONNECT_TIMEOUT) return [ErrorCode.TARGET_TIMEOUT, `${target}: ${err.message}`];
+  if (err.code !== undefined && UNREACHABLE.has(err.code))
+    return [ErrorCode.TARGET_UNREACHABLE, `${target}: ${err.code}`];
+  return [ErrorCode.TARGET_UNREACHABLE, `${target}: closed before answering (${err.code ?? err.message})`];
+}
+
+// Checks every address a target name resolves to. Node 20 asks for all addresses (happy eyeballs) or
+// one, depending on the socket's options; both forms are handled and only allowed addresses are kept.
+export const guardedLookup: LookupFunction = (hostname, options, callback) => {
+  dnsLookup(hostname, options, (err, address: string | LookupAddress[], family?: number) => {
+    if (err !== null) return callback(err, '', 0);
+    if (Array.isArray(address)) {
+      const allowed = address.filter((a) => !isForbiddenAddress(a.address));
+      if (allowed.length === 0) return callback(forbidden(hostname, address[0]?.address ?? ''), '', 0);
+      return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed);
+    }
+    if (isForbiddenAddress(address)) return callback(forbidden(hostname, address), '', 0);
+    callback(null, address, family ?? 0);
+  });
+};
+
+function forbidden(hostname: string, address: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(
+    `${hostname} resolves to the protected address ${address}; allow it explicitly with --allow`,
+  );
+  err.code = FORBIDDEN_ADDRESS;
+  return err;
+}

@@ -107,10 +107,8 @@ function createPublicServer(config: ControllerConfig, edge: PublicEdge): Server 
   // Expect: 100-continue is the target's to answer: the edge forwards it and relays the 100.
   server.on('checkContinue', edge.onRequest);
   server.on('clientError', edge.onClientError);
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-    socket.end('HTTP/1.1 501 Not Implemented\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    void req;
-  });
+  // Connection: upgrade + Upgrade: X, any protocol: relayed as raw bytes after the target's 101.
+  server.on('upgrade', edge.onUpgrade);
   return server;
 }
 

@@ -2,7 +2,7 @@
 // tunnel of its cluster; whatever goes wrong becomes an error page with a reason and the request id
 // (DESIGN §3). One JSON log line per request.
 import { randomBytes } from 'node:crypto';
-import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -10,6 +10,8 @@ import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.
 import { renderErrorPage } from '../proxy/error-page.js';
 import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
+import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
+import type { Stream } from '../tunnel/stream.js';
 import type { HttpOptions } from './config.js';
 import { normalizeHost, type Route, type RouteTable } from './routes.js';
 import type { Tunnel, TunnelRegistry } from './tunnels.js';
@@ -32,6 +34,7 @@ export function newRequestId(): string {
 
 interface LogFields {
   requestId: string;
+  started: number;
   method: string;
   host: string;
   path: string;
@@ -45,6 +48,15 @@ interface LogFields {
   outcome?: string;
   reason?: string;
   detail?: string;
+}
+
+/** One request being served, plain or upgrade: how to run it on a stream and how to refuse it. */
+interface Exchange {
+  req: IncomingMessage;
+  kind: 'http' | 'upgrade';
+  log: LogFields;
+  run(stream: Stream, meta: HttpStreamMeta, stats: ExchangeStats): Promise<Outcome>;
+  fail(status: number, reason: string): void;
 }
 
 export class PublicEdge {
@@ -74,30 +86,45 @@ export class PublicEdge {
   }
 
   readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    this.#inFlight++;
-    const started = performance.now();
-    const requestId = chooseRequestId(req.rawHeaders, newRequestId);
-    const log: LogFields = {
-      requestId,
-      method: req.method ?? '',
-      host: req.headers.host ?? '',
-      path: (req.url ?? '').split('?', 1)[0]!.slice(0, 512),
+    const log = this.#begin(req);
+    const exchange: Exchange = {
+      req,
+      kind: 'http',
+      log,
+      run: (stream, meta, stats) =>
+        forwardHttp(req, res, stream, { ...this.#timing(meta), headRequest: req.method === 'HEAD' }, stats),
+      fail: (status, reason) => this.#sendError(req, res, log, status, reason),
     };
-    res.once('close', () => {
-      log.status = res.statusCode;
-      log.ms = Math.round((performance.now() - started) * 10) / 10;
-      const level = log.outcome === 'broken' || (log.status >= 500 && log.status !== 503) ? 'warn' : 'info';
-      this.#options.logger[level](log, 'request');
-      if (--this.#inFlight === 0 && this.#idle !== null) {
-        const idle = this.#idle;
-        this.#idle = null;
-        idle();
-      }
-    });
-    this.#serve(req, res, log).catch((err: unknown) => {
-      log.detail = err instanceof Error ? err.message : String(err);
-      this.#sendError(req, res, log, 502, 'internal error while proxying the request');
-    });
+    res.once('close', () => this.#end(log, res.statusCode));
+    this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+  };
+
+  /**
+   * An Upgrade request (WebSocket or any protocol): Node hands over the raw socket and the bytes that
+   * followed the head, which go to the stream first (docs/http-over-streams.md, "Upgrades").
+   */
+  readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const log = this.#begin(req);
+    // The status to log: the target's answer, or the error page this edge wrote.
+    let status = 0;
+    let running: ExchangeStats | undefined;
+    const exchange: Exchange = {
+      req,
+      kind: 'upgrade',
+      log,
+      run: (stream, meta, stats) => {
+        running = stats;
+        return forwardUpgrade(socket as Socket, head, stream, this.#timing(meta), stats);
+      },
+      fail: (code, reason) => {
+        log.reason = reason;
+        status = code;
+        writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
+      },
+    };
+    socket.on('error', ignore);
+    socket.once('close', () => this.#end(log, status || (running?.status ?? 0)));
+    this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
   };
 
   /**
@@ -120,66 +147,82 @@ export class PublicEdge {
           ? [408, 'the request was not received in time']
           : [400, 'the request is not valid HTTP/1.1'];
     const requestId = newRequestId();
-    const page = renderErrorPage({ status, reason, requestId });
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
-    for (let i = 0; i + 1 < page.headers.length; i += 2)
-      head += `${page.headers[i]}: ${page.headers[i + 1]}\r\n`;
-    socket.end(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), page.body]));
+    writeRawError(socket, status, reason, requestId, undefined, undefined);
     this.#options.logger.info({ requestId, status, reason, err: err.code ?? err.message }, 'bad request');
   };
 
-  async #serve(req: IncomingMessage, res: ServerResponse, log: LogFields): Promise<void> {
+  #begin(req: IncomingMessage): LogFields {
+    this.#inFlight++;
+    return {
+      requestId: chooseRequestId(req.rawHeaders, newRequestId),
+      method: req.method ?? '',
+      host: req.headers.host ?? '',
+      path: (req.url ?? '').split('?', 1)[0]!.slice(0, 512),
+      started: performance.now(),
+    };
+  }
+
+  #end(log: LogFields, status: number): void {
+    log.status = status;
+    log.ms = Math.round((performance.now() - log.started) * 10) / 10;
+    const level = log.outcome === 'broken' || (status >= 500 && status !== 503) ? 'warn' : 'info';
+    const { started, ...fields } = log;
+    void started;
+    this.#options.logger[level](fields, 'request');
+    if (--this.#inFlight === 0 && this.#idle !== null) {
+      const idle = this.#idle;
+      this.#idle = null;
+      idle();
+    }
+  }
+
+  #timing(meta: HttpStreamMeta): { requestId: string; via: string; responseTimeoutMs: number } {
+    const { http } = this.#options;
+    return { requestId: meta.requestId, via: http.via, responseTimeoutMs: http.responseTimeoutMs };
+  }
+
+  #internalError(exchange: Exchange, err: unknown): void {
+    exchange.log.detail = err instanceof Error ? err.message : String(err);
+    exchange.fail(502, 'internal error while proxying the request');
+  }
+
+  async #serve(exchange: Exchange): Promise<void> {
+    const { req, log } = exchange;
     const { http } = this.#options;
     if (req.rawHeaders.length / 2 > http.maxHeaders) {
-      return this.#sendError(
-        req,
-        res,
-        log,
-        431,
-        `the request has more than ${http.maxHeaders} header fields`,
-      );
+      return exchange.fail(431, `the request has more than ${http.maxHeaders} header fields`);
     }
     const target = requestTarget(req);
-    if (typeof target === 'string') return this.#sendError(req, res, log, 400, target);
+    if (typeof target === 'string') return exchange.fail(400, target);
     const route = this.#options.routes().match(target.host, target.path);
-    if (route === undefined) {
-      return this.#sendError(req, res, log, 404, `no route for host ${target.host}`);
-    }
+    if (route === undefined) return exchange.fail(404, `no route for host ${target.host}`);
     log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
     log.cluster = route.cluster;
 
-    const meta = this.#meta(req, route, target.path, log.requestId);
+    const meta = this.#meta(req, route, target.path, log.requestId, exchange.kind);
     if (meta === undefined) {
-      return this.#sendError(
-        req,
-        res,
-        log,
-        508,
-        'the request has already passed through this gateway (Via loop)',
-      );
+      return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
     const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0 };
-    const outcome = await this.#forward(req, res, route, meta, stats, log);
+    const outcome = await this.#forward(exchange, route, meta, stats);
     log.bytesIn = stats.bytesIn;
     log.bytesOut = stats.bytesOut;
     log.outcome = outcome.kind;
     if (outcome.kind === 'failed') {
       log.detail = outcome.detail;
-      this.#sendError(req, res, log, outcome.status, outcome.reason);
+      exchange.fail(outcome.status, outcome.reason);
     } else if (outcome.kind === 'broken') {
       log.detail = outcome.detail;
     }
   }
 
   async #forward(
-    req: IncomingMessage,
-    res: ServerResponse,
+    exchange: Exchange,
     route: Route,
     meta: HttpStreamMeta,
     stats: ExchangeStats,
-    log: LogFields,
   ): Promise<Outcome> {
-    const { registry, http } = this.#options;
+    const { registry } = this.#options;
     const tried = new Set<Tunnel>();
     let last: Outcome | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -200,19 +243,8 @@ export class PublicEdge {
         };
         continue;
       }
-      log.agent = `${tunnel.agent}/${tunnel.replica}`;
-      const outcome = await forwardHttp(
-        req,
-        res,
-        stream,
-        {
-          requestId: meta.requestId,
-          via: http.via,
-          responseTimeoutMs: http.responseTimeoutMs,
-          headRequest: req.method === 'HEAD',
-        },
-        stats,
-      );
+      exchange.log.agent = `${tunnel.agent}/${tunnel.replica}`;
+      const outcome = await exchange.run(stream, meta, stats);
       if (outcome.kind !== 'failed' || !outcome.retryable) return outcome;
       last = outcome;
     }
@@ -222,7 +254,13 @@ export class PublicEdge {
   }
 
   /** The stream's open metadata, or undefined for a request that loops through this gateway. */
-  #meta(req: IncomingMessage, route: Route, path: string, requestId: string): HttpStreamMeta | undefined {
+  #meta(
+    req: IncomingMessage,
+    route: Route,
+    path: string,
+    requestId: string,
+    kind: 'http' | 'upgrade',
+  ): HttpStreamMeta | undefined {
     const socket = req.socket;
     const address = unmapIPv4(socket.remoteAddress ?? '');
     const { headers, loop } = forwardRequestHeaders(req.rawHeaders, {
@@ -233,11 +271,11 @@ export class PublicEdge {
       requestId,
       via: this.#options.http.via,
       httpVersion: req.httpVersion,
-      upgrade: false,
+      upgrade: kind === 'upgrade',
     });
     if (loop) return undefined;
     const meta: HttpStreamMeta = {
-      kind: 'http',
+      kind,
       target: route.target,
       client: `${address}:${socket.remotePort ?? 0}`,
       requestId,
@@ -316,3 +354,25 @@ function hasDotSegment(path: string): boolean {
 function unmapIPv4(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
+
+/** An error page on a socket that left Node's HTTP machinery; the connection closes after it. */
+function writeRawError(
+  socket: Duplex,
+  status: number,
+  reason: string,
+  requestId: string,
+  accept: string | undefined,
+  method: string | undefined,
+): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const page = renderErrorPage({ status, reason, requestId, accept, method });
+  const headers = page.headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'connection')
+    ? page.headers
+    : [...page.headers, 'Connection', 'close'];
+  socket.end(Buffer.concat([serializeHead(page.status, undefined, headers), page.body]));
+}
+
+function ignore(): void {}

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { TargetPolicy } from '../agent/policy.js';
 import { ErrorCode } from '../protocol/constants.js';
+import { deliverUpgrade } from './deliver-upgrade.js';
 import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';
@@ -49,15 +50,16 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
   }
   const meta = parsed.meta;
   const log = ctx.logger.child({ requestId: meta.requestId });
-  if (meta.kind !== 'http') {
-    stream.reset(ErrorCode.PROTOCOL_ERROR, `stream kind ${meta.kind} is not served by this agent`);
-    return;
-  }
   const verdict = ctx.policy.check(meta.target);
   if (!verdict.ok) {
     // The reason names the agent's patterns: it goes to the agent's log, the controller sees the code.
     log.warn({ target: meta.target, reason: verdict.reason }, 'target refused by policy');
     stream.reset(ErrorCode.TARGET_DENIED, 'target not allowed by the agent policy');
+    return;
+  }
+  if (meta.kind === 'upgrade') {
+    const { host, port, exempt } = verdict;
+    deliverUpgrade(stream, meta, { host, port, exempt, connectTimeoutMs: ctx.connectTimeoutMs }, log);
     return;
   }
   new Delivery(stream, meta, ctx, log, verdict.host, verdict.port, verdict.exempt).start();

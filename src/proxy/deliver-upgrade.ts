@@ -1,0 +1,159 @@
+// The agent's half of an upgraded connection (docs/http-over-streams.md, "Upgrades"): a fresh connection
+// to the target, the request head written on it, the target's answer relayed. A 101 goes back as one
+// HEAD with its headers verbatim (Sec-WebSocket-Accept, -Protocol, -Extensions), then bytes are piped
+// raw both ways; any other answer goes back as an ordinary response. The client's bytes wait in the
+// stream's window until the target has answered, so none is lost and none reaches a target that
+// refused the upgrade.
+import { type ClientRequest, type IncomingMessage, request } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { ErrorCode } from '../protocol/constants.js';
+import { encodeHead } from './envelope.js';
+import type { HttpStreamMeta } from './meta.js';
+import { relayResponse } from './relay.js';
+import { armConnectTimeout, classify, guardedLookup } from './target.js';
+
+type TunnelStream = Duplex & { reset(code: number, reason: string): void };
+
+/** TCP keepalive probes on upgraded target sockets, so that an idle connection stays known-alive. */
+const KEEPALIVE_MS = 30_000;
+
+export interface UpgradeTarget {
+  host: string;
+  port: number;
+  /** Skip the resolved-address check: the policy named this protected target exactly. */
+  exempt: boolean;
+  connectTimeoutMs: number;
+}
+
+export function deliverUpgrade(
+  stream: TunnelStream,
+  meta: HttpStreamMeta,
+  target: UpgradeTarget,
+  log: Logger,
+): void {
+  new UpgradeDelivery(stream, meta, target, log).start();
+}
+
+class UpgradeDelivery {
+  #req: ClientRequest | null = null;
+  #socket: Socket | null = null;
+  #answered = false;
+  #done = false;
+
+  constructor(
+    private readonly stream: TunnelStream,
+    private readonly meta: HttpStreamMeta,
+    private readonly target: UpgradeTarget,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    const { head } = this.meta;
+    // Nothing is read from the stream until the target answers (see the file comment).
+    this.stream.pause();
+    this.stream.on('error', this.#onStreamError);
+    this.stream.on('close', this.#onStreamClose);
+    const req = request({
+      host: this.target.host,
+      port: this.target.port,
+      method: head.method,
+      path: head.path,
+      headers: head.headers,
+      setHost: false,
+      // Its own connection: an upgraded socket never returns to a pool.
+      agent: false,
+      lookup: this.target.exempt ? undefined : guardedLookup,
+    });
+    this.#req = req;
+    req.on('socket', (socket: Socket) => {
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, KEEPALIVE_MS);
+      armConnectTimeout(socket, this.target.connectTimeoutMs);
+    });
+    req.on('upgrade', this.#onUpgrade);
+    req.on('response', this.#onResponse);
+    req.on('error', this.#onRequestError);
+    req.end();
+  }
+
+  readonly #onUpgrade = (res: IncomingMessage, socket: Socket, head: Buffer): void => {
+    this.#answered = true;
+    this.#socket = socket;
+    const { stream } = this;
+    stream.write(encodeHead({ status: 101, statusText: res.statusMessage ?? '', headers: res.rawHeaders }));
+    // Bytes the target sent right behind its 101 come first, in order.
+    if (head.length > 0) stream.write(head);
+    socket.setTimeout(0);
+    socket.on('error', ignore);
+    pipeWithBackpressure(socket, stream);
+    pipeWithBackpressure(stream, socket);
+    // FIN maps to FIN; a socket that closes without one maps to a reset.
+    socket.on('end', () => stream.end());
+    stream.on('end', () => socket.end());
+    socket.on('close', (hadError: boolean) => {
+      // After the target's FIN the socket closes by itself (no half-open on client sockets); the
+      // stream's other half carries on until the controller's FIN. Anything else is a reset.
+      if (!this.#done && (hadError || !socket.readableEnded)) {
+        this.#abort(ErrorCode.CANCEL, 'target closed the connection');
+      }
+    });
+    stream.resume();
+    this.log.debug({ target: this.meta.target }, 'upgraded');
+  };
+
+  readonly #onResponse = (res: IncomingMessage): void => {
+    this.#answered = true;
+    // A refused upgrade is an ordinary response; the client's raw bytes were meant for a protocol
+    // that never started, so they are read and dropped.
+    relayResponse(res, this.stream, () => this.#abort(ErrorCode.CANCEL, 'target closed mid-response'));
+    this.stream.on('data', ignore);
+    this.stream.resume();
+  };
+
+  readonly #onRequestError = (err: NodeJS.ErrnoException): void => {
+    if (this.#answered || this.#done) return;
+    const [code, reason] = classify(err, this.meta.target);
+    this.log.warn({ target: this.meta.target, err: err.message, code: err.code }, 'target upgrade failed');
+    this.#abort(code, reason);
+  };
+
+  readonly #onStreamError = (): void => {
+    // The controller reset the stream: its client went away. The target sees its connection close.
+    this.#finish();
+  };
+
+  readonly #onStreamClose = (): void => {
+    this.#finish();
+  };
+
+  #abort(code: number, reason: string): void {
+    if (!this.stream.destroyed) this.stream.reset(code, reason);
+    this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#done) return;
+    this.#done = true;
+    const socket = this.#socket;
+    if (socket !== null) {
+      // Both directions ended cleanly: let the socket's FIN go out. Otherwise cut it.
+      if (!(socket.readableEnded && socket.writableEnded)) socket.destroy();
+    } else if (this.#req !== null) {
+      this.#req.on('error', ignore);
+      this.#req.destroy();
+    }
+    if (!this.stream.destroyed) this.stream.destroy();
+  }
+}
+
+/** Pipes `from` into `to`: `write()` returning false pauses the source, `drain` resumes it. */
+function pipeWithBackpressure(from: Duplex, to: Duplex): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+}
+
+function ignore(): void {}

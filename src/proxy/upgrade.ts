@@ -1,0 +1,245 @@
+// The controller's half of an upgraded connection (docs/http-over-streams.md, "Upgrades"): the client's
+// bytes after its request head go into the stream raw, from the first byte; the target's answer comes
+// back as one HEAD. After a 101 both directions are raw bytes, so WebSocket frames, compression and any
+// other protocol pass through untouched. FIN maps to FIN and a reset to a reset, each way.
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { SluiceError } from '../errors.js';
+import { ErrorCode } from '../protocol/constants.js';
+import { EnvelopeDecoder, type ResponseHead } from './envelope.js';
+import type { Outcome } from './forward.js';
+import { forwardResponseHeaders } from './headers.js';
+
+export interface UpgradeOptions {
+  requestId: string;
+  via: string;
+  /** Time until the target's answer; then 504. 0 turns it off. */
+  responseTimeoutMs: number;
+}
+
+type TunnelStream = import('node:stream').Duplex & { reset(code: number, reason: string): void };
+
+/** TCP keepalive probes on upgraded client sockets: an idle WebSocket is kept, a dead peer found. */
+export const UPGRADE_KEEPALIVE_MS = 30_000;
+
+/** How long a finished upgraded connection waits for the client to close its side. */
+const LINGER_MS = 5_000;
+
+/** An HTTP/1.1 response head as bytes, for sockets that left Node's HTTP machinery. */
+export function serializeHead(
+  status: number,
+  statusText: string | undefined,
+  headers: readonly string[],
+): Buffer {
+  const reason =
+    statusText !== undefined && /^[\t -~]*$/.test(statusText) ? statusText : (STATUS_CODES[status] ?? '');
+  let head = `HTTP/1.1 ${status} ${reason}\r\n`;
+  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return Buffer.from(`${head}\r\n`, 'latin1');
+}
+
+/**
+ * Runs one upgrade over `stream`. Resolves when the exchange is over; `failed` means nothing was
+ * written to the client yet, so the caller answers with an error page.
+ */
+export function forwardUpgrade(
+  socket: Socket,
+  head: Buffer,
+  stream: TunnelStream,
+  options: UpgradeOptions,
+  stats: { bytesIn: number; bytesOut: number; status: number },
+): Promise<Outcome> {
+  return new Promise((resolve) => new UpgradeExchange(socket, head, stream, options, stats, resolve).start());
+}
+
+class UpgradeExchange {
+  #answered = false;
+  #switched = false;
+  #settled = false;
+  #timer: NodeJS.Timeout | null = null;
+  readonly #decoder: EnvelopeDecoder;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly head: Buffer,
+    private readonly stream: TunnelStream,
+    private readonly options: UpgradeOptions,
+    private readonly stats: { bytesIn: number; bytesOut: number; status: number },
+    private readonly resolve: (outcome: Outcome) => void,
+  ) {
+    this.#decoder = new EnvelopeDecoder('response', {
+      onHead: (h) => this.#onHead(h),
+      onBody: (piece) => this.#toClient(piece),
+      onTrailers: () => {},
+      onRaw: (piece) => this.#toClient(piece),
+    });
+  }
+
+  start(): void {
+    const { socket, stream } = this;
+    // Long-lived and interactive: no idle cut by Sluice, small writes go out at once, and the kernel
+    // probes a silent peer.
+    socket.setTimeout(0);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, UPGRADE_KEEPALIVE_MS);
+    if (this.head.length > 0) this.#toTarget(this.head);
+    socket.on('data', this.#onClientData);
+    socket.on('end', this.#onClientEnd);
+    socket.on('close', this.#onClientClose);
+    socket.on('error', ignore);
+    socket.on('drain', this.#onClientDrain);
+    stream.on('data', this.#onStreamData);
+    stream.on('end', this.#onStreamEnd);
+    stream.on('error', this.#onStreamError);
+    stream.on('close', this.#onStreamClose);
+    stream.on('drain', this.#onStreamDrain);
+    if (this.options.responseTimeoutMs > 0)
+      this.#timer = setTimeout(this.#onTimeout, this.options.responseTimeoutMs);
+  }
+
+  // --- client → target: raw from the first byte ---
+
+  readonly #onClientData = (chunk: Buffer): void => this.#toTarget(chunk);
+
+  #toTarget(chunk: Buffer): void {
+    this.stats.bytesIn += chunk.length;
+    if (!this.stream.write(chunk)) this.socket.pause();
+  }
+
+  readonly #onStreamDrain = (): void => {
+    this.socket.resume();
+  };
+
+  readonly #onClientEnd = (): void => {
+    // Half-close: the client is done sending; the target may still answer.
+    if (!this.stream.destroyed) this.stream.end();
+  };
+
+  readonly #onClientClose = (): void => {
+    if (this.#settled) return;
+    // Closed without both FINs exchanged (or before the answer): a reset, so the target lets go at once.
+    const clean = this.socket.readableEnded && this.socket.writableEnded;
+    if (!clean && !this.stream.destroyed) this.stream.reset(ErrorCode.CANCEL, 'client closed the connection');
+    this.#settle(this.#answered ? { kind: 'done' } : { kind: 'client-aborted' });
+  };
+
+  // --- target → client ---
+
+  readonly #onStreamData = (chunk: Buffer): void => {
+    try {
+      this.#decoder.push(chunk);
+    } catch (err) {
+      this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'bad record');
+      if (this.#answered) this.#cut(`agent broke the record format: ${(err as Error).message}`);
+      else this.#fail(502, 'the agent sent a malformed response', (err as Error).message);
+    }
+  };
+
+  #onHead(head: ResponseHead): void {
+    if (head.status < 200 && head.status !== 101) return; // interim answers mean nothing on a raw socket
+    this.#clearTimer();
+    this.#answered = true;
+    this.#switched = head.status === 101;
+    this.stats.status = head.status;
+    const headers = forwardResponseHeaders(head.headers, {
+      via: this.options.via,
+      requestId: this.options.requestId,
+      httpVersion: '1.1',
+      upgrade: this.#switched,
+    });
+    // A refused upgrade is relayed as a plain response whose end is the connection's end: the client's
+    // socket left Node's HTTP parser, so there is no keep-alive to return to.
+    if (!this.#switched) headers.push('Connection', 'close');
+    // Without chunked framing (hop-by-hop, removed above) the body runs to the close, or to its stated
+    // Content-Length.
+    this.socket.write(serializeHead(head.status, head.statusText, headers));
+  }
+
+  #toClient(piece: Buffer): void {
+    this.stats.bytesOut += piece.length;
+    if (!this.socket.write(piece)) this.stream.pause();
+  }
+
+  readonly #onClientDrain = (): void => {
+    this.stream.resume();
+  };
+
+  readonly #onStreamEnd = (): void => {
+    try {
+      this.#decoder.finish();
+    } catch (err) {
+      this.#fail(502, 'the agent closed the stream before the target answered', (err as Error).message);
+      return;
+    }
+    this.socket.end();
+  };
+
+  readonly #onStreamError = (err: Error): void => {
+    if (this.#answered) {
+      this.#cut(`stream failed: ${err.message}`);
+      return;
+    }
+    const code = err instanceof SluiceError ? err.wireCode : undefined;
+    if (code === ErrorCode.TARGET_DENIED)
+      this.#fail(502, "the agent's policy does not allow this route's target", err.message);
+    else if (code === ErrorCode.TARGET_TIMEOUT)
+      this.#fail(504, 'the target did not answer in time', err.message);
+    else if (code === ErrorCode.TARGET_UNREACHABLE)
+      this.#fail(502, 'the agent could not connect to the target', err.message);
+    else this.#fail(502, 'the tunnel stream broke before the target answered', err.message);
+  };
+
+  readonly #onStreamClose = (): void => {
+    if (this.#settled) return;
+    if (!this.#answered) {
+      this.#fail(502, 'the tunnel stream closed before the target answered', 'stream closed');
+      return;
+    }
+    // Both directions finished: the socket ends once its last bytes are written. A client that never
+    // closes its side after that is not waited for forever.
+    if (!this.socket.writableEnded) this.socket.end();
+    const linger = setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
+    this.socket.once('close', () => clearTimeout(linger));
+    this.#settle({ kind: 'done' });
+  };
+
+  readonly #onTimeout = (): void => {
+    this.#timer = null;
+    if (this.#answered || this.#settled) return;
+    this.stream.reset(ErrorCode.CANCEL, 'response timeout');
+    this.#fail(
+      504,
+      `the target did not answer within ${this.options.responseTimeoutMs / 1000}s`,
+      'response timeout',
+    );
+  };
+
+  #fail(status: 502 | 503 | 504, reason: string, detail: string): void {
+    this.#settle({ kind: 'failed', status, reason, retryable: false, detail });
+  }
+
+  #cut(detail: string): void {
+    this.socket.destroy();
+    this.#settle({ kind: 'broken', detail });
+  }
+
+  #settle(outcome: Outcome): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#clearTimer();
+    if (outcome.kind === 'failed' || outcome.kind === 'client-aborted') {
+      this.socket.off('data', this.#onClientData);
+      this.stream.off('data', this.#onStreamData);
+      this.stream.on('error', ignore);
+      if (!this.stream.destroyed) this.stream.destroy();
+    }
+    this.resolve(outcome);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+}
+
+function ignore(): void {}

@@ -5,10 +5,11 @@ import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { SluiceError } from '../errors.js';
 import { createTargetPool, type DeliverContext, deliverStream } from '../proxy/deliver.js';
+import { guardedLookup } from '../proxy/target.js';
 import { dial } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
 import type { AgentConfig } from './config.js';
-import { TargetPolicy } from './policy.js';
+import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
 
 export interface AgentHandle {
   /** Tunnels up right now. */
@@ -30,12 +31,16 @@ export const BACKOFF = {
 } as const;
 
 export async function startAgent(config: AgentConfig, logger: Logger): Promise<AgentHandle> {
-  const policy = new TargetPolicy(config.allow);
+  // Inside Kubernetes the API's ClusterIP is protected too, so `--allow '*:*'` cannot reach it.
+  const policy = new TargetPolicy(config.allow, 'allow', {
+    kubernetesApi: kubernetesApiFromEnv(process.env),
+  });
   const pool = createTargetPool();
   const ctx: DeliverContext = {
     policy,
     pool,
     connectTimeoutMs: config.connectTimeoutMs,
+    lookup: guardedLookup((ip) => policy.forbidsAddress(ip)),
     logger: logger.child({ component: 'deliver' }),
   };
   const ca = config.ca === undefined ? undefined : readFileSync(config.ca);

@@ -89,13 +89,49 @@ export function isForbiddenAddress(ip: string): boolean {
   return addressKind(ip) !== undefined;
 }
 
+export interface PolicyOptions {
+  /**
+   * Addresses of the Kubernetes API as this pod sees it (the `KUBERNETES_SERVICE_HOST` ClusterIP),
+   * protected like the `kubernetes.default` names: a wildcard over IP addresses must not reach it.
+   */
+  kubernetesApi?: readonly string[];
+}
+
+/** The Kubernetes API addresses the environment announces to a pod (empty outside Kubernetes). */
+export function kubernetesApiFromEnv(env: NodeJS.ProcessEnv): string[] {
+  const host = env.KUBERNETES_SERVICE_HOST?.trim() ?? '';
+  return isIP(host) !== 0 ? [host] : [];
+}
+
 export class TargetPolicy {
   readonly #patterns: readonly AllowPattern[];
+  readonly #kubernetesApi: BlockList;
 
   /** No patterns means DEFAULT_ALLOW. Throws ConfigError naming `${key}[i]` for a bad pattern. */
-  constructor(patterns: readonly string[], key = 'agent.allow') {
+  constructor(patterns: readonly string[], key = 'agent.allow', options: PolicyOptions = {}) {
     const sources = patterns.length > 0 ? patterns : DEFAULT_ALLOW;
     this.#patterns = sources.map((p, i) => parseAllowPattern(p, `${key}[${i}]`));
+    const api = options.kubernetesApi ?? [];
+    this.#kubernetesApi = blockList(
+      api.filter((ip) => isIPv4(ip)).map((ip) => `${ip}/32`),
+      api.filter((ip) => isIPv6(ip)).map((ip) => `${ip}/128`),
+    );
+  }
+
+  /**
+   * Whether a resolved address is protected: cloud metadata, link-local, or the Kubernetes API given
+   * to the constructor. For the dialer's check after DNS.
+   */
+  forbidsAddress(ip: string): boolean {
+    return this.#addressKind(ip) !== undefined;
+  }
+
+  #addressKind(ip: string): string | undefined {
+    const kind = addressKind(ip);
+    if (kind !== undefined) return kind;
+    const family = isIP(ip);
+    if (family === 0) return undefined;
+    return this.#kubernetesApi.check(ip, family === 4 ? 'ipv4' : 'ipv6') ? 'the Kubernetes API' : undefined;
   }
 
   /** The patterns in force, as written. */
@@ -109,7 +145,7 @@ export class TargetPolicy {
     if ('reason' in parsed) return { ok: false, reason: parsed.reason };
     const { host, key, port } = parsed;
     const matching = this.#patterns.filter((p) => hostMatches(p, key) && (p.port === '*' || p.port === port));
-    const kind = protectedKind(key);
+    const kind = protectedKind(key) ?? this.#addressKind(key);
     if (matching.some((p) => p.kind === 'exact')) return { ok: true, host, port, exempt: kind !== undefined };
     const shown = `http://${hostPort(key, port)}`;
     if (kind !== undefined) {

@@ -5,14 +5,14 @@
 // stream's window until the target has answered, so none is lost and none reaches a target that
 // refused the upgrade.
 import { type ClientRequest, type IncomingMessage, request } from 'node:http';
-import type { Socket } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
 import { encodeHead } from './envelope.js';
 import type { HttpStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';
-import { armConnectTimeout, classify, guardedLookup } from './target.js';
+import { armConnectTimeout, classify } from './target.js';
 
 type TunnelStream = Duplex & { reset(code: number, reason: string): void };
 
@@ -22,8 +22,8 @@ const KEEPALIVE_MS = 30_000;
 export interface UpgradeTarget {
   host: string;
   port: number;
-  /** Skip the resolved-address check: the policy named this protected target exactly. */
-  exempt: boolean;
+  /** DNS that refuses protected addresses; undefined when the policy named this target exactly. */
+  lookup: LookupFunction | undefined;
   connectTimeoutMs: number;
 }
 
@@ -64,7 +64,7 @@ class UpgradeDelivery {
       setHost: false,
       // Its own connection: an upgraded socket never returns to a pool.
       agent: false,
-      lookup: this.target.exempt ? undefined : guardedLookup,
+      lookup: this.target.lookup,
     });
     this.#req = req;
     req.on('socket', (socket: Socket) => {

@@ -4,7 +4,7 @@
 // dialed, and again on every address DNS returns, so a name cannot smuggle the agent to a metadata
 // service.
 import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:http';
-import type { Socket } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { TargetPolicy } from '../agent/policy.js';
@@ -13,13 +13,15 @@ import { deliverUpgrade } from './deliver-upgrade.js';
 import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';
-import { armConnectTimeout, classify, guardedLookup } from './target.js';
+import { armConnectTimeout, classify } from './target.js';
 
 export interface DeliverContext {
   policy: TargetPolicy;
   pool: Agent;
   /** Connecting to the target must finish within this, or the stream fails with TARGET_TIMEOUT. */
   connectTimeoutMs: number;
+  /** DNS for targets, refusing protected addresses (see guardedLookup). */
+  lookup: LookupFunction;
   logger: Logger;
 }
 
@@ -59,7 +61,8 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
   }
   if (meta.kind === 'upgrade') {
     const { host, port, exempt } = verdict;
-    deliverUpgrade(stream, meta, { host, port, exempt, connectTimeoutMs: ctx.connectTimeoutMs }, log);
+    const lookup = exempt ? undefined : ctx.lookup;
+    deliverUpgrade(stream, meta, { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs }, log);
     return;
   }
   new Delivery(stream, meta, ctx, log, verdict.host, verdict.port, verdict.exempt).start();
@@ -111,7 +114,7 @@ class Delivery {
       headers,
       setHost: false,
       agent: this.ctx.pool,
-      lookup: this.exempt ? undefined : guardedLookup,
+      lookup: this.exempt ? undefined : this.ctx.lookup,
     });
     this.#req = req;
     req.on('socket', this.#onSocket);

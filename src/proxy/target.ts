@@ -3,7 +3,6 @@
 // docs/http-over-streams.md.
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
-import { isForbiddenAddress } from '../agent/policy.js';
 import { ErrorCode } from '../protocol/constants.js';
 
 const CONNECT_TIMEOUT = 'SLUICE_TARGET_CONNECT_TIMEOUT';
@@ -39,20 +38,24 @@ export function classify(err: NodeJS.ErrnoException, target: string): [number, s
   return [ErrorCode.TARGET_UNREACHABLE, `${target}: closed before answering (${err.code ?? err.message})`];
 }
 
-// Checks every address a target name resolves to. Node 20 asks for all addresses (happy eyeballs) or
-// one, depending on the socket's options; both forms are handled and only allowed addresses are kept.
-export const guardedLookup: LookupFunction = (hostname, options, callback) => {
-  dnsLookup(hostname, options, (err, address: string | LookupAddress[], family?: number) => {
-    if (err !== null) return callback(err, '', 0);
-    if (Array.isArray(address)) {
-      const allowed = address.filter((a) => !isForbiddenAddress(a.address));
-      if (allowed.length === 0) return callback(forbidden(hostname, address[0]?.address ?? ''), '', 0);
-      return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed);
-    }
-    if (isForbiddenAddress(address)) return callback(forbidden(hostname, address), '', 0);
-    callback(null, address, family ?? 0);
-  });
-};
+/**
+ * A DNS lookup that checks every address a target name resolves to and keeps only allowed ones. Node 20
+ * asks for all addresses (happy eyeballs) or one, depending on the socket's options; both forms work.
+ */
+export function guardedLookup(forbids: (ip: string) => boolean): LookupFunction {
+  return (hostname, options, callback) => {
+    dnsLookup(hostname, options, (err, address: string | LookupAddress[], family?: number) => {
+      if (err !== null) return callback(err, '', 0);
+      if (Array.isArray(address)) {
+        const allowed = address.filter((a) => !forbids(a.address));
+        if (allowed.length === 0) return callback(forbidden(hostname, address[0]?.address ?? ''), '', 0);
+        return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed);
+      }
+      if (forbids(address)) return callback(forbidden(hostname, address), '', 0);
+      callback(null, address, family ?? 0);
+    });
+  };
+}
 
 function forbidden(hostname: string, address: string): NodeJS.ErrnoException {
   const err: NodeJS.ErrnoException = new Error(

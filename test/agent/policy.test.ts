@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import {
   DEFAULT_ALLOW,
   isForbiddenAddress,
+  kubernetesApiFromEnv,
   parseAllowPattern,
   type PolicyResult,
   TargetPolicy,
@@ -428,5 +429,32 @@ describe('isForbiddenAddress', () => {
     for (const value of ['metadata.google.internal', 'kubernetes', '', '169.254.169.254:80', '[fe80::1]']) {
       assert.equal(isForbiddenAddress(value), false, value);
     }
+  });
+});
+
+describe('TargetPolicy and the Kubernetes API address', () => {
+  test("the pod's KUBERNETES_SERVICE_HOST is protected from wildcards", () => {
+    const api = kubernetesApiFromEnv({ KUBERNETES_SERVICE_HOST: '10.96.0.1' });
+    assert.deepEqual(api, ['10.96.0.1']);
+    const wide = new TargetPolicy(['*:*'], 'allow', { kubernetesApi: api });
+    assert.match(reason(wide, 'http://10.96.0.1:443'), /the Kubernetes API/);
+    assert.equal(allowed(wide, 'http://10.96.0.2:443'), true);
+    assert.equal(wide.forbidsAddress('10.96.0.1'), true, 'also after DNS');
+    assert.equal(wide.forbidsAddress('::ffff:10.96.0.1'), true, 'and in its IPv4-mapped form');
+    assert.equal(wide.forbidsAddress('10.96.0.2'), false);
+    assert.equal(wide.forbidsAddress('169.254.169.254'), true, 'metadata stays protected');
+  });
+
+  test('an exact pattern still allows it, and outside Kubernetes nothing is added', () => {
+    const api = kubernetesApiFromEnv({ KUBERNETES_SERVICE_HOST: '10.96.0.1' });
+    const exact = new TargetPolicy(['10.96.0.1:443'], 'allow', { kubernetesApi: api });
+    assert.deepEqual(exact.check('http://10.96.0.1:443'), {
+      ok: true,
+      host: '10.96.0.1',
+      port: 443,
+      exempt: true,
+    });
+    assert.deepEqual(kubernetesApiFromEnv({}), []);
+    assert.deepEqual(kubernetesApiFromEnv({ KUBERNETES_SERVICE_HOST: 'not-an-ip' }), []);
   });
 });

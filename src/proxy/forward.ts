@@ -303,7 +303,8 @@ class Exchange {
     stream.on('error', ignore);
     if (outcome.kind !== 'done' && !stream.destroyed) stream.destroy();
     // A paused request body would keep the client's connection stuck; let Node read and discard it.
-    if (outcome.kind === 'failed') req.resume();
+    // Not when the request may be retried on another tunnel: its body has not been read yet.
+    if (outcome.kind === 'failed' && !outcome.retryable) req.resume();
     this.resolve(outcome);
   }
 

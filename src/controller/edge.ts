@@ -95,8 +95,8 @@ export class PublicEdge {
         forwardHttp(req, res, stream, { ...this.#timing(meta), headRequest: req.method === 'HEAD' }, stats),
       fail: (status, reason) => this.#sendError(req, res, log, status, reason),
     };
-    res.once('close', () => this.#end(log, res.statusCode));
-    this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+    const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+    res.once('close', () => this.#end(log, served, () => res.statusCode));
   };
 
   /**
@@ -119,12 +119,12 @@ export class PublicEdge {
       fail: (code, reason) => {
         log.reason = reason;
         status = code;
-        writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
+        log.bytesOut! += writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
       },
     };
     socket.on('error', ignore);
-    socket.once('close', () => this.#end(log, status || (running?.status ?? 0)));
-    this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+    const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+    socket.once('close', () => this.#end(log, served, () => status || (running?.status ?? 0)));
   };
 
   /**
@@ -158,22 +158,32 @@ export class PublicEdge {
       method: req.method ?? '',
       host: req.headers.host ?? '',
       path: (req.url ?? '').split('?', 1)[0]!.slice(0, 512),
+      bytesIn: 0,
+      bytesOut: 0,
       started: performance.now(),
     };
   }
 
-  #end(log: LogFields, status: number): void {
-    log.status = status;
+  /**
+   * The connection closed. The line is written once `served` has settled too: the exchange settles on
+   * this same close event and #serve records its bytes and outcome only a microtask later, so a line
+   * written right away would lack them.
+   */
+  #end(log: LogFields, served: Promise<void>, status: () => number): void {
     log.ms = Math.round((performance.now() - log.started) * 10) / 10;
-    const level = log.outcome === 'broken' || (status >= 500 && status !== 503) ? 'warn' : 'info';
-    const { started, ...fields } = log;
-    void started;
-    this.#options.logger[level](fields, 'request');
-    if (--this.#inFlight === 0 && this.#idle !== null) {
-      const idle = this.#idle;
-      this.#idle = null;
-      idle();
-    }
+    const write = (): void => {
+      log.status = status();
+      const level = log.outcome === 'broken' || (log.status >= 500 && log.status !== 503) ? 'warn' : 'info';
+      const { started, ...fields } = log;
+      void started;
+      this.#options.logger[level](fields, 'request');
+      if (--this.#inFlight === 0 && this.#idle !== null) {
+        const idle = this.#idle;
+        this.#idle = null;
+        idle();
+      }
+    };
+    void served.then(write, write);
   }
 
   #timing(meta: HttpStreamMeta): { requestId: string; via: string; responseTimeoutMs: number } {
@@ -306,6 +316,7 @@ export class PublicEdge {
     });
     res.writeHead(page.status, page.headers);
     res.end(page.body);
+    log.bytesOut! += page.body.length;
   }
 }
 
@@ -363,16 +374,17 @@ function writeRawError(
   requestId: string,
   accept: string | undefined,
   method: string | undefined,
-): void {
+): number {
   if (!socket.writable) {
     socket.destroy();
-    return;
+    return 0;
   }
   const page = renderErrorPage({ status, reason, requestId, accept, method });
   const headers = page.headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'connection')
     ? page.headers
     : [...page.headers, 'Connection', 'close'];
   socket.end(Buffer.concat([serializeHead(page.status, undefined, headers), page.body]));
+  return page.body.length;
 }
 
 function ignore(): void {}

@@ -10,10 +10,15 @@ export interface Origin {
   readonly port: number;
   readonly url: string;
   readonly server: Server;
-  /** Requests whose body the client stopped sending mid-way, by request id. */
+  /**
+   * Requests that were cut, by request id: the client stopped sending the body mid-way, or the
+   * connection closed before the response was finished (a proxy giving up on a hanging request).
+   */
   readonly aborted: Set<string>;
   /** Resolves the next time a request with this id is aborted. */
   whenAborted(requestId: string): Promise<void>;
+  /** Resolves once a request with this id has arrived (its head, at least). */
+  whenRequested(requestId: string): Promise<void>;
   /** Releases the `/sse` responses waiting after their first event. */
   releaseSse(): void;
   close(): Promise<void>;
@@ -23,6 +28,8 @@ export interface Origin {
 export async function startOrigin(name = 'origin'): Promise<Origin> {
   const aborted = new Set<string>();
   const abortWaiters = new Map<string, () => void>();
+  const requested = new Set<string>();
+  const requestWaiters = new Map<string, () => void>();
   let release: () => void = () => {};
   let released = new Promise<void>((resolve) => (release = resolve));
   const sockets = new Set<Socket>();
@@ -31,11 +38,22 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
     const url = new URL(req.url ?? '/', 'http://origin');
     res.setHeader('X-Origin', name);
     const id = String(req.headers['x-request-id'] ?? '');
+    requested.add(id);
+    requestWaiters.get(id)?.();
+    let cut = false;
+    const abort = (): void => {
+      if (cut) return;
+      cut = true;
+      aborted.add(id);
+      abortWaiters.get(id)?.();
+    };
     req.once('close', () => {
-      if (!req.complete) {
-        aborted.add(id);
-        abortWaiters.get(id)?.();
-      }
+      if (!req.complete) abort();
+    });
+    // A bodyless request is complete as soon as its head is read: a hang that the client gives up on
+    // shows as a response closed unfinished.
+    res.once('close', () => {
+      if (!res.writableFinished) abort();
     });
     switch (url.pathname) {
       case '/headers':
@@ -137,6 +155,10 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
     whenAborted(requestId) {
       if (aborted.has(requestId)) return Promise.resolve();
       return new Promise((resolve) => abortWaiters.set(requestId, resolve));
+    },
+    whenRequested(requestId) {
+      if (requested.has(requestId)) return Promise.resolve();
+      return new Promise((resolve) => requestWaiters.set(requestId, resolve));
     },
     releaseSse() {
       release();

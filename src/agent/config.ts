@@ -1,7 +1,26 @@
-// The agent's configuration: defaults < SLUICE_* environment < flags. Validated in one place; the
-// result is frozen. (Loader to be written; the types are the contract.)
+// The agent's configuration: defaults < SLUICE_* environment < flags. Validated in one place (STYLE.md
+// lesson 6): every failure is a ConfigError naming the key; the result is frozen. The token is a secret:
+// no error message carries it, and serializing the config (a log line) masks it.
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import {
+  deepFreeze,
+  envValue,
+  flagOrEnv,
+  MASKED,
+  maskWhenSerialized,
+  orThrow,
+  parseLogLevel,
+  parseNonEmpty,
+  parseOptionalHostPort,
+  Refusal,
+  show,
+} from '../config/values.js';
 import type { HostPort, LogLevel } from '../controller/config.js';
-import type { SessionOptions } from '../tunnel/options.js';
+import { ConfigError } from '../errors.js';
+import { formatTransportUrl, parseTransportUrl } from '../transport/url.js';
+import { resolveSessionOptions, type SessionOptions } from '../tunnel/options.js';
+import { TargetPolicy } from './policy.js';
 
 export interface AgentConfig {
   /** Transport URL of the controller's tunnel listener: tcp://, tls://, ws:// or wss://. */
@@ -24,4 +43,153 @@ export interface AgentConfig {
   readonly connectTimeoutMs: number;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
+}
+
+/** The `sluice agent` flags as parsed from argv; each one overrides its SLUICE_* variable. */
+export interface AgentFlags {
+  controller?: string;
+  token?: string;
+  name?: string;
+  /** As typed; the loader checks it is an integer from 1 to 16. */
+  tunnels?: string;
+  /** Repeatable; when given, SLUICE_ALLOW (comma-separated) is ignored. */
+  allow?: string[];
+  healthListen?: string;
+  ca?: string;
+  servername?: string;
+  logLevel?: string;
+}
+
+export interface AgentConfigInput {
+  flags: AgentFlags;
+  env: NodeJS.ProcessEnv;
+}
+
+const DEFAULT_TUNNELS = 2;
+const MAX_TUNNELS = 16;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** Loads, validates and freezes the agent's configuration. Throws ConfigError naming the key. */
+export function loadAgentConfig(input: AgentConfigInput): AgentConfig {
+  const { flags, env } = input;
+  if (flags.controller === undefined && envValue(env, 'SLUICE_CONTROLLER') === undefined) {
+    throw new ConfigError('controller', 'is required: pass --controller URL or set SLUICE_CONTROLLER');
+  }
+  // The token is checked before anything else, so that every later message can be scrubbed of it.
+  const token = flagOrEnv('token', 'token', parseToken, flags.token, env);
+  if (token === undefined)
+    throw new ConfigError('token', 'is required: pass --token TOKEN or set SLUICE_TOKEN');
+  try {
+    return build(flags, env, token);
+  } catch (err) {
+    throw scrub(err, token);
+  }
+}
+
+function build(flags: AgentFlags, env: NodeJS.ProcessEnv, token: string): AgentConfig {
+  const ca = flagOrEnv('ca', 'ca', parseNonEmpty('a PEM file path'), flags.ca, env);
+  const servername = flagOrEnv(
+    'servername',
+    'servername',
+    parseNonEmpty('a host name'),
+    flags.servername,
+    env,
+  );
+  const config: AgentConfig = {
+    controller: flagOrEnv('controller', 'controller', parseControllerUrl, flags.controller, env)!,
+    token,
+    name:
+      flagOrEnv('name', 'name', parseName, flags.name, env) ??
+      orThrow(parseName(hostname()), 'name', 'the host name; pass --name'),
+    replica: randomBytes(4).toString('hex'),
+    tunnels: flagOrEnv('tunnels', 'tunnels', parseTunnels, flags.tunnels, env) ?? DEFAULT_TUNNELS,
+    allow: allowPatterns(flags.allow, env),
+    healthListen:
+      flagOrEnv('healthListen', 'health-listen', parseOptionalHostPort, flags.healthListen, env) ?? null,
+    ...(ca === undefined ? {} : { ca }),
+    ...(servername === undefined ? {} : { servername }),
+    connectTimeoutMs: CONNECT_TIMEOUT_MS,
+    tunnel: resolveSessionOptions({}, 'tunnel'),
+    logLevel: flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ?? 'info',
+  };
+  return deepFreeze(maskWhenSerialized(config, (copy) => ({ ...copy, token: MASKED })));
+}
+
+// A valid token is at least 16 characters, so replacing it cannot mangle the rest of a message. Only the
+// controller URL could carry it (a query string), but every message passes through here.
+function scrub(err: unknown, token: string): unknown {
+  if (!(err instanceof ConfigError) || !err.message.includes(token)) return err;
+  const reason = err.message.slice(err.key.length + 1).replaceAll(token, MASKED);
+  return new ConfigError(err.key, reason, err.code);
+}
+
+const PLAIN_TOKEN = /^[\x21-\x7e]{16,}$/;
+
+// Never echo the value: say what is wrong with it.
+function parseToken(value: unknown): string | Refusal {
+  if (typeof value !== 'string') return new Refusal('must be a string (the value is not shown)');
+  if (PLAIN_TOKEN.test(value)) {
+    if (!value.startsWith('sha256:')) return value;
+    return new Refusal('is a digest (sha256:...); the agent needs the plain token it was made from');
+  }
+  if (value.trim() !== value) {
+    const hint = 'such as the newline a secret file often ends with';
+    return new Refusal(`has leading or trailing whitespace, ${hint} (the value is not shown)`);
+  }
+  return new Refusal('must be at least 16 visible ASCII characters, without spaces (the value is not shown)');
+}
+
+const SCHEMES = 'a tcp://, tls://, ws:// or wss:// URL, e.g. tls://sluice.example.com:7000';
+
+function parseControllerUrl(value: unknown): string | Refusal {
+  if (typeof value !== 'string' || !value.includes('://')) {
+    return new Refusal(`must be ${SCHEMES}, got ${show(typeof value === 'string' ? redact(value) : value)}`);
+  }
+  try {
+    const target = parseTransportUrl(value);
+    if (target.port === 0) return new Refusal(`must name a port other than 0, got ${show(value)}`);
+    return formatTransportUrl(target);
+  } catch (err) {
+    if (!(err instanceof Error && 'code' in err && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
+    return new Refusal(`is not usable: ${err.message}`, 'SLUICE_ERR_INVALID_URL');
+  }
+}
+
+// Credentials belong in the token, not in a URL that ends up in logs.
+function redact(value: string): string {
+  return value.replace(/^([^/@]*\/\/)?[^/@]*@/, '$1***@');
+}
+
+const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
+
+function parseName(value: unknown): string | Refusal {
+  if (typeof value === 'string' && NAME.test(value)) return value;
+  const rule =
+    '1 to 253 letters, digits, dots, hyphens or underscores, starting and ending with a letter or digit';
+  return new Refusal(`must be ${rule}, got ${show(value)}`);
+}
+
+function parseTunnels(value: unknown): number | Refusal {
+  const n = typeof value === 'string' && /^\d{1,3}$/.test(value) ? Number(value) : NaN;
+  if (n >= 1 && n <= MAX_TUNNELS) return n;
+  return new Refusal(`must be an integer from 1 to ${MAX_TUNNELS}, got ${show(value)}`);
+}
+
+/** --allow (repeatable) wins over SLUICE_ALLOW (comma-separated); none means the policy's defaults. */
+function allowPatterns(flag: readonly string[] | undefined, env: NodeJS.ProcessEnv): string[] {
+  const fromFlags = flag !== undefined && flag.length > 0;
+  const patterns = fromFlags
+    ? [...flag]
+    : (envValue(env, 'SLUICE_ALLOW')
+        ?.split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '') ?? []);
+  try {
+    new TargetPolicy(patterns, 'allow');
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const source = fromFlags ? '--allow' : 'SLUICE_ALLOW';
+    throw new ConfigError(err.key, `${err.message.slice(err.key.length + 1)} (from ${source})`, err.code);
+  }
+  return patterns;
 }

@@ -1,7 +1,32 @@
 // The controller's configuration: defaults < YAML file < SLUICE_* environment < flags. Validated in one
-// place; the result is frozen. (Loader to be written; the types are the contract.)
-import type { SessionOptions } from '../tunnel/options.js';
-import type { Route } from './routes.js';
+// place (STYLE.md lesson 6): every failure is a ConfigError naming the exact key, e.g.
+// `routes[2].target` or `http.responseTimeout`; unknown keys are refused; the result is frozen.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { type Document, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { z } from 'zod';
+import {
+  deepFreeze,
+  envValue,
+  flagOrEnv,
+  formatMs,
+  MASKED,
+  maskWhenSerialized,
+  orThrow,
+  parseBoundedDuration,
+  parseBoundedInteger,
+  parseDurationMs,
+  parseHostPort,
+  parseLogLevel,
+  parseNonEmpty,
+  parseOptionalHostPort,
+  Refusal,
+  show,
+} from '../config/values.js';
+import { ConfigError } from '../errors.js';
+import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
+import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
+import { type Route, RouteTable, validateRoute } from './routes.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -47,4 +72,462 @@ export interface ControllerConfig {
   readonly http: HttpOptions;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
+}
+
+/** The `sluice controller` flags as parsed from argv; each one overrides its SLUICE_* variable. */
+export interface ControllerFlags {
+  config?: string;
+  listen?: string;
+  tunnelListen?: string;
+  adminListen?: string;
+  data?: string;
+  logLevel?: string;
+}
+
+export interface ControllerConfigInput {
+  flags: ControllerFlags;
+  env: NodeJS.ProcessEnv;
+  /** Reads the config file as UTF-8; fs.readFileSync by default. */
+  readFile?: (path: string) => string;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+
+export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
+  responseTimeoutMs: 60_000,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 300_000,
+  keepAliveTimeoutMs: 65_000,
+  maxHeaderBytes: 16 * KiB,
+  maxHeaders: 100,
+  via: 'sluice',
+});
+
+const DEFAULTS = {
+  listen: { host: '127.0.0.1', port: 8080 },
+  tunnelListen: 'tcp://127.0.0.1:7000',
+  adminListen: { host: '127.0.0.1', port: 8081 },
+  dataDir: './data',
+  logLevel: 'info',
+} as const;
+
+/** Loads, validates and freezes the controller's configuration. Throws ConfigError naming the key. */
+export function loadControllerConfig(input: ControllerConfigInput): ControllerConfig {
+  const { flags, env } = input;
+  const path = flags.config ?? envValue(env, 'SLUICE_CONFIG');
+  const file = path === undefined ? {} : loadFile(path, input.readFile ?? readUtf8);
+  const tunnelListen =
+    flagOrEnv('tunnelListen', 'tunnel-listen', parseTunnelListen, flags.tunnelListen, env) ??
+    file.tunnelListen ??
+    DEFAULTS.tunnelListen;
+  checkTls(tunnelListen, file.tunnelCert, file.tunnelKey);
+  const config: ControllerConfig = {
+    listen: flagOrEnv('listen', 'listen', parseHostPort, flags.listen, env) ?? file.listen ?? DEFAULTS.listen,
+    tunnelListen,
+    ...(file.tunnelCert === undefined ? {} : { tunnelCert: file.tunnelCert }),
+    ...(file.tunnelKey === undefined ? {} : { tunnelKey: file.tunnelKey }),
+    // null (off) is a value here, so `??` would not do.
+    adminListen: firstDefined(
+      flagOrEnv('adminListen', 'admin-listen', parseOptionalHostPort, flags.adminListen, env),
+      file.adminListen,
+      DEFAULTS.adminListen,
+    ),
+    dataDir: flagOrEnv('dataDir', 'data', parseDir, flags.data, env) ?? file.dataDir ?? DEFAULTS.dataDir,
+    clusters: file.clusters ?? [],
+    routes: file.routes ?? [],
+    http: file.http ?? DEFAULT_HTTP_OPTIONS,
+    tunnel: file.tunnel ?? resolveSessionOptions({}, 'tunnel'),
+    logLevel:
+      flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ??
+      file.logLevel ??
+      DEFAULTS.logLevel,
+  };
+  return deepFreeze(maskWhenSerialized(config, maskTokens));
+}
+
+function readUtf8(path: string): string {
+  return readFileSync(path, 'utf8');
+}
+
+function firstDefined<T>(...values: (T | undefined)[]): T {
+  return values.find((v) => v !== undefined) as T;
+}
+
+// Plain tokens are secrets; digests are not, and they help to tell which token a cluster holds.
+function maskTokens(config: ControllerConfig): ControllerConfig {
+  const clusters = config.clusters.map((c) => ({
+    ...c,
+    tokens: c.tokens.map((t) => (DIGEST.test(t) ? t : MASKED)),
+  }));
+  return { ...config, clusters };
+}
+
+// --- Leaf rules -----------------------------------------------------------------------------------
+
+const parseDir = parseNonEmpty('a directory path');
+const parsePath = parseNonEmpty('a file path');
+
+/** host:port (plain TCP) or a tcp://, tls://, ws:// or wss:// URL; normalized to a URL with its port. */
+function parseTunnelListen(value: unknown): string | Refusal {
+  if (typeof value !== 'string' || value === '') {
+    return new Refusal(`must be host:port or a tcp://, tls://, ws:// or wss:// URL, got ${show(value)}`);
+  }
+  // A bare host:port is the usual spelling (DESIGN.md §5) and means plain TCP.
+  const url = value.includes('://') ? value : `tcp://${value}`;
+  try {
+    return formatTransportUrl(parseTransportUrl(url));
+  } catch (err) {
+    if (!(err instanceof Error && 'code' in err && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
+    return new Refusal(`is not a usable listen address: ${err.message}`, 'SLUICE_ERR_INVALID_URL');
+  }
+}
+
+// DNS labels, so that a cluster name can appear in hostnames, metrics and URLs without escaping.
+const CLUSTER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function parseClusterName(value: unknown): string | Refusal {
+  if (typeof value === 'string' && CLUSTER_NAME.test(value)) return value;
+  const rule = '1 to 63 lowercase letters, digits and hyphens, with no hyphen at either end';
+  return new Refusal(`must be a cluster name: ${rule}, got ${show(value)}`);
+}
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const PLAIN_TOKEN = /^[\x21-\x7e]{16,}$/;
+
+// A token is a secret: the reason never shows the value.
+function parseToken(value: unknown): string | Refusal {
+  if (typeof value === 'string' && value.startsWith('sha256:')) {
+    if (DIGEST.test(value)) return value;
+    return new Refusal('must be "sha256:" followed by 64 lowercase hex digits (the value is not shown)');
+  }
+  if (typeof value === 'string' && PLAIN_TOKEN.test(value)) return value;
+  return new Refusal(
+    'must be "sha256:" followed by 64 lowercase hex digits, or a plain token of at least 16 visible ' +
+      'ASCII characters without spaces (the value is not shown)',
+  );
+}
+
+// RFC 9110 §5.6.2 token: Via's received-by is a pseudonym, and a pseudonym is a token (§7.6.3).
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/;
+
+function parseVia(value: unknown): string | Refusal {
+  if (typeof value === 'string' && TOKEN.test(value)) return value;
+  return new Refusal(`must be an RFC 9110 token of 1 to 64 characters (e.g. sluice), got ${show(value)}`);
+}
+
+function formatBytes(n: number): string {
+  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
+  if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
+  return String(n);
+}
+
+// --- The YAML file --------------------------------------------------------------------------------
+
+/** A zod schema for one leaf, checked by a rule shared with flags and environment variables. */
+function leaf<T>(parse: (value: unknown) => T | Refusal) {
+  return z.unknown().transform((value, ctx) => {
+    const result = value === undefined ? new Refusal('is required') : parse(value);
+    if (!(result instanceof Refusal)) return result;
+    ctx.addIssue({ code: 'custom', message: result.reason });
+    return z.NEVER;
+  });
+}
+
+const httpSchema = z.strictObject({
+  responseTimeout: leaf(parseBoundedDuration({ min: 100, max: HOUR })).optional(),
+  headersTimeout: leaf(parseBoundedDuration({ min: 100, max: 10 * MINUTE })).optional(),
+  requestTimeout: leaf(parseBoundedDuration({ min: 100, max: 24 * HOUR, zeroOff: true })).optional(),
+  keepAliveTimeout: leaf(parseBoundedDuration({ min: 100, max: HOUR })).optional(),
+  maxHeaderBytes: leaf(parseBoundedInteger(KiB, MiB, formatBytes)).optional(),
+  maxHeaders: leaf(parseBoundedInteger(1, 10_000)).optional(),
+  via: leaf(parseVia).optional(),
+});
+
+const clusterSchema = z.strictObject({
+  name: leaf(parseClusterName),
+  tokens: z.array(leaf(parseToken)).optional(),
+});
+
+const fileSchema = z.strictObject({
+  listen: leaf(parseHostPort).optional(),
+  tunnelListen: leaf(parseNonEmpty('host:port or a tunnel URL')).optional(),
+  adminListen: leaf(parseOptionalHostPort).optional(),
+  tunnelCert: leaf(parsePath).optional(),
+  tunnelKey: leaf(parsePath).optional(),
+  dataDir: leaf(parseDir).optional(),
+  clusters: z.array(clusterSchema).optional(),
+  // Checked by validateRoute, whose messages name the route field.
+  routes: z.array(z.unknown()).optional(),
+  http: httpSchema.optional(),
+  // Checked by resolveSessionOptions, which holds the session options' schema.
+  tunnel: z.record(z.string(), z.unknown()).optional(),
+  logLevel: leaf(parseLogLevel).optional(),
+});
+
+const KNOWN_KEYS = new Map<string, readonly string[]>([
+  ['', Object.keys(fileSchema.shape)],
+  ['clusters[]', Object.keys(clusterSchema.shape)],
+  ['http', Object.keys(httpSchema.shape)],
+]);
+
+const KINDS: Readonly<Record<string, string>> = {
+  array: 'a list',
+  object: 'a mapping',
+  record: 'a mapping',
+  string: 'a string',
+  number: 'a number',
+};
+
+/** What the file sets, each value checked; absent keys are left for the environment and defaults. */
+interface FileSettings {
+  listen?: HostPort;
+  tunnelListen?: string;
+  adminListen?: HostPort | null;
+  tunnelCert?: string;
+  tunnelKey?: string;
+  dataDir?: string;
+  clusters?: ClusterConfig[];
+  routes?: Route[];
+  http?: HttpOptions;
+  tunnel?: SessionOptions;
+  logLevel?: LogLevel;
+}
+
+function loadFile(path: string, readFile: (path: string) => string): FileSettings {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (err) {
+    throw new ConfigError('config', `file ${show(path)} cannot be read: ${(err as Error).message}`);
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, lineCounter: lines });
+  const syntax = doc.errors[0];
+  if (syntax !== undefined) {
+    const { line, col } = lines.linePos(syntax.pos[0]);
+    const where = `line ${line}, column ${col}`;
+    throw new ConfigError('config', `file ${show(path)} is not valid YAML at ${where}: ${syntax.message}`);
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError('config', `file ${show(path)} cannot be loaded: ${(err as Error).message}`);
+  }
+  if (data === null || data === undefined) return {}; // an empty file, or only comments
+  if (typeof data !== 'object' || Array.isArray(data)) {
+    const rule = 'must hold a mapping of keys such as listen, clusters and routes';
+    throw new ConfigError('config', `file ${show(path)} ${rule}, got ${show(data)}`);
+  }
+  return located(doc, lines, path, () => checkFile(data));
+}
+
+function checkFile(data: object): FileSettings {
+  const result = fileSchema.safeParse(data);
+  if (!result.success) throw issueError(result.error.issues[0]!, data);
+  const file = result.data;
+  const clusters = file.clusters === undefined ? undefined : checkClusters(file.clusters);
+  return {
+    listen: file.listen,
+    tunnelListen:
+      file.tunnelListen === undefined
+        ? undefined
+        : orThrow(parseTunnelListen(file.tunnelListen), 'tunnelListen'),
+    adminListen: file.adminListen,
+    tunnelCert: file.tunnelCert,
+    tunnelKey: file.tunnelKey,
+    dataDir: file.dataDir,
+    clusters,
+    routes: file.routes === undefined ? undefined : checkRoutes(file.routes, clusters ?? []),
+    http: file.http === undefined ? undefined : resolveHttp(file.http),
+    tunnel: file.tunnel === undefined ? undefined : resolveTunnel(file.tunnel),
+    logLevel: file.logLevel,
+  };
+}
+
+function issueError(issue: z.core.$ZodIssue, data: unknown): ConfigError {
+  if (issue.code === 'unrecognized_keys') {
+    const known = KNOWN_KEYS.get(keyOf(issue.path).replace(/\[\d+\]/g, '[]')) ?? [];
+    return new ConfigError(
+      keyOf([...issue.path, issue.keys[0]!]),
+      `is not a known key (known: ${known.join(', ')})`,
+    );
+  }
+  const key = keyOf(issue.path);
+  if (issue.code === 'invalid_type') {
+    const kind = KINDS[issue.expected] ?? issue.expected;
+    return new ConfigError(key, `must be ${kind}, got ${show(valueAt(data, issue.path))}`);
+  }
+  return new ConfigError(key, issue.message);
+}
+
+function checkClusters(
+  clusters: readonly { name: string; tokens?: string[] | undefined }[],
+): ClusterConfig[] {
+  const names = new Map<string, number>();
+  const tokens = new Map<string, string>();
+  clusters.forEach((cluster, i) => {
+    const first = names.get(cluster.name);
+    if (first !== undefined) {
+      throw new ConfigError(`clusters[${i}].name`, `repeats clusters[${first}].name ${show(cluster.name)}`);
+    }
+    names.set(cluster.name, i);
+    cluster.tokens?.forEach((token, j) => {
+      const key = `clusters[${i}].tokens[${j}]`;
+      // A plain token and its digest are the same token; an agent's token must name one cluster.
+      const digest = DIGEST.test(token)
+        ? token
+        : `sha256:${createHash('sha256').update(token).digest('hex')}`;
+      const seen = tokens.get(digest);
+      if (seen !== undefined)
+        throw new ConfigError(key, `is the same token as ${seen} (the value is not shown)`);
+      tokens.set(digest, key);
+    });
+  });
+  return clusters.map((c) => ({ name: c.name, tokens: c.tokens ?? [] }));
+}
+
+function checkRoutes(input: readonly unknown[], clusters: readonly ClusterConfig[]): Route[] {
+  const routes = input.map((route, i) => validateRoute(route, `routes[${i}]`));
+  // The table refuses two routes with the same host and path.
+  new RouteTable(routes, 'routes');
+  const known = clusters.map((c) => c.name);
+  routes.forEach((route, i) => {
+    if (!known.includes(route.cluster)) {
+      const names = known.length > 0 ? known.join(', ') : 'none';
+      throw new ConfigError(
+        `routes[${i}].cluster`,
+        `names no cluster in clusters: ${show(route.cluster)} (known: ${names})`,
+      );
+    }
+  });
+  return routes;
+}
+
+function resolveHttp(input: z.output<typeof httpSchema>): HttpOptions {
+  const d = DEFAULT_HTTP_OPTIONS;
+  const http: HttpOptions = {
+    responseTimeoutMs: input.responseTimeout ?? d.responseTimeoutMs,
+    headersTimeoutMs: input.headersTimeout ?? d.headersTimeoutMs,
+    requestTimeoutMs: input.requestTimeout ?? d.requestTimeoutMs,
+    keepAliveTimeoutMs: input.keepAliveTimeout ?? d.keepAliveTimeoutMs,
+    maxHeaderBytes: input.maxHeaderBytes ?? d.maxHeaderBytes,
+    maxHeaders: input.maxHeaders ?? d.maxHeaders,
+    via: input.via ?? d.via,
+  };
+  // node:http refuses a server whose headers timeout exceeds its request timeout.
+  const { headersTimeoutMs: headers, requestTimeoutMs: request } = http;
+  if (request !== 0 && headers > request) {
+    if (input.headersTimeout !== undefined) {
+      throw new ConfigError(
+        'http.headersTimeout',
+        `must be at most http.requestTimeout (${formatMs(request)})`,
+      );
+    }
+    throw new ConfigError(
+      'http.requestTimeout',
+      `must be at least http.headersTimeout (${formatMs(headers)}), or 0`,
+    );
+  }
+  return http;
+}
+
+const TIME_KEYS = new Set([
+  'pingInterval',
+  'pingTimeout',
+  'writeTimeout',
+  'handshakeTimeout',
+  'openTimeout',
+  'gracePeriod',
+]);
+
+/** The `tunnel:` section: duration strings become milliseconds, then the session options' own checks. */
+function resolveTunnel(input: Record<string, unknown>): SessionOptions {
+  const options: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(input)) {
+    const ms = TIME_KEYS.has(key) && typeof value === 'string' ? parseDurationMs(value) : value;
+    options[key] = orThrow(ms, `tunnel.${key}`);
+  }
+  return resolveSessionOptions(options as SessionOptionsInput, 'tunnel');
+}
+
+// --- Checks across keys ---------------------------------------------------------------------------
+
+function checkTls(tunnelListen: string, cert: string | undefined, key: string | undefined): void {
+  const { scheme } = parseTransportUrl(tunnelListen);
+  if (isSecureScheme(scheme)) {
+    const missing = cert === undefined ? 'tunnelCert' : key === undefined ? 'tunnelKey' : undefined;
+    if (missing !== undefined) {
+      const rule = `is required when tunnelListen is ${tunnelListen}`;
+      throw new ConfigError(
+        missing,
+        `${rule}: set tunnelCert and tunnelKey to PEM file paths in the config file`,
+      );
+    }
+    return;
+  }
+  // A bare host:port means plain TCP; a certificate next to it suggests TLS was meant.
+  const set = cert !== undefined ? 'tunnelCert' : key !== undefined ? 'tunnelKey' : undefined;
+  if (set !== undefined) {
+    const fix = 'use a tls:// or wss:// tunnelListen to serve TLS, or remove it';
+    throw new ConfigError(set, `is set, but tunnelListen ${tunnelListen} is plain ${scheme}://; ${fix}`);
+  }
+}
+
+// --- Locating a key in the file -------------------------------------------------------------------
+
+/** Runs `check`, adding the file and the line of the key at fault to a ConfigError. */
+function located<T>(doc: Document, lines: LineCounter, file: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const line = lineOf(doc, lines, segmentsOf(err.key));
+    const where = line === undefined ? file : `${file}:${line}`;
+    throw new ConfigError(err.key, `${err.message.slice(err.key.length + 1)} (${where})`, err.code);
+  }
+}
+
+/** The line of the deepest node on `path` that the document has: the key itself when it is there. */
+function lineOf(doc: Document, lines: LineCounter, path: readonly (string | number)[]): number | undefined {
+  for (let n = path.length; n > 0; n--) {
+    const parent = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1), true);
+    const segment = String(path[n - 1]);
+    let node: unknown;
+    if (isMap(parent)) {
+      node = parent.items.find(
+        (pair) => String(isScalar(pair.key) ? pair.key.value : pair.key) === segment,
+      )?.key;
+    } else if (isSeq(parent)) {
+      node = parent.items[Number(segment)];
+    }
+    const range = isNode(node) ? node.range : undefined;
+    if (range) return lines.linePos(range[0]).line;
+  }
+  return undefined;
+}
+
+/** `routes[2].target` → ['routes', 2, 'target']. */
+function segmentsOf(key: string): (string | number)[] {
+  return [...key.matchAll(/([^.[\]]+)|\[(\d+)\]/g)].map((m) => (m[2] === undefined ? m[1]! : Number(m[2])));
+}
+
+/** ['routes', 2, 'target'] → `routes[2].target`. */
+function keyOf(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((key, s) => {
+    if (typeof s === 'number') return `${key}[${s}]`;
+    return key === '' ? String(s) : `${key}.${String(s)}`;
+  }, '');
+}
+
+function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
+  let value = data;
+  for (const segment of path) {
+    if (typeof value !== 'object' || value === null) return undefined;
+    value = (value as Record<PropertyKey, unknown>)[segment];
+  }
+  return value;
 }

@@ -1,0 +1,259 @@
+// The agent's config loader: defaults, precedence (flag > SLUICE_*), and every refusal with the exact key
+// at fault. The token never appears in an error message or in the serialized config.
+import assert from 'node:assert/strict';
+import { hostname } from 'node:os';
+import { describe, test } from 'node:test';
+import { type AgentConfig, type AgentFlags, loadAgentConfig } from '../../src/agent/config.js';
+import { ConfigError } from '../../src/errors.js';
+import { DEFAULT_SESSION_OPTIONS } from '../../src/tunnel/options.js';
+
+const TOKEN = 'agent-token-0123456789abcdef';
+const REQUIRED: AgentFlags = { controller: 'tls://sluice.example.com:7000', token: TOKEN };
+
+function load(flags: AgentFlags = {}, env: NodeJS.ProcessEnv = {}): AgentConfig {
+  return loadAgentConfig({ flags: { ...REQUIRED, ...flags }, env });
+}
+
+/** Asserts a ConfigError for exactly `key`, matching `pattern`, that never shows the token. */
+function refuses(
+  run: () => unknown,
+  key: string,
+  pattern: RegExp,
+  code = 'SLUICE_ERR_INVALID_OPTION',
+  secret = TOKEN,
+): void {
+  assert.throws(run, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    assert.equal(err.key, key);
+    assert.ok(err.message.startsWith(`${key} `), err.message);
+    assert.match(err.message, pattern);
+    assert.equal(err.code, code);
+    assert.ok(!err.message.includes(secret), `the message shows the token: ${err.message}`);
+    return true;
+  });
+}
+
+describe('loadAgentConfig: defaults', () => {
+  test('with only the controller and the token', () => {
+    const config = load();
+    assert.equal(config.controller, 'tls://sluice.example.com:7000');
+    assert.equal(config.token, TOKEN);
+    assert.equal(config.name, hostname());
+    assert.match(config.replica, /^[0-9a-f]{8}$/);
+    assert.equal(config.tunnels, 2);
+    assert.deepEqual(config.allow, []);
+    assert.equal(config.healthListen, null);
+    assert.equal(config.connectTimeoutMs, 10_000);
+    assert.deepEqual(config.tunnel, DEFAULT_SESSION_OPTIONS);
+    assert.equal(config.logLevel, 'info');
+    assert.equal('ca' in config, false);
+    assert.equal('servername' in config, false);
+  });
+
+  test('each load gets its own replica id', () => {
+    assert.notEqual(load().replica, load().replica);
+  });
+
+  test('the result is frozen all the way down', () => {
+    const config = load({ allow: ['127.0.0.1:3000'], healthListen: '127.0.0.1:0' });
+    for (const part of [config, config.allow, config.healthListen, config.tunnel])
+      assert.ok(Object.isFrozen(part));
+  });
+
+  test('the controller URL is normalized with its port', () => {
+    assert.equal(load({ controller: 'ws://c.example/tunnel' }).controller, 'ws://c.example:80/tunnel');
+    assert.equal(load({ controller: 'wss://c.example' }).controller, 'wss://c.example:443/');
+    assert.equal(load({ controller: 'tcp://[::1]:7000' }).controller, 'tcp://[::1]:7000');
+  });
+
+  test('serializing the config masks the token', () => {
+    const config = load();
+    assert.ok(!JSON.stringify(config).includes(TOKEN));
+    assert.match(JSON.stringify(config), /"token":"\*\*\*"/);
+    assert.equal({ ...config }.token, TOKEN);
+  });
+});
+
+describe('loadAgentConfig: flags and environment', () => {
+  const env = {
+    SLUICE_CONTROLLER: 'tcp://env.example:7000',
+    SLUICE_TOKEN: 'env-token-0123456789abcdef',
+    SLUICE_NAME: 'env-name',
+    SLUICE_TUNNELS: '3',
+    SLUICE_ALLOW: '127.0.0.1:3000, *.svc:80,',
+    SLUICE_HEALTH_LISTEN: '127.0.0.1:9100',
+    SLUICE_CA: 'env-ca.pem',
+    SLUICE_SERVERNAME: 'env.example',
+    SLUICE_LOG_LEVEL: 'warn',
+  };
+
+  test('every setting comes from its SLUICE_* variable', () => {
+    const config = loadAgentConfig({ flags: {}, env });
+    assert.equal(config.controller, 'tcp://env.example:7000');
+    assert.equal(config.token, 'env-token-0123456789abcdef');
+    assert.equal(config.name, 'env-name');
+    assert.equal(config.tunnels, 3);
+    assert.deepEqual(config.allow, ['127.0.0.1:3000', '*.svc:80']);
+    assert.deepEqual(config.healthListen, { host: '127.0.0.1', port: 9100 });
+    assert.equal(config.ca, 'env-ca.pem');
+    assert.equal(config.servername, 'env.example');
+    assert.equal(config.logLevel, 'warn');
+  });
+
+  test('flags override the environment', () => {
+    const flags: AgentFlags = {
+      controller: 'tcp://flag.example:7000',
+      token: TOKEN,
+      name: 'flag-name',
+      tunnels: '16',
+      allow: ['[::1]:8080', '*:*'],
+      healthListen: 'off',
+      ca: 'flag-ca.pem',
+      servername: 'flag.example',
+      logLevel: 'trace',
+    };
+    const config = loadAgentConfig({ flags, env });
+    assert.equal(config.controller, 'tcp://flag.example:7000');
+    assert.equal(config.token, TOKEN);
+    assert.equal(config.name, 'flag-name');
+    assert.equal(config.tunnels, 16);
+    assert.deepEqual(config.allow, ['[::1]:8080', '*:*']);
+    assert.equal(config.healthListen, null);
+    assert.equal(config.ca, 'flag-ca.pem');
+    assert.equal(config.servername, 'flag.example');
+    assert.equal(config.logLevel, 'trace');
+  });
+
+  test('no --allow flag leaves SLUICE_ALLOW in force; an empty one means the defaults', () => {
+    assert.deepEqual(load({ allow: [] }, { SLUICE_ALLOW: '127.0.0.1:1' }).allow, ['127.0.0.1:1']);
+    assert.deepEqual(load({}, { SLUICE_ALLOW: '' }).allow, []);
+    assert.deepEqual(load({}, { SLUICE_ALLOW: ' , ' }).allow, []);
+  });
+});
+
+describe('loadAgentConfig: refusals', () => {
+  test('the controller is required', () => {
+    refuses(
+      () => loadAgentConfig({ flags: { token: TOKEN }, env: { SLUICE_CONTROLLER: '' } }),
+      'controller',
+      /^controller is required: pass --controller URL or set SLUICE_CONTROLLER$/,
+    );
+  });
+
+  test('the token is required', () => {
+    refuses(
+      () => loadAgentConfig({ flags: { controller: 'tcp://c:1' }, env: {} }),
+      'token',
+      /^token is required: pass --token TOKEN or set SLUICE_TOKEN$/,
+    );
+  });
+
+  test('a bad controller URL is an invalid URL under `controller`', () => {
+    const bad = (controller: string, pattern: RegExp, code = 'SLUICE_ERR_INVALID_URL') =>
+      refuses(() => load({ controller }), 'controller', pattern, code);
+    bad('http://c.example:7000', /is not usable: .*unsupported scheme http:.*\(from --controller\)$/);
+    bad('tcp://c.example', /has no port/);
+    bad(
+      'c.example:7000',
+      /must be a tcp:\/\/, tls:\/\/, ws:\/\/ or wss:\/\/ URL.*, got "c\.example:7000"/,
+      'SLUICE_ERR_INVALID_OPTION',
+    );
+    bad('tcp://c.example:0', /must name a port other than 0/, 'SLUICE_ERR_INVALID_OPTION');
+    bad('', /must be a tcp:\/\/.*, got "" \(from --controller\)$/, 'SLUICE_ERR_INVALID_OPTION');
+    refuses(
+      () => loadAgentConfig({ flags: { token: TOKEN }, env: { SLUICE_CONTROLLER: 'ftp://x:1' } }),
+      'controller',
+      /\(from SLUICE_CONTROLLER\)$/,
+      'SLUICE_ERR_INVALID_URL',
+    );
+  });
+
+  test('credentials in a controller URL are not shown', () => {
+    refuses(
+      () => load({ controller: 'user:hunter2hunter2@c.example:7000' }),
+      'controller',
+      /got "\*\*\*@c\.example:7000"/,
+      'SLUICE_ERR_INVALID_OPTION',
+      'hunter2',
+    );
+    refuses(
+      () => load({ controller: 'tcp://user:hunter2@c.example:7000' }),
+      'controller',
+      /must not carry credentials/,
+      'SLUICE_ERR_INVALID_URL',
+      'hunter2',
+    );
+  });
+
+  test('the token never appears in an error, even one about another key', () => {
+    refuses(
+      () => load({ controller: `tcp://c.example:7000?t=${TOKEN}` }),
+      'controller',
+      /must not have a query/,
+      'SLUICE_ERR_INVALID_URL',
+    );
+    refuses(() => load({ name: TOKEN.replaceAll('-', ' ') + TOKEN }), 'name', /must be 1 to 253 letters/);
+  });
+
+  test('a bad token says what is wrong without showing it', () => {
+    const bad = (token: string, pattern: RegExp, from = '--token') =>
+      refuses(
+        () => load({ token }),
+        'token',
+        new RegExp(`${pattern.source}.*\\(from ${from}\\)$`),
+        undefined,
+        token,
+      );
+    bad(
+      'short-secret',
+      /must be at least 16 visible ASCII characters, without spaces \(the value is not shown\)/,
+    );
+    bad(`${TOKEN}\n`, /has leading or trailing whitespace/);
+    bad('has spaces in the middle of it', /must be at least 16 visible ASCII characters, without spaces/);
+    bad(`sha256:${'ab'.repeat(32)}`, /is a digest \(sha256:\.\.\.\); the agent needs the plain token/);
+    refuses(
+      () => loadAgentConfig({ flags: { controller: 'tcp://c:1' }, env: { SLUICE_TOKEN: 'tiny' } }),
+      'token',
+      /\(from SLUICE_TOKEN\)$/,
+      undefined,
+      'tiny',
+    );
+  });
+
+  test('a bad --allow pattern names its index and source', () => {
+    refuses(
+      () => load({ allow: ['127.0.0.1:3000', 'no-port'] }),
+      'allow[1]',
+      /must be host:port with \* wildcards, got "no-port" \(from --allow\)$/,
+    );
+    refuses(
+      () => load({}, { SLUICE_ALLOW: '*.svc:*,10.0.0.1:99999' }),
+      'allow[1]',
+      /got "10\.0\.0\.1:99999" \(from SLUICE_ALLOW\)$/,
+    );
+  });
+
+  test('tunnels must be an integer from 1 to 16', () => {
+    for (const tunnels of ['0', '17', 'two', '1.5', '', '-1', '0x2']) {
+      refuses(
+        () => load({ tunnels }),
+        'tunnels',
+        /must be an integer from 1 to 16, got .* \(from --tunnels\)$/,
+      );
+    }
+    refuses(() => load({}, { SLUICE_TUNNELS: '100' }), 'tunnels', /got "100" \(from SLUICE_TUNNELS\)$/);
+  });
+
+  test('a bad health address, name, log level, CA or servername', () => {
+    refuses(
+      () => load({ healthListen: '9100' }),
+      'healthListen',
+      /must be host:port .* or "off", got "9100" \(from --health-listen\)$/,
+    );
+    refuses(() => load({ name: 'has space' }), 'name', /got "has space" \(from --name\)$/);
+    refuses(() => load({ name: '-x' }), 'name', /starting and ending with a letter or digit/);
+    refuses(() => load({ logLevel: 'chatty' }), 'logLevel', /must be one of fatal, .*, got "chatty"/);
+    refuses(() => load({ ca: '' }), 'ca', /must be a PEM file path, got ""/);
+    refuses(() => load({ servername: '' }), 'servername', /must be a host name, got ""/);
+  });
+});

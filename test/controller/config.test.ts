@@ -1,0 +1,573 @@
+// The controller's config loader: defaults, precedence (flag > SLUICE_* > YAML > default), the YAML
+// shape, and every refusal with the exact key at fault (and, for the file, the line).
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, test } from 'node:test';
+import {
+  type ControllerConfig,
+  type ControllerFlags,
+  DEFAULT_HTTP_OPTIONS,
+  loadControllerConfig,
+} from '../../src/controller/config.js';
+import { ConfigError } from '../../src/errors.js';
+import { DEFAULT_SESSION_OPTIONS } from '../../src/tunnel/options.js';
+
+const FILE = 'sluice.yaml';
+const DIGEST = `sha256:${'ab'.repeat(32)}`;
+const PLAIN = 'plain-token-0123456789';
+
+interface Load {
+  yaml?: string;
+  flags?: ControllerFlags;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Loads with `yaml` as the content of sluice.yaml (named by --config) when given. */
+function load({ yaml, flags = {}, env = {} }: Load = {}): ControllerConfig {
+  const withFile = yaml === undefined ? flags : { config: FILE, ...flags };
+  return loadControllerConfig({
+    flags: withFile,
+    env,
+    readFile: (path) => {
+      assert.equal(path, FILE);
+      return yaml ?? '';
+    },
+  });
+}
+
+/** Asserts that loading fails with a ConfigError for exactly `key`, its message matching `pattern`. */
+function refuses(input: Load, key: string, pattern: RegExp, code = 'SLUICE_ERR_INVALID_OPTION'): ConfigError {
+  let error: ConfigError | undefined;
+  assert.throws(
+    () => load(input),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+      assert.equal(err.key, key);
+      assert.ok(err.message.startsWith(`${key} `), err.message);
+      assert.match(err.message, pattern);
+      assert.equal(err.code, code);
+      error = err;
+      return true;
+    },
+  );
+  return error!;
+}
+
+const CLUSTERS = `clusters:
+  - name: a
+    tokens: ["${DIGEST}"]
+  - name: b
+`;
+
+describe('loadControllerConfig: defaults', () => {
+  test('with no file, flags or environment', () => {
+    const config = load();
+    assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8080 });
+    assert.equal(config.tunnelListen, 'tcp://127.0.0.1:7000');
+    assert.deepEqual(config.adminListen, { host: '127.0.0.1', port: 8081 });
+    assert.equal(config.dataDir, './data');
+    assert.deepEqual(config.clusters, []);
+    assert.deepEqual(config.routes, []);
+    assert.deepEqual(config.http, {
+      responseTimeoutMs: 60_000,
+      headersTimeoutMs: 20_000,
+      requestTimeoutMs: 300_000,
+      keepAliveTimeoutMs: 65_000,
+      maxHeaderBytes: 16_384,
+      maxHeaders: 100,
+      via: 'sluice',
+    });
+    assert.deepEqual(config.tunnel, DEFAULT_SESSION_OPTIONS);
+    assert.equal(config.logLevel, 'info');
+    assert.equal('tunnelCert' in config, false);
+    assert.equal('tunnelKey' in config, false);
+  });
+
+  test('an empty file, or one of comments only, means the defaults', () => {
+    assert.deepEqual({ ...load({ yaml: '' }) }, { ...load() });
+    assert.deepEqual({ ...load({ yaml: '# nothing yet\n' }) }, { ...load() });
+  });
+
+  test('the result is frozen all the way down', () => {
+    const config = load({ yaml: `${CLUSTERS}routes: [{host: x.test, cluster: a, target: "http://x:1"}]\n` });
+    for (const part of [config, config.listen, config.http, config.tunnel, config.clusters, config.routes]) {
+      assert.ok(Object.isFrozen(part));
+    }
+    assert.ok(Object.isFrozen(config.clusters[0]!.tokens));
+    assert.ok(Object.isFrozen(config.routes[0]));
+  });
+});
+
+describe('loadControllerConfig: the YAML file', () => {
+  test('every key of the DESIGN §5 shape', () => {
+    const config = load({
+      yaml: `
+listen: 0.0.0.0:80
+tunnelListen: tls://0.0.0.0:7443
+tunnelCert: /etc/sluice/tls.crt
+tunnelKey: /etc/sluice/tls.key
+adminListen: "[::1]:0"
+dataDir: /var/lib/sluice
+clusters:
+  - name: demo
+    tokens: ["${DIGEST}", ${PLAIN}]
+routes:
+  - host: App.Example.Test
+    cluster: demo
+    target: http://127.0.0.1:9000
+  - host: "*.example.test"
+    path: /api/
+    cluster: demo
+    target: http://web.svc
+http:
+  responseTimeout: 30s
+  headersTimeout: 5000
+  requestTimeout: 0
+  keepAliveTimeout: 1.5s
+  maxHeaderBytes: 32768
+  maxHeaders: 50
+  via: edge-1
+tunnel:
+  pingInterval: 5s
+  pingTimeout: 1m
+  gracePeriod: 0
+  maxStreams: 100
+logLevel: debug
+`,
+    });
+    assert.deepEqual(config.listen, { host: '0.0.0.0', port: 80 });
+    assert.equal(config.tunnelListen, 'tls://0.0.0.0:7443');
+    assert.equal(config.tunnelCert, '/etc/sluice/tls.crt');
+    assert.equal(config.tunnelKey, '/etc/sluice/tls.key');
+    assert.deepEqual(config.adminListen, { host: '::1', port: 0 });
+    assert.equal(config.dataDir, '/var/lib/sluice');
+    assert.deepEqual(config.clusters, [{ name: 'demo', tokens: [DIGEST, PLAIN] }]);
+    assert.deepEqual(config.routes, [
+      { host: 'app.example.test', path: '/', cluster: 'demo', target: 'http://127.0.0.1:9000' },
+      { host: '*.example.test', path: '/api', cluster: 'demo', target: 'http://web.svc:80' },
+    ]);
+    assert.deepEqual(config.http, {
+      responseTimeoutMs: 30_000,
+      headersTimeoutMs: 5_000,
+      requestTimeoutMs: 0,
+      keepAliveTimeoutMs: 1_500,
+      maxHeaderBytes: 32_768,
+      maxHeaders: 50,
+      via: 'edge-1',
+    });
+    assert.equal(config.tunnel.pingInterval, 5_000);
+    assert.equal(config.tunnel.pingTimeout, 60_000);
+    assert.equal(config.tunnel.gracePeriod, 0);
+    assert.equal(config.tunnel.maxStreams, 100);
+    assert.equal(config.tunnel.window, DEFAULT_SESSION_OPTIONS.window);
+    assert.equal(config.logLevel, 'debug');
+  });
+
+  test('durations: milliseconds, or ms, s, m and h', () => {
+    const timeout = (value: string) =>
+      load({ yaml: `http: {responseTimeout: ${value}}` }).http.responseTimeoutMs;
+    assert.equal(timeout('500ms'), 500);
+    assert.equal(timeout('60s'), 60_000);
+    assert.equal(timeout('5m'), 300_000);
+    assert.equal(timeout('1h'), 3_600_000);
+    assert.equal(timeout('0.5s'), 500);
+    assert.equal(timeout('250'), 250);
+  });
+
+  test('a cluster without tokens has none', () => {
+    assert.deepEqual(load({ yaml: 'clusters: [{name: c1}]' }).clusters, [{ name: 'c1', tokens: [] }]);
+  });
+
+  test('a bare host:port tunnelListen means plain TCP; URLs are normalized with their port', () => {
+    const tunnel = (value: string) => load({ flags: { tunnelListen: value } }).tunnelListen;
+    assert.equal(tunnel('0.0.0.0:7000'), 'tcp://0.0.0.0:7000');
+    assert.equal(tunnel('[::1]:0'), 'tcp://[::1]:0');
+    assert.equal(tunnel('localhost:7000'), 'tcp://localhost:7000');
+    assert.equal(tunnel('ws://0.0.0.0:8000/tunnel'), 'ws://0.0.0.0:8000/tunnel');
+    assert.equal(tunnel('ws://0.0.0.0'), 'ws://0.0.0.0:80/');
+  });
+
+  test('host:port takes IPv4, names and bracketed IPv6, and port 0', () => {
+    const listen = (value: string) => load({ flags: { listen: value } }).listen;
+    assert.deepEqual(listen('[::1]:8080'), { host: '::1', port: 8080 });
+    assert.deepEqual(listen('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+    assert.deepEqual(listen('localhost:65535'), { host: 'localhost', port: 65535 });
+  });
+
+  test('adminListen off or none turns the admin listener off', () => {
+    assert.equal(load({ yaml: 'adminListen: off' }).adminListen, null);
+    assert.equal(load({ yaml: 'adminListen: none' }).adminListen, null);
+    assert.equal(load({ flags: { adminListen: 'off' } }).adminListen, null);
+    assert.equal(load({ env: { SLUICE_ADMIN_LISTEN: 'none' } }).adminListen, null);
+    // And an address overrides an `off` in the file.
+    assert.deepEqual(load({ yaml: 'adminListen: off', flags: { adminListen: '127.0.0.1:9' } }).adminListen, {
+      host: '127.0.0.1',
+      port: 9,
+    });
+  });
+
+  test('serializing the config masks plain tokens but keeps digests', () => {
+    const config = load({ yaml: `clusters: [{name: demo, tokens: ["${DIGEST}", ${PLAIN}]}]` });
+    const json = JSON.stringify(config);
+    assert.ok(!json.includes(PLAIN));
+    assert.ok(json.includes(DIGEST));
+    assert.deepEqual(config.clusters[0]!.tokens, [DIGEST, PLAIN]);
+  });
+});
+
+describe('loadControllerConfig: precedence', () => {
+  const yaml =
+    'listen: 127.0.0.1:1\ntunnelListen: 127.0.0.1:2\nadminListen: 127.0.0.1:3\ndataDir: f\nlogLevel: warn\n';
+  const env = {
+    SLUICE_LISTEN: '127.0.0.1:11',
+    SLUICE_TUNNEL_LISTEN: '127.0.0.1:12',
+    SLUICE_ADMIN_LISTEN: '127.0.0.1:13',
+    SLUICE_DATA: 'e',
+    SLUICE_LOG_LEVEL: 'error',
+  };
+  const flags = {
+    listen: '127.0.0.1:21',
+    tunnelListen: '127.0.0.1:22',
+    adminListen: '127.0.0.1:23',
+    data: 'g',
+    logLevel: 'debug',
+  };
+  const summary = (c: ControllerConfig) => [
+    c.listen.port,
+    c.tunnelListen,
+    c.adminListen?.port,
+    c.dataDir,
+    c.logLevel,
+  ];
+
+  test('the file overrides the defaults', () => {
+    assert.deepEqual(summary(load({ yaml })), [1, 'tcp://127.0.0.1:2', 3, 'f', 'warn']);
+  });
+
+  test('the environment overrides the file', () => {
+    assert.deepEqual(summary(load({ yaml, env })), [11, 'tcp://127.0.0.1:12', 13, 'e', 'error']);
+  });
+
+  test('flags override the environment', () => {
+    assert.deepEqual(summary(load({ yaml, env, flags })), [21, 'tcp://127.0.0.1:22', 23, 'g', 'debug']);
+  });
+
+  test('an empty variable counts as unset', () => {
+    const empty = Object.fromEntries(Object.keys(env).map((k) => [k, '']));
+    assert.deepEqual(summary(load({ yaml, env: empty })), [1, 'tcp://127.0.0.1:2', 3, 'f', 'warn']);
+  });
+
+  test('SLUICE_CONFIG names the file when --config does not', () => {
+    const read = (path: string) => (path === 'env.yaml' ? 'dataDir: from-env' : 'dataDir: from-flag');
+    const fromEnv = loadControllerConfig({ flags: {}, env: { SLUICE_CONFIG: 'env.yaml' }, readFile: read });
+    assert.equal(fromEnv.dataDir, 'from-env');
+    const fromFlag = loadControllerConfig({
+      flags: { config: 'flag.yaml' },
+      env: { SLUICE_CONFIG: 'env.yaml' },
+      readFile: read,
+    });
+    assert.equal(fromFlag.dataDir, 'from-flag');
+  });
+
+  test('a log level in capitals is accepted', () => {
+    assert.equal(load({ env: { SLUICE_LOG_LEVEL: 'DEBUG' } }).logLevel, 'debug');
+  });
+});
+
+describe('loadControllerConfig: the file itself', () => {
+  test('a missing or unreadable file is refused under `config`', () => {
+    assert.throws(
+      () =>
+        loadControllerConfig({
+          flags: { config: 'missing.yaml' },
+          env: {},
+          readFile: () => {
+            throw new Error("ENOENT: no such file or directory, open 'missing.yaml'");
+          },
+        }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.equal(err.key, 'config');
+        assert.match(err.message, /^config file "missing.yaml" cannot be read: ENOENT/);
+        return true;
+      },
+    );
+  });
+
+  test('a YAML syntax error names the file, the line and the parser message', () => {
+    refuses(
+      { yaml: 'listen: 127.0.0.1:1\nroutes:\n  - host: [x\n' },
+      'config',
+      /"sluice\.yaml" is not valid YAML at line \d+/,
+    );
+    const err = refuses({ yaml: 'listen: a\nhttp:\n  via: x\n  via: y\n' }, 'config', /line 4, column 3/);
+    assert.match(err.message, /Map keys must be unique/);
+  });
+
+  test('a file that is not a mapping is refused', () => {
+    refuses({ yaml: '- listen: x\n' }, 'config', /must hold a mapping .*, got a list/);
+    refuses({ yaml: 'just words\n' }, 'config', /got "just words"/);
+  });
+
+  test('an unknown key is refused with the known ones and its line', () => {
+    refuses(
+      { yaml: 'listen: 127.0.0.1:1\nlistn: 127.0.0.1:2\n' },
+      'listn',
+      /is not a known key \(known: listen, tunnelListen, .*\) \(sluice\.yaml:2\)$/,
+    );
+    refuses(
+      { yaml: 'http:\n  responsetimeout: 1s\n' },
+      'http.responsetimeout',
+      /known: responseTimeout, headersTimeout/,
+    );
+    refuses(
+      { yaml: 'clusters:\n  - name: a\n    token: x\n' },
+      'clusters[0].token',
+      /known: name, tokens\) \(sluice\.yaml:3\)/,
+    );
+    refuses(
+      { yaml: 'tunnel:\n  pingIntervall: 1s\n' },
+      'tunnel.pingIntervall',
+      /is not a known option \(sluice\.yaml:2\)/,
+    );
+    refuses(
+      {
+        yaml: `${CLUSTERS}routes:\n  - host: a.test\n    paht: /x\n    cluster: a\n    target: http://a:1\n`,
+      },
+      'routes[0].paht',
+      /is not a route field/,
+    );
+  });
+
+  test('a value of the wrong kind says what was expected', () => {
+    refuses(
+      { yaml: 'clusters: {name: a}\n' },
+      'clusters',
+      /must be a list, got a mapping \(sluice\.yaml:1\)/,
+    );
+    refuses({ yaml: 'http: 5\n' }, 'http', /must be a mapping, got 5/);
+    refuses({ yaml: 'routes:\n' }, 'routes', /must be a list, got null/);
+    refuses({ yaml: 'tunnel: [1]\n' }, 'tunnel', /must be a mapping, got a list/);
+  });
+});
+
+describe('loadControllerConfig: refusals', () => {
+  test('a bad route names its field and line', () => {
+    const yaml = `${CLUSTERS}routes:
+  - {host: a.test, cluster: a, target: "http://a:1"}
+  - {host: b.test, cluster: a, target: "http://b:1"}
+  - {host: c.test, cluster: b, target: "ftp://c"}
+`;
+    refuses(
+      { yaml },
+      'routes[2].target',
+      /^routes\[2\]\.target must be an http:\/\/ URL .*, got "ftp:\/\/c" \(sluice\.yaml:8\)$/,
+    );
+    refuses(
+      { yaml: `${CLUSTERS}routes: [{host: "bad host", cluster: a, target: "http://a:1"}]` },
+      'routes[0].host',
+      /must be a hostname/,
+    );
+  });
+
+  test('two routes with the same host and path are refused', () => {
+    const route = '{host: a.test, cluster: a, target: "http://a:1"}';
+    refuses({ yaml: `${CLUSTERS}routes: [${route}, ${route}]` }, 'routes[1]', /repeats routes\[0\]/);
+  });
+
+  test('a route must name a configured cluster', () => {
+    const yaml = `${CLUSTERS}routes:\n  - {host: a.test, cluster: a, target: "http://a:1"}\n  - {host: b.test, cluster: shop, target: "http://b:1"}\n`;
+    refuses(
+      { yaml },
+      'routes[1].cluster',
+      /names no cluster in clusters: "shop" \(known: a, b\) \(sluice\.yaml:7\)/,
+    );
+    refuses(
+      { yaml: 'routes: [{host: a.test, cluster: a, target: "http://a:1"}]' },
+      'routes[0].cluster',
+      /\(known: none\)/,
+    );
+  });
+
+  test('cluster names are unique DNS labels', () => {
+    refuses(
+      { yaml: 'clusters: [{name: a}, {name: b}, {name: a}]' },
+      'clusters[2].name',
+      /repeats clusters\[0\]\.name "a"/,
+    );
+    refuses(
+      { yaml: 'clusters: [{name: Shop}]' },
+      'clusters[0].name',
+      /must be a cluster name: .*, got "Shop"/,
+    );
+    refuses({ yaml: 'clusters: [{name: -a}]' }, 'clusters[0].name', /got "-a"/);
+    refuses({ yaml: `clusters: [{name: ${'a'.repeat(64)}}]` }, 'clusters[0].name', /must be a cluster name/);
+    refuses({ yaml: 'clusters: [{tokens: []}]' }, 'clusters[0].name', /is required/);
+  });
+
+  test('a bad token is refused without showing it', () => {
+    const short = 'short-secret';
+    const err = refuses(
+      { yaml: `clusters: [{name: a, tokens: ["${DIGEST}", ${short}]}]` },
+      'clusters[0].tokens[1]',
+      /must be "sha256:" followed by 64 lowercase hex digits, or a plain token of at least 16/,
+    );
+    assert.ok(!err.message.includes(short));
+    const upper = `sha256:${'AB'.repeat(32)}`;
+    const bad = refuses(
+      { yaml: `clusters: [{name: a, tokens: ["${upper}"]}]` },
+      'clusters[0].tokens[0]',
+      /64 lowercase hex digits \(the value is not shown\)/,
+    );
+    assert.ok(!bad.message.includes(upper));
+    refuses(
+      { yaml: 'clusters: [{name: a, tokens: ["has a space in it, long enough"]}]' },
+      'clusters[0].tokens[0]',
+      /without spaces/,
+    );
+    refuses(
+      { yaml: 'clusters: [{name: a, tokens: [12345678901234567890]}]' },
+      'clusters[0].tokens[0]',
+      /plain token/,
+    );
+  });
+
+  test('a token may belong to one cluster only, as itself or as its digest', () => {
+    const digest = `sha256:${createHash('sha256').update(PLAIN).digest('hex')}`;
+    const err = refuses(
+      { yaml: `clusters: [{name: a, tokens: [${PLAIN}]}, {name: b, tokens: ["${digest}"]}]` },
+      'clusters[1].tokens[0]',
+      /is the same token as clusters\[0\]\.tokens\[0\]/,
+    );
+    assert.ok(!err.message.includes(PLAIN));
+  });
+
+  test('bad durations and numbers under http', () => {
+    refuses(
+      { yaml: 'http: {responseTimeout: soon}' },
+      'http.responseTimeout',
+      /must be a duration: .*"500ms".*, got "soon"/,
+    );
+    refuses(
+      { yaml: 'http: {responseTimeout: 2h}' },
+      'http.responseTimeout',
+      /must be between 100ms and 1h, got "2h"/,
+    );
+    refuses({ yaml: 'http: {responseTimeout: -1}' }, 'http.responseTimeout', /must be a duration/);
+    refuses({ yaml: 'http: {responseTimeout: 0.5ms}' }, 'http.responseTimeout', /must be a duration/);
+    refuses(
+      { yaml: 'http: {keepAliveTimeout: 0}' },
+      'http.keepAliveTimeout',
+      /must be between 100ms and 1h, got 0/,
+    );
+    refuses({ yaml: 'http: {requestTimeout: 50}' }, 'http.requestTimeout', /or 0 to turn it off/);
+    refuses(
+      { yaml: 'http: {headersTimeout: 2m, requestTimeout: 1m}' },
+      'http.headersTimeout',
+      /must be at most http\.requestTimeout \(1m\)/,
+    );
+    refuses(
+      { yaml: 'http: {requestTimeout: 10s}' },
+      'http.requestTimeout',
+      /must be at least http\.headersTimeout \(20s\), or 0/,
+    );
+    refuses(
+      { yaml: 'http: {maxHeaderBytes: 512}' },
+      'http.maxHeaderBytes',
+      /between 1 KiB and 1 MiB, got 512/,
+    );
+    refuses({ yaml: 'http: {maxHeaders: 0}' }, 'http.maxHeaders', /between 1 and 10000/);
+    refuses({ yaml: 'http: {via: "two words"}' }, 'http.via', /RFC 9110 token/);
+  });
+
+  test('bad tunnel options, with duration strings converted first', () => {
+    refuses(
+      { yaml: 'tunnel: {pingInterval: 1x}' },
+      'tunnel.pingInterval',
+      /must be a duration.*got "1x" \(sluice\.yaml:1\)/,
+    );
+    refuses({ yaml: 'tunnel: {pingInterval: 10m}' }, 'tunnel.pingInterval', /between 100ms and 5m/);
+    refuses(
+      { yaml: 'tunnel: {pingInterval: 1m, pingTimeout: 30s}' },
+      'tunnel.pingTimeout',
+      /at least tunnel\.pingInterval/,
+    );
+    refuses({ yaml: 'tunnel: {window: big}' }, 'tunnel.window', /must be a number/);
+  });
+
+  test('a tls:// or wss:// tunnel listener needs a certificate and key', () => {
+    refuses(
+      { yaml: 'tunnelListen: tls://0.0.0.0:7443' },
+      'tunnelCert',
+      /is required when tunnelListen is tls:\/\/0\.0\.0\.0:7443/,
+    );
+    refuses(
+      { yaml: 'tunnelCert: c.pem', flags: { tunnelListen: 'wss://0.0.0.0:443/t' } },
+      'tunnelKey',
+      /is required/,
+    );
+    refuses(
+      { yaml: 'tunnelCert: c.pem\ntunnelKey: k.pem\ntunnelListen: 0.0.0.0:7000' },
+      'tunnelCert',
+      /is set, but tunnelListen tcp:\/\/0\.0\.0\.0:7000 is plain tcp:\/\//,
+    );
+  });
+
+  test('a bad address names the key and where it came from', () => {
+    refuses(
+      { flags: { listen: 'localhost' } },
+      'listen',
+      /^listen must be host:port .*, got "localhost" \(from --listen\)$/,
+    );
+    refuses(
+      { env: { SLUICE_LISTEN: '127.0.0.1:65536' } },
+      'listen',
+      /got "127\.0\.0\.1:65536" \(from SLUICE_LISTEN\)$/,
+    );
+    refuses({ yaml: 'dataDir: d\nlisten: "::1:8080"\n' }, 'listen', /got "::1:8080" \(sluice\.yaml:2\)$/);
+    refuses({ flags: { listen: ':8080' } }, 'listen', /must be host:port/);
+    refuses({ flags: { listen: '[::1]' } }, 'listen', /must be host:port/);
+    refuses({ flags: { listen: 'a b:80' } }, 'listen', /must be host:port/);
+    refuses(
+      { flags: { adminListen: 'nowhere' } },
+      'adminListen',
+      /must be host:port .* or "off", got "nowhere"/,
+    );
+    refuses({ yaml: 'listen: 8080' }, 'listen', /got 8080/);
+  });
+
+  test('a bad tunnelListen is an invalid URL under its key', () => {
+    refuses(
+      { flags: { tunnelListen: 'http://0.0.0.0:7000' } },
+      'tunnelListen',
+      /is not a usable listen address: .*unsupported scheme http:/,
+      'SLUICE_ERR_INVALID_URL',
+    );
+    refuses(
+      { yaml: 'tunnelListen: tcp://0.0.0.0' },
+      'tunnelListen',
+      /has no port.*\(sluice\.yaml:1\)/,
+      'SLUICE_ERR_INVALID_URL',
+    );
+    refuses(
+      { env: { SLUICE_TUNNEL_LISTEN: 'localhost' } },
+      'tunnelListen',
+      /\(from SLUICE_TUNNEL_LISTEN\)$/,
+      'SLUICE_ERR_INVALID_URL',
+    );
+  });
+
+  test('a bad log level or data directory', () => {
+    refuses(
+      { flags: { logLevel: 'loud' } },
+      'logLevel',
+      /must be one of fatal, error, warn, info, debug, trace, silent, got "loud" \(from --log-level\)/,
+    );
+    refuses({ yaml: 'logLevel: 3' }, 'logLevel', /got 3/);
+    refuses({ flags: { data: '' } }, 'dataDir', /must be a directory path, got "" \(from --data\)/);
+  });
+
+  test('DEFAULT_HTTP_OPTIONS are the http defaults', () => {
+    assert.deepEqual(load({ yaml: 'http: {}' }).http, DEFAULT_HTTP_OPTIONS);
+  });
+});

@@ -1,14 +1,24 @@
-// The thin CLI: argv in, exit code out. Commands that later issues build say so plainly rather than
-// pretending; unknown commands and bad flags print usage and exit 2 (DESIGN.md §5).
+// The thin CLI: argv in, exit code out (STYLE.md lesson 10). Each service command parses its flags,
+// loads a validated config, starts the service from the library and runs it until SIGINT or SIGTERM.
+// Bad flags print usage and exit 2 (DESIGN.md §5); so does a bad config. Commands that later issues
+// build say so plainly rather than pretending.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { pino, type Logger } from 'pino';
+import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
+import { startAgent } from '../agent/agent.js';
+import { flagOrEnv, MASKED, parseHostPort, parseLogLevel } from '../config/values.js';
+import { type ControllerConfig, type LogLevel, loadControllerConfig } from '../controller/config.js';
+import { startController } from '../controller/controller.js';
+import { type DevOptions, startDev } from '../dev/dev.js';
+import { ConfigError } from '../errors.js';
 
 const USAGE = `Usage: sluice <command> [flags]
 
 Commands:
-  controller   run the public gateway            (coming: HTTP issue)
-  agent        run an agent that dials out       (coming: HTTP issue)
-  dev          controller + agent + demo locally (coming: HTTP issue)
+  controller   run the public gateway that agents dial
+  agent        run an agent that dials out to a controller
+  dev          controller + agent + demo service, on this machine
   cluster      add | ls | rm clusters            (coming: control-plane issue)
   token        create | ls | revoke tokens       (coming: control-plane issue)
   route        add | ls | rm routes              (coming: control-plane issue)
@@ -17,9 +27,63 @@ Commands:
 Flags:
   -h, --help      show this help
   -v, --version   print the version
+
+Run 'sluice <command> --help' for the flags of a command.
 `;
 
-const COMMANDS = new Set(['controller', 'agent', 'dev', 'cluster', 'token', 'route', 'status']);
+const LEVELS = 'fatal, error, warn, info, debug, trace or silent';
+
+const CONTROLLER_USAGE = `Usage: sluice controller [flags]
+
+Runs the public gateway: HTTP clients on --listen, agents on --tunnel-listen.
+A flag overrides its environment variable, which overrides the config file.
+
+Flags:
+  --config FILE          YAML config file ($SLUICE_CONFIG)
+  --listen ADDR          public HTTP host:port, default 127.0.0.1:8080 ($SLUICE_LISTEN)
+  --tunnel-listen ADDR   where agents dial: host:port (plain TCP) or a tcp://, tls://, ws:// or
+                         wss:// URL, default tcp://127.0.0.1:7000 ($SLUICE_TUNNEL_LISTEN)
+  --admin-listen ADDR    admin API host:port, or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
+  --data DIR             data directory, default ./data ($SLUICE_DATA)
+  --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
+  -h, --help             show this help
+`;
+
+const AGENT_USAGE = `Usage: sluice agent --controller URL --token TOKEN [flags]
+
+Runs an agent: it dials the controller, holds tunnels open and sends each stream to its target.
+A flag overrides its environment variable.
+
+Flags:
+  --controller URL       the controller's tunnel listener: tcp://, tls://, ws:// or wss://
+                         (required, $SLUICE_CONTROLLER)
+  --token TOKEN          the agent token (required, $SLUICE_TOKEN)
+  --name NAME            agent name, default the host name ($SLUICE_NAME)
+  --tunnels N            tunnels to hold open, 1 to 16, default 2 ($SLUICE_TUNNELS)
+  --allow PATTERN        a target the agent may dial, host:port with * wildcards; repeatable,
+                         e.g. --allow '*.svc.cluster.local:*' --allow 127.0.0.1:3000
+                         ($SLUICE_ALLOW, comma-separated; default *.svc.cluster.local:*, *.svc:*)
+  --health-listen ADDR   host:port for /healthz, /readyz and /metrics, default off
+                         ($SLUICE_HEALTH_LISTEN)
+  --ca FILE              PEM CA to trust for tls:// and wss:// ($SLUICE_CA)
+  --servername NAME      name the controller's certificate must carry ($SLUICE_SERVERNAME)
+  --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
+  -h, --help             show this help
+`;
+
+const DEV_USAGE = `Usage: sluice dev [flags]
+
+Runs a controller, an agent and a demo service on this machine, with embedded defaults.
+A flag overrides its environment variable.
+
+Flags:
+  --listen ADDR          public HTTP host:port, default 127.0.0.1:8080 ($SLUICE_LISTEN)
+  --admin-listen ADDR    admin and dashboard host:port, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
+  --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
+  -h, --help             show this help
+`;
+
+const STUBS = new Set(['cluster', 'token', 'route', 'status']);
 
 export interface Io {
   out(text: string): void;
@@ -38,7 +102,11 @@ function version(): string {
   return pkg.version;
 }
 
-export async function main(argv: readonly string[], io: Io = stdio): Promise<number> {
+/**
+ * Runs one command. A service command runs until `signal` aborts; without one, until SIGINT or SIGTERM.
+ * Resolves to the exit code.
+ */
+export async function main(argv: readonly string[], io: Io = stdio, signal?: AbortSignal): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     io.out(USAGE);
@@ -48,16 +116,219 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
     io.out(`sluice ${version()}\n`);
     return 0;
   }
-  if (!COMMANDS.has(command)) {
+  const run = { io, signal, env: process.env };
+  switch (command) {
+    case 'controller':
+      return controllerCommand(rest, run);
+    case 'agent':
+      return agentCommand(rest, run);
+    case 'dev':
+      return devCommand(rest, run);
+  }
+  if (!STUBS.has(command)) {
     io.err(`sluice: unknown command '${command}'\n\n${USAGE}`);
     return 2;
   }
-  try {
-    parseArgs({ args: [...rest], options: { help: { type: 'boolean', short: 'h' } }, strict: true });
-  } catch (err) {
-    io.err(`sluice ${command}: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
+  const flags = parseFlags(command, USAGE, io, () =>
+    parseArgs({ args: rest, options: { help: { type: 'boolean', short: 'h' } }, strict: true }),
+  );
+  if (flags === undefined) return 2;
   io.err(`sluice ${command} is not built yet; see the README's roadmap.\n`);
   return 1;
+}
+
+/** What a command runs with: where output goes, when to stop, and the environment. */
+export interface Run {
+  io: Io;
+  signal: AbortSignal | undefined;
+  env: NodeJS.ProcessEnv;
+}
+
+const HELP = { type: 'boolean', short: 'h' } as const;
+const STRING = { type: 'string' } as const;
+
+function controllerCommand(args: string[], run: Run): Promise<number> {
+  const options = {
+    config: STRING,
+    listen: STRING,
+    'tunnel-listen': STRING,
+    'admin-listen': STRING,
+    data: STRING,
+    'log-level': STRING,
+    help: HELP,
+  };
+  const parsed = parseFlags('controller', CONTROLLER_USAGE, run.io, () => parseArgs({ args, options }));
+  if (parsed === undefined) return Promise.resolve(2);
+  const { values } = parsed;
+  if (values.help === true) return help(run.io, CONTROLLER_USAGE);
+  const flags = {
+    config: values.config,
+    listen: values.listen,
+    tunnelListen: values['tunnel-listen'],
+    adminListen: values['admin-listen'],
+    data: values.data,
+    logLevel: values['log-level'],
+  };
+  return serve<ControllerConfig>(
+    'controller',
+    run,
+    () => loadControllerConfig({ flags, env: run.env }),
+    startController,
+  );
+}
+
+function agentCommand(args: string[], run: Run): Promise<number> {
+  const options = {
+    controller: STRING,
+    token: STRING,
+    name: STRING,
+    tunnels: STRING,
+    allow: { type: 'string', multiple: true },
+    'health-listen': STRING,
+    ca: STRING,
+    servername: STRING,
+    'log-level': STRING,
+    help: HELP,
+  } as const;
+  const parsed = parseFlags('agent', AGENT_USAGE, run.io, () => parseArgs({ args, options }));
+  if (parsed === undefined) return Promise.resolve(2);
+  const { values } = parsed;
+  if (values.help === true) return help(run.io, AGENT_USAGE);
+  const flags = {
+    controller: values.controller,
+    token: values.token,
+    name: values.name,
+    tunnels: values.tunnels,
+    allow: values.allow,
+    healthListen: values['health-listen'],
+    ca: values.ca,
+    servername: values.servername,
+    logLevel: values['log-level'],
+  };
+  return serve<AgentConfig>('agent', run, () => loadAgentConfig({ flags, env: run.env }), startAgent);
+}
+
+interface DevConfig {
+  options: DevOptions;
+  logLevel: LogLevel;
+}
+
+function devCommand(args: string[], run: Run): Promise<number> {
+  const options = { listen: STRING, 'admin-listen': STRING, 'log-level': STRING, help: HELP };
+  const parsed = parseFlags('dev', DEV_USAGE, run.io, () => parseArgs({ args, options }));
+  if (parsed === undefined) return Promise.resolve(2);
+  const { values } = parsed;
+  if (values.help === true) return help(run.io, DEV_USAGE);
+  const load = (): DevConfig => {
+    const listen = flagOrEnv('listen', 'listen', parseHostPort, values.listen, run.env);
+    const adminListen = flagOrEnv(
+      'adminListen',
+      'admin-listen',
+      parseHostPort,
+      values['admin-listen'],
+      run.env,
+    );
+    const logLevel = flagOrEnv('logLevel', 'log-level', parseLogLevel, values['log-level'], run.env);
+    const options = { ...(listen && { listen }), ...(adminListen && { adminListen }) };
+    return { options, logLevel: logLevel ?? 'info' };
+  };
+  return serve<DevConfig>('dev', run, load, (config, logger) => startDev(config.options, logger));
+}
+
+/** The parsed flags, or undefined after printing the parser's complaint and the usage. */
+function parseFlags<T>(command: string, usage: string, io: Io, parse: () => T): T | undefined {
+  try {
+    return parse();
+  } catch (err) {
+    io.err(`sluice ${command}: ${(err as Error).message}\n\n${usage}`);
+    return undefined;
+  }
+}
+
+function help(io: Io, usage: string): Promise<number> {
+  io.out(usage);
+  return Promise.resolve(0);
+}
+
+interface Service {
+  close(): Promise<void>;
+}
+
+/**
+ * Loads the config, starts the service and runs it until the run's signal (or SIGINT/SIGTERM), then
+ * closes it. Exit codes: 0 after a clean close, 2 for a bad config, 1 when starting or closing failed.
+ */
+export async function serve<C extends { logLevel: LogLevel }>(
+  command: string,
+  run: Run,
+  load: () => C,
+  start: (config: C, logger: Logger) => Promise<Service>,
+): Promise<number> {
+  const { io } = run;
+  let config: C;
+  try {
+    config = load();
+  } catch (err) {
+    return failed(io, command, err);
+  }
+  const logger = pino(
+    {
+      level: config.logLevel,
+      base: { pid: process.pid },
+      redact: { paths: ['token', '*.token'], censor: MASKED },
+    },
+    { write: (line: string) => io.out(line) },
+  );
+  // Wired before starting, so that a signal during startup stops the service as soon as it is up.
+  const shutdown = run.signal === undefined ? processSignals(io) : { signal: run.signal, dispose: () => {} };
+  try {
+    let service: Service;
+    try {
+      service = await start(config, logger);
+    } catch (err) {
+      return failed(io, command, err);
+    }
+    await aborted(shutdown.signal);
+    logger.info({ reason: String(shutdown.signal.reason) }, 'shutting down');
+    try {
+      await service.close();
+    } catch (err) {
+      return failed(io, command, err);
+    }
+    return 0;
+  } finally {
+    shutdown.dispose();
+  }
+}
+
+function failed(io: Io, command: string, err: unknown): number {
+  io.err(`sluice ${command}: ${err instanceof Error ? err.message : String(err)}\n`);
+  return err instanceof ConfigError ? 2 : 1;
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}
+
+/** Aborts on the first SIGINT or SIGTERM; a second one exits at once, without waiting for the drain. */
+function processSignals(io: Io): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals): void => {
+    if (!controller.signal.aborted) {
+      controller.abort(name);
+      return;
+    }
+    io.err(`sluice: ${name} again, exiting without waiting for the drain\n`);
+    process.exit(name === 'SIGINT' ? 130 : 143);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }

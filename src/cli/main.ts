@@ -10,7 +10,7 @@ import { startAgent } from '../agent/agent.js';
 import { flagOrEnv, MASKED, parseHostPort, parseLogLevel } from '../config/values.js';
 import { type ControllerConfig, type LogLevel, loadControllerConfig } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
-import { type DevOptions, startDev } from '../dev/dev.js';
+import { type DevHandle, type DevOptions, startDev } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
 
 const USAGE = `Usage: sluice <command> [flags]
@@ -169,10 +169,10 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     data: values.data,
     logLevel: values['log-level'],
   };
-  return serve<ControllerConfig>(
+  return serve(
     'controller',
     run,
-    () => loadControllerConfig({ flags, env: run.env }),
+    (): ControllerConfig => loadControllerConfig({ flags, env: run.env }),
     startController,
   );
 }
@@ -205,7 +205,7 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     servername: values.servername,
     logLevel: values['log-level'],
   };
-  return serve<AgentConfig>('agent', run, () => loadAgentConfig({ flags, env: run.env }), startAgent);
+  return serve('agent', run, (): AgentConfig => loadAgentConfig({ flags, env: run.env }), startAgent);
 }
 
 interface DevConfig {
@@ -232,7 +232,19 @@ function devCommand(args: string[], run: Run): Promise<number> {
     const options = { ...(listen && { listen }), ...(adminListen && { adminListen }) };
     return { options, logLevel: logLevel ?? 'info' };
   };
-  return serve<DevConfig>('dev', run, load, (config, logger) => startDev(config.options, logger));
+  return serve(
+    'dev',
+    run,
+    load,
+    (config: DevConfig, logger) => startDev(config.options, logger),
+    announceDev,
+  );
+}
+
+// stdout carries JSON lines for machines; the addresses to open are repeated on stderr for people.
+function announceDev(dev: DevHandle, io: Io): void {
+  const admin = dev.adminUrl === null ? '' : `\n  admin   ${dev.adminUrl}`;
+  io.err(`sluice dev is running:\n  demo    ${dev.demoUrl}${admin}\nPress Ctrl-C to stop.\n`);
 }
 
 /** The parsed flags, or undefined after printing the parser's complaint and the usage. */
@@ -256,13 +268,15 @@ interface Service {
 
 /**
  * Loads the config, starts the service and runs it until the run's signal (or SIGINT/SIGTERM), then
- * closes it. Exit codes: 0 after a clean close, 2 for a bad config, 1 when starting or closing failed.
+ * closes it; `announce` may tell people where it is once it is up. Exit codes: 0 after a clean close,
+ * 2 for a bad config, 1 when starting or closing failed.
  */
-export async function serve<C extends { logLevel: LogLevel }>(
+export async function serve<C extends { logLevel: LogLevel }, S extends Service>(
   command: string,
   run: Run,
   load: () => C,
-  start: (config: C, logger: Logger) => Promise<Service>,
+  start: (config: C, logger: Logger) => Promise<S>,
+  announce?: (service: S, io: Io) => void,
 ): Promise<number> {
   const { io } = run;
   let config: C;
@@ -282,12 +296,13 @@ export async function serve<C extends { logLevel: LogLevel }>(
   // Wired before starting, so that a signal during startup stops the service as soon as it is up.
   const shutdown = run.signal === undefined ? processSignals(io) : { signal: run.signal, dispose: () => {} };
   try {
-    let service: Service;
+    let service: S;
     try {
       service = await start(config, logger);
     } catch (err) {
       return failed(io, command, err);
     }
+    announce?.(service, io);
     await aborted(shutdown.signal);
     logger.info({ reason: String(shutdown.signal.reason) }, 'shutting down');
     try {

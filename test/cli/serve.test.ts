@@ -106,6 +106,24 @@ describe('serve', () => {
     assert.ok(!io.stdout.includes('agent-token-0123456789'));
   });
 
+  test('announce runs once the service is up, before waiting for the signal', async () => {
+    const io = new Capture();
+    const stop = new AbortController();
+    const fake: Fake = { started: 0, closed: 0 };
+    const start = async (c: unknown, logger: Logger) => ({
+      ...(await fakeService(fake)(c, logger)),
+      url: 'u',
+    });
+    const exit = serve('dev', { io, signal: stop.signal, env: {} }, config(), start, (service, out) => {
+      assert.equal(fake.closed, 0);
+      out.err(`up at ${service.url}\n`);
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(io.stderr, 'up at u\n');
+    stop.abort('SIGTERM');
+    assert.equal(await exit, 0);
+  });
+
   test('a bad config exits 2 without starting anything', async () => {
     const io = new Capture();
     const fake: Fake = { started: 0, closed: 0 };

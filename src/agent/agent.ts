@@ -14,6 +14,8 @@ import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
 export interface AgentHandle {
   /** Tunnels up right now. */
   readonly tunnelsUp: number;
+  /** Resolves once the first tunnel is up (the agent can take traffic). */
+  whenUp(): Promise<void>;
   /** http://host:port of the health listener, or null when it is off. */
   readonly healthUrl: string | null;
   /** Sends GO_AWAY on every tunnel, lets in-flight streams finish for up to `graceMs`, then stops. */
@@ -45,9 +47,11 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   };
   const ca = config.ca === undefined ? undefined : readFileSync(config.ca);
   const stopping = new AbortController();
+  let markUp!: () => void;
+  const firstUp = new Promise<void>((resolve) => (markUp = resolve));
   const slots = Array.from(
     { length: config.tunnels },
-    (_, i) => new TunnelSlot(i, config, ca, ctx, logger, stopping.signal),
+    (_, i) => new TunnelSlot(i, config, ca, ctx, logger, stopping.signal, markUp),
   );
   logger.info(
     { event: 'starting', controller: config.controller, tunnels: config.tunnels, allow: policy.patterns },
@@ -72,6 +76,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
 
   let closing: Promise<void> | undefined;
   return {
+    whenUp: () => firstUp,
     get tunnelsUp() {
       return slots.filter((s) => s.up).length;
     },
@@ -106,6 +111,7 @@ class TunnelSlot {
     readonly ctx: DeliverContext,
     readonly logger: Logger,
     readonly signal: AbortSignal,
+    readonly onUp: () => void,
   ) {
     signal.addEventListener('abort', () => this.#wake?.(), { once: true });
   }
@@ -122,6 +128,7 @@ class TunnelSlot {
         const session = await this.#connect();
         const upAt = Date.now();
         this.session = session;
+        this.onUp();
         log.info(
           { event: 'tunnel-up', tunnel: this.index, controller: this.config.controller, session: session.id },
           'tunnel up',

@@ -76,6 +76,12 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
       logger.child({ role: 'agent' }),
     );
     closers.push(() => agent.close(1000));
+    // Ready means the demo answers: wait for a tunnel, so the first request is not a 503.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the dev agent did not connect within 10 s')), 10_000);
+    });
+    await Promise.race([agent.whenUp(), late]).finally(() => clearTimeout(timer));
     const port = new URL(controller.publicUrl).port;
     const demoUrl = `http://${DEV_HOST}:${port}/`;
     logger.info(

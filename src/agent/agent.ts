@@ -130,21 +130,18 @@ class TunnelSlot {
         this.session = session;
         this.onUp();
         log.info(
-          { event: 'tunnel-up', tunnel: this.index, controller: this.config.controller, session: session.id },
+          { event: 'tunnel-up', controller: this.config.controller, session: session.id },
           'tunnel up',
         );
         const err = await new Promise<Error | undefined>((resolve) => session.once('close', resolve));
         this.session = null;
         if (this.signal.aborted) {
-          log.info({ event: 'tunnel-closed', tunnel: this.index }, 'tunnel closed');
+          log.info({ event: 'tunnel-closed' }, 'tunnel closed');
           break;
         }
         if (Date.now() - upAt >= BACKOFF.stableMs) this.#attempt = 0;
         delay = this.#backoff();
-        log.warn(
-          { event: 'tunnel-down', tunnel: this.index, err: err?.message, retryInMs: delay },
-          'tunnel down',
-        );
+        log.warn({ event: 'tunnel-down', err: err?.message, retryInMs: delay }, 'tunnel down');
       } catch (err) {
         if (this.signal.aborted) break;
         const code = err instanceof SluiceError ? err.code : (err as NodeJS.ErrnoException).code;
@@ -152,7 +149,6 @@ class TunnelSlot {
         delay = refused ? jitter(BACKOFF.refusedMs / 2, BACKOFF.refusedMs) : this.#backoff();
         const fields = {
           event: 'tunnel-failed',
-          tunnel: this.index,
           code,
           err: (err as Error).message,
           retryInMs: delay,

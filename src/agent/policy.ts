@@ -55,6 +55,7 @@ export interface AllowPattern {
 const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
 const PORT = /^[1-9]\d{0,4}$/;
 const MAX_REASON_INPUT = 200;
+const MAX_CACHED_VERDICTS = 4096;
 
 // Instance metadata services hand out cloud credentials: AWS, GCP, Azure and most others answer on
 // 169.254.169.254; AWS also on fd00:ec2::254 (IPv6 IMDS); Alibaba on 100.100.100.200; Azure's WireServer
@@ -106,6 +107,7 @@ export function kubernetesApiFromEnv(env: NodeJS.ProcessEnv): string[] {
 export class TargetPolicy {
   readonly #patterns: readonly AllowPattern[];
   readonly #kubernetesApi: BlockList;
+  readonly #verdicts = new Map<string, PolicyResult>();
 
   /** No patterns means DEFAULT_ALLOW. Throws ConfigError naming `${key}[i]` for a bad pattern. */
   constructor(patterns: readonly string[], key = 'agent.allow', options: PolicyOptions = {}) {
@@ -141,6 +143,17 @@ export class TargetPolicy {
 
   /** Whether the agent may dial `target` (`http://host[:port]`); a refusal says why, for the log. */
   check(target: string): PolicyResult {
+    // A few routes send every request to the same targets: remember the verdicts, within a bound.
+    let result = this.#verdicts.get(target);
+    if (result === undefined) {
+      result = Object.freeze(this.#check(target));
+      if (this.#verdicts.size >= MAX_CACHED_VERDICTS) this.#verdicts.clear();
+      this.#verdicts.set(target, result);
+    }
+    return result;
+  }
+
+  #check(target: string): PolicyResult {
     const parsed = parseTarget(target);
     if ('reason' in parsed) return { ok: false, reason: parsed.reason };
     const { host, key, port } = parsed;

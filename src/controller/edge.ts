@@ -27,9 +27,16 @@ export interface EdgeOptions {
   proto: 'http' | 'https';
 }
 
-/** 16 random bytes in hex: unique enough to join logs across hops, and one word in a log line. */
+// Ids are a random per-process prefix and a counter, 32 hex digits: unique across controllers and
+// restarts, one word in a log line, and far cheaper than 16 fresh random bytes per request. They are
+// not secrets.
+const ID_PREFIX = randomBytes(8).toString('hex');
+let idCounter = 0n;
+
+/** A request id: unique enough to join logs across hops, and one word in a log line. */
 export function newRequestId(): string {
-  return randomBytes(16).toString('hex');
+  idCounter = (idCounter + 1n) & 0xffff_ffff_ffff_ffffn;
+  return ID_PREFIX + idCounter.toString(16).padStart(16, '0');
 }
 
 interface LogFields {

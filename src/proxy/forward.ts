@@ -159,8 +159,10 @@ class Exchange {
     }
     this.#finalHead = true;
     this.stats.status = head.status;
-    // Node sends the head with the first body write; an event stream or a slow body must not hold it.
-    res.flushHeaders();
+    // Node sends the head with the first body write, which an event stream or a slow body must not
+    // hold back. The flush waits for the end of this tick: frames that arrived together (head, body,
+    // end) are handled by then, and go out in one write.
+    process.nextTick(flushHead, res);
   }
 
   #interim(head: ResponseHead): void {
@@ -315,6 +317,10 @@ class Exchange {
 }
 
 function ignore(): void {}
+
+function flushHead(res: ServerResponse): void {
+  if (!res.headersSent && !res.destroyed) res.flushHeaders();
+}
 
 // RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
 function isReasonPhrase(text: string): boolean {

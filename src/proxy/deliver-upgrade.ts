@@ -86,6 +86,9 @@ class UpgradeDelivery {
     // Bytes the target sent right behind its 101 come first, in order.
     if (head.length > 0) stream.write(head);
     socket.setTimeout(0);
+    // http.request's sockets are not half-open: on the target's FIN Node would end our side too, and
+    // the client's later bytes would be dropped as writes after end. Our side ends on the stream's FIN.
+    socket.allowHalfOpen = true;
     socket.on('error', ignore);
     pipeWithBackpressure(socket, stream);
     pipeWithBackpressure(stream, socket);
@@ -93,8 +96,8 @@ class UpgradeDelivery {
     socket.on('end', () => stream.end());
     stream.on('end', () => socket.end());
     socket.on('close', (hadError: boolean) => {
-      // After the target's FIN the socket closes by itself (no half-open on client sockets); the
-      // stream's other half carries on until the controller's FIN. Anything else is a reset.
+      // A clean close comes after both FINs (the target's, and ours on the controller's FIN).
+      // Anything else is a reset.
       if (!this.#done && (hadError || !socket.readableEnded)) {
         this.#abort(ErrorCode.CANCEL, 'target closed the connection');
       }

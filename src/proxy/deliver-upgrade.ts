@@ -12,6 +12,7 @@ import { ErrorCode } from '../protocol/constants.js';
 import { encodeHead } from './envelope.js';
 import type { HttpStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';
+import { resetSocket } from './upgrade.js';
 import { armConnectTimeout, classify } from './target.js';
 
 type TunnelStream = Duplex & { reset(code: number, reason: string): void };
@@ -141,8 +142,9 @@ class UpgradeDelivery {
     this.#done = true;
     const socket = this.#socket;
     if (socket !== null) {
-      // Both directions ended cleanly: let the socket's FIN go out. Otherwise cut it.
-      if (!(socket.readableEnded && socket.writableEnded)) socket.destroy();
+      // Both directions ended cleanly: let the socket's FIN go out. Otherwise cut it with an RST, so
+      // the target does not take a reset for the client's clean end.
+      if (!(socket.readableEnded && socket.writableEnded)) resetSocket(socket);
     } else if (this.#req !== null) {
       this.#req.on('error', ignore);
       this.#req.destroy();

@@ -219,7 +219,8 @@ class UpgradeExchange {
   }
 
   #cut(detail: string): void {
-    this.socket.destroy();
+    // A reset, not a FIN: a plain close would tell the client the target finished sending.
+    resetSocket(this.socket);
     this.#settle({ kind: 'broken', detail });
   }
 
@@ -239,6 +240,15 @@ class UpgradeExchange {
   #clearTimer(): void {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
+  }
+}
+
+/** Closes with an RST where the socket is plain TCP; a TLS socket (not resettable by Node) just closes. */
+export function resetSocket(socket: Socket): void {
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
   }
 }
 

@@ -7,8 +7,13 @@ import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
-import { flagOrEnv, MASKED, parseHostPort, parseLogLevel } from '../config/values.js';
-import { type ControllerConfig, type LogLevel, loadControllerConfig } from '../controller/config.js';
+import { flagOrEnv, MASKED, parseHostPort, parseLogLevel, parseOptionalHostPort } from '../config/values.js';
+import {
+  type ControllerConfig,
+  type HostPort,
+  type LogLevel,
+  loadControllerConfig,
+} from '../controller/config.js';
 import { startController } from '../controller/controller.js';
 import { type DevHandle, type DevOptions, startDev } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
@@ -78,7 +83,7 @@ A flag overrides its environment variable.
 
 Flags:
   --listen ADDR          public HTTP host:port, default 127.0.0.1:8080 ($SLUICE_LISTEN)
-  --admin-listen ADDR    admin and dashboard host:port, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
+  --admin-listen ADDR    admin host:port or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
   --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
   -h, --help             show this help
 `;
@@ -224,12 +229,14 @@ function devCommand(args: string[], run: Run): Promise<number> {
     const adminListen = flagOrEnv(
       'adminListen',
       'admin-listen',
-      parseHostPort,
+      parseOptionalHostPort,
       values['admin-listen'],
       run.env,
     );
     const logLevel = flagOrEnv('logLevel', 'log-level', parseLogLevel, values['log-level'], run.env);
-    const options = { ...(listen && { listen }), ...(adminListen && { adminListen }) };
+    // null (`off`) turns the admin listener off; undefined keeps the default.
+    const options: DevOptions = { ...(listen && { listen }) };
+    if (adminListen !== undefined) options.adminListen = adminListen as HostPort | null;
     return { options, logLevel: logLevel ?? 'info' };
   };
   return serve(

@@ -145,3 +145,9 @@ test('dev with a bad --listen exits 2 naming the key', async () => {
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^sluice dev: listen must be host:port .*, got "nowhere" \(from --listen\)\n$/);
 });
+
+test('sluice dev takes off for --admin-listen and refuses a bad address with its key', async () => {
+  const bad = await run('dev', '--admin-listen', 'nowhere');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /adminListen must be host:port[^\n]*or "off"/);
+});

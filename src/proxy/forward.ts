@@ -210,33 +210,15 @@ class Exchange {
   // --- failures and endings ---
 
   readonly #onStreamError = (err: Error): void => {
-    const code = err instanceof SluiceError ? err.wireCode : undefined;
     // The whole response is already with the client (a reset racing our end): nothing to undo.
     if (this.res.writableEnded) return;
     if (this.#finalHead) {
       this.#broken(`stream failed mid-response: ${err.message}`);
       return;
     }
-    switch (code) {
-      case ErrorCode.TARGET_DENIED:
-        this.#fail(502, "the agent's policy does not allow this route's target", err.message, false);
-        break;
-      case ErrorCode.TARGET_UNREACHABLE:
-        this.#fail(502, 'the agent could not connect to the target', err.message, false);
-        break;
-      case ErrorCode.TARGET_TIMEOUT:
-        this.#fail(504, 'the target did not answer in time', err.message, false);
-        break;
-      case ErrorCode.REFUSED_STREAM:
-        // The agent did not process the request; it may go to another tunnel if no body was consumed.
-        this.#fail(503, 'the agent is shutting down', err.message, !this.#bodyStarted);
-        break;
-      case ErrorCode.OVERLOAD:
-        this.#fail(503, 'the tunnel is overloaded', err.message, !this.#bodyStarted && !this.stream.readable);
-        break;
-      default:
-        this.#fail(502, 'the tunnel stream broke before the target answered', err.message, false);
-    }
+    const failure = failureBeforeAnswer(err);
+    // A stream the agent never processed may go to another tunnel, if no body byte was consumed.
+    this.#fail(failure.status, failure.reason, err.message, failure.unprocessed && !this.#bodyStarted);
   };
 
   readonly #onStreamClose = (): void => {
@@ -317,6 +299,39 @@ class Exchange {
 }
 
 function ignore(): void {}
+
+/**
+ * The page for a stream that failed before the target's final answer, by its RST code
+ * (docs/http-over-streams.md, "Failures"). `unprocessed`: the agent refused it without acting on it.
+ */
+export function failureBeforeAnswer(err: Error): {
+  status: 502 | 503 | 504;
+  reason: string;
+  unprocessed: boolean;
+} {
+  switch (err instanceof SluiceError ? err.wireCode : undefined) {
+    case ErrorCode.TARGET_DENIED:
+      return {
+        status: 502,
+        reason: "the agent's policy does not allow this route's target",
+        unprocessed: false,
+      };
+    case ErrorCode.TARGET_UNREACHABLE:
+      return { status: 502, reason: 'the agent could not connect to the target', unprocessed: false };
+    case ErrorCode.TARGET_TIMEOUT:
+      return { status: 504, reason: 'the target did not answer in time', unprocessed: false };
+    case ErrorCode.REFUSED_STREAM:
+      return { status: 503, reason: 'the agent is shutting down', unprocessed: true };
+    case ErrorCode.OVERLOAD:
+      return { status: 503, reason: 'the tunnel is overloaded', unprocessed: true };
+    default:
+      return {
+        status: 502,
+        reason: 'the tunnel stream broke before the target answered',
+        unprocessed: false,
+      };
+  }
+}
 
 function flushHead(res: ServerResponse): void {
   if (!res.headersSent && !res.destroyed) res.flushHeaders();

@@ -4,10 +4,9 @@
 // other protocol pass through untouched. FIN maps to FIN and a reset to a reset, each way.
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import { SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, type ResponseHead } from './envelope.js';
-import type { Outcome } from './forward.js';
+import { failureBeforeAnswer, type Outcome } from './forward.js';
 import { forwardResponseHeaders } from './headers.js';
 
 export interface UpgradeOptions {
@@ -179,14 +178,8 @@ class UpgradeExchange {
       this.#cut(`stream failed: ${err.message}`);
       return;
     }
-    const code = err instanceof SluiceError ? err.wireCode : undefined;
-    if (code === ErrorCode.TARGET_DENIED)
-      this.#fail(502, "the agent's policy does not allow this route's target", err.message);
-    else if (code === ErrorCode.TARGET_TIMEOUT)
-      this.#fail(504, 'the target did not answer in time', err.message);
-    else if (code === ErrorCode.TARGET_UNREACHABLE)
-      this.#fail(502, 'the agent could not connect to the target', err.message);
-    else this.#fail(502, 'the tunnel stream broke before the target answered', err.message);
+    const failure = failureBeforeAnswer(err);
+    this.#fail(failure.status, failure.reason, err.message);
   };
 
   readonly #onStreamClose = (): void => {

@@ -1,10 +1,9 @@
 // An origin server for end-to-end tests: each path shows one behaviour a target can have, so a test can
 // check what came through the tunnel byte for byte.
-import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
-import { writePattern } from './data.js';
+import type { Socket } from 'node:net';
+import { readAll, writePattern } from './data.js';
+import { listenOnLoopback } from './listen.js';
 
 export interface Origin {
   readonly port: number;
@@ -64,7 +63,7 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
           version: req.httpVersion,
         });
       case '/hash':
-        return void hashBody(req).then((h) =>
+        return void readAll(req).then((h) =>
           json(res, { ...h, trailers: req.rawTrailers, chunked: req.headers['transfer-encoding'] ?? null }),
         );
       case '/echo':
@@ -108,7 +107,7 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
         return;
       case '/continue':
         // Reached only after the 100 was sent (checkContinue below), then reads the body.
-        return void hashBody(req).then((h) => json(res, h));
+        return void readAll(req).then((h) => json(res, h));
       case '/early-hints':
         res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
         res.end('after hints');
@@ -144,9 +143,7 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOnLoopback(server);
   return {
     port,
     url: `http://127.0.0.1:${port}`,
@@ -175,17 +172,4 @@ function json(res: ServerResponse, value: unknown): void {
   const body = JSON.stringify(value);
   res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
   res.end(body);
-}
-
-function hashBody(req: IncomingMessage): Promise<{ bytes: number; sha256: string }> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    req.on('data', (c: Buffer) => {
-      hash.update(c);
-      bytes += c.length;
-    });
-    req.on('end', () => resolve({ bytes, sha256: hash.digest('hex') }));
-    req.on('error', reject);
-  });
 }

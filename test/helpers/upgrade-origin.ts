@@ -1,10 +1,10 @@
 // A target for upgrade tests: a `ws` WebSocket echo, a custom `Upgrade: echo/1` byte echo on the plain
 // node:http 'upgrade' event, and an upgrade it refuses. Each connection's server side is found by its
 // request path, so a test can act on it (ping, close, terminate) and time what it sees.
-import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
+import { listenOnLoopback } from './listen.js';
 
 /** Largest message either end of the echo accepts: room for the 16 MiB test message and its framing. */
 export const MAX_PAYLOAD = 32 * 1024 * 1024;
@@ -95,9 +95,7 @@ export async function startUpgradeOrigin(): Promise<UpgradeOrigin> {
     });
   });
 
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOnLoopback(server);
   return {
     port,
     url: `http://127.0.0.1:${port}`,

@@ -50,6 +50,11 @@ export interface HttpOptions {
   readonly requestTimeoutMs: number;
   /** How long an idle keep-alive client connection is kept. */
   readonly keepAliveTimeoutMs: number;
+  /**
+   * An upgraded connection (WebSocket, …) with no byte either way for this long is closed; 0 (the
+   * default) never closes one for idleness: the tunnel's pings keep the path up.
+   */
+  readonly upgradeIdleTimeoutMs: number;
   /** Largest request head, in bytes. */
   readonly maxHeaderBytes: number;
   /** Most header fields in one request. */
@@ -101,6 +106,7 @@ export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 300_000,
   keepAliveTimeoutMs: 65_000,
+  upgradeIdleTimeoutMs: 0,
   maxHeaderBytes: 16 * KiB,
   maxHeaders: 100,
   via: 'sluice',
@@ -241,6 +247,7 @@ const httpSchema = z.strictObject({
   headersTimeout: leaf(parseBoundedDuration({ min: 100, max: 10 * MINUTE })).optional(),
   requestTimeout: leaf(parseBoundedDuration({ min: 100, max: 24 * HOUR, zeroOff: true })).optional(),
   keepAliveTimeout: leaf(parseBoundedDuration({ min: 100, max: HOUR })).optional(),
+  upgradeIdleTimeout: leaf(parseBoundedDuration({ min: 100, max: 7 * 24 * HOUR, zeroOff: true })).optional(),
   maxHeaderBytes: leaf(parseBoundedInteger(KiB, MiB, formatBytes)).optional(),
   maxHeaders: leaf(parseBoundedInteger(1, 10_000)).optional(),
   via: leaf(parseVia).optional(),
@@ -414,6 +421,7 @@ function resolveHttp(input: z.output<typeof httpSchema>): HttpOptions {
     headersTimeoutMs: input.headersTimeout ?? d.headersTimeoutMs,
     requestTimeoutMs: input.requestTimeout ?? d.requestTimeoutMs,
     keepAliveTimeoutMs: input.keepAliveTimeout ?? d.keepAliveTimeoutMs,
+    upgradeIdleTimeoutMs: input.upgradeIdleTimeout ?? d.upgradeIdleTimeoutMs,
     maxHeaderBytes: input.maxHeaderBytes ?? d.maxHeaderBytes,
     maxHeaders: input.maxHeaders ?? d.maxHeaders,
     via: input.via ?? d.via,

@@ -121,7 +121,8 @@ export class PublicEdge {
       log,
       run: (stream, meta, stats) => {
         running = stats;
-        return forwardUpgrade(socket as Socket, head, stream, this.#timing(meta), stats);
+        const options = { ...this.#timing(meta), idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs };
+        return forwardUpgrade(socket as Socket, head, stream, options, stats);
       },
       fail: (code, reason) => {
         log.reason = reason;

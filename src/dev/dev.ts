@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { startAgent } from '../agent/agent.js';
-import type { ControllerConfig, HostPort, HttpOptions } from '../controller/config.js';
+import { type ControllerConfig, DEFAULT_HTTP_OPTIONS, type HostPort } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
 import { resolveSessionOptions } from '../tunnel/options.js';
 import { startDemoService } from './demo.js';
@@ -27,16 +27,6 @@ export interface DevHandle {
 export const DEV_HOST = 'demo.localhost';
 export const DEV_CLUSTER = 'dev';
 
-const DEV_HTTP: HttpOptions = {
-  responseTimeoutMs: 60_000,
-  headersTimeoutMs: 20_000,
-  requestTimeoutMs: 300_000,
-  keepAliveTimeoutMs: 65_000,
-  maxHeaderBytes: 16 * 1024,
-  maxHeaders: 100,
-  via: 'sluice',
-};
-
 export async function startDev(options: DevOptions, logger: Logger): Promise<DevHandle> {
   const demo = await startDemoService();
   const token = randomBytes(24).toString('base64url');
@@ -49,7 +39,7 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
     dataDir: './data',
     clusters: [{ name: DEV_CLUSTER, tokens: [token] }],
     routes: [{ host: DEV_HOST, path: '/', cluster: DEV_CLUSTER, target: demo.url }],
-    http: DEV_HTTP,
+    http: DEFAULT_HTTP_OPTIONS,
     tunnel,
     logLevel: 'info',
   };

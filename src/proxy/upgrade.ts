@@ -14,6 +14,8 @@ export interface UpgradeOptions {
   via: string;
   /** Time until the target's answer; then 504. 0 turns it off. */
   responseTimeoutMs: number;
+  /** After the switch, no byte either way for this long closes the connection; 0 never does. */
+  idleTimeoutMs: number;
 }
 
 type TunnelStream = import('node:stream').Duplex & { reset(code: number, reason: string): void };
@@ -139,6 +141,9 @@ class UpgradeExchange {
     this.#clearTimer();
     this.#answered = true;
     this.#switched = head.status === 101;
+    if (this.#switched && this.options.idleTimeoutMs > 0) {
+      this.socket.setTimeout(this.options.idleTimeoutMs, this.#onIdle);
+    }
     this.stats.status = head.status;
     const headers = forwardResponseHeaders(head.headers, {
       via: this.options.via,
@@ -194,6 +199,11 @@ class UpgradeExchange {
     const linger = setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
     this.socket.once('close', () => clearTimeout(linger));
     this.#settle({ kind: 'done' });
+  };
+
+  readonly #onIdle = (): void => {
+    this.stream.reset(ErrorCode.CANCEL, 'idle timeout');
+    this.#cut(`no traffic for ${this.options.idleTimeoutMs / 1000}s`);
   };
 
   readonly #onTimeout = (): void => {

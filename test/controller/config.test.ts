@@ -73,6 +73,7 @@ describe('loadControllerConfig: defaults', () => {
       headersTimeoutMs: 20_000,
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 65_000,
+      upgradeIdleTimeoutMs: 0,
       maxHeaderBytes: 16_384,
       maxHeaders: 100,
       via: 'sluice',
@@ -124,6 +125,7 @@ http:
   headersTimeout: 5000
   requestTimeout: 0
   keepAliveTimeout: 1.5s
+  upgradeIdleTimeout: 10m
   maxHeaderBytes: 32768
   maxHeaders: 50
   via: edge-1
@@ -151,6 +153,7 @@ logLevel: debug
       headersTimeoutMs: 5_000,
       requestTimeoutMs: 0,
       keepAliveTimeoutMs: 1_500,
+      upgradeIdleTimeoutMs: 600_000,
       maxHeaderBytes: 32_768,
       maxHeaders: 50,
       via: 'edge-1',

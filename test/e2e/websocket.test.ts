@@ -547,6 +547,40 @@ describe('idle connections', () => {
   });
 });
 
+describe('upgrade idle timeout, when configured', () => {
+  let strict: Stack;
+  before(async () => {
+    strict = await Stack.start({
+      routes: [{ host: 'ws.test', target: origin.url }],
+      extraYaml: 'http:\n  upgradeIdleTimeout: 1s',
+    });
+  });
+  after(async () => {
+    await strict?.stop();
+  });
+
+  test('a silent WebSocket is closed after it, a busy one is not', async () => {
+    const dial = { port: strict.port, host: 'ws.test' };
+    const silent = wsConnect(dial, unique('silent'));
+    const busy = wsConnect(dial, unique('busy'));
+    for (const ws of [silent, busy]) ws.on('error', () => {});
+    await Promise.all([wsOpened(silent), wsOpened(busy)]);
+    const opened = performance.now();
+    const silentClosed = wsClosed(silent);
+    // Echo back to back for twice the timeout: the busy connection is never idle for a second.
+    let echoes = 0;
+    for (; echoes < 1_000_000 && performance.now() - opened < 2_000; echoes++) {
+      await wsEcho(busy, `m${echoes}`);
+    }
+    const closed = await within(silentClosed, 10_000, 'the silent WebSocket to be closed');
+    const after = Math.round(closed.at - opened);
+    assert.ok(after >= 900, `closed after ${after} ms, before the timeout`);
+    assert.equal(busy.readyState, WebSocket.OPEN, `the busy WebSocket was closed after ${echoes} echoes`);
+    busy.close(1000);
+    await within(wsClosed(busy), 10_000, 'the busy close');
+  });
+});
+
 describe('agent killed mid-connection', () => {
   let doomed: Stack;
   before(async () => {

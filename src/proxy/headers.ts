@@ -73,6 +73,7 @@ const REPLACED: ReadonlySet<string> = new Set([
 ]);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.6.2
+const BAD_VALUE = /[\r\n\0]/;
 const QUOTABLE = /^[\t -~\u0080-\u00ff]+$/; // what a quoted-string can carry (RFC 9110 §5.6.4)
 const OBFUSCATED = /^_[A-Za-z0-9._-]+$/; // obfnode, RFC 7239 §6.3
 const VERSION = /^\d(\.\d)?$/; // RFC 9110 §2.5
@@ -103,11 +104,13 @@ export function forwardRequestHeaders(
   const loop = fields.some((f) => f.key === 'via' && viaNamesHop(f.value, ctx.via));
   // Stripping comes first and our fields are added after it, so a `Connection` token cannot remove them.
   const kept = stripFields(fields, ctx.upgrade);
-  const forwardedFor = kept.filter((f) => f.key === 'x-forwarded-for').flatMap((f) => commaList(f.value));
-  const out = kept.filter(
-    (f) => !REPLACED.has(f.key) && !f.key.startsWith(INTERNAL_PREFIX) && isWellFormedList(f),
-  );
-  out.push(...addedRequestFields(ctx, forwardedFor));
+  const forwardedFor: string[] = [];
+  const out: Field[] = [];
+  for (const f of kept) {
+    if (f.key === 'x-forwarded-for') forwardedFor.push(...commaList(f.value));
+    if (!REPLACED.has(f.key) && !f.key.startsWith(INTERNAL_PREFIX) && isWellFormedList(f)) out.push(f);
+  }
+  for (const f of addedRequestFields(ctx, forwardedFor)) out.push(f);
   return { headers: flatten(out), loop };
 }
 
@@ -116,9 +119,15 @@ export function forwardRequestHeaders(
  * kept for a 101), Via appended, and X-Request-Id added when the target did not set one.
  */
 export function forwardResponseHeaders(raw: readonly string[], ctx: ResponseContext): string[] {
-  const out = stripFields(parseFields(raw), ctx.upgrade).filter(isWellFormedList);
+  const out: Field[] = [];
+  let hasRequestId = false;
+  for (const f of stripFields(parseFields(raw), ctx.upgrade)) {
+    if (!isWellFormedList(f)) continue;
+    out.push(f);
+    if (f.key === 'x-request-id') hasRequestId = true;
+  }
   out.push(field('Via', viaElement(ctx.httpVersion, ctx.via)));
-  if (!out.some((f) => f.key === 'x-request-id')) out.push(field('X-Request-Id', ctx.requestId));
+  if (!hasRequestId) out.push(field('X-Request-Id', ctx.requestId));
   return flatten(out);
 }
 
@@ -154,23 +163,30 @@ function stripFields(fields: readonly Field[], keepUpgrade: boolean): Field[] {
   const named = connectionOptions(fields);
   // RFC 9112 §6.3: with Transfer-Encoding present, Content-Length is wrong and must not be forwarded,
   // or the next hop could frame the body by it (request smuggling).
-  const chunked = fields.some((f) => f.key === 'transfer-encoding');
-  const kept = fields.filter((f) => {
-    if (keepUpgrade && f.key === 'upgrade') return true;
-    if (HOP_BY_HOP.has(f.key) || named.has(f.key)) return false;
-    return !(chunked && f.key === 'content-length');
-  });
+  let chunked = false;
+  for (const f of fields) if (f.key === 'transfer-encoding') chunked = true;
+  const kept: Field[] = [];
+  let upgrade = false;
+  for (const f of fields) {
+    if (keepUpgrade && f.key === 'upgrade') {
+      upgrade = true;
+      kept.push(f);
+    } else if (!HOP_BY_HOP.has(f.key) && !(named !== null && named.has(f.key))) {
+      if (!(chunked && f.key === 'content-length')) kept.push(f);
+    }
+  }
   // The Connection we send is our own control data (RFC 9110 §7.6.1 allows replacing it); an Upgrade
   // without `Connection: upgrade` would be ignored by the next hop (RFC 9110 §7.8).
-  if (keepUpgrade && kept.some((f) => f.key === 'upgrade')) kept.push(field('Connection', 'upgrade'));
+  if (upgrade) kept.push(field('Connection', 'upgrade'));
   return kept;
 }
 
 // Connection is a comma-separated list of case-insensitive tokens and may be repeated (RFC 9110 §5.3).
-function connectionOptions(fields: readonly Field[]): Set<string> {
-  const options = new Set<string>();
+function connectionOptions(fields: readonly Field[]): Set<string> | null {
+  let options: Set<string> | null = null;
   for (const f of fields) {
     if (f.key !== 'connection') continue;
+    options ??= new Set<string>();
     for (const option of commaList(f.value)) options.add(option.toLowerCase());
   }
   return options;
@@ -228,7 +244,7 @@ function parseFields(raw: readonly string[]): Field[] {
     const value = raw[i + 1]!;
     // RFC 9110 §5.5: CR, LF and NUL in a value are invalid and dangerous (obs-fold included). A name
     // that is not a token, such as an HTTP/2 pseudo-header, has no meaning in an HTTP/1.1 message.
-    if (!TOKEN.test(name) || /[\r\n]/.test(value) || value.includes('\0')) continue;
+    if (!TOKEN.test(name) || BAD_VALUE.test(value)) continue;
     fields.push(field(name, value));
   }
   return fields;
@@ -239,16 +255,23 @@ function field(name: string, value: string): Field {
 }
 
 function flatten(fields: readonly Field[]): string[] {
-  return fields.flatMap((f) => [f.name, f.value]);
+  const raw = new Array<string>(fields.length * 2);
+  for (let i = 0; i < fields.length; i++) {
+    raw[2 * i] = fields[i]!.name;
+    raw[2 * i + 1] = fields[i]!.value;
+  }
+  return raw;
 }
 
 // A list of plain tokens or addresses (Connection, X-Forwarded-For): empty elements are ignored
 // (RFC 9110 §5.6.1).
 function commaList(value: string): string[] {
-  return value
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item !== '');
+  const items: string[] = [];
+  for (const part of value.split(',')) {
+    const item = part.trim();
+    if (item !== '') items.push(item);
+  }
+  return items;
 }
 
 // Splits a list at the commas outside quoted-strings (RFC 9110 §5.6.4) and comments (§5.6.5).

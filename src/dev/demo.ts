@@ -203,10 +203,17 @@ function show(line) {
 }
 socket.onopen = () => { state.textContent = 'connected'; };
 socket.onclose = (e) => { state.textContent = 'closed (' + e.code + '), reload to reconnect'; };
-socket.onmessage = (e) => { show('\\u2190 ' + e.data); };
+// The echo comes back in order, so the oldest send time is the one each echo answers.
+const sentAt = [];
+socket.onmessage = (e) => {
+  const t0 = sentAt.shift();
+  const rtt = t0 === undefined ? '' : ' (' + (performance.now() - t0).toFixed(1) + ' ms)';
+  show('\\u2190 ' + e.data + rtt);
+};
 form.addEventListener('submit', (e) => {
   e.preventDefault();
   if (socket.readyState !== WebSocket.OPEN || input.value === '') return;
+  sentAt.push(performance.now());
   socket.send(input.value);
   show('\\u2192 ' + input.value);
   input.value = '';

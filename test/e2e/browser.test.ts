@@ -57,12 +57,13 @@ describe('the sluice dev demo page in Chromium', { skip }, () => {
     await page.fill('#message', 'second, by Enter');
     await page.press('#message', 'Enter');
     await page.locator('#log li', { hasText: '\u2190 second, by Enter' }).waitFor();
-    assert.deepEqual(await page.locator('#log li').allInnerTexts(), [
-      '\u2192 hello from chromium',
-      '\u2190 hello from chromium',
-      '\u2192 second, by Enter',
-      '\u2190 second, by Enter',
-    ]);
+    const lines = await page.locator('#log li').allInnerTexts();
+    assert.equal(lines.length, 4, lines.join(' | '));
+    assert.equal(lines[0], '\u2192 hello from chromium');
+    // Each echo shows its round-trip time through the tunnel.
+    assert.match(lines[1]!, /^\u2190 hello from chromium \(\d+\.\d ms\)$/);
+    assert.equal(lines[2], '\u2192 second, by Enter');
+    assert.match(lines[3]!, /^\u2190 second, by Enter \(\d+\.\d ms\)$/);
     assert.equal(await page.inputValue('#message'), '', 'the box is cleared after sending');
     assert.deepEqual(errors, [], 'the page logged errors');
 

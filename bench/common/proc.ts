@@ -1,56 +1,126 @@
-// The orchestrator's side of the child processes: spawn with the shared node flags, wait for the
-// ready message, send requests over IPC with a timeout, and kill whatever is left on any exit.
-import { type ChildProcess, spawn } from 'node:child_process';
+// The orchestrator's side of the child processes. `Proc` is any process (nginx, wrk, sluice): spawn,
+// watch its exit, stop it with SIGTERM then SIGKILL. `Child` is a Node child of ours that speaks IPC:
+// wait for its ready message, send requests with a timeout. Whatever is left is killed on any exit.
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { Args, ChildMessage } from './common.js';
+import type { Args, ChildMessage } from './ipc.js';
 
-/** Every child runs with the same flags; --expose-gc lets `rss` collect garbage before measuring. */
+/** Every Node child runs with the same flags; --expose-gc lets `rss` collect garbage before measuring. */
 export const NODE_FLAGS = [...new Set([...process.execArgv, '--expose-gc'])];
 const READY_TIMEOUT_MS = 15_000;
 
-const live = new Set<Child>();
+const live = new Set<Proc>();
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Set when the process could not be started at all. */
+  error?: string;
+}
+
+/** How a stop went: `forced` when SIGTERM was not enough and SIGKILL ended the process. */
+export interface Stopped {
+  name: string;
+  exit: Exit;
+  forced: boolean;
+}
+
+export class Proc {
+  readonly name: string;
+  protected readonly proc: ChildProcess;
+  readonly exited: Promise<Exit>;
+  #exit: Exit | null = null;
+
+  constructor(name: string, file: string, args: string[], options: SpawnOptions) {
+    this.name = name;
+    this.proc = spawn(file, args, options);
+    live.add(this);
+    this.exited = new Promise((resolve) => {
+      this.proc.once('exit', (code, signal) => resolve(this.#ended({ code, signal })));
+      // A spawn failure (ENOENT) emits 'error' and no 'exit'.
+      this.proc.once('error', (err) => {
+        if (this.proc.pid === undefined)
+          resolve(this.#ended({ code: null, signal: null, error: err.message }));
+      });
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
+  /** How the process ended, or null while it runs. */
+  get exit(): Exit | null {
+    return this.#exit;
+  }
+
+  get stdout(): Readable | null {
+    return this.proc.stdout;
+  }
+
+  get stderr(): Readable | null {
+    return this.proc.stderr;
+  }
+
+  /** `signal` (SIGTERM), then SIGKILL if the process has not exited within `graceMs`. */
+  async stop(graceMs = 1000, signal: NodeJS.Signals = 'SIGTERM'): Promise<Stopped> {
+    if (this.#exit !== null) return { name: this.name, exit: this.#exit, forced: false };
+    let forced = false;
+    this.proc.kill(signal);
+    const timer = setTimeout(() => {
+      forced = true;
+      this.proc.kill('SIGKILL');
+    }, graceMs);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return { name: this.name, exit, forced };
+  }
+
+  kill(): void {
+    if (this.#exit === null) this.proc.kill('SIGKILL');
+  }
+
+  protected onExit(): void {}
+
+  #ended(exit: Exit): Exit {
+    this.#exit ??= exit;
+    live.delete(this);
+    this.onExit();
+    return this.#exit;
+  }
+}
 
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
 }
 
-export class Child {
-  readonly name: string;
-  readonly #proc: ChildProcess;
+/** A Node script of ours, run with NODE_FLAGS and an IPC channel. */
+export class Child extends Proc {
   readonly #pending = new Map<number, Pending>();
   readonly #events: ChildMessage[] = [];
   readonly #eventWaiters = new Set<(msg: ChildMessage) => void>();
   #nextId = 1;
-  #exit: string | null = null;
-  readonly exited: Promise<void>;
   readonly ready: Promise<ChildMessage>;
 
-  constructor(name: string, script: string, args: string[]) {
-    this.name = name;
-    const file = fileURLToPath(new URL(`./${script}`, import.meta.url));
-    this.#proc = spawn(process.execPath, [...NODE_FLAGS, file, ...args], {
+  /** `script` is the compiled file, e.g. `new URL('./sink.js', import.meta.url)`. */
+  constructor(name: string, script: URL, args: string[]) {
+    super(name, process.execPath, [...NODE_FLAGS, fileURLToPath(script), ...args], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    live.add(this);
-    this.exited = new Promise((resolve) => this.#proc.once('exit', () => resolve()));
     this.ready = this.#waitReady();
     this.ready.catch(() => {});
-    this.#proc.on('message', (msg: ChildMessage) => this.#onMessage(msg));
-    this.#proc.once('exit', (code, signal) => this.#onExit(code, signal));
-  }
-
-  get pid(): number | undefined {
-    return this.#proc.pid;
+    this.proc.on('message', (msg: ChildMessage) => this.#onMessage(msg));
   }
 
   request<T = Args>(cmd: string, args: Args, timeoutMs: number): Promise<T> {
-    if (this.#exit !== null) return Promise.reject(new Error(`${this.name} ${this.#exit}`));
+    if (this.exit !== null) return Promise.reject(new Error(`${this.name} ${describeExit(this.exit)}`));
     const id = this.#nextId++;
     const answer = new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
     });
-    this.#proc.send({ type: 'req', id, cmd, args });
+    this.proc.send({ type: 'req', id, cmd, args });
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -85,17 +155,10 @@ export class Child {
     return this.#events;
   }
 
-  /** SIGTERM, then SIGKILL if the child has not exited within a second. */
-  async stop(): Promise<void> {
-    if (this.#exit !== null) return;
-    this.#proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.#proc.kill('SIGKILL'), 1000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  kill(): void {
-    if (this.#exit === null) this.#proc.kill('SIGKILL');
+  protected override onExit(): void {
+    const why = `${this.name} ${describeExit(this.exit!)}`;
+    for (const pending of this.#pending.values()) pending.reject(new Error(why));
+    this.#pending.clear();
   }
 
   #waitReady(): Promise<ChildMessage> {
@@ -104,14 +167,14 @@ export class Child {
         () => reject(new Error(`${this.name}: not ready within ${READY_TIMEOUT_MS} ms`)),
         READY_TIMEOUT_MS,
       );
-      this.#proc.on('message', (msg: ChildMessage) => {
+      this.proc.on('message', (msg: ChildMessage) => {
         if (msg.type !== 'ready') return;
         clearTimeout(timer);
         resolve(msg);
       });
-      this.#proc.once('exit', (code, signal) => {
+      void this.exited.then((exit) => {
         clearTimeout(timer);
-        reject(new Error(`${this.name} exited before ready (code ${code}, signal ${signal})`));
+        reject(new Error(`${this.name} exited before ready (${describeExit(exit)})`));
       });
     });
   }
@@ -129,18 +192,30 @@ export class Child {
     if (msg.ok === true) pending.resolve(msg.result);
     else pending.reject(new Error(`${this.name}: ${String(msg.error)}`));
   }
-
-  #onExit(code: number | null, signal: NodeJS.Signals | null): void {
-    this.#exit = `exited (code ${code}, signal ${signal})`;
-    live.delete(this);
-    for (const pending of this.#pending.values()) pending.reject(new Error(`${this.name} ${this.#exit}`));
-    this.#pending.clear();
-  }
 }
 
-/** Kills every child still running. Safe to call from an 'exit' handler (synchronous). */
+export function describeExit(exit: Exit): string {
+  if (exit.error !== undefined) return `failed to start: ${exit.error}`;
+  return `exited (code ${exit.code}, signal ${exit.signal})`;
+}
+
+/** Calls `onLine` with each complete line the stream carries. */
+export function readLines(stream: Readable, onLine: (line: string) => void): void {
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (text: string) => {
+    const parts = (partial + text).split('\n');
+    partial = parts.pop()!;
+    for (const line of parts) onLine(line);
+  });
+  stream.on('end', () => {
+    if (partial !== '') onLine(partial);
+  });
+}
+
+/** Kills every process still running. Safe to call from an 'exit' handler (synchronous). */
 export function killAll(): void {
-  for (const child of live) child.kill();
+  for (const proc of live) proc.kill();
 }
 
 /** Reads this process's open-file limit; children inherit it. */

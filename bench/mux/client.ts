@@ -1,19 +1,9 @@
 // The load generator. It connects to the controller relay's public port and drives one workload
 // per request from the orchestrator. Every wait is bounded by a deadline or an explicit timeout.
 import net from 'node:net';
-import {
-  type Args,
-  elapsedMs,
-  HOST,
-  MB,
-  MiB,
-  Mode,
-  num,
-  percentile,
-  sendReady,
-  serveIpc,
-  withTimeout,
-} from './common.js';
+import { type Args, sendReady, serveIpc } from '../common/ipc.js';
+import { elapsedMs, MB, MiB, num, percentile, withTimeout } from '../common/stats.js';
+import { HOST, Mode } from './common.js';
 
 const CHUNK = Buffer.alloc(MiB, 0xa5);
 

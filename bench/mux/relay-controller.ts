@@ -4,7 +4,8 @@
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { Session } from '../../src/tunnel/session.js';
-import { Counters, HOST, send, sendReady, serveRelayIpc, splice } from './common.js';
+import { send, sendReady } from '../common/ipc.js';
+import { Counters, HOST, serveRelayIpc, splice } from './common.js';
 
 const { values } = parseArgs({
   options: { impl: { type: 'string' }, 'agent-port': { type: 'string' } },

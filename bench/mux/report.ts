@@ -1,6 +1,6 @@
 // The human table (pipe against sluice, per workload) and the one-line JSON summary.
 import os from 'node:os';
-import { round } from './common.js';
+import { round } from '../common/stats.js';
 import type { Impl } from './rig.js';
 import type { Metrics } from './workloads.js';
 

@@ -1,7 +1,7 @@
 // One set of processes for one workload: sink, agent relay, controller relay and load generator.
 // Each workload gets a fresh rig so that one's heap does not colour the next one's RSS.
-import type { Args } from './common.js';
-import { Child } from './proc.js';
+import type { Args } from '../common/ipc.js';
+import { Child } from '../common/proc.js';
 
 export type Impl = 'pipe' | 'sluice';
 
@@ -32,7 +32,7 @@ async function startRelays(
   started: Child[],
 ): Promise<{ controller: Child; agent: Child }> {
   const child = (name: string, script: string, args: string[]) => {
-    const c = new Child(name, script, args);
+    const c = new Child(name, new URL(`./${script}`, import.meta.url), args);
     started.push(c);
     return c;
   };
@@ -66,8 +66,8 @@ async function startRelays(
 export async function startRig(impl: Impl): Promise<Rig> {
   const started: Child[] = [];
   try {
-    const sink = new Child('sink', 'sink.js', []);
-    const client = new Child('client', 'client.js', []);
+    const sink = new Child('sink', new URL('./sink.js', import.meta.url), []);
+    const client = new Child('client', new URL('./client.js', import.meta.url), []);
     started.push(sink, client);
     const sinkPort = port(await sink.ready, 'port');
     const { controller, agent } = await startRelays(impl, sinkPort, started);

@@ -2,8 +2,9 @@
 // session relay pair, each process separate. See bench/README.md.
 //   node dist/bench/mux/run.js [--quick] [--impl pipe|sluice|both] [--only single,parallel8,...]
 import { parseArgs } from 'node:util';
-import { type Args, withTimeout } from './common.js';
-import { killAll, openFileLimit } from './proc.js';
+import type { Args } from '../common/ipc.js';
+import { killAll, openFileLimit } from '../common/proc.js';
+import { withTimeout } from '../common/stats.js';
 import { summary, table } from './report.js';
 import { type Impl, type Rig, startRig, stopRig } from './rig.js';
 import {

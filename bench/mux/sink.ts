@@ -1,7 +1,8 @@
 // The service behind the agent. The first byte of each connection picks its mode (common.ts Mode):
 // discard and report the count, echo, discard slowly (token bucket), or hold idle.
 import net from 'node:net';
-import { HOST, Mode, SLOW_READ_BPS, sendReady, serveIpc } from './common.js';
+import { sendReady, serveIpc } from '../common/ipc.js';
+import { HOST, Mode, SLOW_READ_BPS } from './common.js';
 
 const stats = { connections: 0, active: 0, discarded: 0, echoed: 0, slowRead: 0, held: 0, errors: 0 };
 

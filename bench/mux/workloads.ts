@@ -1,6 +1,7 @@
 // The workloads, as the orchestrator drives them: each asks the load generator for one run through
 // the relays, measures the relays where it needs to, and returns its figures plus notes.
-import { type Args, MB, MiB, median } from './common.js';
+import type { Args } from '../common/ipc.js';
+import { MB, MiB, median } from '../common/stats.js';
 import { type Rig, relayRss, relayStats } from './rig.js';
 
 export interface Sizes {

@@ -1,0 +1,213 @@
+// The proxy bench (`npm run bench`): the workloads of DESIGN §7 over four paths to the same origin,
+// direct, nginx, node-proxy and sluice, every process separate. See bench/README.md.
+//   node dist/bench/run.js [--quick | --smoke] [--only WORKLOADS] [--paths PATHS] [--out DIR]
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { killAll, openFileLimit } from './common/proc.js';
+import { nginxBinary } from './suite/nginx.js';
+import { type Plan, plan, type WorkloadName } from './suite/plan.js';
+import { type Figure, figures, LEGEND, markdownTable, terminalTable } from './suite/report.js';
+import { type Rounds, runWorkload, workloadPaths } from './suite/runner.js';
+import { wrkBinary } from './suite/wrk.js';
+
+const WATCHDOG_MS = { full: 25 * 60_000, quick: 6 * 60_000, smoke: 3 * 60_000 };
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const RESULTS_DIR = join(REPO, 'bench', 'results');
+
+function installCleanup(p: Plan): void {
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+  process.on('uncaughtException', (err) => {
+    console.error(`bench: ${err.stack}`);
+    killAll();
+    process.exit(1);
+  });
+  const watchdog = setTimeout(() => {
+    console.error('bench: watchdog fired, the run took too long');
+    killAll();
+    process.exit(1);
+  }, WATCHDOG_MS[p.sizes.mode]);
+  watchdog.unref();
+}
+
+/** The tools the selected paths and workloads need; a missing one is an error before anything runs. */
+function missingTools(p: Plan): string[] {
+  const missing: string[] = [];
+  if (p.paths.includes('nginx') && nginxBinary() === null)
+    missing.push('nginx (apt-get install nginx-light)');
+  const wrkNeeded = p.workloads.some((w) => w.startsWith('http-'));
+  if (wrkNeeded && wrkBinary() === null) missing.push('wrk (apt-get install wrk)');
+  return missing;
+}
+
+function version(file: string | null, args: string[]): string | null {
+  if (file === null) return null;
+  try {
+    return execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (err) {
+    // nginx -v writes to stderr; wrk -v exits 1.
+    const e = err as { stdout?: string; stderr?: string };
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim().split('\n')[0] ?? null;
+  }
+}
+
+/** The commit measured, and whether tracked files differed from it (someone's work in progress). */
+function commit(): string {
+  try {
+    const git = (args: string[]) => execFileSync('git', ['-C', REPO, ...args], { encoding: 'utf8' }).trim();
+    const head = git(['rev-parse', '--short=12', 'HEAD']);
+    const dirty = git(['status', '--porcelain', '--untracked-files=no']) !== '';
+    return dirty ? `${head} plus uncommitted changes` : head;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
+function machine(fileLimit: number) {
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.availableParallelism(),
+    memoryGiB: Math.round((os.totalmem() / 1024 ** 3) * 10) / 10,
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    nginx: version(nginxBinary(), ['-v']),
+    wrk: version(wrkBinary(), ['-v'])?.split(' Copyright')[0] ?? null,
+    openFileLimit: fileLimit,
+  };
+}
+
+function command(): string {
+  const args = process.argv.slice(2).join(' ');
+  if (process.env.npm_lifecycle_event === 'bench') return `npm run bench${args === '' ? '' : ` -- ${args}`}`;
+  return `node dist/bench/run.js${args === '' ? '' : ` ${args}`}`;
+}
+
+/** A full run of everything writes bench/results/; anything less writes to a temp dir, never there. */
+async function outDir(p: Plan): Promise<string> {
+  if (p.out !== null) return p.out;
+  if (p.sizes.mode === 'full' && p.complete) return RESULTS_DIR;
+  return mkdtemp(join(os.tmpdir(), `sluice-bench-${p.sizes.mode}-`));
+}
+
+interface Report {
+  date: string;
+  mode: string;
+  command: string;
+  commit: string;
+  durationS: number;
+  machine: ReturnType<typeof machine>;
+  loadAverage: { start: number[]; end: number[] };
+  settings: Plan['sizes'];
+  paths: Plan['paths'];
+  workloads: Plan['workloads'];
+  figures: Figure[];
+  notes: string[];
+  failures: string[];
+}
+
+function markdown(r: Report, figs: Figure[]): string {
+  const m = r.machine;
+  const list = (items: string[]) => (items.length === 0 ? 'None.' : items.map((n) => `- ${n}`).join('\n'));
+  return `# Sluice bench: ${r.mode} run
+
+- Date: ${r.date}
+- Command: \`${r.command}\`
+- Commit: ${r.commit}
+- Duration: ${Math.round(r.durationS)} s
+- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}
+- Node ${m.node}; ${m.nginx ?? 'no nginx'}; ${m.wrk ?? 'no wrk'}; open-file limit ${m.openFileLimit}
+- Load average (1, 5, 15 min) at start ${r.loadAverage.start.join(', ')}, at end ${r.loadAverage.end.join(', ')}
+
+${markdownTable(figs)}
+
+${LEGEND.join('\n')}
+
+See bench/README.md for what each workload does and how to read it.
+
+## Failures
+
+${list(r.failures)}
+
+## Notes
+
+${list(r.notes)}
+`;
+}
+
+async function main(): Promise<void> {
+  const p = plan(process.argv.slice(2));
+  installCleanup(p);
+  const missing = missingTools(p);
+  if (missing.length > 0) {
+    console.error(`bench: missing ${missing.join(', ')}`);
+    process.exit(1);
+  }
+  const fileLimit = await openFileLimit();
+  const started = performance.now();
+  const loadStart = os.loadavg().map((n) => Math.round(n * 100) / 100);
+  console.log(`bench: ${p.sizes.mode} run, ${p.workloads.join(', ')} on ${p.paths.join(', ')}`);
+  const rounds: Rounds = {};
+  const notes: string[] = [];
+  const failures: string[] = [];
+  for (const w of p.workloads) {
+    if (workloadPaths(w, p).length === 0) {
+      notes.push(`${w}: skipped, it runs on sluice only`);
+      continue;
+    }
+    const t = performance.now();
+    const r = await runWorkload(w, p, { sizes: p.sizes, fileLimit });
+    for (const [path, byKey] of Object.entries(r.rounds))
+      Object.assign((rounds[path as 'direct'] ??= {}), byKey);
+    notes.push(...r.notes);
+    failures.push(...r.failures);
+    progress(w, r.rounds, r.failures.length, performance.now() - t);
+  }
+  const figs = figures(p.sizes, rounds, p.paths);
+  const report: Report = {
+    date: new Date().toISOString(),
+    mode: p.sizes.mode,
+    command: command(),
+    commit: commit(),
+    durationS: (performance.now() - started) / 1000,
+    machine: machine(fileLimit),
+    loadAverage: { start: loadStart, end: os.loadavg().map((n) => Math.round(n * 100) / 100) },
+    settings: p.sizes,
+    paths: p.paths,
+    workloads: p.workloads,
+    figures: figs,
+    notes,
+    failures,
+  };
+  const dir = await outDir(p);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(join(dir, 'latest.md'), markdown(report, figs));
+  const failed = failures.length === 0 ? '' : `\nFailures:\n${failures.join('\n')}\n`;
+  console.log(`\n${terminalTable(figs)}\n\n${LEGEND.join('\n')}\n${failed}`);
+  console.log(`bench: ${Math.round(report.durationS)} s; wrote ${join(dir, 'latest.json')} and latest.md`);
+  process.exit(failures.length > 0 ? 1 : 0);
+}
+
+function progress(w: WorkloadName, r: Rounds, failed: number, ms: number): void {
+  const parts = Object.entries(r).map(([path, byKey]) => {
+    const first = Object.entries(byKey)[0];
+    const values = first?.[1].map((v) => (v === null ? '—' : Math.round(v * 100) / 100)).join('/') ?? '';
+    return `${path} ${first?.[0] ?? ''}=${values}`;
+  });
+  const fails = failed > 0 ? `, ${failed} FAILED` : '';
+  console.log(`[${w}] ${parts.join('; ')} (${(ms / 1000).toFixed(1)} s${fails})`);
+}
+
+main().catch((err: Error) => {
+  console.error(`bench: ${err.stack}`);
+  killAll();
+  process.exit(1);
+});

@@ -1,0 +1,140 @@
+// The `nginx` path: one nginx reverse-proxy hop with upstream keep-alive, from a config the bench
+// writes into a temp dir of its own (no daemon, no master process, one worker, logs in that dir).
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+import { Proc } from '../common/proc.js';
+import { sleep } from '../common/stats.js';
+import { HOST } from './common.js';
+import { listeningPorts } from './procfs.js';
+
+const READY_TIMEOUT_MS = 10_000;
+const BIND_ATTEMPTS = 3;
+
+/** The nginx binary: on PATH, or in the sbin dirs a non-root PATH often lacks. */
+export function nginxBinary(): string | null {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin'];
+  for (const dir of dirs) if (dir !== '' && existsSync(join(dir, 'nginx'))) return join(dir, 'nginx');
+  return null;
+}
+
+/**
+ * nginx cannot listen on port 0, so the kernel picks a free port here, which is released and handed
+ * to nginx. Another process could take it in between; startNginx then retries with a new one.
+ */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen({ host: HOST, port: 0 }, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The choices that keep the comparison fair are explained in bench/README.md ("nginx"): buffering
+ * off both ways so that nginx streams with bounded memory like the other hops (buffered, it would
+ * spool a slow reader's response to a temp file), through one 64 KiB buffer each way like the Node
+ * hops' reads; keep-alive without a request cap on both sides; no access log.
+ */
+export function nginxConf(dir: string, port: number, originPort: number, fileLimit: number): string {
+  const connections = Math.max(1024, fileLimit);
+  return `# Written by bench/suite/nginx.ts for one bench run.
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile ${fileLimit};
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+
+events {
+  worker_connections ${connections};
+}
+
+http {
+  access_log off;
+  client_body_temp_path ${join(dir, 'client_body')};
+  proxy_temp_path ${join(dir, 'proxy')};
+  fastcgi_temp_path ${join(dir, 'fastcgi')};
+  uwsgi_temp_path ${join(dir, 'uwsgi')};
+  scgi_temp_path ${join(dir, 'scgi')};
+
+  upstream origin {
+    server ${HOST}:${originPort};
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+  }
+
+  server {
+    listen ${HOST}:${port} default_server backlog=4096;
+    server_name _;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_max_body_size 0;
+
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_buffer_size 64k;
+      proxy_buffers 4 64k;
+      proxy_busy_buffers_size 128k;
+      client_body_buffer_size 64k;
+    }
+
+    location /ws {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header Host $http_host;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+    }
+  }
+}
+`;
+}
+
+export interface Nginx {
+  proc: Proc;
+  port: number;
+}
+
+/** Starts nginx in `dir` and resolves once it listens on its port. */
+export async function startNginx(dir: string, originPort: number, fileLimit: number): Promise<Nginx> {
+  const binary = nginxBinary();
+  if (binary === null) throw new Error('nginx not found (apt-get install nginx-light)');
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const conf = join(dir, 'nginx.conf');
+    const errorLog = join(dir, 'error.log');
+    await writeFile(conf, nginxConf(dir, port, originPort, fileLimit));
+    const proc = new Proc('nginx', binary, ['-p', dir, '-c', conf, '-e', errorLog], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    proc.stderr?.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+    if (await listening(proc, port)) return { proc, port };
+    await proc.stop(1000);
+    const log = (await readFile(errorLog, 'utf8').catch(() => '')) + stderr;
+    if (attempt < BIND_ATTEMPTS && log.includes('Address already in use')) continue;
+    throw new Error(`nginx did not start: ${log.trim().split('\n').slice(-3).join(' | ')}`);
+  }
+}
+
+async function listening(proc: Proc, port: number): Promise<boolean> {
+  const deadline = performance.now() + READY_TIMEOUT_MS;
+  while (performance.now() < deadline && proc.exit === null) {
+    if ((await listeningPorts(proc.pid!)).includes(port)) return true;
+    await sleep(20);
+  }
+  return false;
+}

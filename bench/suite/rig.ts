@@ -1,0 +1,179 @@
+// One set of processes for one workload on one path: the origin, the load generator and the path's
+// hops. Every run gets a fresh set, so that one run's heap does not colour the next one's RSS, and
+// every process is checked to exit when the run stops it.
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Child, describeExit, type Proc, type Stopped } from '../common/proc.js';
+import type { ChildMessage } from '../common/ipc.js';
+import type { PathName } from './common.js';
+import { startNginx } from './nginx.js';
+import {
+  type Controller,
+  type SluiceProc,
+  startAgent,
+  startController,
+  TUNNELS,
+  waitTunnels,
+} from './sluice.js';
+
+const TUNNEL_TIMEOUT_MS = 15_000;
+/** Sluice drains in-flight streams on SIGTERM; by then the load generator has closed them all. */
+const STOP_GRACE_MS = 10_000;
+
+/** A proxy process whose memory the workloads measure. */
+export interface Hop {
+  /** `nginx`, `node-proxy`, `controller` or `agent`. */
+  role: string;
+  pid: number;
+}
+
+export interface Rig {
+  path: PathName;
+  origin: Child;
+  client: Child;
+  /** Where the load generator connects. */
+  port: number;
+  originPort: number;
+  /** The path's proxy processes: none for direct. */
+  hops: Hop[];
+  /** Every process of the rig, stopped in this order: load generator first, origin last. */
+  procs: Proc[];
+  dir: string;
+  controller?: Controller;
+  agent?: SluiceProc;
+  /** Extra agent flags, kept for a restarted agent too. */
+  agentArgs: string[];
+}
+
+export interface RigOptions {
+  fileLimit: number;
+  /** Sluice only: controller log level (default warn) and YAML tunnel section. */
+  logLevel?: 'warn' | 'info';
+  tunnel?: Record<string, string>;
+  /** Sluice only: the agent dials this port instead of the controller's tunnel port (a relay). */
+  agentDial?: (tunnelPort: number) => Promise<number>;
+  agentArgs?: string[];
+}
+
+function port(msg: ChildMessage): number {
+  const v = msg.port;
+  if (typeof v !== 'number' || v <= 0)
+    throw new Error(`ready message without a port: ${JSON.stringify(msg)}`);
+  return v;
+}
+
+function child(name: string, script: string, args: string[] = []): Child {
+  return new Child(name, new URL(`./${script}`, import.meta.url), args);
+}
+
+export async function startRig(path: PathName, o: RigOptions): Promise<Rig> {
+  const dir = await mkdtemp(join(tmpdir(), `sluice-bench-${path}-`));
+  const origin = child('origin', 'origin.js');
+  const client = child('load generator', 'client.js');
+  const rig: Rig = {
+    path,
+    origin,
+    client,
+    port: 0,
+    originPort: 0,
+    hops: [],
+    procs: [client, origin],
+    dir,
+    agentArgs: o.agentArgs ?? [],
+  };
+  try {
+    rig.originPort = port(await origin.ready);
+    await client.ready;
+    await startHops(rig, o);
+    return rig;
+  } catch (err) {
+    await stopRig(rig);
+    throw err;
+  }
+}
+
+async function startHops(rig: Rig, o: RigOptions): Promise<void> {
+  switch (rig.path) {
+    case 'direct':
+      rig.port = rig.originPort;
+      return;
+    case 'nginx': {
+      const nginx = await startNginx(rig.dir, rig.originPort, o.fileLimit);
+      rig.procs.splice(1, 0, nginx.proc);
+      rig.port = nginx.port;
+      rig.hops.push({ role: 'nginx', pid: nginx.proc.pid! });
+      return;
+    }
+    case 'node-proxy': {
+      const proxy = child('node-proxy', 'node-proxy.js', ['--origin-port', String(rig.originPort)]);
+      rig.procs.splice(1, 0, proxy);
+      rig.port = port(await proxy.ready);
+      rig.hops.push({ role: 'node-proxy', pid: proxy.pid! });
+      return;
+    }
+    case 'sluice':
+      return startSluice(rig, o);
+  }
+}
+
+async function startSluice(rig: Rig, o: RigOptions): Promise<void> {
+  const logLevel = o.logLevel ?? 'warn';
+  const controller = await startController(rig.dir, rig.originPort, {
+    logLevel,
+    ...(o.tunnel === undefined ? {} : { tunnel: o.tunnel }),
+  });
+  rig.procs.splice(1, 0, controller.proc);
+  rig.controller = controller;
+  rig.port = controller.publicPort;
+  const dial = o.agentDial === undefined ? controller.tunnelPort : await o.agentDial(controller.tunnelPort);
+  const agent = startAgent(dial, 'warn', rig.agentArgs);
+  rig.procs.splice(1, 0, agent);
+  rig.agent = agent;
+  await Promise.race([
+    waitTunnels(controller.adminPort, TUNNELS, TUNNEL_TIMEOUT_MS),
+    agent.exited.then((exit) => {
+      throw new Error(`agent ${describeExit(exit)}: ${agent.errorText.trim()}`);
+    }),
+  ]);
+  rig.hops.push({ role: 'controller', pid: controller.proc.pid! }, { role: 'agent', pid: agent.pid! });
+}
+
+/** Replaces the rig's agent (the old one must have exited): the agent-restart workload. */
+export function restartAgent(rig: Rig, dialPort: number): SluiceProc {
+  const agent = startAgent(dialPort, 'warn', rig.agentArgs);
+  rig.procs = rig.procs.map((p) => (p === rig.agent ? agent : p));
+  rig.hops = rig.hops.map((h) => (h.role === 'agent' ? { role: 'agent', pid: agent.pid! } : h));
+  rig.agent = agent;
+  return agent;
+}
+
+/** Expected: every process ends with code 0 on SIGTERM within the grace period. */
+function exitNote(s: Stopped): string | null {
+  if (s.forced) return `${s.name} did not exit within ${STOP_GRACE_MS / 1000} s of SIGTERM: killed`;
+  if (s.exit.code === 0) return null;
+  return `${s.name} ${describeExit(s.exit)} when stopped`;
+}
+
+/** Stops every process in order and says which did not exit cleanly; removes the temp dir. */
+export async function stopRig(rig: Rig): Promise<string[]> {
+  const notes: string[] = [];
+  for (const proc of rig.procs) {
+    // A process that died earlier already has its exit noted by the workload that saw it fail.
+    const earlier = proc.exit !== null;
+    const stopped = await proc.stop(STOP_GRACE_MS);
+    const note = earlier ? null : exitNote(stopped);
+    if (note !== null) notes.push(note);
+  }
+  notes.push(...(await nginxErrors(rig.dir)));
+  await rm(rig.dir, { recursive: true, force: true });
+  return notes;
+}
+
+/** nginx's own complaints, at error level or worse. */
+async function nginxErrors(dir: string): Promise<string[]> {
+  const log = await readFile(join(dir, 'error.log'), 'utf8').catch(() => '');
+  const bad = log.split('\n').filter((l) => /\[(error|crit|alert|emerg)\]/.test(l));
+  if (bad.length === 0) return [];
+  return [`nginx error.log has ${bad.length} error lines, first: ${bad[0]!.slice(0, 300)}`];
+}

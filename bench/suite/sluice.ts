@@ -1,0 +1,238 @@
+// The `sluice` path: the real controller and agent, from bin/sluice.js, as two processes with the
+// bench's Node flags, the tunnel over tcp://127.0.0.1. Everything listens on port 0.
+//
+// At `logLevel: warn` (so that one JSON line per request does not cost the proxy its speed) the
+// controller's readiness lines are not written: they are info lines. The bench then finds the
+// listeners in /proc, tells them apart by asking each for /readyz, and counts tunnels on the admin
+// listener's /readyz. The tunnel-down lines the recovery workloads wait for need `info`.
+import { execFileSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS, Proc, readLines } from '../common/proc.js';
+import { sleep, withTimeout } from '../common/stats.js';
+import { BENCH_HOST, HOST } from './common.js';
+import { listeningPorts } from './procfs.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
+const TOKEN = 'bench-token-0123456789abcdef';
+const READY_TIMEOUT_MS = 15_000;
+export const TUNNELS = 2;
+
+export type LogLine = Record<string, unknown> & { event?: string };
+
+/** A sluice process whose stdout JSON lines are kept, with the time each one arrived. */
+export class SluiceProc extends Proc {
+  readonly lines: { at: number; line: LogLine }[] = [];
+  errorText = '';
+  readonly #waiters = new Set<(entry: { at: number; line: LogLine }) => void>();
+
+  constructor(name: string, args: string[]) {
+    super(name, process.execPath, [...NODE_FLAGS, BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    readLines(this.stdout!, (raw) => this.#line(raw));
+    this.stderr!.setEncoding('utf8').on('data', (t: string) => {
+      this.errorText = (this.errorText + t).slice(-4000);
+    });
+  }
+
+  /** Resolves with the arrival time (performance.now()) of the `count`-th line matching `match`. */
+  waitLines(what: string, match: (l: LogLine) => boolean, count: number, timeoutMs: number): Promise<number> {
+    const seen = this.lines.filter((e) => match(e.line));
+    if (seen.length >= count) return Promise.resolve(seen[count - 1]!.at);
+    let n = seen.length;
+    let waiter: (entry: { at: number; line: LogLine }) => void = () => {};
+    const found = new Promise<number>((resolve) => {
+      waiter = (entry) => {
+        if (match(entry.line) && ++n === count) resolve(entry.at);
+      };
+      this.#waiters.add(waiter);
+    });
+    const died = this.exited.then((exit) => {
+      throw new Error(`${this.name} exited (code ${exit.code}) before ${what}: ${this.errorText.trim()}`);
+    });
+    return withTimeout(Promise.race([found, died]), timeoutMs, `${this.name}: ${what}`).finally(() =>
+      this.#waiters.delete(waiter),
+    );
+  }
+
+  #line(raw: string): void {
+    if (raw.trim() === '') return;
+    let line: LogLine;
+    try {
+      line = JSON.parse(raw) as LogLine;
+    } catch {
+      line = { msg: raw };
+    }
+    const entry = { at: performance.now(), line };
+    this.lines.push(entry);
+    for (const waiter of this.#waiters) waiter(entry);
+  }
+}
+
+export interface ControllerOptions {
+  logLevel: 'warn' | 'info';
+  /** The YAML `tunnel:` section, e.g. { pingInterval: '1s', pingTimeout: '3s' }. */
+  tunnel?: Record<string, string>;
+}
+
+function controllerYaml(dir: string, originPort: number, o: ControllerOptions): string {
+  const lines = [
+    '# Written by bench/suite/sluice.ts for one bench run.',
+    `listen: ${HOST}:0`,
+    `tunnelListen: tcp://${HOST}:0`,
+    `adminListen: ${HOST}:0`,
+    `dataDir: ${JSON.stringify(dir)}`,
+    `logLevel: ${o.logLevel}`,
+    'clusters:',
+    '  - name: bench',
+    `    tokens: [${JSON.stringify(TOKEN)}]`,
+    'routes:',
+    `  - host: ${BENCH_HOST}`,
+    '    cluster: bench',
+    `    target: http://${HOST}:${originPort}`,
+  ];
+  if (o.tunnel !== undefined) {
+    lines.push('tunnel:');
+    for (const [key, value] of Object.entries(o.tunnel)) lines.push(`  ${key}: ${value}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export interface Controller {
+  proc: SluiceProc;
+  publicPort: number;
+  tunnelPort: number;
+  adminPort: number;
+  /** The YAML, for the notes. */
+  yaml: string;
+}
+
+export async function startController(
+  dir: string,
+  originPort: number,
+  o: ControllerOptions,
+): Promise<Controller> {
+  const yaml = controllerYaml(dir, originPort, o);
+  const file = join(dir, 'sluice.yaml');
+  await writeFile(file, yaml);
+  const proc = new SluiceProc('controller', ['controller', '--config', file]);
+  try {
+    const ports = await threeListeners(proc);
+    return { proc, yaml, ...(await identify(ports)) };
+  } catch (err) {
+    await proc.stop(1000);
+    throw err;
+  }
+}
+
+async function threeListeners(proc: SluiceProc): Promise<number[]> {
+  const deadline = performance.now() + READY_TIMEOUT_MS;
+  while (performance.now() < deadline) {
+    if (proc.exit !== null) throw new Error(`controller exited (code ${proc.exit.code}): ${proc.errorText}`);
+    const ports = await listeningPorts(proc.pid!);
+    if (ports.length === 3) return ports;
+    await sleep(20);
+  }
+  throw new Error(`controller: no public, tunnel and admin listeners within ${READY_TIMEOUT_MS} ms`);
+}
+
+interface Answer {
+  port: number;
+  status: number;
+  body: string;
+}
+
+/** GET /readyz on `port`; null when what comes back is not HTTP (the tunnel listener). */
+function askReadyz(port: number, timeoutMs: number): Promise<Answer | null> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    let text = '';
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+      const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+      resolve(m === null ? null : { port, status: Number(m[1]), body });
+    };
+    const timer = setTimeout(done, timeoutMs);
+    socket.setEncoding('latin1');
+    socket.on('data', (t: string) => (text += t));
+    socket.on('error', () => {});
+    socket.on('close', done);
+    socket.write(`GET /readyz HTTP/1.1\r\nHost: ${BENCH_HOST}\r\nConnection: close\r\n\r\n`);
+  });
+}
+
+// The body comes chunked; the count is all that is needed from it.
+const TUNNELS_FIELD = /"tunnels":(\d+)/;
+
+function isAdmin(a: Answer): boolean {
+  return a.status === 200 && TUNNELS_FIELD.test(a.body);
+}
+
+/** Admin answers /readyz with a tunnel count, public with some HTTP answer, tunnel with no HTTP. */
+async function identify(ports: number[]): Promise<Omit<Controller, 'proc' | 'yaml'>> {
+  const answers = await Promise.all(ports.map((p) => askReadyz(p, 2000)));
+  const http = answers.filter((a): a is Answer => a !== null);
+  const admin = http.find(isAdmin);
+  const pub = http.find((a) => !isAdmin(a));
+  const tunnel = ports.filter((_, i) => answers[i] === null);
+  if (admin === undefined || pub === undefined || tunnel.length !== 1) {
+    const seen = answers.map((a) => (a === null ? 'no HTTP' : `${a.port}: ${a.status}`)).join(', ');
+    throw new Error(`controller: cannot tell its listeners apart (${seen})`);
+  }
+  return { publicPort: pub.port, tunnelPort: tunnel[0]!, adminPort: admin.port };
+}
+
+/** Tunnels the controller counts now, from the admin listener's /readyz. */
+export async function tunnelCount(adminPort: number): Promise<number> {
+  const a = await askReadyz(adminPort, 2000);
+  if (a === null || !isAdmin(a)) throw new Error(`admin /readyz answered ${JSON.stringify(a)}`);
+  return Number(TUNNELS_FIELD.exec(a.body)![1]);
+}
+
+export async function waitTunnels(adminPort: number, n: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let last = -1;
+  while (performance.now() < deadline) {
+    last = await tunnelCount(adminPort);
+    if (last === n) return;
+    await sleep(10);
+  }
+  throw new Error(`controller: ${last} tunnels, not ${n}, after ${timeoutMs} ms`);
+}
+
+let agentHelp: string | null = null;
+
+/** Whether this build's `sluice agent` takes `flag` (its --help names it). */
+export function agentTakes(flag: string): boolean {
+  try {
+    agentHelp ??= execFileSync(process.execPath, [BIN, 'agent', '--help'], {
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+  } catch {
+    agentHelp = '';
+  }
+  return agentHelp.includes(flag);
+}
+
+export function startAgent(tunnelPort: number, logLevel: 'warn' | 'info', extra: string[] = []): SluiceProc {
+  return new SluiceProc('agent', [
+    'agent',
+    '--controller',
+    `tcp://${HOST}:${tunnelPort}`,
+    '--token',
+    TOKEN,
+    '--allow',
+    `${HOST}:*`,
+    '--tunnels',
+    String(TUNNELS),
+    '--name',
+    'bench',
+    '--log-level',
+    logLevel,
+    ...extra,
+  ]);
+}

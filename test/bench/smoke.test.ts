@@ -1,0 +1,48 @@
+// The proxy bench's harness works end to end: one very short round of every workload on every path
+// (`--smoke`, bench/README.md). It asserts only that the run completes and writes its JSON; the
+// figures of so short a run mean nothing.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { nginxBinary } from '../../bench/suite/nginx.js';
+import { wrkBinary } from '../../bench/suite/wrk.js';
+
+const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
+/** Past the bench's own smoke watchdog (3 min), so that it reports first. */
+const LIMIT_MS = 200_000;
+
+const missing = [nginxBinary() === null ? 'nginx' : '', wrkBinary() === null ? 'wrk' : ''].filter(
+  (tool) => tool !== '',
+);
+const skip = missing.length === 0 ? false : `needs ${missing.join(' and ')}: apt-get install nginx-light wrk`;
+
+test(
+  'the bench runs every workload on every path in --smoke mode',
+  { skip, timeout: LIMIT_MS + 10_000 },
+  async () => {
+    const out = mkdtempSync(join(tmpdir(), 'sluice-bench-smoke-'));
+    try {
+      const child = spawn(process.execPath, [RUN, '--smoke', '--out', out], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: LIMIT_MS,
+      });
+      let output = '';
+      child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
+      child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      assert.equal(code, 0, `the smoke run failed:\n${output.slice(-6000)}`);
+      const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as {
+        mode: string;
+        figures: unknown[];
+      };
+      assert.equal(report.mode, 'smoke');
+      assert.ok(report.figures.length > 0, 'latest.json has no figures');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  },
+);

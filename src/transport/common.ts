@@ -100,7 +100,8 @@ export class Listener {
   readonly #connections: Connections;
   // Captured while listening: server.address() returns null once closed.
   readonly #address: { host: string; port: number };
-  #closed: Promise<void> | undefined;
+  /** Settles once the server has closed and its last connection is gone. */
+  #stopped: Promise<void> | undefined;
 
   constructor(server: Server, target: TransportTarget, connections: Connections) {
     this.#server = server;
@@ -115,11 +116,13 @@ export class Listener {
     return { ...this.#address };
   }
 
+  stopAccepting(): void {
+    this.#stopped ??= new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
   close(): Promise<void> {
-    this.#closed ??= new Promise((resolve) => {
-      this.#server.close(() => resolve());
-      this.#connections.destroyAll();
-    });
-    return this.#closed;
+    this.stopAccepting();
+    this.#connections.destroyAll();
+    return this.#stopped!;
   }
 }

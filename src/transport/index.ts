@@ -60,6 +60,8 @@ export interface TunnelListener {
   /** The listen URL with the port actually bound. */
   readonly url: string;
   address(): { host: string; port: number };
+  /** Stops accepting; connections already open carry on (a drain). Idempotent. */
+  stopAccepting(): void;
   /** Stops accepting and destroys open connections. Idempotent. */
   close(): Promise<void>;
 }

@@ -91,6 +91,9 @@ class Exchange {
     if (this.options.responseTimeoutMs > 0) {
       this.#timer = setTimeout(this.#onTimeout, this.options.responseTimeoutMs);
     }
+    // A retry on another tunnel (the first one refused the stream unprocessed) can find a bodyless
+    // request already read to its end: its 'end' will not come again, so end the stream now.
+    if (req.readableEnded) this.#onRequestEnd();
   }
 
   // --- request direction: client → stream ---

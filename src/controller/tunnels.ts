@@ -1,5 +1,7 @@
 // Which agents may connect (token → cluster) and which tunnels each cluster has up right now. Streams
-// go to the live tunnel with the fewest open streams; a draining tunnel gets none (DESIGN §3).
+// go to the live tunnel with the fewest open streams; a draining tunnel gets none (DESIGN §3). A tunnel
+// that an agent redials replaces its stale predecessor at once, found by the agent's tunnel slot and
+// told apart by its generation (docs/protocol.md §4, "Tunnel identity").
 import { createHash } from 'node:crypto';
 import type { Session } from '../tunnel/session.js';
 import type { ClusterConfig } from './config.js';
@@ -9,7 +11,36 @@ export interface Tunnel {
   readonly cluster: string;
   readonly agent: string;
   readonly replica: string;
+  /** Which of the agent's tunnels this is, and its dial count; absent when HELLO carried neither. */
+  readonly slot?: TunnelSlotId;
   readonly since: number;
+}
+
+/** One position among an agent's `--tunnels N` and how many times it has been dialed. */
+export interface TunnelSlotId {
+  readonly index: number;
+  readonly generation: number;
+}
+
+const SLOT_CAP = 'slot=';
+const GENERATION_CAP = 'gen=';
+const CAP_NUMBER = /^(?:0|[1-9]\d{0,14})$/;
+
+/** The HELLO caps that say which slot a tunnel fills and which dial of it this is. */
+export function slotCaps(slot: TunnelSlotId): string[] {
+  return [`${SLOT_CAP}${slot.index}`, `${GENERATION_CAP}${slot.generation}`];
+}
+
+/** The slot named by HELLO caps, or undefined unless both entries are there and well-formed. */
+export function parseSlotCaps(caps: readonly string[]): TunnelSlotId | undefined {
+  const value = (prefix: string): number | undefined => {
+    const cap = caps.find((c) => c.startsWith(prefix));
+    const text = cap?.slice(prefix.length);
+    return text !== undefined && CAP_NUMBER.test(text) ? Number(text) : undefined;
+  };
+  const index = value(SLOT_CAP);
+  const generation = value(GENERATION_CAP);
+  return index === undefined || generation === undefined ? undefined : { index, generation };
 }
 
 /** `sha256:<hex>` of a token, the form configs and stores keep. */
@@ -40,14 +71,40 @@ export class TokenIndex {
 
 export class TunnelRegistry {
   readonly #byCluster = new Map<string, Tunnel[]>();
+  /** The newest tunnel of each agent slot: cluster, agent, replica and slot index → tunnel. */
+  readonly #bySlot = new Map<string, Tunnel>();
 
-  add(tunnel: Tunnel): void {
+  /**
+   * Adds `tunnel` to its cluster. When it is a newer generation of a slot that already has a tunnel,
+   * that older tunnel leaves routing here and now and is returned: the agent dialed again because it
+   * gave the old one up, so it is stale even if this side has not noticed yet. The caller closes it.
+   * A tunnel of an older generation than the registered one (a handshake that lost a race with its
+   * own redial) is added without replacing anything; it ends by itself.
+   */
+  add(tunnel: Tunnel): Tunnel | undefined {
+    let replaced: Tunnel | undefined;
+    if (tunnel.slot !== undefined) {
+      const key = slotKey(tunnel);
+      const current = this.#bySlot.get(key);
+      if (current === undefined || current.slot!.generation < tunnel.slot.generation) {
+        this.#bySlot.set(key, tunnel);
+        if (current !== undefined) {
+          this.remove(current);
+          replaced = current;
+        }
+      }
+    }
     const list = this.#byCluster.get(tunnel.cluster);
     if (list === undefined) this.#byCluster.set(tunnel.cluster, [tunnel]);
     else list.push(tunnel);
+    return replaced;
   }
 
   remove(tunnel: Tunnel): void {
+    if (tunnel.slot !== undefined) {
+      const key = slotKey(tunnel);
+      if (this.#bySlot.get(key) === tunnel) this.#bySlot.delete(key);
+    }
     const list = this.#byCluster.get(tunnel.cluster);
     if (list === undefined) return;
     const i = list.indexOf(tunnel);
@@ -77,4 +134,16 @@ export class TunnelRegistry {
   count(cluster: string): number {
     return this.#byCluster.get(cluster)?.length ?? 0;
   }
+
+  /** Entries held, for leak checks: tunnels listed and slots keyed (equal unless a stale one lingers). */
+  size(): { tunnels: number; slots: number } {
+    let tunnels = 0;
+    for (const list of this.#byCluster.values()) tunnels += list.length;
+    return { tunnels, slots: this.#bySlot.size };
+  }
+}
+
+function slotKey(tunnel: Tunnel): string {
+  // JSON keeps the parts apart whatever characters an agent puts in its name.
+  return JSON.stringify([tunnel.cluster, tunnel.agent, tunnel.replica, tunnel.slot!.index]);
 }

@@ -10,6 +10,7 @@ import {
   MASKED,
   maskWhenSerialized,
   orThrow,
+  parseFlagDuration,
   parseLogLevel,
   parseNonEmpty,
   parseOptionalHostPort,
@@ -57,6 +58,11 @@ export interface AgentFlags {
   healthListen?: string;
   ca?: string;
   servername?: string;
+  /** Durations as typed (`500ms`, `15s`); the tunnel's ping period and dead-peer timeout. */
+  pingInterval?: string;
+  pingTimeout?: string;
+  /** How long a drain (SIGTERM) lets in-flight streams run. */
+  gracePeriod?: string;
   logLevel?: string;
 }
 
@@ -109,10 +115,32 @@ function build(flags: AgentFlags, env: NodeJS.ProcessEnv, token: string): AgentC
     ...(ca === undefined ? {} : { ca }),
     ...(servername === undefined ? {} : { servername }),
     connectTimeoutMs: CONNECT_TIMEOUT_MS,
-    tunnel: resolveSessionOptions({}, 'tunnel'),
+    tunnel: tunnelOptions(flags, env),
     logLevel: flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ?? 'info',
   };
   return deepFreeze(maskWhenSerialized(config, (copy) => ({ ...copy, token: MASKED })));
+}
+
+/**
+ * The session options the flags set. A ping timeout left unset is three ping intervals, so that
+ * `--ping-interval` alone keeps the usual ratio (and never falls below the interval).
+ */
+function tunnelOptions(flags: AgentFlags, env: NodeJS.ProcessEnv): SessionOptions {
+  const duration = (key: string, name: string, min: number, max: number, flag: string | undefined) =>
+    flagOrEnv(`tunnel.${key}`, name, parseFlagDuration({ min, max }), flag, env);
+  const pingInterval = duration('pingInterval', 'ping-interval', 100, 5 * 60_000, flags.pingInterval);
+  const pingTimeout =
+    duration('pingTimeout', 'ping-timeout', 100, 30 * 60_000, flags.pingTimeout) ??
+    (pingInterval === undefined ? undefined : 3 * pingInterval);
+  const gracePeriod = duration('gracePeriod', 'grace-period', 0, 60 * 60_000, flags.gracePeriod);
+  return resolveSessionOptions(
+    {
+      ...(pingInterval === undefined ? {} : { pingInterval }),
+      ...(pingTimeout === undefined ? {} : { pingTimeout }),
+      ...(gracePeriod === undefined ? {} : { gracePeriod }),
+    },
+    'tunnel',
+  );
 }
 
 // A valid token is at least 16 characters, so replacing it cannot mangle the rest of a message. Only the

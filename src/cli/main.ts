@@ -50,6 +50,8 @@ Flags:
                          wss:// URL, default tcp://127.0.0.1:7000 ($SLUICE_TUNNEL_LISTEN)
   --admin-listen ADDR    admin API host:port, or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
   --data DIR             data directory, default ./data ($SLUICE_DATA)
+  --grace-period DUR     on SIGTERM, how long in-flight requests may finish, e.g. 30s; overrides
+                         tunnel.gracePeriod, default 30s ($SLUICE_GRACE_PERIOD)
   --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
   -h, --help             show this help
 `;
@@ -72,6 +74,11 @@ Flags:
                          ($SLUICE_HEALTH_LISTEN)
   --ca FILE              PEM CA to trust for tls:// and wss:// ($SLUICE_CA)
   --servername NAME      name the controller's certificate must carry ($SLUICE_SERVERNAME)
+  --grace-period DUR     on SIGTERM, how long in-flight streams may finish, default 30s
+                         ($SLUICE_GRACE_PERIOD)
+  --ping-interval DUR    how often each tunnel is pinged, default 15s ($SLUICE_PING_INTERVAL)
+  --ping-timeout DUR     silence after which a tunnel is dead and redialed, default 3 ping
+                         intervals ($SLUICE_PING_TIMEOUT)
   --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
   -h, --help             show this help
 `;
@@ -159,6 +166,7 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     'tunnel-listen': STRING,
     'admin-listen': STRING,
     data: STRING,
+    'grace-period': STRING,
     'log-level': STRING,
     help: HELP,
   };
@@ -172,6 +180,7 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     tunnelListen: values['tunnel-listen'],
     adminListen: values['admin-listen'],
     data: values.data,
+    gracePeriod: values['grace-period'],
     logLevel: values['log-level'],
   };
   return serve(
@@ -192,6 +201,9 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     'health-listen': STRING,
     ca: STRING,
     servername: STRING,
+    'grace-period': STRING,
+    'ping-interval': STRING,
+    'ping-timeout': STRING,
     'log-level': STRING,
     help: HELP,
   } as const;
@@ -208,6 +220,9 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     healthListen: values['health-listen'],
     ca: values.ca,
     servername: values.servername,
+    gracePeriod: values['grace-period'],
+    pingInterval: values['ping-interval'],
+    pingTimeout: values['ping-timeout'],
     logLevel: values['log-level'],
   };
   return serve('agent', run, (): AgentConfig => loadAgentConfig({ flags, env: run.env }), startAgent);

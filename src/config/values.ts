@@ -123,6 +123,15 @@ export function parseBoundedDuration(bounds: DurationBounds): (value: unknown) =
   };
 }
 
+/**
+ * A duration given as a flag or variable, where every value is a string: bare digits are milliseconds,
+ * as a number is in YAML (`--grace-period 0`, `SLUICE_GRACE_PERIOD=30000`).
+ */
+export function parseFlagDuration(bounds: DurationBounds): (value: unknown) => number | Refusal {
+  const parse = parseBoundedDuration(bounds);
+  return (value) => parse(typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : value);
+}
+
 export function parseBoundedInteger(
   min: number,
   max: number,

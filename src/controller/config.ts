@@ -14,6 +14,7 @@ import {
   maskWhenSerialized,
   orThrow,
   parseBoundedDuration,
+  parseFlagDuration,
   parseBoundedInteger,
   parseDurationMs,
   parseHostPort,
@@ -86,6 +87,8 @@ export interface ControllerFlags {
   tunnelListen?: string;
   adminListen?: string;
   data?: string;
+  /** As typed (`30s`); overrides the config file's tunnel.gracePeriod, the drain's length. */
+  gracePeriod?: string;
   logLevel?: string;
 }
 
@@ -145,13 +148,26 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
-    tunnel: file.tunnel ?? resolveSessionOptions({}, 'tunnel'),
+    tunnel: withGracePeriod(
+      file.tunnel ?? resolveSessionOptions({}, 'tunnel'),
+      flagOrEnv(
+        'tunnel.gracePeriod',
+        'grace-period',
+        parseFlagDuration({ min: 0, max: HOUR }),
+        flags.gracePeriod,
+        env,
+      ),
+    ),
     logLevel:
       flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ??
       file.logLevel ??
       DEFAULTS.logLevel,
   };
   return deepFreeze(maskWhenSerialized(config, maskTokens));
+}
+
+function withGracePeriod(tunnel: SessionOptions, gracePeriod: number | undefined): SessionOptions {
+  return gracePeriod === undefined ? tunnel : resolveSessionOptions({ ...tunnel, gracePeriod }, 'tunnel');
 }
 
 function readUtf8(path: string): string {

@@ -257,3 +257,41 @@ describe('loadAgentConfig: refusals', () => {
     refuses(() => load({ servername: '' }), 'servername', /must be a host name, got ""/);
   });
 });
+
+describe('loadAgentConfig: tunnel timing', () => {
+  test('ping interval, ping timeout and grace period from flags or SLUICE_*', () => {
+    const flags = load({ pingInterval: '500ms', pingTimeout: '2s', gracePeriod: '1m' }).tunnel;
+    assert.deepEqual([flags.pingInterval, flags.pingTimeout, flags.gracePeriod], [500, 2_000, 60_000]);
+    const env = load(
+      {},
+      { SLUICE_PING_INTERVAL: '5s', SLUICE_PING_TIMEOUT: '20s', SLUICE_GRACE_PERIOD: '0' },
+    ).tunnel;
+    assert.deepEqual([env.pingInterval, env.pingTimeout, env.gracePeriod], [5_000, 20_000, 0]);
+    assert.equal(load({ gracePeriod: '10s' }, { SLUICE_GRACE_PERIOD: '1s' }).tunnel.gracePeriod, 10_000);
+  });
+
+  test('a ping interval alone keeps the timeout at three intervals', () => {
+    assert.equal(load({ pingInterval: '500ms' }).tunnel.pingTimeout, 1_500);
+    assert.equal(load({ pingInterval: '1m' }).tunnel.pingTimeout, 180_000);
+    assert.equal(load({ pingTimeout: '1m' }).tunnel.pingInterval, DEFAULT_SESSION_OPTIONS.pingInterval);
+  });
+
+  test('bad durations name the option and the source', () => {
+    refuses(
+      () => load({ pingInterval: 'soon' }),
+      'tunnel.pingInterval',
+      /must be a duration: .*, got "soon" \(from --ping-interval\)$/,
+    );
+    refuses(
+      () => load({}, { SLUICE_PING_INTERVAL: '10ms' }),
+      'tunnel.pingInterval',
+      /must be between 100ms and 5m, got "10ms" \(from SLUICE_PING_INTERVAL\)$/,
+    );
+    refuses(() => load({ gracePeriod: '2h' }), 'tunnel.gracePeriod', /between 0ms and 1h, got "2h"/);
+    refuses(
+      () => load({ pingInterval: '10s', pingTimeout: '5s' }),
+      'tunnel.pingTimeout',
+      /must be at least tunnel.pingInterval/,
+    );
+  });
+});

@@ -125,6 +125,9 @@ test('agent --help prints its flags with their variables and exits 0', async () 
     'HEALTH_LISTEN',
     'CA',
     'SERVERNAME',
+    'GRACE_PERIOD',
+    'PING_INTERVAL',
+    'PING_TIMEOUT',
   ]) {
     assert.match(r.stdout, new RegExp(`\\$SLUICE_${name}\\b`));
   }

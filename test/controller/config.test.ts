@@ -255,6 +255,21 @@ describe('loadControllerConfig: precedence', () => {
     assert.deepEqual(summary(load({ yaml, env, flags })), [21, 'tcp://127.0.0.1:22', 23, 'g', 'debug']);
   });
 
+  test('--grace-period and SLUICE_GRACE_PERIOD override tunnel.gracePeriod', () => {
+    const yaml = 'tunnel: {gracePeriod: 10s, pingInterval: 5s}';
+    assert.equal(load({ yaml }).tunnel.gracePeriod, 10_000);
+    assert.equal(load({ yaml, env: { SLUICE_GRACE_PERIOD: '45s' } }).tunnel.gracePeriod, 45_000);
+    const flagged = load({ yaml, flags: { gracePeriod: '1m' }, env: { SLUICE_GRACE_PERIOD: '45s' } });
+    assert.equal(flagged.tunnel.gracePeriod, 60_000);
+    assert.equal(flagged.tunnel.pingInterval, 5_000, 'the other tunnel options stay');
+    assert.equal(load({ flags: { gracePeriod: '0' } }).tunnel.gracePeriod, 0);
+    refuses(
+      { flags: { gracePeriod: 'later' } },
+      'tunnel.gracePeriod',
+      /must be a duration: .*, got "later" \(from --grace-period\)$/,
+    );
+  });
+
   test('an empty variable counts as unset', () => {
     const empty = Object.fromEntries(Object.keys(env).map((k) => [k, '']));
     assert.deepEqual(summary(load({ yaml, env: empty })), [1, 'tcp://127.0.0.1:2', 3, 'f', 'warn']);

@@ -1,36 +1,68 @@
-// The agent process: holds N tunnels to the controller, each redialed with exponential backoff and full
-// jitter, and serves every stream the controller opens by delivering it to its target (DESIGN §4).
+// The agent process: holds N tunnels to the controller, each redialed on its own with exponential backoff
+// and full jitter, and serves every stream the controller opens by delivering it to its target
+// (DESIGN §4). Each dial of a tunnel slot carries the slot and a generation in HELLO, so the controller
+// can replace a stale tunnel of the slot the moment its successor arrives.
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
+import { slotCaps } from '../controller/tunnels.js';
 import { createTargetPool, type DeliverContext, deliverStream } from '../proxy/deliver.js';
 import { guardedLookup } from '../proxy/target.js';
 import { dial } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
+import type { Stream } from '../tunnel/stream.js';
 import type { AgentConfig } from './config.js';
 import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
 
 export interface AgentHandle {
-  /** Tunnels up right now. */
+  /** Tunnels up right now (draining ones not counted). */
   readonly tunnelsUp: number;
   /** Resolves once the first tunnel is up (the agent can take traffic). */
   whenUp(): Promise<void>;
   /** http://host:port of the health listener, or null when it is off. */
   readonly healthUrl: string | null;
-  /** Sends GO_AWAY on every tunnel, lets in-flight streams finish for up to `graceMs`, then stops. */
+  /**
+   * Sends GO_AWAY on every tunnel and lets in-flight streams finish for up to `graceMs`; upgraded
+   * connections still open then are closed with a FIN each way (UPGRADE_CLOSE_MS), then it stops.
+   */
   close(graceMs?: number): Promise<void>;
 }
 
 /** Backoff between dials: full jitter over an exponential ceiling (DESIGN §4). */
 export const BACKOFF = {
-  baseMs: 250,
+  /** The first ceiling: a dropped tunnel is redialed within half a second. */
+  baseMs: 500,
   capMs: 30_000,
-  /** A tunnel that stayed up this long resets the backoff. */
+  /** A tunnel that stayed up this long resets the backoff; a flapping one keeps backing off. */
   stableMs: 30_000,
   /** After a refused token: retrying cannot help until someone fixes it, so wait long. */
   refusedMs: 5 * 60_000,
 } as const;
+
+/**
+ * After the grace period, how long upgraded connections get to finish the close the agent starts (a FIN
+ * each way) before the tunnel is torn down.
+ */
+export const UPGRADE_CLOSE_MS = 1000;
+
+/**
+ * The wait before the next dial: uniform in [0, ceiling], where the ceiling doubles with each failed
+ * attempt from BACKOFF.baseMs up to BACKOFF.capMs. The ceiling is also never more than the outage has
+ * lasted so far (`downForMs`), so a controller back after a one-second restart is redialed within about
+ * a second, whatever the draws were; a long outage still backs off to the cap.
+ */
+export function backoffDelay(attempt: number, downForMs: number, random: () => number = Math.random): number {
+  const exponential = BACKOFF.baseMs * 2 ** Math.min(attempt, 30);
+  const ceiling = Math.min(BACKOFF.capMs, exponential, Math.max(BACKOFF.baseMs, downForMs));
+  return Math.round(random() * ceiling);
+}
+
+/** The wait after the controller refused the token: between half of BACKOFF.refusedMs and all of it. */
+export function refusedDelay(random: () => number = Math.random): number {
+  return Math.round(BACKOFF.refusedMs * (0.5 + random() / 2));
+}
 
 export async function startAgent(config: AgentConfig, logger: Logger): Promise<AgentHandle> {
   // Inside Kubernetes the API's ClusterIP is protected too, so `--allow '*:*'` cannot reach it.
@@ -47,22 +79,29 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   };
   const ca = config.ca === undefined ? undefined : readFileSync(config.ca);
   const stopping = new AbortController();
+  const upgrades = new UpgradeStreams();
   let markUp!: () => void;
   const firstUp = new Promise<void>((resolve) => (markUp = resolve));
   const slots = Array.from(
     { length: config.tunnels },
-    (_, i) => new TunnelSlot(i, config, ca, ctx, logger, stopping.signal, markUp),
+    (_, i) => new TunnelSlot(i, { config, ca, ctx, logger, signal: stopping.signal, onUp: markUp, upgrades }),
   );
   logger.info(
-    { event: 'starting', controller: config.controller, tunnels: config.tunnels, allow: policy.patterns },
+    {
+      event: 'starting',
+      controller: config.controller,
+      tunnels: config.tunnels,
+      replica: config.replica,
+      allow: policy.patterns,
+    },
     'agent starting',
   );
-  for (const slot of slots) slot.run();
+  for (const slot of slots) void slot.run();
 
   let health: Server | null = null;
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
-    health = createHealthServer(slots);
+    health = createHealthServer(slots, pool);
     healthUrl = await new Promise<string>((resolve, reject) => {
       health!.once('error', reject);
       health!.listen(config.healthListen!.port, config.healthListen!.host, () => {
@@ -83,9 +122,25 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     healthUrl,
     close(graceMs = config.tunnel.gracePeriod) {
       closing ??= (async () => {
-        logger.info({ event: 'stopping', graceMs }, 'agent stopping');
+        const sessions = slots.flatMap((s) => [...s.sessions]);
+        logger.info(
+          { event: 'stopping', graceMs, tunnels: sessions.length, upgrades: upgrades.size },
+          'agent stopping',
+        );
         stopping.abort();
-        await Promise.allSettled(slots.map((s) => s.close(graceMs)));
+        // GO_AWAY now; each session closes by itself once its streams are done.
+        const drained = Promise.allSettled(sessions.map((s) => s.close(graceMs + UPGRADE_CLOSE_MS)));
+        const graceTimer = setTimeout(() => {
+          const open = upgrades.closeAll();
+          if (open > 0) {
+            logger.info(
+              { event: 'grace-ended', upgrades: open },
+              'grace period ended; closing upgraded connections',
+            );
+          }
+        }, graceMs);
+        await drained;
+        clearTimeout(graceTimer);
         pool.destroy();
         if (health !== null) {
           health.closeAllConnections();
@@ -98,62 +153,95 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   };
 }
 
-/** One tunnel position: dials, serves, and redials when the tunnel ends, until the agent stops. */
+/** What every slot of one agent shares. */
+interface SlotContext {
+  config: AgentConfig;
+  ca: Buffer | undefined;
+  ctx: DeliverContext;
+  logger: Logger;
+  signal: AbortSignal;
+  onUp: () => void;
+  upgrades: UpgradeStreams;
+}
+
+type SessionEnd = { goaway: true; reason: string } | { goaway: false; err: Error | undefined };
+
+/**
+ * One tunnel position: dials, serves, and redials when the tunnel ends, until the agent stops. Slots
+ * never wait on each other: each has its own backoff.
+ */
 class TunnelSlot {
+  /** The session that takes new streams, if any. */
   session: Session | null = null;
+  /** Every open session of this slot: the current one, and any still draining after a GO_AWAY. */
+  readonly sessions = new Set<Session>();
+  #generation = 0;
   #attempt = 0;
+  /** When this slot last had no usable tunnel, for the backoff's ceiling. */
+  #downSince = Date.now();
   #wake: (() => void) | null = null;
+  readonly #log: Logger;
 
   constructor(
     readonly index: number,
-    readonly config: AgentConfig,
-    readonly ca: Buffer | undefined,
-    readonly ctx: DeliverContext,
-    readonly logger: Logger,
-    readonly signal: AbortSignal,
-    readonly onUp: () => void,
+    readonly shared: SlotContext,
   ) {
-    signal.addEventListener('abort', () => this.#wake?.(), { once: true });
+    this.#log = shared.logger.child({ tunnel: index });
+    shared.signal.addEventListener('abort', () => this.#wake?.(), { once: true });
   }
 
   get up(): boolean {
-    return this.session !== null && !this.session.closed;
+    return this.session !== null && !this.session.closed && !this.session.draining;
   }
 
   async run(): Promise<void> {
-    const log = this.logger.child({ tunnel: this.index });
-    while (!this.signal.aborted) {
+    const { signal } = this.shared;
+    const log = this.#log;
+    while (!signal.aborted) {
       let delay: number;
       try {
         const session = await this.#connect();
-        const upAt = Date.now();
-        this.session = session;
-        this.onUp();
-        log.info(
-          { event: 'tunnel-up', controller: this.config.controller, session: session.id },
-          'tunnel up',
-        );
-        const err = await new Promise<Error | undefined>((resolve) => session.once('close', resolve));
-        this.session = null;
-        if (this.signal.aborted) {
-          log.info({ event: 'tunnel-closed' }, 'tunnel closed');
+        if (signal.aborted) {
+          // The agent began stopping during the handshake: this tunnel never takes a stream.
+          await session.close(0);
           break;
         }
+        const upAt = Date.now();
+        this.#adopt(session);
+        const end = await sessionEnd(session);
+        if (this.session === session) this.session = null;
+        if (signal.aborted) break;
         if (Date.now() - upAt >= BACKOFF.stableMs) this.#attempt = 0;
-        delay = this.#backoff();
-        log.warn({ event: 'tunnel-down', err: err?.message, retryInMs: delay }, 'tunnel down');
+        this.#downSince = Date.now();
+        if (end.goaway) {
+          // The controller is going away (a restart, a scale-down): its in-flight streams finish on the
+          // old session while this slot dials a replacement, which a load balancer can send elsewhere.
+          delay = Math.round(Math.random() * BACKOFF.baseMs);
+          log.info(
+            { event: 'tunnel-draining', reason: end.reason, streams: session.streamCount, retryInMs: delay },
+            'controller is draining the tunnel; dialing a replacement',
+          );
+        } else {
+          delay = this.#backoff();
+          const code = end.err instanceof SluiceError ? end.err.code : undefined;
+          log.warn(
+            {
+              event: 'tunnel-down',
+              code,
+              err: end.err?.message,
+              upForMs: Date.now() - upAt,
+              retryInMs: delay,
+            },
+            'tunnel down',
+          );
+        }
       } catch (err) {
-        if (this.signal.aborted) break;
+        if (signal.aborted) break;
         const code = err instanceof SluiceError ? err.code : (err as NodeJS.ErrnoException).code;
         const refused = code === 'SLUICE_ERR_UNAUTHORIZED' || code === 'SLUICE_ERR_FORBIDDEN';
-        delay = refused ? jitter(BACKOFF.refusedMs / 2, BACKOFF.refusedMs) : this.#backoff();
-        const fields = {
-          event: 'tunnel-failed',
-          code,
-          err: (err as Error).message,
-          retryInMs: delay,
-        };
-        if (refused) log.error(fields, 'controller refused the agent token');
+        delay = refused ? refusedDelay() : this.#backoff();
+        const fields = { event: 'tunnel-failed', code, err: (err as Error).message, retryInMs: delay };
+        if (refused) log.error(fields, 'controller refused the agent token; fix the token or the cluster');
         else log.warn(fields, 'tunnel dial failed');
       }
       await this.#sleep(delay);
@@ -161,29 +249,58 @@ class TunnelSlot {
   }
 
   async #connect(): Promise<Session> {
-    const { config } = this;
-    const transport = await dial({
-      url: config.controller,
-      ca: this.ca,
-      servername: config.servername,
-      signal: this.signal,
-    });
+    const { config, ca, ctx, signal, upgrades } = this.shared;
+    const transport = await dial({ url: config.controller, ca, servername: config.servername, signal });
+    this.#generation += 1;
     return Session.connect(transport, {
-      hello: { token: config.token, agent: config.name, replica: config.replica },
+      hello: {
+        token: config.token,
+        agent: config.name,
+        replica: config.replica,
+        caps: slotCaps({ index: this.index, generation: this.#generation }),
+      },
       options: config.tunnel,
-      logger: this.logger.child({ tunnel: this.index }),
-      onStream: (stream) => deliverStream(stream, this.ctx),
+      logger: this.#log,
+      onStream: (stream) => {
+        upgrades.track(stream);
+        deliverStream(stream, ctx);
+      },
     });
+  }
+
+  #adopt(session: Session): void {
+    this.session = session;
+    this.sessions.add(session);
+    session.once('close', (err?: Error) => {
+      this.sessions.delete(session);
+      // The current session's end is logged by run(); this is one left draining after a GO_AWAY.
+      if (this.session !== session && !this.shared.signal.aborted) {
+        this.#log.info(
+          { event: 'tunnel-closed', session: session.id, err: err?.message },
+          'old tunnel closed',
+        );
+      }
+    });
+    this.shared.onUp();
+    this.#log.info(
+      {
+        event: 'tunnel-up',
+        controller: this.shared.config.controller,
+        session: session.id,
+        generation: this.#generation,
+      },
+      'tunnel up',
+    );
   }
 
   #backoff(): number {
-    const ceiling = Math.min(BACKOFF.capMs, BACKOFF.baseMs * 2 ** this.#attempt);
+    const delay = backoffDelay(this.#attempt, Date.now() - this.#downSince);
     this.#attempt = Math.min(this.#attempt + 1, 30);
-    return jitter(0, ceiling);
+    return delay;
   }
 
   #sleep(ms: number): Promise<void> {
-    if (this.signal.aborted) return Promise.resolve();
+    if (this.shared.signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -194,28 +311,99 @@ class TunnelSlot {
       this.#wake = done;
     });
   }
+}
 
-  async close(graceMs: number): Promise<void> {
-    await this.session?.close(graceMs);
+/** Resolves when the controller sends GO_AWAY (the session drains on) or the session closes. */
+function sessionEnd(session: Session): Promise<SessionEnd> {
+  return new Promise((resolve) => {
+    const onGoAway = (_code: number, reason: string): void => {
+      session.off('close', onClose);
+      resolve({ goaway: true, reason });
+    };
+    const onClose = (err?: Error): void => {
+      session.off('goaway', onGoAway);
+      resolve({ goaway: false, err });
+    };
+    session.once('goaway', onGoAway);
+    session.once('close', onClose);
+  });
+}
+
+/**
+ * The upgraded streams this agent serves, so that a drain can close those still open when the grace
+ * period ends. Plain HTTP streams are not kept: the sessions' own grace period cuts them.
+ */
+class UpgradeStreams {
+  readonly #open = new Set<Stream>();
+  readonly #forget: (this: Stream) => void;
+
+  constructor() {
+    const open = this.#open;
+    this.#forget = function (this: Stream) {
+      open.delete(this);
+    };
+  }
+
+  get size(): number {
+    return this.#open.size;
+  }
+
+  track(stream: Stream): void {
+    if (stream.meta.kind !== 'upgrade') return;
+    this.#open.add(stream);
+    stream.once('close', this.#forget);
+  }
+
+  /**
+   * Ends each open upgraded stream with a FIN: the controller ends its client's connection with a FIN
+   * after the bytes already relayed, the client's FIN comes back and ends the target's connection the
+   * same way. A raw relay cannot send a WebSocket close frame (it never parses the frames), so an
+   * orderly TCP close is the proper close. One still waiting for its target's answer ends without
+   * one, which the controller answers with a 502.
+   */
+  closeAll(): number {
+    const n = this.#open.size;
+    for (const stream of this.#open) {
+      if (stream.writableEnded) continue;
+      stream.end();
+    }
+    return n;
   }
 }
 
-function jitter(min: number, max: number): number {
-  return Math.round(min + Math.random() * (max - min));
-}
-
-function createHealthServer(slots: readonly TunnelSlot[]): Server {
+function createHealthServer(
+  slots: readonly TunnelSlot[],
+  pool: { sockets: NodeJS.Dict<unknown[]>; freeSockets: NodeJS.Dict<unknown[]> },
+): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     const up = slots.filter((s) => s.up).length;
     if (path === '/healthz' || path === '/readyz') {
       // Ready means traffic can reach this agent: at least one tunnel is up.
       const ok = path === '/healthz' || up > 0;
-      res.writeHead(ok ? 200 : 503, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
-      res.end(JSON.stringify({ ok, tunnelsUp: up, tunnels: slots.length }));
+      sendJson(res, ok ? 200 : 503, { ok, tunnelsUp: up, tunnels: slots.length });
       return;
     }
-    res.writeHead(404, { 'Content-Type': 'application/json' });
-    res.end(JSON.stringify({ error: 'not found' }));
+    if (path === '/debug/memory') {
+      // For leak checks: with --expose-gc the heap figure is taken after a full collection.
+      const sessions = slots.flatMap((s) => [...s.sessions]);
+      const count = (d: NodeJS.Dict<unknown[]>): number =>
+        Object.values(d).reduce((n, list) => n + (list?.length ?? 0), 0);
+      sendJson(res, 200, {
+        ...memoryReport(),
+        tunnelsUp: up,
+        sessions: sessions.length,
+        streams: sessions.reduce((n, s) => n + s.streamCount, 0),
+        targetSockets: count(pool.sockets),
+        targetFreeSockets: count(pool.freeSockets),
+      });
+      return;
+    }
+    sendJson(res, 404, { error: 'not found' });
   });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+  res.end(JSON.stringify(body));
 }

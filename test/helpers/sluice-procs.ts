@@ -119,68 +119,137 @@ export interface StackOptions {
   tunnels?: number;
   /** false: start the controller only. */
   agent?: boolean;
+  /** Tokens of cluster `c1`; default [TOKEN]. */
+  tokens?: string[];
+  /** true: the admin listener on port 0 (`adminUrl`); default off. */
+  admin?: boolean;
+  /** Extra environment for the controller process (e.g. NODE_OPTIONS). */
+  controllerEnv?: NodeJS.ProcessEnv;
+}
+
+/** One more agent process (a replica): see Stack.spawnAgent. */
+export interface AgentOptions {
+  /** Where it dials; default the controller's tunnel listener (a FaultProxy's `url` to break it). */
+  controller?: string;
+  tunnels?: number;
+  allow?: string[];
+  /** --name; default `e2e`. */
+  name?: string;
+  token?: string;
+  /** Extra flags, e.g. ['--ping-interval', '500ms']. */
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  /** false: return without waiting for the controller to register its tunnels. Default true. */
+  wait?: boolean;
 }
 
 export const TOKEN = 'e2e-token-0123456789abcdef';
 
 export class Stack {
   controller!: SluiceProcess;
+  /** The agent started last. */
   agent: SluiceProcess | null = null;
+  /** Every agent process started, running or not. */
+  readonly agents: SluiceProcess[] = [];
   publicUrl = '';
   tunnelUrl = '';
+  adminUrl = '';
   port = 0;
+  #options!: StackOptions;
+  #dir = '';
 
   static async start(options: StackOptions): Promise<Stack> {
     const stack = new Stack();
-    const dir = tempDir();
+    stack.#options = options;
+    stack.#dir = tempDir();
+    await stack.startController();
+    if (options.agent !== false) await stack.startAgent(options);
+    return stack;
+  }
+
+  /**
+   * Starts the controller and waits for its listeners. The first start binds port 0; a restart binds
+   * the same ports again, so agents and clients find it where it was. `changes` alter the options for
+   * this start and the later ones (e.g. other tokens).
+   */
+  async startController(changes: Partial<StackOptions> = {}): Promise<SluiceProcess> {
+    const options = (this.#options = { ...this.#options, ...changes });
     const routes = options.routes
       .map((r) => {
         const path = r.path === undefined ? '' : `\n    path: ${JSON.stringify(r.path)}`;
         return `  - host: ${JSON.stringify(r.host)}${path}\n    cluster: ${r.cluster ?? 'c1'}\n    target: ${JSON.stringify(r.target)}`;
       })
       .join('\n');
+    const restart = this.port !== 0;
+    const tunnelPort = restart ? new URL(this.tunnelUrl).port : '0';
+    const adminPort = this.adminUrl === '' ? '0' : new URL(this.adminUrl).port;
     const yaml = [
-      'listen: 127.0.0.1:0',
-      'tunnelListen: tcp://127.0.0.1:0',
-      'adminListen: off',
-      `dataDir: ${JSON.stringify(dir)}`,
+      `listen: 127.0.0.1:${this.port}`,
+      `tunnelListen: tcp://127.0.0.1:${tunnelPort}`,
+      options.admin === true ? `adminListen: 127.0.0.1:${adminPort}` : 'adminListen: off',
+      `dataDir: ${JSON.stringify(this.#dir)}`,
       'clusters:',
-      `  - name: c1\n    tokens: [${JSON.stringify(TOKEN)}]`,
+      `  - name: c1\n    tokens: ${JSON.stringify(options.tokens ?? [TOKEN])}`,
       '  - name: empty\n    tokens: ["empty-cluster-token-0123456789"]',
       `routes:\n${routes}`,
       options.extraYaml ?? '',
     ].join('\n');
-    const file = join(dir, 'sluice.yaml');
+    const file = join(this.#dir, 'sluice.yaml');
     writeFileSync(file, yaml);
-    stack.controller = new SluiceProcess(['controller', '--config', file]);
-    const pub = await stack.controller.waitLine(
+    const controller = new SluiceProcess(['controller', '--config', file], options.controllerEnv);
+    this.controller = controller;
+    const pub = await controller.waitLine(
       'public listener',
       (l) => l.event === 'listening' && l.listener === 'public',
     );
-    const tun = await stack.controller.waitLine(
+    const tun = await controller.waitLine(
       'tunnel listener',
       (l) => l.event === 'listening' && l.listener === 'tunnel',
     );
-    stack.publicUrl = String(pub.url);
-    stack.tunnelUrl = String(tun.url);
-    stack.port = Number(new URL(stack.publicUrl).port);
-    if (options.agent !== false) await stack.startAgent(options);
-    return stack;
+    if (options.admin === true) {
+      const admin = await controller.waitLine(
+        'admin listener',
+        (l) => l.event === 'listening' && l.listener === 'admin',
+      );
+      this.adminUrl = String(admin.url);
+    }
+    this.publicUrl = String(pub.url);
+    this.tunnelUrl = String(tun.url);
+    this.port = Number(new URL(this.publicUrl).port);
+    return controller;
   }
 
   async startAgent(options: Pick<StackOptions, 'allow' | 'tunnels'> = {}): Promise<SluiceProcess> {
+    return this.spawnAgent(options);
+  }
+
+  /** Starts an agent process; by default waits until the controller has registered all its tunnels. */
+  async spawnAgent(options: AgentOptions = {}): Promise<SluiceProcess> {
     const tunnels = options.tunnels ?? 2;
-    const args = ['agent', '--controller', this.tunnelUrl, '--tunnels', String(tunnels), '--name', 'e2e'];
+    const args = [
+      'agent',
+      '--controller',
+      options.controller ?? this.tunnelUrl,
+      '--tunnels',
+      String(tunnels),
+      '--name',
+      options.name ?? 'e2e',
+    ];
     for (const a of options.allow ?? ['127.0.0.1:*']) args.push('--allow', a);
-    const before = this.controller.lines.filter((l) => l.event === 'tunnel-up').length;
-    const agent = new SluiceProcess(args, { SLUICE_TOKEN: TOKEN });
+    args.push(...(options.args ?? []));
+    const controller = this.controller;
+    const before = controller.lines.filter((l) => l.event === 'tunnel-up').length;
+    const agent = new SluiceProcess(args, { SLUICE_TOKEN: options.token ?? TOKEN, ...options.env });
     this.agent = agent;
-    await this.controller.waitCount('tunnels registered', (l) => l.event === 'tunnel-up', before + tunnels);
+    this.agents.push(agent);
+    if (options.wait !== false) {
+      await controller.waitCount('tunnels registered', (l) => l.event === 'tunnel-up', before + tunnels);
+    }
     return agent;
   }
 
   async stop(): Promise<void> {
-    await Promise.allSettled([this.agent?.stop(), this.controller?.stop()]);
+    await Promise.allSettled([...this.agents.map((a) => a.stop()), this.controller?.stop()]);
   }
 }
 

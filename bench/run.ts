@@ -1,7 +1,7 @@
 // The proxy bench (`npm run bench`): the workloads of DESIGN §7 over four paths to the same origin,
 // direct, nginx, node-proxy and sluice, every process separate. See bench/README.md.
 //   node dist/bench/run.js [--quick | --smoke] [--only WORKLOADS] [--paths PATHS] [--out DIR]
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -48,15 +48,11 @@ function missingTools(p: Plan): string[] {
   return missing;
 }
 
+/** The first line a tool prints about its version (nginx -v writes to stderr; wrk -v exits 1). */
 function version(file: string | null, args: string[]): string | null {
   if (file === null) return null;
-  try {
-    return execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-  } catch (err) {
-    // nginx -v writes to stderr; wrk -v exits 1.
-    const e = err as { stdout?: string; stderr?: string };
-    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim().split('\n')[0] ?? null;
-  }
+  const r = spawnSync(file, args, { encoding: 'utf8', timeout: 10_000 });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] || null;
 }
 
 /** The commit measured, and whether tracked files differed from it (someone's work in progress). */
@@ -128,7 +124,7 @@ function markdown(r: Report, figs: Figure[]): string {
 
 ${markdownTable(figs)}
 
-${LEGEND.join('\n')}
+${list(LEGEND)}
 
 See bench/README.md for what each workload does and how to read it.
 
@@ -166,7 +162,8 @@ async function main(): Promise<void> {
     const r = await runWorkload(w, p, { sizes: p.sizes, fileLimit });
     for (const [path, byKey] of Object.entries(r.rounds))
       Object.assign((rounds[path as 'direct'] ??= {}), byKey);
-    notes.push(...r.notes);
+    // A note every round repeats (a missing agent flag) is worth one line.
+    for (const note of r.notes) if (!notes.includes(note)) notes.push(note);
     failures.push(...r.failures);
     progress(w, r.rounds, r.failures.length, performance.now() - t);
   }

@@ -115,9 +115,9 @@ export function markdownTable(figs: Figure[]): string {
 }
 
 export const LEGEND = [
-  'Each cell is the median of its rounds; in brackets, its ratio to `direct` (client straight to the origin).',
-  'For req/s, msg/s and MB/s, higher is better and a ratio below 1 is the cost of the hop.',
-  'For latency, memory and time, lower is better and a ratio above 1 is the cost of the hop.',
-  'Memory rows other than "origin" have no `direct` figure (that path has no proxy process), so no ratio;',
-  '"proxy or controller" is nginx, node-proxy, or sluice\'s controller. Recovery rows are Sluice only.',
+  'Each cell is the median of its rounds, and in brackets its ratio to `direct` (client straight to origin).',
+  'req/s, msg/s and MB/s: higher is better, and a ratio below 1 is what the hop costs.',
+  'Latency, memory and time: lower is better, and a ratio above 1 is what the hop costs.',
+  '"Proxy or controller" is nginx, node-proxy or Sluice\'s controller; only the origin has a `direct` memory figure.',
+  'The recovery rows are Sluice only.',
 ];

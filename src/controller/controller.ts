@@ -286,11 +286,15 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
 }
 
 /**
- * Closes a tunnel that a newer dial of the same agent slot replaced. It already left routing; the agent
- * gave it up, so nothing on it can finish: its streams fail now (502) rather than at the ping timeout.
- * Done on a later turn, so that registering the new tunnel never waits on tearing down the old.
+ * Closes a tunnel that a newer dial of the same agent slot replaced. It already left routing. Unless it
+ * is draining, the agent gave it up, so nothing on it can finish: its streams fail now (502) rather than
+ * at the ping timeout. A draining one (this side sent GO_AWAY, e.g. its stream ids ran out, and the
+ * agent dialed its successor meanwhile) still carries streams both sides know about: it finishes them
+ * and closes by itself. Done on a later turn, so that registering the new tunnel never waits on tearing
+ * down the old.
  */
 function retire(old: Tunnel, by: Tunnel, log: Logger): void {
+  const draining = old.session.draining;
   log.info(
     {
       event: 'tunnel-replaced',
@@ -303,9 +307,11 @@ function retire(old: Tunnel, by: Tunnel, log: Logger): void {
       by: by.session.id,
       byGeneration: by.slot?.generation,
       streams: old.session.streamCount,
+      draining,
     },
     'a newer tunnel of the same agent slot replaced this one',
   );
+  if (draining) return;
   setImmediate(() =>
     old.session.destroy(
       new SessionError(

@@ -143,14 +143,9 @@ class UpgradeDelivery {
     const socket = this.#socket;
     if (socket !== null) {
       // Both directions ended cleanly: let the socket's FIN go out. Otherwise cut it with an RST, so
-      // the target does not take a reset for the client's clean end. Once our FIN is on its way (the
-      // stream closed before the target answered it: an agent's drain ended the stream first) a plain
-      // close follows it; resetAndDestroy() while that FIN is still queued would also leave node
-      // spinning in its exit cleanup.
-      if (!(socket.readableEnded && socket.writableEnded)) {
-        if (socket.writableEnded) socket.destroy();
-        else resetSocket(socket);
-      }
+      // the target does not take a reset for the client's clean end (resetSocket closes plainly once
+      // our FIN is on its way, as after an agent's drain ended the stream first).
+      if (!(socket.readableEnded && socket.writableEnded)) resetSocket(socket);
     } else if (this.#req !== null) {
       this.#req.on('error', ignore);
       this.#req.destroy();

@@ -246,8 +246,16 @@ class UpgradeExchange {
   }
 }
 
-/** Closes with an RST where the socket is plain TCP; a TLS socket (not resettable by Node) just closes. */
+/**
+ * Closes with an RST where the socket is plain TCP; a TLS socket (not resettable by Node) just closes.
+ * Once our FIN is queued a plain close follows it instead: resetAndDestroy() behind a pending end()
+ * leaves Node spinning in its exit cleanup.
+ */
 export function resetSocket(socket: Socket): void {
+  if (socket.writableEnded) {
+    socket.destroy();
+    return;
+  }
   try {
     socket.resetAndDestroy();
   } catch {

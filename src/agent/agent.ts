@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
 import { slotCaps } from '../controller/tunnels.js';
@@ -110,7 +111,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         resolve(`http://${config.healthListen!.host}:${port}`);
       });
     });
-    logger.info({ event: 'listening', listener: 'health', url: healthUrl }, 'health listener ready');
+    readinessLogger(logger).info(
+      { event: 'listening', listener: 'health', url: healthUrl },
+      'health listener ready',
+    );
   }
 
   let closing: Promise<void> | undefined;
@@ -282,7 +286,7 @@ class TunnelSlot {
       }
     });
     this.shared.onUp();
-    this.#log.info(
+    readinessLogger(this.#log).info(
       {
         event: 'tunnel-up',
         controller: this.shared.config.controller,

@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SessionError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
@@ -49,11 +50,12 @@ export async function startController(config: ControllerConfig, logger: Logger):
   const connections = new PublicConnections(edge);
   const publicServer = createPublicServer(config, edge, connections);
   const closers: (() => Promise<void>)[] = [];
+  const ready = readinessLogger(logger);
   let stopping = false;
   try {
     const publicUrl = await listenHttp(publicServer, config.listen);
     closers.push(() => closeHttp(publicServer));
-    logger.info({ event: 'listening', listener: 'public', url: publicUrl }, 'public listener ready');
+    ready.info({ event: 'listening', listener: 'public', url: publicUrl }, 'public listener ready');
 
     const tunnelLog = logger.child({ component: 'tunnel' });
     const tunnels = await listen(
@@ -73,14 +75,14 @@ export async function startController(config: ControllerConfig, logger: Logger):
         }),
     );
     closers.push(() => tunnels.close());
-    logger.info({ event: 'listening', listener: 'tunnel', url: tunnels.url }, 'tunnel listener ready');
+    ready.info({ event: 'listening', listener: 'tunnel', url: tunnels.url }, 'tunnel listener ready');
 
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
       const admin = createAdminServer(registry, edge, connections);
       adminUrl = await listenHttp(admin, config.adminListen);
       closers.push(() => closeHttp(admin));
-      logger.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
+      ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
     }
     return {
       publicUrl,
@@ -257,7 +259,10 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
         remote,
         session: session.id,
       };
-      log.info({ event: 'tunnel-up', ...fields, tunnels: registry.count(tunnel.cluster) }, 'tunnel up');
+      readinessLogger(log).info(
+        { event: 'tunnel-up', ...fields, tunnels: registry.count(tunnel.cluster) },
+        'tunnel up',
+      );
       if (replaced !== undefined) retire(replaced, tunnel, log);
       session.on('goaway', (_code: number, reason: string) =>
         log.info(

@@ -3,6 +3,7 @@
 // leaves the process.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { readinessLogger } from '../logging.js';
 import { startAgent } from '../agent/agent.js';
 import { type ControllerConfig, DEFAULT_HTTP_OPTIONS, type HostPort } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
@@ -74,7 +75,7 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
     await Promise.race([agent.whenUp(), late]).finally(() => clearTimeout(timer));
     const port = new URL(controller.publicUrl).port;
     const demoUrl = `http://${DEV_HOST}:${port}/`;
-    logger.info(
+    readinessLogger(logger).info(
       { event: 'dev-ready', demo: demoUrl, admin: controller.adminUrl, target: demo.url },
       'sluice dev ready',
     );

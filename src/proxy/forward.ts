@@ -117,10 +117,15 @@ class Exchange {
   // --- response direction: stream → client ---
 
   readonly #onStreamData = (chunk: Buffer): void => {
+    // Record boundaries do not follow frame boundaries, so one frame often carries the end of one body
+    // record and the start of the next: corked, the pieces leave in one write.
+    this.res.cork();
     try {
       this.#decoder.push(chunk);
     } catch (err) {
       this.#protocolError(err);
+    } finally {
+      this.res.uncork();
     }
   };
 

@@ -49,7 +49,7 @@ Flags:
   --tunnel-listen ADDR   where agents dial: host:port (plain TCP) or a tcp://, tls://, ws:// or
                          wss:// URL, default tcp://127.0.0.1:7000 ($SLUICE_TUNNEL_LISTEN)
   --admin-listen ADDR    admin API host:port, or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
-  --data DIR             data directory, default ./data ($SLUICE_DATA)
+  --data DIR             data directory (store, admin token), default ./.sluice ($SLUICE_DATA)
   --grace-period DUR     on SIGTERM, how long in-flight requests may finish, e.g. 30s; overrides
                          tunnel.gracePeriod, default 30s ($SLUICE_GRACE_PERIOD)
   --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
@@ -250,7 +250,8 @@ function devCommand(args: string[], run: Run): Promise<number> {
     );
     const logLevel = flagOrEnv('logLevel', 'log-level', parseLogLevel, values['log-level'], run.env);
     // null (`off`) turns the admin listener off; undefined keeps the default.
-    const options: DevOptions = { ...(listen && { listen }) };
+    const adminToken = run.env.SLUICE_ADMIN_TOKEN;
+    const options: DevOptions = { ...(listen && { listen }), ...(adminToken ? { adminToken } : {}) };
     if (adminListen !== undefined) options.adminListen = adminListen as HostPort | null;
     return { options, logLevel: logLevel ?? 'info' };
   };
@@ -265,7 +266,10 @@ function devCommand(args: string[], run: Run): Promise<number> {
 
 // stdout carries JSON lines for machines; the addresses to open are repeated on stderr for people.
 function announceDev(dev: DevHandle, io: Io): void {
-  const admin = dev.adminUrl === null ? '' : `\n  admin   ${dev.adminUrl}`;
+  const admin =
+    dev.adminUrl === null
+      ? ''
+      : `\n  admin   ${dev.adminUrl}\n  admin token (SLUICE_ADMIN_TOKEN) ${dev.adminToken}`;
   io.err(`sluice dev is running:\n  demo    ${dev.demoUrl}${admin}\nPress Ctrl-C to stop.\n`);
 }
 

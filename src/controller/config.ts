@@ -72,7 +72,10 @@ export interface ControllerConfig {
   readonly tunnelCert?: string;
   readonly tunnelKey?: string;
   readonly adminListen: HostPort | null;
+  /** Where the store and the admin token file live. */
   readonly dataDir: string;
+  /** The admin API's bearer token from SLUICE_ADMIN_TOKEN; absent: the data dir's `admin-token` file. */
+  readonly adminToken?: string;
   readonly clusters: readonly ClusterConfig[];
   readonly routes: readonly Route[];
   readonly http: HttpOptions;
@@ -119,7 +122,7 @@ const DEFAULTS = {
   listen: { host: '127.0.0.1', port: 8080 },
   tunnelListen: 'tcp://127.0.0.1:7000',
   adminListen: { host: '127.0.0.1', port: 8081 },
-  dataDir: './data',
+  dataDir: './.sluice',
   logLevel: 'info',
 } as const;
 
@@ -145,6 +148,7 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
       DEFAULTS.adminListen,
     ),
     dataDir: flagOrEnv('dataDir', 'data', parseDir, flags.data, env) ?? file.dataDir ?? DEFAULTS.dataDir,
+    ...adminTokenFrom(env),
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
@@ -166,6 +170,18 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
   return deepFreeze(maskWhenSerialized(config, maskTokens));
 }
 
+function adminTokenFrom(env: NodeJS.ProcessEnv): { adminToken?: string } {
+  const token = envValue(env, 'SLUICE_ADMIN_TOKEN');
+  if (token === undefined) return {};
+  if (!PLAIN_TOKEN.test(token)) {
+    throw new ConfigError(
+      'adminToken',
+      'must be at least 16 visible ASCII characters without spaces (from $SLUICE_ADMIN_TOKEN; the value is not shown)',
+    );
+  }
+  return { adminToken: token };
+}
+
 function withGracePeriod(tunnel: SessionOptions, gracePeriod: number | undefined): SessionOptions {
   return gracePeriod === undefined ? tunnel : resolveSessionOptions({ ...tunnel, gracePeriod }, 'tunnel');
 }
@@ -184,7 +200,7 @@ function maskTokens(config: ControllerConfig): ControllerConfig {
     ...c,
     tokens: c.tokens.map((t) => (DIGEST.test(t) ? t : MASKED)),
   }));
-  return { ...config, clusters };
+  return { ...config, clusters, ...(config.adminToken === undefined ? {} : { adminToken: MASKED }) };
 }
 
 // --- Leaf rules -----------------------------------------------------------------------------------

@@ -8,15 +8,18 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
+import { openSqliteStore } from '../store/sqlite.js';
+import type { Store } from '../store/store.js';
 import { memoryReport } from '../diagnostics.js';
 import { SessionError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { listen, type TunnelListener } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
+import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { ControllerConfig, HostPort } from './config.js';
+import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
 import { PublicEdge } from './edge.js';
-import { RouteTable } from './routes.js';
-import { parseSlotCaps, TokenIndex, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
+import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
 
 /**
  * After the grace period, how long upgraded connections get to finish the close the drain starts (a FIN
@@ -35,12 +38,30 @@ export interface ControllerHandle {
   close(graceMs?: number): Promise<void>;
 }
 
-export async function startController(config: ControllerConfig, logger: Logger): Promise<ControllerHandle> {
-  const routes = new RouteTable(config.routes);
-  const tokens = new TokenIndex(config.clusters);
+export interface StartOptions {
+  /** The state; default the SQLite store in `config.dataDir`. Closed with the controller either way. */
+  store?: Store;
+  /** Shows a newly generated admin token once; default a note on stderr. */
+  announceAdminToken?: (token: string, file: string) => void;
+}
+
+export async function startController(
+  config: ControllerConfig,
+  logger: Logger,
+  options: StartOptions = {},
+): Promise<ControllerHandle> {
+  const store = options.store ?? openSqliteStore(config.dataDir);
   const registry = new TunnelRegistry();
+  let control: ControlPlane;
+  try {
+    store.seed(seedFrom(config));
+    control = new ControlPlane(store, registry);
+  } catch (err) {
+    store.close();
+    throw err;
+  }
   const edge = new PublicEdge({
-    routes: () => routes,
+    routes: () => control.routes,
     registry,
     http: config.http,
     logger: logger.child({ component: 'edge' }),
@@ -51,6 +72,7 @@ export async function startController(config: ControllerConfig, logger: Logger):
   const publicServer = createPublicServer(config, edge, connections);
   const closers: (() => Promise<void>)[] = [];
   const ready = readinessLogger(logger);
+  const closeStore = (): void => store.close();
   let stopping = false;
   try {
     const publicUrl = await listenHttp(publicServer, config.listen);
@@ -68,7 +90,7 @@ export async function startController(config: ControllerConfig, logger: Logger):
       (transport, peer) =>
         acceptTunnel(transport, `${peer.remoteAddress}:${peer.remotePort}`, {
           config,
-          tokens,
+          control,
           registry,
           log: tunnelLog,
           stopping: () => stopping,
@@ -79,7 +101,9 @@ export async function startController(config: ControllerConfig, logger: Logger):
 
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
-      const admin = createAdminServer(registry, edge, connections);
+      const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
+      const api = createAdminApi(control, registry, adminToken);
+      const admin = createAdminServer(registry, edge, connections, api);
       adminUrl = await listenHttp(admin, config.adminListen);
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
@@ -90,13 +114,24 @@ export async function startController(config: ControllerConfig, logger: Logger):
       adminUrl,
       close: once((graceMs = config.tunnel.gracePeriod) => {
         stopping = true;
-        return shutdown({ publicServer, connections, edge, registry, tunnels, closers }, graceMs, logger);
+        return shutdown(
+          { publicServer, connections, edge, registry, tunnels, closers },
+          graceMs,
+          logger,
+        ).finally(closeStore);
       }),
     };
   } catch (err) {
     await Promise.allSettled(closers.map((close) => close()));
+    closeStore();
     throw err;
   }
+}
+
+function announceOnStderr(token: string, file: string): void {
+  process.stderr.write(
+    `sluice: generated the admin token (shown once; also in ${file}, mode 0600):\n  ${token}\n`,
+  );
 }
 
 function createPublicServer(
@@ -210,7 +245,7 @@ class PublicConnections {
 
 interface TunnelContext {
   config: ControllerConfig;
-  tokens: TokenIndex;
+  control: ControlPlane;
   registry: TunnelRegistry;
   log: Logger;
   /** True once the controller is draining: tunnels that finish their handshake then are let go. */
@@ -218,16 +253,18 @@ interface TunnelContext {
 }
 
 function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): void {
-  const { config, tokens, registry, log } = ctx;
+  const { config, control, registry, log } = ctx;
   let cluster: string | undefined;
   let slot: TunnelSlotId | undefined;
+  let token = '';
   Session.accept(transport, {
     options: config.tunnel,
     logger: log,
     authenticate: (hello) => {
       // The slot caps are for this side only: they are not offered back, so WELCOME does not carry them.
       slot = parseSlotCaps(hello.caps);
-      cluster = tokens.clusterFor(hello.token);
+      cluster = control.tokens.clusterFor(hello.token);
+      token = hello.token;
       if (cluster !== undefined) return { ok: true };
       log.warn({ remote, agent: hello.agent, replica: hello.replica }, 'tunnel refused: unknown token');
       return { ok: false, code: 'UNAUTHORIZED', reason: 'unknown agent token' };
@@ -240,6 +277,11 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
         void session.close(0);
         return;
       }
+      // The token may have been revoked while the handshake finished.
+      if (control.tokens.clusterFor(token) !== cluster) {
+        session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', 'the agent token was revoked'));
+        return;
+      }
       const peer = session.peer!;
       const tunnel: Tunnel = {
         session,
@@ -248,6 +290,8 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
         replica: peer.replica,
         ...(slot === undefined ? {} : { slot }),
         since: Date.now(),
+        tokenHash: hashToken(token),
+        remote,
       };
       const replaced = registry.add(tunnel);
       const fields = {
@@ -331,9 +375,11 @@ function createAdminServer(
   registry: TunnelRegistry,
   edge: PublicEdge,
   connections: PublicConnections,
+  api: AdminApi,
 ): Server {
   return createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '').split('?', 1)[0];
+    const path = (req.url ?? '').split('?', 1)[0]!;
+    if (api.handle(req, res, path)) return;
     if (path === '/healthz' || path === '/readyz') {
       sendJson(res, 200, { ok: true, tunnels: registry.all().length });
       return;
@@ -352,11 +398,6 @@ function createAdminServer(
     }
     sendJson(res, 404, { error: 'not found' });
   });
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
-  res.end(JSON.stringify(body));
 }
 
 interface Running {

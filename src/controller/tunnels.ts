@@ -14,6 +14,10 @@ export interface Tunnel {
   /** Which of the agent's tunnels this is, and its dial count; absent when HELLO carried neither. */
   readonly slot?: TunnelSlotId;
   readonly since: number;
+  /** `sha256:<hex>` of the token the agent authenticated with: revoking it closes this tunnel. */
+  readonly tokenHash?: string;
+  /** The agent's address as the tunnel listener saw it, `host:port`. */
+  readonly remote?: string;
 }
 
 /** One position among an agent's `--tunnels N` and how many times it has been dialed. */

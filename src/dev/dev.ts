@@ -1,12 +1,14 @@
 // `sluice dev` (and `npm start`): a controller with embedded defaults, an agent connected to it and the
 // demo service behind it, all in one process (DESIGN §5). The agent token is made up per run and never
-// leaves the process.
+// leaves the process. Its state (clusters, tokens, routes) is kept in memory, and so is its admin token
+// (SLUICE_ADMIN_TOKEN, or one made up per run and shown on start), so that dev writes no files.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { startAgent } from '../agent/agent.js';
 import { type ControllerConfig, DEFAULT_HTTP_OPTIONS, type HostPort } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
+import { openSqliteStore } from '../store/sqlite.js';
 import { resolveSessionOptions } from '../tunnel/options.js';
 import { startDemoService } from './demo.js';
 
@@ -15,6 +17,8 @@ export interface DevOptions {
   listen?: HostPort;
   /** Admin listener, default 127.0.0.1:8081; null turns it off. */
   adminListen?: HostPort | null;
+  /** The admin API's bearer token; default one made up for this run. */
+  adminToken?: string;
 }
 
 export interface DevHandle {
@@ -22,6 +26,8 @@ export interface DevHandle {
   /** http://demo.localhost:PORT/, the demo through the tunnel. */
   readonly demoUrl: string;
   readonly adminUrl: string | null;
+  /** The admin API's bearer token. */
+  readonly adminToken: string;
   close(): Promise<void>;
 }
 
@@ -31,13 +37,15 @@ export const DEV_CLUSTER = 'dev';
 export async function startDev(options: DevOptions, logger: Logger): Promise<DevHandle> {
   const demo = await startDemoService();
   const token = randomBytes(24).toString('base64url');
+  const adminToken = options.adminToken ?? `sluadm_${randomBytes(32).toString('base64url')}`;
   const tunnel = resolveSessionOptions();
   const config: ControllerConfig = {
     listen: options.listen ?? { host: '127.0.0.1', port: 8080 },
     // The agent is in this process: the tunnel needs no fixed port.
     tunnelListen: 'tcp://127.0.0.1:0',
     adminListen: options.adminListen === undefined ? { host: '127.0.0.1', port: 8081 } : options.adminListen,
-    dataDir: './data',
+    dataDir: ':memory:',
+    adminToken,
     clusters: [{ name: DEV_CLUSTER, tokens: [token] }],
     routes: [{ host: DEV_HOST, path: '/', cluster: DEV_CLUSTER, target: demo.url }],
     http: DEFAULT_HTTP_OPTIONS,
@@ -49,7 +57,9 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
     for (const close of closers.reverse()) await close().catch(() => {});
   };
   try {
-    const controller = await startController(config, logger.child({ role: 'controller' }));
+    const controller = await startController(config, logger.child({ role: 'controller' }), {
+      store: openSqliteStore(':memory:'),
+    });
     closers.push(() => controller.close(1000));
     const agent = await startAgent(
       {
@@ -79,7 +89,13 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
       { event: 'dev-ready', demo: demoUrl, admin: controller.adminUrl, target: demo.url },
       'sluice dev ready',
     );
-    return { publicUrl: controller.publicUrl, demoUrl, adminUrl: controller.adminUrl, close: closeAll };
+    return {
+      publicUrl: controller.publicUrl,
+      demoUrl,
+      adminUrl: controller.adminUrl,
+      adminToken,
+      close: closeAll,
+    };
   } catch (err) {
     await closeAll();
     throw err;

@@ -65,7 +65,7 @@ describe('loadControllerConfig: defaults', () => {
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8080 });
     assert.equal(config.tunnelListen, 'tcp://127.0.0.1:7000');
     assert.deepEqual(config.adminListen, { host: '127.0.0.1', port: 8081 });
-    assert.equal(config.dataDir, './data');
+    assert.equal(config.dataDir, './.sluice');
     assert.deepEqual(config.clusters, []);
     assert.deepEqual(config.routes, []);
     assert.deepEqual(config.http, {

@@ -1,0 +1,195 @@
+// The admin API described as OpenAPI 3.0, served at /api/openapi.json. Kept beside admin-api.ts: a
+// change to one is a change to the other (a test checks that every path here answers).
+const json = (schema: object) => ({ 'application/json': { schema } });
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const error = (description: string) => ({ description, content: json(ref('Error')) });
+const ok = (description: string, schema: object) => ({ description, content: json(schema) });
+const list = (key: string, item: string) => ({
+  type: 'object',
+  properties: { [key]: { type: 'array', items: ref(item) } },
+});
+const common = { '401': error('Missing or wrong admin token') };
+const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
+const source = { type: 'string', enum: ['config', 'api'] };
+const time = { type: 'string', format: 'date-time' };
+
+export const OPENAPI = Object.freeze({
+  openapi: '3.0.3',
+  info: { title: 'Sluice admin API', version: '1' },
+  components: {
+    securitySchemes: { admin: { type: 'http', scheme: 'bearer' } },
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['error'],
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message'],
+            properties: {
+              code: {
+                type: 'string',
+                enum: [
+                  'unauthorized',
+                  'invalid_input',
+                  'invalid_json',
+                  'not_found',
+                  'conflict',
+                  'method_not_allowed',
+                  'payload_too_large',
+                  'internal',
+                ],
+              },
+              message: { type: 'string' },
+              field: { type: 'string', description: 'The input field at fault (400, 409)' },
+            },
+          },
+        },
+      },
+      Cluster: {
+        type: 'object',
+        properties: { name: { type: 'string' }, created: time, source },
+      },
+      Token: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          cluster: { type: 'string' },
+          created: time,
+          revoked: { ...time, nullable: true },
+          source,
+        },
+      },
+      NewToken: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          cluster: { type: 'string' },
+          created: time,
+          token: { type: 'string', description: 'The token itself (slu_…), shown this once' },
+        },
+      },
+      RouteInput: {
+        type: 'object',
+        required: ['host', 'cluster', 'target'],
+        additionalProperties: false,
+        properties: {
+          host: { type: 'string', example: 'app.example.test' },
+          path: { type: 'string', default: '/' },
+          cluster: { type: 'string' },
+          target: { type: 'string', example: 'http://127.0.0.1:9000' },
+        },
+      },
+      Route: {
+        type: 'object',
+        properties: {
+          host: { type: 'string' },
+          path: { type: 'string' },
+          cluster: { type: 'string' },
+          target: { type: 'string' },
+          created: time,
+          source,
+        },
+      },
+      Tunnel: {
+        type: 'object',
+        properties: {
+          cluster: { type: 'string' },
+          agent: { type: 'string' },
+          replica: { type: 'string' },
+          remote: { type: 'string', nullable: true },
+          since: time,
+          rttMs: { type: 'number' },
+          streams: { type: 'integer' },
+          bytesIn: { type: 'integer' },
+          bytesOut: { type: 'integer' },
+          draining: { type: 'boolean' },
+        },
+      },
+    },
+  },
+  security: [{ admin: [] }],
+  paths: {
+    '/api/clusters': {
+      get: {
+        summary: 'List clusters',
+        responses: { '200': ok('Clusters', list('clusters', 'Cluster')), ...common },
+      },
+      post: {
+        summary: 'Add a cluster',
+        requestBody: {
+          required: true,
+          content: json({ type: 'object', required: ['name'], properties: { name: { type: 'string' } } }),
+        },
+        responses: {
+          '201': ok('Added', { type: 'object', properties: { cluster: ref('Cluster') } }),
+          '400': error('Invalid input'),
+          '409': error('The cluster exists'),
+          ...common,
+        },
+      },
+    },
+    '/api/clusters/{name}': {
+      delete: {
+        summary: 'Delete a cluster and its tokens, closing their tunnels',
+        parameters: [nameParam],
+        responses: {
+          '200': ok('Deleted', { type: 'object' }),
+          '404': error('No such cluster'),
+          '409': error('Routes still name the cluster'),
+          ...common,
+        },
+      },
+    },
+    '/api/clusters/{name}/tokens': {
+      get: {
+        summary: "List a cluster's tokens (never the token or its hash)",
+        parameters: [nameParam],
+        responses: {
+          '200': ok('Tokens', list('tokens', 'Token')),
+          '404': error('No such cluster'),
+          ...common,
+        },
+      },
+      post: {
+        summary: 'Create an agent token; the response is the only time it is shown',
+        parameters: [nameParam],
+        responses: { '201': ok('Created', ref('NewToken')), '404': error('No such cluster'), ...common },
+      },
+    },
+    '/api/tokens/{id}': {
+      delete: {
+        summary: 'Revoke a token and close its live tunnels',
+        parameters: [{ ...nameParam, name: 'id' }],
+        responses: { '200': ok('Revoked', { type: 'object' }), '404': error('No such token'), ...common },
+      },
+    },
+    '/api/routes': {
+      get: { summary: 'List routes', responses: { '200': ok('Routes', list('routes', 'Route')), ...common } },
+      post: {
+        summary: 'Add a route',
+        requestBody: { required: true, content: json(ref('RouteInput')) },
+        responses: {
+          '201': ok('Added', { type: 'object', properties: { route: ref('Route') } }),
+          '400': error('Invalid input; `field` names it'),
+          '409': error('A route with this host and path exists'),
+          ...common,
+        },
+      },
+      delete: {
+        summary: 'Delete the route with this host and path',
+        parameters: [
+          { name: 'host', in: 'query', required: true, schema: { type: 'string' } },
+          { name: 'path', in: 'query', required: false, schema: { type: 'string', default: '/' } },
+        ],
+        responses: { '200': ok('Deleted', { type: 'object' }), '404': error('No such route'), ...common },
+      },
+    },
+    '/api/tunnels': {
+      get: {
+        summary: 'List live tunnels',
+        responses: { '200': ok('Tunnels', list('tunnels', 'Tunnel')), ...common },
+      },
+    },
+  },
+});

@@ -1,12 +1,13 @@
 // The thin CLI: argv in, exit code out (STYLE.md lesson 10). Each service command parses its flags,
 // loads a validated config, starts the service from the library and runs it until SIGINT or SIGTERM.
 // Bad flags print usage and exit 2 (DESIGN.md §5); so does a bad config. Commands that later issues
-// build say so plainly rather than pretending.
+// build say so plainly rather than pretending. The admin commands live in admin.ts.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
+import { ADMIN_COMMANDS, adminCommand } from './admin.js';
 import { flagOrEnv, MASKED, parseHostPort, parseLogLevel, parseOptionalHostPort } from '../config/values.js';
 import {
   type ControllerConfig,
@@ -24,10 +25,10 @@ Commands:
   controller   run the public gateway that agents dial
   agent        run an agent that dials out to a controller
   dev          controller + agent + demo service, on this machine
-  cluster      add | ls | rm clusters            (coming: control-plane issue)
-  token        create | ls | revoke tokens       (coming: control-plane issue)
-  route        add | ls | rm routes              (coming: control-plane issue)
-  status       show live tunnels                 (coming: control-plane issue)
+  cluster      add | ls | rm clusters            (admin API)
+  token        create | ls | revoke tokens       (admin API)
+  route        add | ls | rm routes              (admin API)
+  status       show live tunnels                 (admin API)
 
 Flags:
   -h, --help      show this help
@@ -95,8 +96,6 @@ Flags:
   -h, --help             show this help
 `;
 
-const STUBS = new Set(['cluster', 'token', 'route', 'status']);
-
 export interface Io {
   out(text: string): void;
   err(text: string): void;
@@ -137,16 +136,10 @@ export async function main(argv: readonly string[], io: Io = stdio, signal?: Abo
     case 'dev':
       return devCommand(rest, run);
   }
-  if (!STUBS.has(command)) {
-    io.err(`sluice: unknown command '${command}'\n\n${USAGE}`);
-    return 2;
-  }
-  const flags = parseFlags(command, USAGE, io, () =>
-    parseArgs({ args: rest, options: { help: { type: 'boolean', short: 'h' } }, strict: true }),
-  );
-  if (flags === undefined) return 2;
-  io.err(`sluice ${command} is not built yet; see the README's roadmap.\n`);
-  return 1;
+  const admin = ADMIN_COMMANDS.find((c) => c === command);
+  if (admin !== undefined) return adminCommand(admin, rest, run);
+  io.err(`sluice: unknown command '${command}'\n\n${USAGE}`);
+  return 2;
 }
 
 /** What a command runs with: where output goes, when to stop, and the environment. */

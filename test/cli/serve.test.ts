@@ -186,9 +186,9 @@ describe('main', () => {
     );
   });
 
-  test('the control-plane commands are still stubs', async () => {
+  test('an admin command with a bad flag prints its usage and exits 2', async () => {
     const io = new Capture();
-    assert.equal(await main(['status'], io), 1);
-    assert.match(io.stderr, /not built yet/);
+    assert.equal(await main(['status', '--bogus'], io), 2);
+    assert.match(io.stderr, /^sluice status: Unknown option '--bogus'[^]*Usage: sluice status/);
   });
 });

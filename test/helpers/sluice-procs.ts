@@ -191,7 +191,7 @@ export class Stack {
       'clusters:',
       `  - name: c1\n    tokens: ${JSON.stringify(options.tokens ?? [TOKEN])}`,
       '  - name: empty\n    tokens: ["empty-cluster-token-0123456789"]',
-      `routes:\n${routes}`,
+      routes === '' ? 'routes: []' : `routes:\n${routes}`,
       options.extraYaml ?? '',
     ].join('\n');
     const file = join(this.#dir, 'sluice.yaml');

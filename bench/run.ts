@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, openFileLimit } from './common/proc.js';
+import { installCleanup, killAll, openFileLimit } from './common/proc.js';
 import { nginxBinary } from './suite/nginx.js';
 import { type Plan, plan, type WorkloadName } from './suite/plan.js';
 import { type Figure, figures, LEGEND, markdownTable, terminalTable } from './suite/report.js';
@@ -16,27 +16,6 @@ import { wrkBinary } from './suite/wrk.js';
 const WATCHDOG_MS = { full: 25 * 60_000, quick: 6 * 60_000, smoke: 3 * 60_000 };
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const RESULTS_DIR = join(REPO, 'bench', 'results');
-
-function installCleanup(p: Plan): void {
-  process.on('exit', killAll);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
-      killAll();
-      process.exit(130);
-    });
-  }
-  process.on('uncaughtException', (err) => {
-    console.error(`bench: ${err.stack}`);
-    killAll();
-    process.exit(1);
-  });
-  const watchdog = setTimeout(() => {
-    console.error('bench: watchdog fired, the run took too long');
-    killAll();
-    process.exit(1);
-  }, WATCHDOG_MS[p.sizes.mode]);
-  watchdog.unref();
-}
 
 /** The tools the selected paths and workloads need; a missing one is an error before anything runs. */
 function missingTools(p: Plan): string[] {
@@ -140,7 +119,7 @@ ${list(r.notes)}
 
 async function main(): Promise<void> {
   const p = plan(process.argv.slice(2));
-  installCleanup(p);
+  installCleanup('bench', WATCHDOG_MS[p.sizes.mode]);
   const missing = missingTools(p);
   if (missing.length > 0) {
     console.error(`bench: missing ${missing.join(', ')}`);

@@ -226,3 +226,28 @@ export async function openFileLimit(): Promise<number> {
   const soft = Number(line?.split(/\s{2,}/)[1]);
   return Number.isFinite(soft) && soft > 0 ? soft : 1024;
 }
+
+/**
+ * Kills every child on exit, on SIGINT/SIGTERM and on an uncaught exception, and gives up after
+ * `watchdogMs`: a bench never leaves processes behind or runs forever. `name` prefixes the messages.
+ */
+export function installCleanup(name: string, watchdogMs: number): void {
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+  process.on('uncaughtException', (err) => {
+    console.error(`${name}: ${err.stack}`);
+    killAll();
+    process.exit(1);
+  });
+  const watchdog = setTimeout(() => {
+    console.error(`${name}: watchdog fired, the run took too long`);
+    killAll();
+    process.exit(1);
+  }, watchdogMs);
+  watchdog.unref();
+}

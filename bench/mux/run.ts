@@ -3,7 +3,7 @@
 //   node dist/bench/mux/run.js [--quick] [--impl pipe|sluice|both] [--only single,parallel8,...]
 import { parseArgs } from 'node:util';
 import type { Args } from '../common/ipc.js';
-import { killAll, openFileLimit } from '../common/proc.js';
+import { installCleanup, killAll, openFileLimit } from '../common/proc.js';
 import { withTimeout } from '../common/stats.js';
 import { summary, table } from './report.js';
 import { type Impl, type Rig, startRig, stopRig } from './rig.js';
@@ -49,30 +49,6 @@ function plan(): Plan {
   return { sizes: values.quick ? QUICK : FULL, impls, workloads: only as Workload[] };
 }
 
-function installCleanup(quick: boolean): void {
-  process.on('exit', killAll);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
-      killAll();
-      process.exit(130);
-    });
-  }
-  process.on('uncaughtException', (err) => {
-    console.error(`mux bench: ${err.stack}`);
-    killAll();
-    process.exit(1);
-  });
-  const watchdog = setTimeout(
-    () => {
-      console.error('mux bench: watchdog fired, the run took too long');
-      killAll();
-      process.exit(1);
-    },
-    quick ? WATCHDOG_MS.quick : WATCHDOG_MS.full,
-  );
-  watchdog.unref();
-}
-
 /** Sluice only: a graceful close must finish at once when no stream is open, on both sides. */
 async function checkClose(rig: Rig): Promise<string[]> {
   try {
@@ -112,7 +88,7 @@ function progress(impl: Impl, w: Workload, m: Metrics, ms: number): void {
 
 async function main(): Promise<void> {
   const p = plan();
-  installCleanup(p.sizes.quick);
+  installCleanup('mux bench', p.sizes.quick ? WATCHDOG_MS.quick : WATCHDOG_MS.full);
   const fileLimit = await openFileLimit();
   const results: Partial<Record<Impl, Metrics>> = {};
   const notes: string[] = [];

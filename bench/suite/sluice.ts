@@ -1,10 +1,10 @@
 // The `sluice` path: the real controller and agent, from bin/sluice.js, as two processes with the
 // bench's Node flags, the tunnel over tcp://127.0.0.1. Everything listens on port 0.
 //
-// At `logLevel: warn` (so that one JSON line per request does not cost the proxy its speed) the
-// controller's readiness lines are not written: they are info lines. The bench then finds the
-// listeners in /proc, tells them apart by asking each for /readyz, and counts tunnels on the admin
-// listener's /readyz. The tunnel-down lines the recovery workloads wait for need `info`.
+// The processes run at `logLevel: warn`, so that one JSON line per request does not cost the proxy
+// its speed; readiness lines are written at any level, and give the listeners' ports. Tunnels are
+// counted on the admin listener's /readyz. The tunnel-down lines the recovery workloads wait for need
+// `info`.
 import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -13,7 +13,6 @@ import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS, Proc, readLines } from '../common/proc.js';
 import { sleep, withTimeout } from '../common/stats.js';
 import { BENCH_HOST, HOST } from './common.js';
-import { listeningPorts } from './procfs.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -118,23 +117,22 @@ export async function startController(
   await writeFile(file, yaml);
   const proc = new SluiceProc('controller', ['controller', '--config', file]);
   try {
-    const ports = await threeListeners(proc);
-    return { proc, yaml, ...(await identify(ports)) };
+    const [publicPort, tunnelPort, adminPort] = await Promise.all(
+      ['public', 'tunnel', 'admin'].map((listener) => listeningPort(proc, listener)),
+    );
+    return { proc, yaml, publicPort: publicPort!, tunnelPort: tunnelPort!, adminPort: adminPort! };
   } catch (err) {
     await proc.stop(1000);
     throw err;
   }
 }
 
-async function threeListeners(proc: SluiceProc): Promise<number[]> {
-  const deadline = performance.now() + READY_TIMEOUT_MS;
-  while (performance.now() < deadline) {
-    if (proc.exit !== null) throw new Error(`controller exited (code ${proc.exit.code}): ${proc.errorText}`);
-    const ports = await listeningPorts(proc.pid!);
-    if (ports.length === 3) return ports;
-    await sleep(20);
-  }
-  throw new Error(`controller: no public, tunnel and admin listeners within ${READY_TIMEOUT_MS} ms`);
+/** The port a listener reports in its readiness line (DESIGN §5), written at any log level. */
+async function listeningPort(proc: SluiceProc, listener: string): Promise<number> {
+  const match = (l: LogLine) => l.event === 'listening' && l.listener === listener;
+  await proc.waitLines(`the ${listener} listener`, match, 1, READY_TIMEOUT_MS);
+  const line = proc.lines.find((e) => match(e.line))!.line;
+  return Number(new URL(String(line.url)).port);
 }
 
 interface Answer {
@@ -169,20 +167,6 @@ const TUNNELS_FIELD = /"tunnels":(\d+)/;
 
 function isAdmin(a: Answer): boolean {
   return a.status === 200 && TUNNELS_FIELD.test(a.body);
-}
-
-/** Admin answers /readyz with a tunnel count, public with some HTTP answer, tunnel with no HTTP. */
-async function identify(ports: number[]): Promise<Omit<Controller, 'proc' | 'yaml'>> {
-  const answers = await Promise.all(ports.map((p) => askReadyz(p, 2000)));
-  const http = answers.filter((a): a is Answer => a !== null);
-  const admin = http.find(isAdmin);
-  const pub = http.find((a) => !isAdmin(a));
-  const tunnel = ports.filter((_, i) => answers[i] === null);
-  if (admin === undefined || pub === undefined || tunnel.length !== 1) {
-    const seen = answers.map((a) => (a === null ? 'no HTTP' : `${a.port}: ${a.status}`)).join(', ');
-    throw new Error(`controller: cannot tell its listeners apart (${seen})`);
-  }
-  return { publicPort: pub.port, tunnelPort: tunnel[0]!, adminPort: admin.port };
 }
 
 /** Tunnels the controller counts now, from the admin listener's /readyz. */

@@ -331,9 +331,12 @@ export class PublicEdge {
 /** Where a request goes: the host to route by and the path to send, or why the request is refused. */
 function requestTarget(req: IncomingMessage): { host: string; path: string } | string {
   const url = req.url ?? '';
-  const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host');
   // RFC 9112 §3.2: exactly one Host field; a second one could route by one and be served by the other.
-  if (hosts.length > 1) return 'the request has more than one Host header';
+  let hosts = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i]!.length === 4 && req.rawHeaders[i]!.toLowerCase() === 'host') hosts++;
+  }
+  if (hosts > 1) return 'the request has more than one Host header';
   const host = req.headers.host ?? '';
   if (host === '' || normalizeHost(host) === undefined) return 'the request has no valid Host header';
   let path = url;

@@ -1,7 +1,6 @@
 // The controller's configuration: defaults < YAML file < SLUICE_* environment < flags. Validated in one
 // place (STYLE.md lesson 6): every failure is a ConfigError naming the exact key, e.g.
 // `routes[2].target` or `http.responseTimeout`; unknown keys are refused; the result is frozen.
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { type Document, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
@@ -28,6 +27,7 @@ import { ConfigError } from '../errors.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import { type Route, RouteTable, validateRoute } from './routes.js';
+import { hashToken } from './tunnels.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -417,9 +417,7 @@ function checkClusters(
     cluster.tokens?.forEach((token, j) => {
       const key = `clusters[${i}].tokens[${j}]`;
       // A plain token and its digest are the same token; an agent's token must name one cluster.
-      const digest = DIGEST.test(token)
-        ? token
-        : `sha256:${createHash('sha256').update(token).digest('hex')}`;
+      const digest = DIGEST.test(token) ? token : hashToken(token);
       const seen = tokens.get(digest);
       if (seen !== undefined)
         throw new ConfigError(key, `is the same token as ${seen} (the value is not shown)`);

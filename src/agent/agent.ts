@@ -379,7 +379,7 @@ function createHealthServer(
   slots: readonly TunnelSlot[],
   pool: { sockets: NodeJS.Dict<unknown[]>; freeSockets: NodeJS.Dict<unknown[]> },
 ): Server {
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     const up = slots.filter((s) => s.up).length;
     if (path === '/healthz' || path === '/readyz') {
@@ -393,18 +393,23 @@ function createHealthServer(
       const sessions = slots.flatMap((s) => [...s.sessions]);
       const count = (d: NodeJS.Dict<unknown[]>): number =>
         Object.values(d).reduce((n, list) => n + (list?.length ?? 0), 0);
-      sendJson(res, 200, {
-        ...memoryReport(),
-        tunnelsUp: up,
-        sessions: sessions.length,
-        streams: sessions.reduce((n, s) => n + s.streamCount, 0),
-        targetSockets: count(pool.sockets),
-        targetFreeSockets: count(pool.freeSockets),
-      });
+      void memoryReport(server).then(
+        (report) =>
+          sendJson(res, 200, {
+            ...report,
+            tunnelsUp: up,
+            sessions: sessions.length,
+            streams: sessions.reduce((n, s) => n + s.streamCount, 0),
+            targetSockets: count(pool.sockets),
+            targetFreeSockets: count(pool.freeSockets),
+          }),
+        (err: Error) => sendJson(res, 500, { error: err.message }),
+      );
       return;
     }
     sendJson(res, 404, { error: 'not found' });
   });
+  return server;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -377,7 +377,7 @@ function createAdminServer(
   connections: PublicConnections,
   api: AdminApi,
 ): Server {
-  return createServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     if (api.handle(req, res, path)) return;
     if (path === '/healthz' || path === '/readyz') {
@@ -386,18 +386,24 @@ function createAdminServer(
     }
     if (path === '/debug/memory') {
       // For leak checks: with --expose-gc the heap figure is taken after a full collection.
-      const tunnels = registry.all();
-      sendJson(res, 200, {
-        ...memoryReport(),
-        registry: registry.size(),
-        streams: tunnels.reduce((n, t) => n + t.session.streamCount, 0),
-        inFlight: edge.inFlight,
-        ...connections.counts,
-      });
+      void memoryReport(server).then(
+        (report) => {
+          const tunnels = registry.all();
+          sendJson(res, 200, {
+            ...report,
+            registry: registry.size(),
+            streams: tunnels.reduce((n, t) => n + t.session.streamCount, 0),
+            inFlight: edge.inFlight,
+            ...connections.counts,
+          });
+        },
+        (err: Error) => sendJson(res, 500, { error: err.message }),
+      );
       return;
     }
     sendJson(res, 404, { error: 'not found' });
   });
+  return server;
 }
 
 interface Running {

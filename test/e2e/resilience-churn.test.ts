@@ -52,6 +52,7 @@ interface Memory {
   gc: boolean;
   heapUsed: number;
   resources: Record<string, number>;
+  reportConnections: number;
   [key: string]: unknown;
 }
 
@@ -102,7 +103,8 @@ async function churn(from: number, count: number): Promise<void> {
   );
 }
 
-const sockets = (m: Memory): number => m.resources.TCPSocketWrap ?? 0;
+/** TCP sockets of the process's traffic: its tunnels, clients and targets, not the memory askers'. */
+const sockets = (m: Memory): number => (m.resources.TCPSocketWrap ?? 0) - m.reportConnections;
 
 /**
  * Polls both processes until everything per-connection is gone: no request, stream or upgraded socket,

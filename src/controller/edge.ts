@@ -25,6 +25,31 @@ export interface EdgeOptions {
   http: HttpOptions;
   logger: Logger;
   proto: 'http' | 'https';
+  /** Told of every request once it is over, after its log line: for metrics and the dashboard. */
+  onRequestDone?: (done: RequestDone) => void;
+}
+
+/** A finished request, as the log line has it: plain or upgrade, served or refused by this edge. */
+export interface RequestDone {
+  readonly kind: 'http' | 'upgrade';
+  /** Wall-clock time the request arrived, in ms since the epoch. */
+  readonly at: number;
+  readonly requestId: string;
+  readonly method: string;
+  readonly host: string;
+  readonly path: string;
+  /** The route's host and path prefix, as logged; absent when no route matched. */
+  readonly route?: string;
+  readonly cluster?: string;
+  /** 0 when no status was sent (the client left first, or an upgrade broke before its answer). */
+  readonly status: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly ms: number;
+  /** How the exchange ended (docs/http-over-streams.md); absent when it never reached a tunnel. */
+  readonly outcome?: string;
+  /** Why this edge refused it, for requests answered with an error page. */
+  readonly reason?: string;
 }
 
 // Ids are a random per-process prefix and a counter, 32 hex digits: unique across controllers and
@@ -42,6 +67,7 @@ export function newRequestId(): string {
 interface LogFields {
   requestId: string;
   started: number;
+  at: number;
   method: string;
   host: string;
   path: string;
@@ -103,7 +129,7 @@ export class PublicEdge {
       fail: (status, reason) => this.#sendError(req, res, log, status, reason),
     };
     const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
-    res.once('close', () => this.#end(log, served, () => res.statusCode));
+    res.once('close', () => this.#end('http', log, served, () => (res.headersSent ? res.statusCode : 0)));
   };
 
   /**
@@ -132,7 +158,7 @@ export class PublicEdge {
     };
     socket.on('error', ignore);
     const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
-    socket.once('close', () => this.#end(log, served, () => status || (running?.status ?? 0)));
+    socket.once('close', () => this.#end('upgrade', log, served, () => status || (running?.status ?? 0)));
   };
 
   /**
@@ -169,6 +195,7 @@ export class PublicEdge {
       bytesIn: 0,
       bytesOut: 0,
       started: performance.now(),
+      at: Date.now(),
     };
   }
 
@@ -177,14 +204,15 @@ export class PublicEdge {
    * this same close event and #serve records its bytes and outcome only a microtask later, so a line
    * written right away would lack them.
    */
-  #end(log: LogFields, served: Promise<void>, status: () => number): void {
+  #end(kind: RequestDone['kind'], log: LogFields, served: Promise<void>, status: () => number): void {
     log.ms = Math.round((performance.now() - log.started) * 10) / 10;
     const write = (): void => {
       log.status = status();
       const level = log.outcome === 'broken' || (log.status >= 500 && log.status !== 503) ? 'warn' : 'info';
-      const { started, ...fields } = log;
+      const { started, at, ...fields } = log;
       void started;
       this.#options.logger[level](fields, 'request');
+      this.#options.onRequestDone?.({ ...(fields as Required<typeof fields>), kind, at });
       if (--this.#inFlight === 0 && this.#idle !== null) {
         const idle = this.#idle;
         this.#idle = null;

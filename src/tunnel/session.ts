@@ -93,6 +93,13 @@ const PONG_BACKLOG_LIMIT = 1024 * 1024;
 const READ_PAUSE_BACKLOG = 4 * 1024 * 1024;
 /** How long a graceful transport end may take before the socket is destroyed. */
 const END_LINGER_MS = 5000;
+/**
+ * How long an ACK may wait for the stream's first frame. A request's answer usually comes within a
+ * few milliseconds, and then the ACK rides in the same write as the answer's first frame, which
+ * saves the acceptor a write and the opener a wakeup and a read per stream. A slow answer (a long
+ * poll, an upgrade waiting on its target) gets its ACK alone once this delay has passed.
+ */
+const ACK_DELAY_MS = 10;
 
 const noopLogger = {
   trace() {},
@@ -135,6 +142,10 @@ export class Session extends EventEmitter implements StreamOwner {
   #remoteGoAway = false;
   #writers: Stream[] = [];
   #corked = false;
+  /** Streams the peer opened that wait for their ACK (see #onSyn), and the timer that bounds it. */
+  readonly #unacked = new Set<Stream>();
+  #ackTimer: NodeJS.Timeout | null = null;
+  readonly #onAckDelay = (): void => this.#flushAcks();
   #readPaused = false;
   #lastRecvAt = Date.now();
   #nextPingAt = 0;
@@ -309,6 +320,7 @@ export class Session extends EventEmitter implements StreamOwner {
 
   sendData(stream: Stream, chunk: Buffer, fin: boolean): void {
     if (this.#state === State.CLOSED) return;
+    if (stream.ackPending) this.#ack(stream);
     this.#write(encodeHeader(FrameType.DATA, fin ? Flag.FIN : 0, stream.id, chunk.length));
     if (chunk.length > 0) this.#write(chunk);
   }
@@ -322,12 +334,17 @@ export class Session extends EventEmitter implements StreamOwner {
   returnCredit(stream: Stream, bytes: number): void {
     stream.recvWindow += bytes;
     this.#held -= bytes;
-    if (this.#state !== State.CLOSED) this.#write(encodeWindowUpdate(stream.id, bytes));
+    if (this.#state === State.CLOSED) return;
+    if (stream.ackPending) this.#ack(stream);
+    this.#write(encodeWindowUpdate(stream.id, bytes));
   }
 
   resetStream(stream: Stream, code: number, reason: string): void {
     if (stream.detached) return;
-    if (this.#state !== State.CLOSED) this.#write(encodeRst(stream.id, code, reason));
+    if (this.#state !== State.CLOSED) {
+      if (stream.ackPending) this.#ack(stream);
+      this.#write(encodeRst(stream.id, code, reason));
+    }
     this.#forget(stream);
   }
 
@@ -546,7 +563,9 @@ export class Session extends EventEmitter implements StreamOwner {
     }
     const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, true);
     this.#streams.set(id, stream);
-    this.#write(encodeAck(id));
+    stream.ackPending = true;
+    this.#unacked.add(stream);
+    this.#ackTimer ??= setTimeout(this.#onAckDelay, ACK_DELAY_MS).unref();
     this.emit('stream', stream);
   }
 
@@ -750,8 +769,31 @@ export class Session extends EventEmitter implements StreamOwner {
     this.#armOpenTimer();
   }
 
+  /** The ACK of a stream the peer opened, written before that stream's first frame (see #onSyn). */
+  #ack(stream: Stream): void {
+    stream.ackPending = false;
+    this.#unacked.delete(stream);
+    this.#write(encodeAck(stream.id));
+  }
+
+  /** ACKs every stream still waiting for one: the delay ran out, or a GO_AWAY is about to go. */
+  #flushAcks(): void {
+    if (this.#ackTimer !== null) clearTimeout(this.#ackTimer);
+    this.#ackTimer = null;
+    for (const stream of this.#unacked) {
+      stream.ackPending = false;
+      this.#write(encodeAck(stream.id));
+    }
+    this.#unacked.clear();
+  }
+
   #forget(stream: Stream): void {
     if (stream.detached) return;
+    if (stream.ackPending) {
+      // Reset by the peer before it was ACKed: nothing more is sent on it.
+      stream.ackPending = false;
+      this.#unacked.delete(stream);
+    }
     stream.detached = true;
     this.#streams.delete(stream.id);
     this.#pendingOpens.delete(stream.id);
@@ -763,6 +805,8 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#localGoAway || this.#state !== State.OPEN) return;
     this.#localGoAway = true;
     this.#log.info({ reason, streams: this.#streams.size }, 'draining (GO_AWAY)');
+    // Every stream taken so far is ACKed before the GO_AWAY, so that one never ACKed was never taken.
+    this.#flushAcks();
     this.#write(encodeGoAway(ErrorCode.NO_ERROR, reason));
   }
 
@@ -783,10 +827,10 @@ export class Session extends EventEmitter implements StreamOwner {
   #teardown(err: Error | null, goAwayCode?: number, reason?: string): void {
     if (this.#state === State.CLOSED) return;
     this.#state = State.CLOSED;
-    for (const timer of [this.#tickTimer, this.#openTimer, this.#graceTimer, this.#handshakeTimer]) {
-      if (timer !== null) clearTimeout(timer);
-    }
-    this.#tickTimer = this.#openTimer = this.#graceTimer = this.#handshakeTimer = null;
+    const timers = [this.#tickTimer, this.#openTimer, this.#graceTimer, this.#handshakeTimer, this.#ackTimer];
+    for (const timer of timers) if (timer !== null) clearTimeout(timer);
+    this.#tickTimer = this.#openTimer = this.#graceTimer = this.#handshakeTimer = this.#ackTimer = null;
+    this.#unacked.clear();
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     this.#pendingOpens.clear();

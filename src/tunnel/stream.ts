@@ -47,6 +47,8 @@ export class Stream extends Duplex {
   detached = false;
   /** True while the stream waits in the session's writer queue for the transport to drain. */
   writerQueued = false;
+  /** A stream the peer opened, taken but not ACKed yet: the ACK goes out with its first frame. */
+  ackPending = false;
 
   readonly #owner: StreamOwner;
   readonly #windowSize: number;

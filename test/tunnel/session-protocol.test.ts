@@ -10,6 +10,7 @@ import {
   encodeHeader,
   encodeJsonFrame,
   encodePing,
+  encodeRst,
   encodeWindowUpdate,
 } from '../../src/protocol/codec.js';
 import { ErrorCode, Flag, FrameType } from '../../src/protocol/constants.js';
@@ -555,4 +556,72 @@ test('small writes that pile up leave in one DATA frame', async () => {
   } finally {
     await p.close();
   }
+});
+
+describe('ACK rides with the first frame of the stream it accepts', () => {
+  /** The types of the frames of stream `id` the raw peer has seen, in order. */
+  const framesOf = (raw: RawPeer, id: number): number[] =>
+    raw.frames.filter((f) => f.streamId === id).map((f) => f.type);
+
+  test('the ACK waits for the answer and comes right before its first DATA', async () => {
+    const { session, raw } = await serverVsRaw();
+    let answer: (() => void) | undefined;
+    session.on('stream', (s: Stream) => (answer = () => s.end('answer')));
+    // One read holds both frames, so the pong is written in the turn that took the stream.
+    raw.send(Buffer.concat([encodeJsonFrame(FrameType.SYN, 1, {}), encodePing(false, Buffer.alloc(8, 1))]));
+    await raw.next(FrameType.PING);
+    assert.deepEqual(framesOf(raw, 1), [], 'no ACK went out on its own before the answer');
+    answer!();
+    await waitFor('the answer and its FIN', () => framesOf(raw, 1).length >= 3);
+    assert.deepEqual(framesOf(raw, 1), [FrameType.ACK, FrameType.DATA, FrameType.DATA]);
+    session.destroy();
+  });
+
+  test('a stream that sends nothing is still ACKed, alone, after a short delay', async () => {
+    const { session, raw } = await serverVsRaw();
+    session.on('stream', ignoreErrors);
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+    const ack = await raw.next(FrameType.ACK, 2000);
+    assert.equal(ack.streamId, 1);
+    assert.deepEqual(framesOf(raw, 1), [FrameType.ACK]);
+    session.destroy();
+  });
+
+  test('a stream granting credit before it answers is ACKed before the WINDOW_UPDATE', async () => {
+    const { session, raw } = await serverVsRaw({ window: 64 * 1024 });
+    session.on('stream', (s: Stream) => s.resume());
+    raw.send(encodeJsonFrame(FrameType.SYN, 1, {}));
+    raw.send(encodeFrame(FrameType.DATA, 0, 1, Buffer.alloc(60 * 1024)));
+    await raw.next(FrameType.WINDOW_UPDATE);
+    assert.deepEqual(framesOf(raw, 1).slice(0, 2), [FrameType.ACK, FrameType.WINDOW_UPDATE]);
+    session.destroy();
+  });
+
+  test('streams taken before a drain are ACKed ahead of the GO_AWAY', async () => {
+    const { session, raw } = await serverVsRaw();
+    session.on('stream', ignoreErrors);
+    raw.send(Buffer.concat([encodeJsonFrame(FrameType.SYN, 1, {}), encodeJsonFrame(FrameType.SYN, 3, {})]));
+    await waitFor('both streams taken', () => session.streamCount === 2);
+    void session.close(60_000);
+    await raw.next(FrameType.GO_AWAY);
+    const types = raw.frames.map((f) => f.type);
+    assert.deepEqual(types.slice(types.indexOf(FrameType.ACK)), [
+      FrameType.ACK,
+      FrameType.ACK,
+      FrameType.GO_AWAY,
+    ]);
+    session.destroy();
+  });
+
+  test('a stream the peer resets before its ACK gets none afterwards', async () => {
+    const { session, raw } = await serverVsRaw();
+    session.on('stream', ignoreErrors);
+    raw.send(Buffer.concat([encodeJsonFrame(FrameType.SYN, 1, {}), encodeRst(1, ErrorCode.CANCEL, 'gone')]));
+    // Stream 3's ACK comes from the same delayed flush that would have carried stream 1's.
+    raw.send(encodeJsonFrame(FrameType.SYN, 3, {}));
+    const ack = await raw.next(FrameType.ACK, 2000);
+    assert.equal(ack.streamId, 3);
+    assert.deepEqual(framesOf(raw, 1), []);
+    session.destroy();
+  });
 });

@@ -12,7 +12,7 @@ import { ErrorCode } from '../protocol/constants.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
 import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
-import { relayResponse } from './relay.js';
+import { corkForThisTick, relayResponse } from './relay.js';
 import { armConnectTimeout, classify } from './target.js';
 
 export interface DeliverContext {
@@ -129,6 +129,8 @@ class Delivery {
   // --- request direction: stream → target ---
 
   readonly #onStreamData = (chunk: Buffer): void => {
+    // What one tunnel read brought for this request leaves in one write (see corkForThisTick).
+    if (this.#req !== null) corkForThisTick(this.#req);
     try {
       this.#decoder.push(chunk);
     } catch (err) {

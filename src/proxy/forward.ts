@@ -8,7 +8,7 @@ import { SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, EnvelopeError, encodeTrailers, type ResponseHead } from './envelope.js';
 import { forwardResponseHeaders } from './headers.js';
-import { writeBody } from './relay.js';
+import { corkForThisTick, writeBody } from './relay.js';
 
 /** How an exchange ended, for the request log and for the caller's retry decision. */
 export type Outcome =
@@ -117,15 +117,14 @@ class Exchange {
   // --- response direction: stream → client ---
 
   readonly #onStreamData = (chunk: Buffer): void => {
-    // Record boundaries do not follow frame boundaries, so one frame often carries the end of one body
-    // record and the start of the next: corked, the pieces leave in one write.
-    this.res.cork();
+    // A frame split across two tunnel reads arrives as two pieces, and record boundaries do not follow
+    // frame boundaries: corked for the tick, what one read brought leaves in one write, which halves
+    // the writes of a bulk download.
+    corkForThisTick(this.res);
     try {
       this.#decoder.push(chunk);
     } catch (err) {
       this.#protocolError(err);
-    } finally {
-      this.res.uncork();
     }
   };
 

@@ -2,7 +2,7 @@
 // BODY records with backpressure, optional TRAILERS, then FIN. Shared by plain exchanges and refused
 // upgrades, which are answered the same way.
 import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { encodeBodyHeader, encodeHead, encodeTrailers, MAX_BODY_PAYLOAD } from './envelope.js';
 
 /**
@@ -56,4 +56,19 @@ export function writeBody(stream: Duplex, chunk: Buffer): boolean {
   }
   stream.uncork();
   return ok;
+}
+
+/**
+ * Corks `w` until the end of this tick, unless it is corked already. A tunnel read hands over every
+ * piece it holds in one go (record and frame boundaries split a body into several), and this makes
+ * them leave as one write rather than one system call each.
+ */
+export function corkForThisTick(w: Pick<Writable, 'cork' | 'uncork' | 'writableCorked'>): void {
+  if (w.writableCorked !== 0) return;
+  w.cork();
+  process.nextTick(uncork, w);
+}
+
+function uncork(w: Pick<Writable, 'uncork'>): void {
+  w.uncork();
 }

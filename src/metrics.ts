@@ -1,6 +1,6 @@
-// What the controller's and the agent's metrics share: a Prometheus registry of their own per process (so
-// several controllers in one test process never mix their series), the Node process metrics, status
-// classes as label values, and the `/metrics` answer. The data path only bumps plain numbers; they
+// What the controller's and the agent's metrics share: a Prometheus registry for each controller or
+// agent (so several in one test process never mix their series) with the Node process metrics, status
+// classes as label values, and the `/metrics` answer. Counters on the data path are plain numbers that
 // become Prometheus series when a scrape asks (`collect()`), as do gauges read off live state.
 import type { ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -27,19 +27,6 @@ export function statusClass(status: number): number {
   if (status === 0) return 0;
   const hundreds = Math.floor(status / 100);
   return hundreds >= 1 && hundreds <= 5 ? hundreds : 6;
-}
-
-/** Counts per label value, kept as plain numbers on the data path and published at scrape time. */
-export class Tally {
-  readonly #counts = new Map<string, number>();
-
-  add(key: string, n = 1): void {
-    this.#counts.set(key, (this.#counts.get(key) ?? 0) + n);
-  }
-
-  entries(): IterableIterator<[string, number]> {
-    return this.#counts.entries();
-  }
 }
 
 /** Answers a scrape: the Prometheus text format, never cached. */

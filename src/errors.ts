@@ -108,3 +108,15 @@ const WIRE_TO_CODE: Partial<Record<number, SluiceErrorCode>> = {
 export function codeForWire(wireCode: number): SluiceErrorCode {
   return WIRE_TO_CODE[wireCode] ?? 'SLUICE_ERR_SESSION_CLOSED';
 }
+
+/**
+ * The code of an error that belongs to one stream alone: a reset, a refusal, an open timeout. A stream
+ * that ends because its session did fails with the session's error, which is the session's to report
+ * (once, when it closes), not once per stream it carried.
+ */
+export function streamErrorCode(err: unknown): SluiceErrorCode | undefined {
+  if (!(err instanceof SluiceError) || err instanceof SessionError || err instanceof ProtocolError) {
+    return undefined;
+  }
+  return err.code;
+}

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
+import { sendMetrics } from '../metrics.js';
 import { slotCaps } from '../controller/tunnels.js';
 import { createTargetPool, type DeliverContext, deliverStream } from '../proxy/deliver.js';
 import { guardedLookup } from '../proxy/target.js';
@@ -15,6 +16,7 @@ import { dial } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
 import type { Stream } from '../tunnel/stream.js';
 import type { AgentConfig } from './config.js';
+import { AgentMetrics } from './metrics.js';
 import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
 
 export interface AgentHandle {
@@ -71,21 +73,34 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     kubernetesApi: kubernetesApiFromEnv(process.env),
   });
   const pool = createTargetPool();
+  // Its gauges read the slots only when scraped, once they exist.
+  const metrics = new AgentMetrics(() => slots);
   const ctx: DeliverContext = {
     policy,
     pool,
     connectTimeoutMs: config.connectTimeoutMs,
     lookup: guardedLookup((ip) => policy.forbidsAddress(ip)),
     logger: logger.child({ component: 'deliver' }),
+    observer: metrics,
   };
   const ca = config.ca === undefined ? undefined : readFileSync(config.ca);
   const stopping = new AbortController();
   const upgrades = new UpgradeStreams();
   let markUp!: () => void;
   const firstUp = new Promise<void>((resolve) => (markUp = resolve));
-  const slots = Array.from(
+  const slots: TunnelSlot[] = Array.from(
     { length: config.tunnels },
-    (_, i) => new TunnelSlot(i, { config, ca, ctx, logger, signal: stopping.signal, onUp: markUp, upgrades }),
+    (_, i) =>
+      new TunnelSlot(i, {
+        config,
+        ca,
+        ctx,
+        logger,
+        signal: stopping.signal,
+        onUp: markUp,
+        upgrades,
+        metrics,
+      }),
   );
   logger.info(
     {
@@ -102,7 +117,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   let health: Server | null = null;
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
-    health = createHealthServer(slots, pool);
+    health = createHealthServer(slots, pool, metrics);
     healthUrl = await new Promise<string>((resolve, reject) => {
       health!.once('error', reject);
       health!.listen(config.healthListen!.port, config.healthListen!.host, () => {
@@ -166,6 +181,7 @@ interface SlotContext {
   signal: AbortSignal;
   onUp: () => void;
   upgrades: UpgradeStreams;
+  metrics: AgentMetrics;
 }
 
 type SessionEnd = { goaway: true; reason: string } | { goaway: false; err: Error | undefined };
@@ -241,6 +257,7 @@ class TunnelSlot {
         }
       } catch (err) {
         if (signal.aborted) break;
+        this.shared.metrics.tunnelError(err);
         const code = err instanceof SluiceError ? err.code : (err as NodeJS.ErrnoException).code;
         const refused = code === 'SLUICE_ERR_UNAUTHORIZED' || code === 'SLUICE_ERR_FORBIDDEN';
         delay = refused ? refusedDelay() : this.#backoff();
@@ -277,6 +294,7 @@ class TunnelSlot {
     this.sessions.add(session);
     session.once('close', (err?: Error) => {
       this.sessions.delete(session);
+      this.shared.metrics.tunnelError(err);
       // The current session's end is logged by run(); this is one left draining after a GO_AWAY.
       if (this.session !== session && !this.shared.signal.aborted) {
         this.#log.info(
@@ -378,6 +396,7 @@ class UpgradeStreams {
 function createHealthServer(
   slots: readonly TunnelSlot[],
   pool: { sockets: NodeJS.Dict<unknown[]>; freeSockets: NodeJS.Dict<unknown[]> },
+  metrics: AgentMetrics,
 ): Server {
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
@@ -386,6 +405,10 @@ function createHealthServer(
       // Ready means traffic can reach this agent: at least one tunnel is up.
       const ok = path === '/healthz' || up > 0;
       sendJson(res, ok ? 200 : 503, { ok, tunnelsUp: up, tunnels: slots.length });
+      return;
+    }
+    if (path === '/metrics') {
+      sendMetrics(metrics.registry, res);
       return;
     }
     if (path === '/debug/memory') {

@@ -11,6 +11,7 @@ import { readinessLogger } from '../logging.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { memoryReport } from '../diagnostics.js';
+import { sendMetrics } from '../metrics.js';
 import { SessionError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { listen, type TunnelListener } from '../transport/index.js';
@@ -19,6 +20,7 @@ import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { ControllerConfig, HostPort } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
 import { PublicEdge } from './edge.js';
+import { ControllerMetrics } from './metrics.js';
 import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
 
 /**
@@ -60,12 +62,20 @@ export async function startController(
     store.close();
     throw err;
   }
+  // The gauges read the edge and the public connections only when scraped, once both exist.
+  const metrics: ControllerMetrics = new ControllerMetrics({
+    tunnels: registry,
+    clusters: () => control.store.listClusters().map((c) => c.name),
+    upgradesOpen: () => connections.counts.upgraded,
+    inFlight: () => edge.inFlight,
+  });
   const edge = new PublicEdge({
     routes: () => control.routes,
     registry,
     http: config.http,
     logger: logger.child({ component: 'edge' }),
     proto: 'http',
+    onRequestDone: metrics.requestDone,
   });
 
   const connections = new PublicConnections(edge);
@@ -92,6 +102,7 @@ export async function startController(
           config,
           control,
           registry,
+          metrics,
           log: tunnelLog,
           stopping: () => stopping,
         }),
@@ -103,7 +114,7 @@ export async function startController(
     if (config.adminListen !== null) {
       const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
       const api = createAdminApi(control, registry, adminToken);
-      const admin = createAdminServer(registry, edge, connections, api);
+      const admin = createAdminServer(registry, edge, connections, api, metrics);
       adminUrl = await listenHttp(admin, config.adminListen);
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
@@ -247,6 +258,7 @@ interface TunnelContext {
   config: ControllerConfig;
   control: ControlPlane;
   registry: TunnelRegistry;
+  metrics: ControllerMetrics;
   log: Logger;
   /** True once the controller is draining: tunnels that finish their handshake then are let go. */
   stopping: () => boolean;
@@ -316,6 +328,7 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
       );
       session.once('close', (err?: Error) => {
         registry.remove(tunnel);
+        ctx.metrics.tunnelError(err);
         const code = err instanceof SluiceError ? err.code : undefined;
         log.info(
           {
@@ -330,7 +343,10 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
         );
       });
     },
-    (err: Error) => log.info({ remote, err: err.message }, 'tunnel handshake failed'),
+    (err: Error) => {
+      ctx.metrics.tunnelError(err);
+      log.info({ remote, err: err.message }, 'tunnel handshake failed');
+    },
   );
 }
 
@@ -376,12 +392,18 @@ function createAdminServer(
   edge: PublicEdge,
   connections: PublicConnections,
   api: AdminApi,
+  metrics: ControllerMetrics,
 ): Server {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     if (api.handle(req, res, path)) return;
     if (path === '/healthz' || path === '/readyz') {
       sendJson(res, 200, { ok: true, tunnels: registry.all().length });
+      return;
+    }
+    // Without the admin token, like the probes: the admin listener is a private port Prometheus scrapes.
+    if (path === '/metrics') {
+      sendMetrics(metrics.registry, res);
       return;
     }
     if (path === '/debug/memory') {

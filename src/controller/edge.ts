@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { SluiceError, type SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { renderErrorPage } from '../proxy/error-page.js';
 import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
@@ -48,6 +49,11 @@ export interface RequestDone {
   readonly ms: number;
   /** How the exchange ended (docs/http-over-streams.md); absent when it never reached a tunnel. */
   readonly outcome?: string;
+  /**
+   * The SLUICE_ERR_* code of the last tunnel error the request met on its streams (a reset, a refusal,
+   * a stream that could not be opened); absent when none. A tunnel's own end is not repeated here.
+   */
+  readonly code?: SluiceErrorCode;
   /** Why this edge refused it, for requests answered with an error page. */
   readonly reason?: string;
 }
@@ -79,6 +85,7 @@ interface LogFields {
   bytesOut?: number;
   ms?: number;
   outcome?: string;
+  code?: SluiceErrorCode;
   reason?: string;
   detail?: string;
 }
@@ -249,11 +256,12 @@ export class PublicEdge {
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
-    const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0 };
+    const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0, code: undefined };
     const outcome = await this.#forward(exchange, route, meta, stats);
     log.bytesIn = stats.bytesIn;
     log.bytesOut = stats.bytesOut;
     log.outcome = outcome.kind;
+    if (stats.code !== undefined) log.code = stats.code;
     if (outcome.kind === 'failed') {
       log.detail = outcome.detail;
       exchange.fail(outcome.status, outcome.reason);
@@ -280,6 +288,7 @@ export class PublicEdge {
         stream = tunnel.session.open(meta as unknown as Record<string, unknown>);
       } catch (err) {
         // Closed, draining or at a limit since pick(): another tunnel may still take it.
+        if (err instanceof SluiceError) stats.code = err.code;
         last = {
           kind: 'failed',
           status: 503,

@@ -9,6 +9,7 @@ import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
+import type { DeliverObserver } from './deliver.js';
 import { encodeHead } from './envelope.js';
 import type { HttpStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';
@@ -33,8 +34,9 @@ export function deliverUpgrade(
   meta: HttpStreamMeta,
   target: UpgradeTarget,
   log: Logger,
+  observer?: DeliverObserver,
 ): void {
-  new UpgradeDelivery(stream, meta, target, log).start();
+  new UpgradeDelivery(stream, meta, target, log, observer).start();
 }
 
 class UpgradeDelivery {
@@ -42,12 +44,17 @@ class UpgradeDelivery {
   #socket: Socket | null = null;
   #answered = false;
   #done = false;
+  // For the observer: the target's status, the code this side reset the stream with, the stream's error.
+  #status = 0;
+  #reset = -1;
+  #error: Error | undefined;
 
   constructor(
     private readonly stream: TunnelStream,
     private readonly meta: HttpStreamMeta,
     private readonly target: UpgradeTarget,
     private readonly log: Logger,
+    private readonly observer: DeliverObserver | undefined,
   ) {}
 
   start(): void {
@@ -81,6 +88,7 @@ class UpgradeDelivery {
 
   readonly #onUpgrade = (res: IncomingMessage, socket: Socket, head: Buffer): void => {
     this.#answered = true;
+    this.#status = 101;
     this.#socket = socket;
     const { stream } = this;
     stream.write(encodeHead({ status: 101, statusText: res.statusMessage ?? '', headers: res.rawHeaders }));
@@ -109,6 +117,7 @@ class UpgradeDelivery {
 
   readonly #onResponse = (res: IncomingMessage): void => {
     this.#answered = true;
+    this.#status = res.statusCode ?? 0;
     // A refused upgrade is an ordinary response; the client's raw bytes were meant for a protocol
     // that never started, so they are read and dropped.
     relayResponse(res, this.stream, () => this.#abort(ErrorCode.CANCEL, 'target closed mid-response'));
@@ -123,8 +132,9 @@ class UpgradeDelivery {
     this.#abort(code, reason);
   };
 
-  readonly #onStreamError = (): void => {
+  readonly #onStreamError = (err: Error): void => {
     // The controller reset the stream: its client went away. The target sees its connection close.
+    this.#error = err;
     this.#finish();
   };
 
@@ -133,7 +143,10 @@ class UpgradeDelivery {
   };
 
   #abort(code: number, reason: string): void {
-    if (!this.stream.destroyed) this.stream.reset(code, reason);
+    if (!this.stream.destroyed) {
+      if (this.#reset < 0) this.#reset = code;
+      this.stream.reset(code, reason);
+    }
     this.#finish();
   }
 
@@ -151,6 +164,7 @@ class UpgradeDelivery {
       this.#req.destroy();
     }
     if (!this.stream.destroyed) this.stream.destroy();
+    this.observer?.streamDone('upgrade', this.#status, this.#reset, this.#error);
   }
 }
 

@@ -23,6 +23,16 @@ export interface DeliverContext {
   /** DNS for targets, refusing protected addresses (see guardedLookup). */
   lookup: LookupFunction;
   logger: Logger;
+  observer?: DeliverObserver;
+}
+
+/** Told once of every stream this agent served, when it is over: for metrics. */
+export interface DeliverObserver {
+  /**
+   * `status`: the target's answer (101 for a switched upgrade), 0 when none came. `reset`: the wire code
+   * this agent reset the stream with, or -1. `err`: the error the stream failed with, if it did.
+   */
+  streamDone(kind: 'http' | 'upgrade', status: number, reset: number, err: Error | undefined): void;
 }
 
 type TunnelStream = Duplex & {
@@ -48,6 +58,8 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
   if (!parsed.ok) {
     ctx.logger.warn({ reason: parsed.reason }, 'stream refused: bad metadata');
     stream.reset(ErrorCode.PROTOCOL_ERROR, parsed.reason.slice(0, 200));
+    const kind = stream.meta.kind === 'upgrade' ? 'upgrade' : 'http';
+    ctx.observer?.streamDone(kind, 0, ErrorCode.PROTOCOL_ERROR, undefined);
     return;
   }
   const meta = parsed.meta;
@@ -57,12 +69,14 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     // The reason names the agent's patterns: it goes to the agent's log, the controller sees the code.
     log.warn({ target: meta.target, reason: verdict.reason }, 'target refused by policy');
     stream.reset(ErrorCode.TARGET_DENIED, 'target not allowed by the agent policy');
+    ctx.observer?.streamDone(meta.kind, 0, ErrorCode.TARGET_DENIED, undefined);
     return;
   }
   if (meta.kind === 'upgrade') {
     const { host, port, exempt } = verdict;
     const lookup = exempt ? undefined : ctx.lookup;
-    deliverUpgrade(stream, meta, { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs }, log);
+    const target = { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs };
+    deliverUpgrade(stream, meta, target, log, ctx.observer);
     return;
   }
   new Delivery(stream, meta, ctx, log, verdict.host, verdict.port, verdict.exempt).start();
@@ -77,6 +91,9 @@ class Delivery {
   #bodyStarted = false;
   #retried = false;
   #done = false;
+  /** The wire code this side reset the stream with, or -1. */
+  #reset = -1;
+  #error: Error | undefined;
   readonly #decoder: EnvelopeDecoder;
   readonly #started = performance.now();
 
@@ -161,6 +178,7 @@ class Delivery {
     // The controller reset the stream (its client went away, or it gave up waiting): drop the request
     // to the target, which sees the connection close, as it would behind nginx.
     this.log.debug({ err: err.message }, 'stream reset by the controller');
+    this.#error = err;
     this.#finish('reset');
   };
 
@@ -221,7 +239,10 @@ class Delivery {
   }
 
   #abort(code: number, reason: string): void {
-    if (!this.stream.destroyed) this.stream.reset(code, reason);
+    if (!this.stream.destroyed) {
+      if (this.#reset < 0) this.#reset = code;
+      this.stream.reset(code, reason);
+    }
     this.#finish('aborted');
   }
 
@@ -232,6 +253,7 @@ class Delivery {
     if (req !== null && !(this.#res?.complete ?? false)) this.#detachRequest(req);
     this.#stopRelay();
     if (how !== 'closed') this.stream.destroy();
+    this.ctx.observer?.streamDone('http', this.#res?.statusCode ?? 0, this.#reset, this.#error);
     this.log.debug({ how, ms: Math.round(performance.now() - this.#started) }, 'stream finished');
   }
 }

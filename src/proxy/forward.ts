@@ -4,7 +4,7 @@
 // source and `drain` resumes it, at both hops.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { SluiceError } from '../errors.js';
+import { SluiceError, type SluiceErrorCode, streamErrorCode } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, EnvelopeError, encodeTrailers, type ResponseHead } from './envelope.js';
 import { forwardResponseHeaders } from './headers.js';
@@ -37,6 +37,8 @@ export interface ExchangeStats {
   bytesOut: number;
   /** Status sent to the client, 0 while none. */
   status: number;
+  /** The SLUICE_ERR_* code of the last error the stream itself failed with (not its session's), if any. */
+  code?: SluiceErrorCode;
 }
 
 /**
@@ -219,6 +221,7 @@ class Exchange {
   readonly #onStreamError = (err: Error): void => {
     // The whole response is already with the client (a reset racing our end): nothing to undo.
     if (this.res.writableEnded) return;
+    this.stats.code = streamErrorCode(err) ?? this.stats.code;
     if (this.#finalHead) {
       this.#broken(`stream failed mid-response: ${err.message}`);
       return;

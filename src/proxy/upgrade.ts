@@ -4,9 +4,10 @@
 // other protocol pass through untouched. FIN maps to FIN and a reset to a reset, each way.
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { streamErrorCode } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, type ResponseHead } from './envelope.js';
-import { failureBeforeAnswer, type Outcome } from './forward.js';
+import { type ExchangeStats, failureBeforeAnswer, type Outcome } from './forward.js';
 import { forwardResponseHeaders } from './headers.js';
 
 export interface UpgradeOptions {
@@ -48,7 +49,7 @@ export function forwardUpgrade(
   head: Buffer,
   stream: TunnelStream,
   options: UpgradeOptions,
-  stats: { bytesIn: number; bytesOut: number; status: number },
+  stats: ExchangeStats,
 ): Promise<Outcome> {
   return new Promise((resolve) => new UpgradeExchange(socket, head, stream, options, stats, resolve).start());
 }
@@ -65,7 +66,7 @@ class UpgradeExchange {
     private readonly head: Buffer,
     private readonly stream: TunnelStream,
     private readonly options: UpgradeOptions,
-    private readonly stats: { bytesIn: number; bytesOut: number; status: number },
+    private readonly stats: ExchangeStats,
     private readonly resolve: (outcome: Outcome) => void,
   ) {
     this.#decoder = new EnvelopeDecoder('response', {
@@ -179,6 +180,7 @@ class UpgradeExchange {
   };
 
   readonly #onStreamError = (err: Error): void => {
+    this.stats.code = streamErrorCode(err) ?? this.stats.code;
     if (this.#answered) {
       this.#cut(`stream failed: ${err.message}`);
       return;

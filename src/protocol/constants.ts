@@ -60,6 +60,8 @@ export const Limits = {
   MAX_STREAM_ID: 2 ** 32 - 1,
   WINDOW_UPDATE_PAYLOAD: 4,
   PING_PAYLOAD: 8,
+  /** The longest an acceptor holds a stream's ACK back waiting for its first frame (§4). */
+  MAX_ACK_DELAY_MS: 10,
 } as const;
 
 export const Defaults = {

@@ -99,7 +99,7 @@ const END_LINGER_MS = 5000;
  * saves the acceptor a write and the opener a wakeup and a read per stream. A slow answer (a long
  * poll, an upgrade waiting on its target) gets its ACK alone once this delay has passed.
  */
-const ACK_DELAY_MS = 10;
+const ACK_DELAY_MS = Limits.MAX_ACK_DELAY_MS;
 
 const noopLogger = {
   trace() {},

@@ -79,6 +79,7 @@ describe('constants pin the wire', () => {
       MAX_STREAM_ID: 4_294_967_295,
       WINDOW_UPDATE_PAYLOAD: 4,
       PING_PAYLOAD: 8,
+      MAX_ACK_DELAY_MS: 10,
     });
   });
 
@@ -171,6 +172,7 @@ describe('docs/protocol.md agrees with the constants', () => {
       'ping interval / timeout': [Defaults.PING_INTERVAL_MS, Defaults.PING_TIMEOUT_MS],
       'handshake timeout': [Defaults.HANDSHAKE_TIMEOUT_MS],
       'open timeout': [Defaults.OPEN_TIMEOUT_MS],
+      "ACK held back for the stream's first frame": [Limits.MAX_ACK_DELAY_MS],
       'drain grace period': [Defaults.GRACE_PERIOD_MS],
     };
     const table = tableInSection(SPEC, '10. Limits', ['what', 'value']);

@@ -19,6 +19,7 @@ import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { ControllerConfig, HostPort } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
 import { PublicEdge } from './edge.js';
+import { Traffic } from './traffic.js';
 import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
 
 /**
@@ -60,12 +61,14 @@ export async function startController(
     store.close();
     throw err;
   }
+  const traffic = new Traffic();
   const edge = new PublicEdge({
     routes: () => control.routes,
     registry,
     http: config.http,
     logger: logger.child({ component: 'edge' }),
     proto: 'http',
+    onRequestDone: (done) => traffic.record(done),
   });
 
   const connections = new PublicConnections(edge);
@@ -102,7 +105,7 @@ export async function startController(
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
       const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
-      const api = createAdminApi(control, registry, adminToken);
+      const api = createAdminApi(control, registry, adminToken, traffic);
       const admin = createAdminServer(registry, edge, connections, api);
       adminUrl = await listenHttp(admin, config.adminListen);
       closers.push(() => closeHttp(admin));

@@ -18,6 +18,7 @@ import { Session } from '../tunnel/session.js';
 import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { ControllerConfig, HostPort } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
+import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { Traffic } from './traffic.js';
 import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
@@ -383,6 +384,7 @@ function createAdminServer(
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     if (api.handle(req, res, path)) return;
+    if (serveDashboard(req, res, path)) return;
     if (path === '/healthz' || path === '/readyz') {
       sendJson(res, 200, { ok: true, tunnels: registry.all().length });
       return;

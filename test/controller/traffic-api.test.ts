@@ -1,6 +1,7 @@
-// GET /api/traffic through real HTTP on a controller started in-process (port 0, SQLite in a temp dir)
-// with a real agent and origin: the bearer token is required, each finished request shows up by its
-// X-Request-Id with its route and status, and the route rates count 5xx answers and answers that broke.
+// GET /api/traffic and the dashboard's files, through real HTTP on a controller started in-process (port
+// 0, SQLite in a temp dir) with a real agent and origin: the bearer token is required, each finished
+// request shows up by its X-Request-Id with its route and status, and the route rates count 5xx answers
+// and answers that broke. The dashboard's page and files are served with a strict CSP and nosniff.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -12,6 +13,7 @@ import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { loadControllerConfig } from '../../src/controller/config.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
+import { CONTENT_SECURITY_POLICY } from '../../src/controller/dashboard.js';
 import type { RecentRequest, TrafficSnapshot } from '../../src/controller/traffic.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask } from '../helpers/sluice-procs.js';
@@ -189,5 +191,55 @@ describe('GET /api/traffic', () => {
     assert.ok(!snap.routes.some((r) => r.host === 'down.example.test'));
     // Its requests stay among the recent ones.
     assert.ok(snap.requests.some((r) => r.requestId === 'traffic-502'));
+  });
+});
+
+describe('the dashboard files', () => {
+  test('the page at / has a strict CSP, nosniff, and no inline script or style', async () => {
+    const res = await fetch(`${admin}/`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'text/html; charset=utf-8');
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+    const csp = res.headers.get('content-security-policy') ?? '';
+    assert.equal(csp, CONTENT_SECURITY_POLICY);
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /script-src 'self'(;|$)/);
+    assert.match(csp, /require-trusted-types-for 'script'/);
+    assert.doesNotMatch(csp, /unsafe/);
+    const html = await res.text();
+    assert.match(html, /<script type="module" src="\/dashboard\/app\.js"><\/script>/);
+    assert.doesNotMatch(html, /<script(?![^>]*\ssrc=)/, 'no inline script');
+    assert.doesNotMatch(html, /<style|\sstyle=|\son[a-z]+=/i, 'no inline style or handler');
+  });
+
+  test('the script, style sheet and icon are served with their types', async () => {
+    for (const [path, type] of [
+      ['/dashboard/app.js', 'text/javascript; charset=utf-8'],
+      ['/dashboard/style.css', 'text/css; charset=utf-8'],
+      ['/dashboard/icon.svg', 'image/svg+xml'],
+    ] as const) {
+      const res = await fetch(`${admin}${path}`);
+      assert.equal(res.status, 200, path);
+      assert.equal(res.headers.get('content-type'), type, path);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff', path);
+      const body = await res.text();
+      assert.ok(body.length > 100, path);
+      if (path.endsWith('.js')) {
+        assert.doesNotMatch(body, /sourceMappingURL/);
+        // Data goes in as text only (the CSP's Trusted Types would also make these throw).
+        assert.doesNotMatch(body, /\.(inner|outer)HTML\s*=|insertAdjacentHTML\(|document\.write\(/);
+      }
+    }
+  });
+
+  test('only GET and HEAD; other paths are not the dashboard', async () => {
+    const post = await fetch(`${admin}/`, { method: 'POST' });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get('allow'), 'GET, HEAD');
+    const head = await fetch(`${admin}/dashboard/app.js`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(await head.text(), '');
+    assert.equal((await fetch(`${admin}/dashboard/nope.js`)).status, 404);
+    assert.equal((await fetch(`${admin}/healthz`)).status, 200);
   });
 });

@@ -1,12 +1,13 @@
 // The dashboard's page, style sheet and icon, as strings: they ship in dist/ with the rest of the code, so
 // nothing has to be copied at build time or found beside the package at run time. The script is
 // app.ts, which tsc compiles like any other module. The page holds no inline script or style (the
-// Content-Security-Policy allows neither) and no data: app.js fills the tables with textContent.
+// Content-Security-Policy allows neither) and no data: app.js fills the tables with textContent. The
+// constants are typed `string`, or the declaration files would carry each text again as a literal type.
 
 /** Tags the CSS literal so that Prettier formats it as CSS. */
 const css = String.raw;
 
-export const INDEX_HTML = /* HTML */ `<!doctype html>
+export const INDEX_HTML: string = /* HTML */ `<!doctype html>
   <html lang="en">
     <head>
       <meta charset="utf-8" />
@@ -129,7 +130,7 @@ export const INDEX_HTML = /* HTML */ `<!doctype html>
     </body>
   </html>`;
 
-export const STYLE_CSS = css`
+export const STYLE_CSS: string = css`
   :root {
     color-scheme: light dark;
     --bg: #f6f7f9;
@@ -384,7 +385,7 @@ export const STYLE_CSS = css`
 `;
 
 /** The icon: three water lines through a gate. */
-export const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
+export const ICON_SVG: string = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
 <rect width="32" height="32" rx="7" fill="#1a7fb5"/>
 <rect x="7" y="5" width="4" height="22" rx="1.5" fill="#e6f4fb"/>
 <path d="M13 11c3 0 3-2 6-2s3 2 6 2M13 17c3 0 3-2 6-2s3 2 6 2M13 23c3 0 3-2 6-2s3 2 6 2" fill="none" stroke="#e6f4fb" stroke-width="2.2" stroke-linecap="round"/>

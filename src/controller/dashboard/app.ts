@@ -56,7 +56,8 @@ interface Tunnel {
   replica: string;
   remote: string | null;
   since: string;
-  rttMs: number | null;
+  /** -1 until the first ping has come back. */
+  rttMs: number;
   streams: number;
   bytesIn: number;
   bytesOut: number;
@@ -255,8 +256,7 @@ function renderTunnels(snapshot: Snapshot): void {
           cell(t.replica, 'mono'),
           cell(t.remote ?? '–', 'mono'),
           since,
-          // rttMs is -1 until the first ping has come back.
-          cell(t.rttMs === null || t.rttMs < 0 ? '–' : `${t.rttMs.toFixed(1)} ms`, 'num'),
+          cell(t.rttMs < 0 ? '–' : `${t.rttMs.toFixed(1)} ms`, 'num'),
           cell(String(t.streams), 'num'),
           cell(bytes(t.bytesIn), 'num'),
           cell(bytes(t.bytesOut), 'num'),
@@ -272,25 +272,25 @@ function renderTunnels(snapshot: Snapshot): void {
   }
 }
 
-function rateCells(r: Rates, window: number): Element[] {
+function rateCells(r: Rates, windowS: number): Element[] {
   const errors = cell(share(r.errors5xx, r.requests), `num${r.errors5xx > 0 ? ' bad' : ''}`);
-  errors.title = `${r.errors5xx} of ${r.requests} requests in the last ${window} s`;
+  errors.title = `${r.errors5xx} of ${r.requests} requests in the last ${windowS} s`;
   const failed = cell(share(r.failed, r.requests), `num${r.failed > 0 ? ' bad' : ''}`);
-  failed.title = `${r.failed} of ${r.requests} requests in the last ${window} s`;
+  failed.title = `${r.failed} of ${r.requests} requests in the last ${windowS} s`;
   const perSecond = cell(rate(r.perSecond), 'num');
-  perSecond.title = `${r.requests} requests in the last ${window} s`;
+  perSecond.title = `${r.requests} requests in the last ${windowS} s`;
   return [perSecond, errors, failed];
 }
 
 function renderRoutes(traffic: TrafficSnapshot): void {
-  const window = traffic.windowSeconds;
+  const windowS = traffic.windowSeconds;
   const rows = traffic.routes.map((r) =>
     row([
       cell(r.host, 'clip'),
       cell(r.path, 'mono clip'),
       cell(r.cluster),
       cell(r.target, 'mono'),
-      ...rateCells(r, window),
+      ...rateCells(r, windowS),
     ]),
   );
   if (rows.length === 0) rows.push(spanning('No routes yet.', 7, 'empty'));
@@ -298,16 +298,17 @@ function renderRoutes(traffic: TrafficSnapshot): void {
     [cell('no route matched (404), or refused before routing', 'muted'), cell(''), cell(''), cell('')],
     'unrouted',
   );
-  unrouted.append(...rateCells(traffic.unrouted, window));
+  unrouted.append(...rateCells(traffic.unrouted, windowS));
   rows.push(unrouted);
   $('routes').tBodies[0]!.replaceChildren(...rows);
-  $('window').textContent = String(window);
+  $('window').textContent = String(windowS);
 }
 
 function renderRequests(traffic: TrafficSnapshot): void {
   const rows = traffic.requests.map((r) => {
     const status = r.status === 0 ? '–' : String(r.status);
-    const detail = [r.outcome, r.reason].filter((x) => x !== null).join(': ');
+    // On hover: how it ended, when not plainly, and why Sluice answered with an error page.
+    const detail = [r.outcome === 'done' ? null : r.outcome, r.reason].filter((x) => x !== null).join(': ');
     return row(
       [
         cell(clock(r.at), 'mono'),

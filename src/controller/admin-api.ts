@@ -1,12 +1,14 @@
-// The admin REST API (DESIGN §3): clusters, tokens, routes and live tunnels, JSON in and out, behind the
-// bearer admin token. Errors are `{error: {code, message, field?}}`; invalid input is 400 naming the
-// field at fault. Every change goes through the ControlPlane, so it takes effect on the next request.
+// The admin REST API (DESIGN §3): clusters, tokens, routes, live tunnels and recent traffic, JSON in and
+// out, behind the bearer admin token. Errors are `{error: {code, message, field?}}`; invalid input is 400
+// naming the field at fault. Every change goes through the ControlPlane, so it takes effect on the next
+// request.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ConfigError } from '../errors.js';
 import { StoreConflict } from '../store/store.js';
 import { adminTokenMatches, type ControlPlane } from './control.js';
 import { OPENAPI } from './openapi.js';
 import { validateRoute } from './routes.js';
+import type { Traffic } from './traffic.js';
 import type { TunnelRegistry } from './tunnels.js';
 
 /** Largest JSON body accepted. */
@@ -35,6 +37,7 @@ export function createAdminApi(
   control: ControlPlane,
   registry: TunnelRegistry,
   adminToken: string,
+  traffic: Traffic,
 ): AdminApi {
   const routes: Handler[] = [
     ['GET', /^\/api\/clusters$/, () => ({ clusters: control.store.listClusters() })],
@@ -47,6 +50,7 @@ export function createAdminApi(
     ['POST', /^\/api\/routes$/, (_m, body) => addRoute(control, body)],
     ['DELETE', /^\/api\/routes$/, (_m, body, query) => removeRoute(control, body, query)],
     ['GET', /^\/api\/tunnels$/, () => ({ tunnels: listTunnels(registry) })],
+    ['GET', /^\/api\/traffic$/, () => traffic.snapshot(control.store.listRoutes())],
   ];
   return {
     handle(req, res, path) {
@@ -253,6 +257,11 @@ function listTunnels(registry: TunnelRegistry): unknown[] {
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+  // nosniff: the bodies carry hosts and paths that clients chose; never let a browser read them as HTML.
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  });
   res.end(JSON.stringify(body));
 }

@@ -19,8 +19,10 @@ import { Session } from '../tunnel/session.js';
 import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { ControllerConfig, HostPort } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
+import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { ControllerMetrics } from './metrics.js';
+import { Traffic } from './traffic.js';
 import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
 
 /**
@@ -69,13 +71,17 @@ export async function startController(
     upgradesOpen: () => connections.counts.upgraded,
     inFlight: () => edge.inFlight,
   });
+  const traffic = new Traffic();
   const edge = new PublicEdge({
     routes: () => control.routes,
     registry,
     http: config.http,
     logger: logger.child({ component: 'edge' }),
     proto: 'http',
-    onRequestDone: metrics.requestDone,
+    onRequestDone: (done) => {
+      metrics.requestDone(done);
+      traffic.record(done);
+    },
   });
 
   const connections = new PublicConnections(edge);
@@ -113,7 +119,7 @@ export async function startController(
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
       const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
-      const api = createAdminApi(control, registry, adminToken);
+      const api = createAdminApi(control, registry, adminToken, traffic);
       const admin = createAdminServer(registry, edge, connections, api, metrics);
       adminUrl = await listenHttp(admin, config.adminListen);
       closers.push(() => closeHttp(admin));
@@ -397,6 +403,7 @@ function createAdminServer(
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     if (api.handle(req, res, path)) return;
+    if (serveDashboard(req, res, path)) return;
     if (path === '/healthz' || path === '/readyz') {
       sendJson(res, 200, { ok: true, tunnels: registry.all().length });
       return;

@@ -106,6 +106,71 @@ export const OPENAPI = Object.freeze({
           draining: { type: 'boolean' },
         },
       },
+      Rates: {
+        type: 'object',
+        description: 'Requests that finished in the last `windowSeconds`, counted in one-second buckets',
+        properties: {
+          requests: { type: 'integer' },
+          perSecond: { type: 'number', description: '`requests` over the seconds the window covers' },
+          errors5xx: { type: 'integer', description: 'Of `requests`, those answered with a 5xx status' },
+          failed: {
+            type: 'integer',
+            description:
+              'Of `requests`, those whose answer broke off after it began, or never came though the client waited',
+          },
+        },
+      },
+      RouteTraffic: {
+        allOf: [
+          {
+            type: 'object',
+            properties: {
+              host: { type: 'string' },
+              path: { type: 'string' },
+              cluster: { type: 'string' },
+              target: { type: 'string' },
+            },
+          },
+          ref('Rates'),
+        ],
+      },
+      RecentRequest: {
+        type: 'object',
+        properties: {
+          at: { ...time, description: 'When the request arrived' },
+          requestId: { type: 'string' },
+          kind: { type: 'string', enum: ['http', 'upgrade'] },
+          method: { type: 'string' },
+          host: { type: 'string', description: 'The Host header, cut at 256 characters' },
+          path: { type: 'string', description: 'Without the query, cut at 512 characters' },
+          route: { type: 'string', nullable: true, description: 'host[/path] of the route; null: none' },
+          cluster: { type: 'string', nullable: true },
+          status: { type: 'integer', description: '0 when no status was sent' },
+          ms: { type: 'number' },
+          bytesIn: { type: 'integer' },
+          bytesOut: { type: 'integer' },
+          outcome: {
+            type: 'string',
+            nullable: true,
+            enum: ['done', 'failed', 'client-aborted', 'broken', null],
+            description: 'How the exchange on the tunnel ended; null when it never reached one',
+          },
+          reason: { type: 'string', nullable: true, description: 'Why Sluice answered with an error page' },
+        },
+      },
+      Traffic: {
+        type: 'object',
+        properties: {
+          windowSeconds: { type: 'integer', example: 10 },
+          routes: { type: 'array', items: ref('RouteTraffic') },
+          unrouted: { allOf: [ref('Rates')], description: 'Requests that matched no route' },
+          requests: {
+            type: 'array',
+            items: ref('RecentRequest'),
+            description: 'The last 100 finished requests, newest first',
+          },
+        },
+      },
     },
   },
   security: [{ admin: [] }],
@@ -189,6 +254,12 @@ export const OPENAPI = Object.freeze({
       get: {
         summary: 'List live tunnels',
         responses: { '200': ok('Tunnels', list('tunnels', 'Tunnel')), ...common },
+      },
+    },
+    '/api/traffic': {
+      get: {
+        summary: "Each route's request and error rates over a short window, and the last requests",
+        responses: { '200': ok('Traffic', ref('Traffic')), ...common },
       },
     },
   },

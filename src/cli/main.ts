@@ -262,8 +262,8 @@ function announceDev(dev: DevHandle, io: Io): void {
   const admin =
     dev.adminUrl === null
       ? ''
-      : `\n  admin   ${dev.adminUrl}\n  admin token (SLUICE_ADMIN_TOKEN) ${dev.adminToken}`;
-  io.err(`sluice dev is running:\n  demo    ${dev.demoUrl}${admin}\nPress Ctrl-C to stop.\n`);
+      : `\n  dashboard  ${dev.adminUrl}/ (admin API under /api/)\n  admin token (SLUICE_ADMIN_TOKEN) ${dev.adminToken}`;
+  io.err(`sluice dev is running:\n  demo       ${dev.demoUrl}${admin}\nPress Ctrl-C to stop.\n`);
 }
 
 /** The parsed flags, or undefined after printing the parser's complaint and the usage. */

@@ -10,10 +10,10 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
-import { loadControllerConfig } from '../../src/controller/config.js';
 import { ADMIN_TOKEN_FILE } from '../../src/controller/control.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { OPENAPI } from '../../src/controller/openapi.js';
+import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { ask } from '../helpers/sluice-procs.js';
 import { within } from '../helpers/wait.js';
 
@@ -34,17 +34,7 @@ before(async () => {
   await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
   originPort = (origin.address() as { port: number }).port;
   const yaml = `clusters:\n  - name: seeded\n    tokens: ["${SEED_TOKEN}"]\n`;
-  const config = loadControllerConfig({
-    flags: {
-      config: 'sluice.yaml',
-      listen: '127.0.0.1:0',
-      tunnelListen: '127.0.0.1:0',
-      adminListen: '127.0.0.1:0',
-      data: join(dir, 'data'),
-    },
-    env: {},
-    readFile: () => yaml,
-  });
+  const config = inProcessControllerConfig(yaml, join(dir, 'data'));
   controller = await startController(config, silent, {
     announceAdminToken: (token) => announced.push(token),
   });

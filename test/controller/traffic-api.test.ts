@@ -11,10 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
-import { loadControllerConfig } from '../../src/controller/config.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { CONTENT_SECURITY_POLICY } from '../../src/controller/dashboard.js';
 import type { RecentRequest, TrafficSnapshot } from '../../src/controller/traffic.js';
+import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask } from '../helpers/sluice-procs.js';
 import { within } from '../helpers/wait.js';
@@ -51,17 +51,7 @@ before(async () => {
     `  - host: app.example.test\n    path: /api\n    cluster: c1\n    target: ${origin.url}`,
     `  - host: down.example.test\n    cluster: c1\n    target: http://127.0.0.1:${down}`,
   ].join('\n');
-  const config = loadControllerConfig({
-    flags: {
-      config: 'sluice.yaml',
-      listen: '127.0.0.1:0',
-      tunnelListen: '127.0.0.1:0',
-      adminListen: '127.0.0.1:0',
-      data: dir,
-    },
-    env: { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN },
-    readFile: () => yaml,
-  });
+  const config = inProcessControllerConfig(yaml, dir, { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN });
   controller = await startController(config, silent);
   admin = controller.adminUrl!;
   publicPort = Number(new URL(controller.publicUrl).port);

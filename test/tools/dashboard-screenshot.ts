@@ -15,8 +15,8 @@ import { chromium } from 'playwright-core';
 import { pino } from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
-import { loadControllerConfig } from '../../src/controller/config.js';
 import { startController } from '../../src/controller/controller.js';
+import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { ask } from '../helpers/sluice-procs.js';
 import { within } from '../helpers/wait.js';
@@ -98,17 +98,7 @@ routes:
   - { host: "*.preview.example.com", cluster: staging, target: "${target}" }
 `;
   const controller = await startController(
-    loadControllerConfig({
-      flags: {
-        config: 'sluice.yaml',
-        listen: '127.0.0.1:0',
-        tunnelListen: '127.0.0.1:0',
-        adminListen: '127.0.0.1:0',
-        data: dir,
-      },
-      env: { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN },
-      readFile: () => yaml,
-    }),
+    inProcessControllerConfig(yaml, dir, { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN }),
     silent,
   );
   const agents: AgentHandle[] = [];

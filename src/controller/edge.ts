@@ -99,7 +99,7 @@ interface LogFields {
 /** One request being served, plain or upgrade: how to run it on a stream and how to refuse it. */
 interface Exchange {
   req: IncomingMessage;
-  kind: 'http' | 'upgrade';
+  /** Its kind is `log.kind`. */
   log: LogFields;
   run(stream: Stream, meta: HttpStreamMeta, stats: ExchangeStats): Promise<Outcome>;
   fail(status: number, reason: string): void;
@@ -135,7 +135,6 @@ export class PublicEdge {
     const log = this.#begin(req, 'http');
     const exchange: Exchange = {
       req,
-      kind: 'http',
       log,
       run: (stream, meta, stats) =>
         forwardHttp(req, res, stream, { ...this.#timing(meta), headRequest: req.method === 'HEAD' }, stats),
@@ -156,7 +155,6 @@ export class PublicEdge {
     let running: ExchangeStats | undefined;
     const exchange: Exchange = {
       req,
-      kind: 'upgrade',
       log,
       run: (stream, meta, stats) => {
         running = stats;
@@ -166,7 +164,7 @@ export class PublicEdge {
       fail: (code, reason) => {
         log.reason = reason;
         status = code;
-        log.bytesOut! += writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
+        log.bytesOut += writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
       },
     };
     socket.on('error', ignore);
@@ -275,7 +273,7 @@ export class PublicEdge {
     log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
     log.cluster = route.cluster;
 
-    const meta = this.#meta(req, route, target.path, log.requestId, exchange.kind);
+    const meta = this.#meta(req, route, target.path, log.requestId, log.kind);
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
@@ -284,7 +282,7 @@ export class PublicEdge {
     log.bytesIn = stats.bytesIn;
     log.bytesOut = stats.bytesOut;
     log.outcome = outcome.kind;
-    if (stats.code !== undefined) log.code = stats.code;
+    log.code = stats.code;
     if (outcome.kind === 'failed') {
       log.detail = outcome.detail;
       exchange.fail(outcome.status, outcome.reason);
@@ -384,7 +382,7 @@ export class PublicEdge {
     });
     res.writeHead(page.status, page.headers);
     res.end(page.body);
-    log.bytesOut! += page.body.length;
+    log.bytesOut += page.body.length;
   }
 }
 

@@ -1,7 +1,7 @@
 // A multiplexed session over one transport (docs/protocol.md). It owns the wire: frame dispatch,
 // per-stream credit, the session's buffer bound, fair scheduling of writers on a congested transport,
 // liveness (PING, write stall) and GO_AWAY drain. The handshake before all that is handshake.ts;
-// streams are Duplexes (stream.ts).
+// streams are Duplexes (stream.ts) that the session moves only through their methods.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -270,7 +270,7 @@ export class Session extends EventEmitter implements StreamOwner {
       throw new SluiceError('SLUICE_ERR_FRAME_SIZE', (err as Error).message);
     }
     this.#nextId = id + 2;
-    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, false);
+    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, 'synSent');
     this.#streams.set(id, stream);
     this.#pendingOpens.set(id, Date.now() + this.options.openTimeout);
     this.#armOpenTimer();
@@ -323,13 +323,10 @@ export class Session extends EventEmitter implements StreamOwner {
   }
 
   queueWriter(stream: Stream): void {
-    if (stream.writerQueued) return;
-    stream.writerQueued = true;
     this.#writers.push(stream);
   }
 
   returnCredit(stream: Stream, bytes: number): void {
-    stream.recvWindow += bytes;
     this.#held -= bytes;
     if (this.#state === State.CLOSED) return;
     if (stream.ackPending) this.#ack(stream);
@@ -434,8 +431,7 @@ export class Session extends EventEmitter implements StreamOwner {
         this.#writers = writers.slice(i).concat(this.#writers);
         return;
       }
-      stream.writerQueued = false;
-      stream.flush();
+      stream.onWritable();
     }
   }
 
@@ -494,7 +490,7 @@ export class Session extends EventEmitter implements StreamOwner {
         ErrorCode.FLOW_CONTROL_ERROR,
       );
     }
-    stream.recvWindow -= n;
+    stream.chargeWindow(n);
     this.#held += n;
     if (this.#held > this.options.sessionBuffer) {
       // Overload is refused per stream: the session and its other streams go on.
@@ -559,9 +555,8 @@ export class Session extends EventEmitter implements StreamOwner {
       this.#write(encodeRst(id, ErrorCode.OVERLOAD, `${this.#streams.size} streams open, the limit`));
       return;
     }
-    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, true);
+    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, 'synReceived');
     this.#streams.set(id, stream);
-    stream.ackPending = true;
     this.#unacked.add(stream);
     this.#ackTimer ??= setTimeout(this.#onAckDelay, ACK_DELAY_MS).unref();
     this.emit('stream', stream);
@@ -700,7 +695,7 @@ export class Session extends EventEmitter implements StreamOwner {
 
   /** The ACK of a stream the peer opened, written before that stream's first frame (see #onSyn). */
   #ack(stream: Stream): void {
-    stream.ackPending = false;
+    stream.onAckSent();
     this.#unacked.delete(stream);
     this.#write(encodeAck(stream.id));
   }
@@ -710,20 +705,21 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#ackTimer !== null) clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
     for (const stream of this.#unacked) {
-      stream.ackPending = false;
+      stream.onAckSent();
       this.#write(encodeAck(stream.id));
     }
     this.#unacked.clear();
   }
 
+  /**
+   * Takes the stream out of the table. It is `closed` already when both FINs passed; otherwise it was
+   * reset or refused, and `detach` moves it to `reset`.
+   */
   #forget(stream: Stream): void {
-    if (stream.detached) return;
-    if (stream.ackPending) {
-      // Reset by the peer before it was ACKed: nothing more is sent on it.
-      stream.ackPending = false;
-      this.#unacked.delete(stream);
-    }
-    stream.detached = true;
+    if (this.#streams.get(stream.id) !== stream) return;
+    // Reset before it was ACKed: nothing more is sent on it, the ACK included.
+    if (stream.ackPending) this.#unacked.delete(stream);
+    stream.detach();
     this.#streams.delete(stream.id);
     this.#pendingOpens.delete(stream.id);
     this.#held -= stream.held;

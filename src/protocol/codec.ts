@@ -20,18 +20,23 @@ interface Bounds {
 const REASON_FRAME = { min: 4, max: 4 + Limits.MAX_REASON_BYTES };
 const JSON_HANDSHAKE = { min: 2, max: Limits.MAX_HANDSHAKE_PAYLOAD, flags: 0, session: true };
 
-// Indexed by frame type: the payload bounds, allowed flags and whether the stream id must be 0.
-const BOUNDS: readonly Bounds[] = [
-  { min: 0, max: Limits.MAX_DATA_PAYLOAD, flags: Flag.FIN, session: false },
-  { min: 4, max: 4, flags: 0, session: false },
-  { min: 8, max: 8, flags: Flag.ACK, session: true },
-  { ...REASON_FRAME, flags: 0, session: true },
-  { min: 2, max: Limits.MAX_SYN_PAYLOAD, flags: 0, session: false },
-  { min: 0, max: 0, flags: 0, session: false },
-  { ...REASON_FRAME, flags: 0, session: false },
-  JSON_HANDSHAKE,
-  JSON_HANDSHAKE,
-];
+// Keyed by frame type: the payload bounds, allowed flags and whether the stream id must be 0 (§3).
+const BOUNDS: Readonly<Record<FrameType, Bounds>> = {
+  [FrameType.DATA]: { min: 0, max: Limits.MAX_DATA_PAYLOAD, flags: Flag.FIN, session: false },
+  [FrameType.WINDOW_UPDATE]: { min: 4, max: 4, flags: 0, session: false },
+  [FrameType.PING]: { min: 8, max: 8, flags: Flag.ACK, session: true },
+  [FrameType.GO_AWAY]: { ...REASON_FRAME, flags: 0, session: true },
+  [FrameType.SYN]: { min: 2, max: Limits.MAX_SYN_PAYLOAD, flags: 0, session: false },
+  [FrameType.ACK]: { min: 0, max: 0, flags: 0, session: false },
+  [FrameType.RST]: { ...REASON_FRAME, flags: 0, session: false },
+  [FrameType.HELLO]: JSON_HANDSHAKE,
+  [FrameType.WELCOME]: JSON_HANDSHAKE,
+};
+
+/** The bounds of a frame type, or undefined for a type docs/protocol.md does not define. */
+function boundsOf(type: number): Bounds | undefined {
+  return (BOUNDS as Readonly<Record<number, Bounds | undefined>>)[type];
+}
 
 const EMPTY = Buffer.alloc(0);
 
@@ -137,7 +142,7 @@ export class FrameDecoder {
         ErrorCode.VERSION_MISMATCH,
       );
     }
-    const bounds = BOUNDS[type];
+    const bounds = boundsOf(type);
     if (bounds === undefined) throw new ProtocolError(`unknown frame type 0x${type.toString(16)}`);
     if ((flags & ~bounds.flags) !== 0) {
       throw new ProtocolError(
@@ -235,7 +240,7 @@ export function encodeAck(streamId: number): Buffer {
 /** SYN, HELLO or WELCOME with a JSON object payload. Throws a RangeError if it is too large to send. */
 export function encodeJsonFrame(type: number, streamId: number, value: object): Buffer {
   const payload = Buffer.from(JSON.stringify(value), 'utf8');
-  const bounds = BOUNDS[type]!;
+  const bounds = boundsOf(type)!;
   if (payload.length > bounds.max) {
     throw new RangeError(`${frameTypeName(type)} payload of ${payload.length} bytes exceeds ${bounds.max}`);
   }

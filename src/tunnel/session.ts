@@ -1,7 +1,7 @@
-// A multiplexed session over one transport (docs/protocol.md). It owns the wire: the handshake, frame
-// dispatch, per-stream credit, the session's buffer bound, fair scheduling of writers on a congested
-// transport, liveness (PING, write stall) and GO_AWAY drain. Streams are Duplexes (stream.ts).
-import { randomBytes } from 'node:crypto';
+// A multiplexed session over one transport (docs/protocol.md). It owns the wire: frame dispatch,
+// per-stream credit, the session's buffer bound, fair scheduling of writers on a congested transport,
+// liveness (PING, write stall) and GO_AWAY drain. The handshake before all that is handshake.ts;
+// streams are Duplexes (stream.ts) that the session moves only through their methods.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -20,30 +20,23 @@ import {
   FrameDecoder,
 } from '../protocol/codec.js';
 import { ErrorCode, errorCodeName, Flag, FrameType, Limits } from '../protocol/constants.js';
+import {
+  ClientHandshake,
+  type ClientHello,
+  encodeHello,
+  type Established,
+  type Handshake,
+  type HandshakeHost,
+  type PeerInfo,
+  type ServerAuth,
+  ServerHandshake,
+} from './handshake.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from './options.js';
 import { Stream, type StreamMeta, type StreamOwner } from './stream.js';
 
+export type { AuthResult, Hello, PeerInfo } from './handshake.js';
+
 export type Role = 'client' | 'server';
-
-/** What the client announces in HELLO (docs/protocol.md §4), as the server sees it. */
-export interface Hello {
-  readonly token: string;
-  readonly agent: string;
-  readonly replica: string;
-  readonly caps: readonly string[];
-  readonly window: number;
-}
-
-/** The peer as this side knows it after the handshake. The token is never kept. */
-export interface PeerInfo {
-  readonly agent: string;
-  readonly replica: string;
-  readonly caps: readonly string[];
-}
-
-export type AuthResult =
-  | { readonly ok: true; readonly caps?: readonly string[] }
-  | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
 
 interface CommonOptions {
   options?: SessionOptionsInput;
@@ -57,14 +50,10 @@ interface CommonOptions {
 }
 
 export interface ConnectOptions extends CommonOptions {
-  hello: { token: string; agent: string; replica: string; caps?: readonly string[] };
+  hello: ClientHello;
 }
 
-export interface AcceptOptions extends CommonOptions {
-  authenticate(hello: Hello): AuthResult | Promise<AuthResult>;
-  /** Capabilities this server offers; WELCOME carries the ones both sides share. */
-  caps?: readonly string[];
-}
+export interface AcceptOptions extends CommonOptions, ServerAuth {}
 
 export interface SessionStats {
   streams: number;
@@ -155,13 +144,13 @@ export class Session extends EventEmitter implements StreamOwner {
   #tickTimer: NodeJS.Timeout | null = null;
   #openTimer: NodeJS.Timeout | null = null;
   #graceTimer: NodeJS.Timeout | null = null;
-  #handshakeTimer: NodeJS.Timeout | null;
-  #handshake: { resolve: (s: Session) => void; reject: (e: Error) => void } | null = null;
-  #accept: AcceptOptions | null = null;
+  /** Until the open: the frames and the timeout of this side's handshake. */
+  #handshake: Handshake | null;
+  #settle: { resolve: (s: Session) => void; reject: (e: Error) => void } | null = null;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
 
-  private constructor(transport: Duplex, role: Role, common: CommonOptions) {
+  private constructor(transport: Duplex, role: Role, common: CommonOptions, auth: ServerAuth | null) {
     super();
     this.role = role;
     this.options = resolveSessionOptions(common.options ?? {});
@@ -186,22 +175,31 @@ export class Session extends EventEmitter implements StreamOwner {
         }),
       ),
     );
-    this.#handshakeTimer = setTimeout(() => this.#onHandshakeTimeout(), this.options.handshakeTimeout);
-    this.#handshakeTimer.unref();
+    const host: HandshakeHost = {
+      log: this.#log,
+      write: (frame) => this.#write(frame),
+      fail: (err, goAwayCode, reason) => this.#teardown(err, goAwayCode, reason),
+      established: (result) => this.#opened(result),
+      inHandshake: () => this.#state === State.HANDSHAKE,
+    };
+    const timeout = this.options.handshakeTimeout;
+    this.#handshake =
+      auth === null
+        ? new ClientHandshake(host, timeout)
+        : new ServerHandshake(host, timeout, auth, this.options.window);
   }
 
   /** Client side: sends HELLO and resolves once WELCOME arrives. Rejects with the refusal's code. */
   static connect(transport: Duplex, opts: ConnectOptions): Promise<Session> {
     const options = resolveSessionOptions(opts.options ?? {});
-    const { token, agent, replica, caps = [] } = opts.hello;
     let hello: Buffer;
     try {
-      hello = encodeJsonFrame(FrameType.HELLO, 0, { token, agent, replica, caps, window: options.window });
+      hello = encodeHello(opts.hello, options.window);
     } catch (err) {
       // Nothing is attached to the transport yet: fail before anything needs cleaning up.
-      return Promise.reject(new SluiceError('SLUICE_ERR_FRAME_SIZE', `HELLO: ${(err as Error).message}`));
+      return Promise.reject(err as Error);
     }
-    const session = new Session(transport, 'client', { ...opts, options });
+    const session = new Session(transport, 'client', { ...opts, options }, null);
     const done = session.#handshakePromise();
     session.#write(hello);
     return done;
@@ -209,8 +207,7 @@ export class Session extends EventEmitter implements StreamOwner {
 
   /** Server side: waits for HELLO, asks `authenticate`, and answers WELCOME or a GO_AWAY refusal. */
   static accept(transport: Duplex, opts: AcceptOptions): Promise<Session> {
-    const session = new Session(transport, 'server', opts);
-    session.#accept = opts;
+    const session = new Session(transport, 'server', opts, opts);
     return session.#handshakePromise();
   }
 
@@ -273,7 +270,7 @@ export class Session extends EventEmitter implements StreamOwner {
       throw new SluiceError('SLUICE_ERR_FRAME_SIZE', (err as Error).message);
     }
     this.#nextId = id + 2;
-    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, false);
+    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, 'synSent');
     this.#streams.set(id, stream);
     this.#pendingOpens.set(id, Date.now() + this.options.openTimeout);
     this.#armOpenTimer();
@@ -326,13 +323,10 @@ export class Session extends EventEmitter implements StreamOwner {
   }
 
   queueWriter(stream: Stream): void {
-    if (stream.writerQueued) return;
-    stream.writerQueued = true;
     this.#writers.push(stream);
   }
 
   returnCredit(stream: Stream, bytes: number): void {
-    stream.recvWindow += bytes;
     this.#held -= bytes;
     if (this.#state === State.CLOSED) return;
     if (stream.ackPending) this.#ack(stream);
@@ -367,7 +361,7 @@ export class Session extends EventEmitter implements StreamOwner {
 
   #handshakePromise(): Promise<Session> {
     return new Promise((resolve, reject) => {
-      this.#handshake = { resolve, reject };
+      this.#settle = { resolve, reject };
     });
   }
 
@@ -437,8 +431,7 @@ export class Session extends EventEmitter implements StreamOwner {
         this.#writers = writers.slice(i).concat(this.#writers);
         return;
       }
-      stream.writerQueued = false;
-      stream.flush();
+      stream.onWritable();
     }
   }
 
@@ -455,7 +448,8 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#state === State.CLOSED) return;
     if (this.#trace) this.#log.trace(describeFrame(type, flags, id, payload.length));
     if (this.#state === State.HANDSHAKE) {
-      this.#onHandshakeFrame(type, payload);
+      if (type === FrameType.GO_AWAY) this.#onGoAway(payload);
+      else this.#handshake!.onFrame(type, payload);
       return;
     }
     switch (type) {
@@ -496,7 +490,7 @@ export class Session extends EventEmitter implements StreamOwner {
         ErrorCode.FLOW_CONTROL_ERROR,
       );
     }
-    stream.recvWindow -= n;
+    stream.chargeWindow(n);
     this.#held += n;
     if (this.#held > this.options.sessionBuffer) {
       // Overload is refused per stream: the session and its other streams go on.
@@ -561,9 +555,8 @@ export class Session extends EventEmitter implements StreamOwner {
       this.#write(encodeRst(id, ErrorCode.OVERLOAD, `${this.#streams.size} streams open, the limit`));
       return;
     }
-    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, true);
+    const stream = new Stream(this, id, meta, this.peerWindow, this.options.window, 'synReceived');
     this.#streams.set(id, stream);
-    stream.ackPending = true;
     this.#unacked.add(stream);
     this.#ackTimer ??= setTimeout(this.#onAckDelay, ACK_DELAY_MS).unref();
     this.emit('stream', stream);
@@ -604,89 +597,20 @@ export class Session extends EventEmitter implements StreamOwner {
     if (neverOpened) throw new ProtocolError(`${what} for stream ${id}, which was never opened`);
   }
 
-  #onHandshakeFrame(type: number, payload: Buffer): void {
-    if (this.role === 'server' && type === FrameType.HELLO) return this.#onHello(payload);
-    if (this.role === 'client' && type === FrameType.WELCOME) return this.#onWelcome(payload);
-    if (type === FrameType.GO_AWAY) return this.#onGoAway(payload);
-    throw new ProtocolError(`unexpected frame type 0x${type.toString(16)} during the handshake`);
-  }
-
-  #onHello(payload: Buffer): void {
-    const hello = parseHello(decodeJsonObject(payload, 'HELLO'));
-    if (this.#accept === null) throw new ProtocolError('second HELLO');
-    const accept = this.#accept;
-    this.#accept = null;
-    Promise.resolve()
-      .then(() => accept.authenticate(hello))
-      .then(
-        (result) => this.#answerHello(hello, result, accept.caps ?? []),
-        (err: Error) =>
-          this.#teardown(
-            new SessionError(
-              'SLUICE_ERR_SESSION_CLOSED',
-              `authenticate failed: ${err.message}`,
-              ErrorCode.INTERNAL_ERROR,
-              { cause: err },
-            ),
-            ErrorCode.INTERNAL_ERROR,
-          ),
-      );
-  }
-
-  #answerHello(hello: Hello, result: AuthResult, ownCaps: readonly string[]): void {
-    if (this.#state !== State.HANDSHAKE) return;
-    if (!result.ok) {
-      const wire = ErrorCode[result.code];
-      this.#log.warn({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
-      return this.#teardown(
-        new SessionError(codeForWire(wire), `refused: ${result.reason}`, wire),
-        wire,
-        result.reason,
-      );
-    }
-    const offered = result.caps ?? ownCaps;
-    const caps = offered.filter((c) => hello.caps.includes(c));
-    this.id = randomBytes(8).toString('hex');
-    this.peer = { agent: hello.agent, replica: hello.replica, caps };
-    this.peerWindow = hello.window;
-    this.#write(
-      encodeJsonFrame(FrameType.WELCOME, 0, { session: this.id, window: this.options.window, caps }),
-    );
-    this.#opened();
-  }
-
-  #onWelcome(payload: Buffer): void {
-    const welcome = decodeJsonObject(payload, 'WELCOME');
-    const window = welcome.window;
-    if (!isWindow(window)) throw new ProtocolError('WELCOME without a valid window');
-    this.id = typeof welcome.session === 'string' ? welcome.session : '';
-    this.peerWindow = window;
-    const caps = Array.isArray(welcome.caps) ? welcome.caps.filter((c) => typeof c === 'string') : [];
-    this.peer = { agent: 'controller', replica: this.id, caps };
-    this.#opened();
-  }
-
-  #opened(): void {
+  #opened(result: Established): void {
+    this.id = result.id;
+    this.peer = result.peer;
+    this.peerWindow = result.peerWindow;
     this.#state = State.OPEN;
     this.#log = this.#log.child({ session: this.id });
-    if (this.#handshakeTimer !== null) clearTimeout(this.#handshakeTimer);
-    this.#handshakeTimer = null;
+    this.#handshake!.stop();
+    this.#handshake = null;
     this.#lastRecvAt = Date.now();
     this.#nextPingAt = this.#lastRecvAt + this.options.pingInterval;
     this.#scheduleTick();
-    const handshake = this.#handshake;
-    this.#handshake = null;
-    handshake?.resolve(this);
-  }
-
-  #onHandshakeTimeout(): void {
-    this.#handshakeTimer = null;
-    const err = new SessionError(
-      'SLUICE_ERR_HANDSHAKE_TIMEOUT',
-      `handshake not completed within ${this.options.handshakeTimeout}ms`,
-      ErrorCode.HANDSHAKE_TIMEOUT,
-    );
-    this.#teardown(err, ErrorCode.HANDSHAKE_TIMEOUT);
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.resolve(this);
   }
 
   #scheduleTick(): void {
@@ -771,7 +695,7 @@ export class Session extends EventEmitter implements StreamOwner {
 
   /** The ACK of a stream the peer opened, written before that stream's first frame (see #onSyn). */
   #ack(stream: Stream): void {
-    stream.ackPending = false;
+    stream.onAckSent();
     this.#unacked.delete(stream);
     this.#write(encodeAck(stream.id));
   }
@@ -781,20 +705,21 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#ackTimer !== null) clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
     for (const stream of this.#unacked) {
-      stream.ackPending = false;
+      stream.onAckSent();
       this.#write(encodeAck(stream.id));
     }
     this.#unacked.clear();
   }
 
+  /**
+   * Takes the stream out of the table. It is `closed` already when both FINs passed; otherwise it was
+   * reset or refused, and `detach` moves it to `reset`.
+   */
   #forget(stream: Stream): void {
-    if (stream.detached) return;
-    if (stream.ackPending) {
-      // Reset by the peer before it was ACKed: nothing more is sent on it.
-      stream.ackPending = false;
-      this.#unacked.delete(stream);
-    }
-    stream.detached = true;
+    if (this.#streams.get(stream.id) !== stream) return;
+    // Reset before it was ACKed: nothing more is sent on it, the ACK included.
+    if (stream.ackPending) this.#unacked.delete(stream);
+    stream.detach();
     this.#streams.delete(stream.id);
     this.#pendingOpens.delete(stream.id);
     this.#held -= stream.held;
@@ -827,9 +752,11 @@ export class Session extends EventEmitter implements StreamOwner {
   #teardown(err: Error | null, goAwayCode?: number, reason?: string): void {
     if (this.#state === State.CLOSED) return;
     this.#state = State.CLOSED;
-    const timers = [this.#tickTimer, this.#openTimer, this.#graceTimer, this.#handshakeTimer, this.#ackTimer];
+    const timers = [this.#tickTimer, this.#openTimer, this.#graceTimer, this.#ackTimer];
     for (const timer of timers) if (timer !== null) clearTimeout(timer);
-    this.#tickTimer = this.#openTimer = this.#graceTimer = this.#handshakeTimer = this.#ackTimer = null;
+    this.#tickTimer = this.#openTimer = this.#graceTimer = this.#ackTimer = null;
+    this.#handshake?.stop();
+    this.#handshake = null;
     this.#unacked.clear();
     const streams = [...this.#streams.values()];
     this.#streams.clear();
@@ -860,9 +787,9 @@ export class Session extends EventEmitter implements StreamOwner {
     if (err !== null) this.#log.info({ code: (err as SluiceError).code, err: err.message }, 'session closed');
     else this.#log.debug('session closed');
 
-    const handshake = this.#handshake;
-    this.#handshake = null;
-    handshake?.reject(
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.reject(
       err ?? new SessionError('SLUICE_ERR_SESSION_CLOSED', 'session closed during the handshake'),
     );
     this.#resolveClosed();
@@ -879,21 +806,4 @@ function noop(): void {}
 
 function lingerThenDestroy(transport: Duplex): void {
   setTimeout(() => transport.destroy(), END_LINGER_MS).unref();
-}
-
-function isWindow(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= Limits.MIN_WINDOW && v <= Limits.MAX_WINDOW;
-}
-
-function isName(v: unknown): v is string {
-  return typeof v === 'string' && v.length >= 1 && v.length <= 128;
-}
-
-function parseHello(o: Record<string, unknown>): Hello {
-  if (typeof o.token !== 'string') throw new ProtocolError('HELLO without a token');
-  if (!isName(o.agent)) throw new ProtocolError('HELLO agent must be a string of 1 to 128 characters');
-  if (!isName(o.replica)) throw new ProtocolError('HELLO replica must be a string of 1 to 128 characters');
-  if (!isWindow(o.window)) throw new ProtocolError('HELLO without a valid window');
-  const caps = Array.isArray(o.caps) ? o.caps.filter((c): c is string => typeof c === 'string') : [];
-  return { token: o.token, agent: o.agent, replica: o.replica, caps, window: o.window };
 }

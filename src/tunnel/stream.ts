@@ -1,6 +1,7 @@
 // One stream of a session: an ordered byte stream in each direction with credit flow control
 // (docs/protocol.md §5–6), exposed as a Node Duplex. The session owns the wire; a stream only asks it
-// to send frames, and the session calls the `on*` methods below as frames arrive.
+// to send frames, and the session calls the methods below as frames arrive. Only this file writes a
+// stream's fields: its lifecycle is one named state (StreamState), moved by TRANSITIONS alone.
 import { Duplex } from 'node:stream';
 import { SluiceError, StreamResetError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
@@ -8,17 +9,75 @@ import { ErrorCode } from '../protocol/constants.js';
 /** Stream-open metadata carried by SYN (docs/protocol.md §5). The tunnel treats it as opaque. */
 export type StreamMeta = Record<string, unknown>;
 
+/**
+ * The lifecycle of a stream, after yamux's streamState. The open handshake and the two half-closes
+ * overlap: an opener may end its side before the ACK comes, and a FIN may arrive before the acceptor
+ * has sent its ACK, so the states before `established` carry their half-close too.
+ *
+ * - `synSent`: opened here, SYN sent, no ACK yet. `synSentLocalClosed`: and our FIN sent.
+ *   `synSentRemoteClosed`: the peer's FIN came before its ACK (a peer that breaks §5's order).
+ * - `synReceived`: opened by the peer, our ACK not sent yet (it rides with our first frame, §5).
+ *   `synReceivedRemoteClosed`: and the peer's FIN has come.
+ * - `established`, `localClosed` (our FIN sent), `remoteClosed` (the peer's FIN received).
+ * - `closed`: both FINs passed. `reset`: RST either way, a refusal, or the session ended under it.
+ *   Both are terminal: the session no longer routes frames to the stream.
+ */
+export type StreamState =
+  | 'synSent'
+  | 'synSentLocalClosed'
+  | 'synSentRemoteClosed'
+  | 'synReceived'
+  | 'synReceivedRemoteClosed'
+  | 'established'
+  | 'localClosed'
+  | 'remoteClosed'
+  | 'closed'
+  | 'reset';
+
+/** What moves a stream from one state to the next. */
+export type StreamEvent = 'ackReceived' | 'ackSent' | 'finSent' | 'finReceived' | 'reset';
+
+/**
+ * Every legal transition; an event missing from a state's row is a bug, and throws. The session checks
+ * the wire before it reports an event (a second FIN or an unexpected ACK is a protocol error there),
+ * so no peer can reach a missing entry. A test pins this table.
+ */
+export const TRANSITIONS: Readonly<Record<StreamState, Readonly<Partial<Record<StreamEvent, StreamState>>>>> =
+  {
+    synSent: {
+      ackReceived: 'established',
+      finSent: 'synSentLocalClosed',
+      finReceived: 'synSentRemoteClosed',
+      reset: 'reset',
+    },
+    synSentLocalClosed: { ackReceived: 'localClosed', finReceived: 'closed', reset: 'reset' },
+    synSentRemoteClosed: { ackReceived: 'remoteClosed', finSent: 'closed', reset: 'reset' },
+    // No finSent here: our FIN is a DATA frame, and the ACK always goes out before it.
+    synReceived: { ackSent: 'established', finReceived: 'synReceivedRemoteClosed', reset: 'reset' },
+    synReceivedRemoteClosed: { ackSent: 'remoteClosed', reset: 'reset' },
+    established: { finSent: 'localClosed', finReceived: 'remoteClosed', reset: 'reset' },
+    localClosed: { finReceived: 'closed', reset: 'reset' },
+    remoteClosed: { finSent: 'closed', reset: 'reset' },
+    closed: {},
+    reset: {},
+  };
+
 /** What a stream needs from its session. Implemented by Session; kept narrow so streams stay testable. */
 export interface StreamOwner {
   readonly maxFrameData: number;
-  /** False while the transport is congested: the stream must wait for `resumeWriter`. */
+  /** False while the transport is congested: the stream must wait for `onWritable`. */
   readonly canWrite: boolean;
+  /** Writes DATA (a pending ACK first, reported with `onAckSent`). */
   sendData(stream: Stream, chunk: Buffer, fin: boolean): void;
+  /** Queues the stream, once per wait, for `onWritable` when the transport drains. */
   queueWriter(stream: Stream): void;
+  /** The reader took `bytes`, which the stream has added back to its window: grant them to the peer. */
   returnCredit(stream: Stream, bytes: number): void;
   /** A retired stream's reader took `bytes` that still counted against the session bound. */
   releaseUnread(bytes: number): void;
+  /** Sends RST and forgets the stream, which the session reports with `detach`. */
   resetStream(stream: Stream, code: number, reason: string): void;
+  /** Both FINs passed: the stream is `closed` and leaves the table. */
   finished(stream: Stream): void;
 }
 
@@ -35,20 +94,16 @@ const EMPTY = Buffer.alloc(0);
 export class Stream extends Duplex {
   readonly id: number;
   readonly meta: StreamMeta;
-  /** True once the peer has ACKed our SYN, or at once for a stream the peer opened. */
-  accepted: boolean;
 
-  // --- owned by the session (internal) ---
+  #state: StreamState;
+  /** The last state before `closed` or `reset`: what `accepted` and the FIN getters report after it. */
+  #endedFrom: StreamState;
   /** Bytes we may still send: the peer's credit to us. */
-  sendCredit: number;
+  #sendCredit: number;
   /** Bytes the peer may still send us before it needs WINDOW_UPDATE. */
-  recvWindow: number;
-  /** True once the session no longer routes frames to this stream (both FINs, or reset). */
-  detached = false;
+  #recvWindow: number;
   /** True while the stream waits in the session's writer queue for the transport to drain. */
-  writerQueued = false;
-  /** A stream the peer opened, taken but not ACKed yet: the ACK goes out with its first frame. */
-  ackPending = false;
+  #writerQueued = false;
 
   readonly #owner: StreamOwner;
   readonly #windowSize: number;
@@ -64,7 +119,6 @@ export class Stream extends Duplex {
   #wantRead = false;
   /** Bytes handed to the reader whose credit has not been returned yet. */
   #consumed = 0;
-  #remoteFin = false;
   #endPushed = false;
 
   // Send side: the write in progress, cut into frames as credit and the transport allow.
@@ -73,7 +127,6 @@ export class Stream extends Duplex {
   #sendIndex = 0;
   #sendOffset = 0;
   #sendCb: ((err?: Error | null) => void) | null = null;
-  #localFin = false;
 
   #resetCode: number = ErrorCode.CANCEL;
   #resetReason = '';
@@ -84,7 +137,8 @@ export class Stream extends Duplex {
     meta: StreamMeta,
     sendCredit: number,
     windowSize: number,
-    accepted: boolean,
+    /** `synSent` for a stream opened here, `synReceived` for one the peer opened. */
+    initial: 'synSent' | 'synReceived',
   ) {
     super({
       allowHalfOpen: true,
@@ -94,24 +148,67 @@ export class Stream extends Duplex {
     this.#owner = owner;
     this.id = id;
     this.meta = meta;
-    this.accepted = accepted;
-    this.sendCredit = sendCredit;
-    this.recvWindow = windowSize;
+    this.#state = initial;
+    this.#endedFrom = initial;
+    this.#sendCredit = sendCredit;
+    this.#recvWindow = windowSize;
     this.#windowSize = windowSize;
     this.#creditThreshold = windowSize >>> 2;
   }
 
+  get state(): StreamState {
+    return this.#state;
+  }
+
+  /** True once the peer has ACKed our SYN, or at once for a stream the peer opened. */
+  get accepted(): boolean {
+    const s = this.#live();
+    return s !== 'synSent' && s !== 'synSentLocalClosed' && s !== 'synSentRemoteClosed';
+  }
+
+  /** A stream the peer opened, taken but not ACKed yet: the ACK goes out with its first frame. */
+  get ackPending(): boolean {
+    const s = this.#state;
+    return s === 'synReceived' || s === 'synReceivedRemoteClosed';
+  }
+
+  /** True once our FIN went out. */
+  get localFin(): boolean {
+    const s = this.#state === 'reset' ? this.#endedFrom : this.#state;
+    return s === 'localClosed' || s === 'closed' || s === 'synSentLocalClosed';
+  }
+
+  /** True once the peer's FIN arrived. */
+  get remoteFin(): boolean {
+    const s = this.#state === 'reset' ? this.#endedFrom : this.#state;
+    return (
+      s === 'remoteClosed' || s === 'closed' || s === 'synReceivedRemoteClosed' || s === 'synSentRemoteClosed'
+    );
+  }
+
+  /** True once the session no longer routes frames to this stream (both FINs, or reset). */
+  get detached(): boolean {
+    return this.#state === 'closed' || this.#state === 'reset';
+  }
+
+  /** Bytes we may still send: the peer's credit to us. */
+  get sendCredit(): number {
+    return this.#sendCredit;
+  }
+
+  /** Bytes the peer may still send us before it needs WINDOW_UPDATE. */
+  get recvWindow(): number {
+    return this.#recvWindow;
+  }
+
+  /** True while the stream waits in the session's writer queue for the transport to drain. */
+  get writerQueued(): boolean {
+    return this.#writerQueued;
+  }
+
   /** Bytes of credit granted to the peer and not yet returned: what this stream may hold. */
   get held(): number {
-    return this.#windowSize - this.recvWindow;
-  }
-
-  get localFin(): boolean {
-    return this.#localFin;
-  }
-
-  get remoteFin(): boolean {
-    return this.#remoteFin;
+    return this.#windowSize - this.#recvWindow;
   }
 
   /**
@@ -130,7 +227,12 @@ export class Stream extends Duplex {
     this.destroy();
   }
 
-  // --- called by the session as frames arrive ---
+  // --- called by the session as frames arrive and leave ---
+
+  /** The peer spent `bytes` of the credit we granted: DATA of that size arrived for this stream. */
+  chargeWindow(bytes: number): void {
+    this.#recvWindow -= bytes;
+  }
 
   onData(payload: Buffer, fin: boolean): void {
     if (payload.length > 0) {
@@ -145,33 +247,66 @@ export class Stream extends Duplex {
       }
     }
     if (fin) {
-      this.#remoteFin = true;
+      this.#to('finReceived');
       if (this.#queue.length === 0) this.#pushEnd();
-      if (this.#localFin) this.#owner.finished(this);
+      if (this.#state === 'closed') this.#owner.finished(this);
     }
     this.#maybeReturnCredit();
   }
 
   onWindowUpdate(increment: number): void {
-    const blocked = this.sendCredit === 0;
-    this.sendCredit += increment;
+    const blocked = this.#sendCredit === 0;
+    this.#sendCredit += increment;
     if (blocked && this.#sendCb !== null) this.flush();
   }
 
+  /** The peer's ACK of our SYN arrived. */
   onAck(): void {
-    this.accepted = true;
+    this.#to('ackReceived');
     this.emit('accept');
   }
 
+  /** The session wrote our ACK of the peer's SYN. */
+  onAckSent(): void {
+    this.#to('ackSent');
+  }
+
+  /** The transport drained and this stream's turn in the writer queue came. */
+  onWritable(): void {
+    this.#writerQueued = false;
+    this.flush();
+  }
+
+  /**
+   * The session stopped routing frames to this stream: it was reset (either way) or refused. A stream
+   * that ended with both FINs is already `closed`.
+   */
+  detach(): void {
+    if (!this.detached) this.#to('reset');
+  }
+
   onReset(code: number, reason: string): void {
-    this.detached = true;
+    this.detach();
     this.destroy(new StreamResetError(code, reason, true));
   }
 
   /** The session ended under this stream: with the session's error, or aborted without one. */
   onSessionEnd(err: Error | null): void {
-    this.detached = true;
+    this.detach();
     this.destroy(err ?? undefined);
+  }
+
+  #to(event: StreamEvent): void {
+    const from = this.#state;
+    const to = TRANSITIONS[from][event];
+    if (to === undefined) throw new Error(`stream ${this.id}: ${event} is not a transition from ${from}`);
+    if (to === 'closed' || to === 'reset') this.#endedFrom = from;
+    this.#state = to;
+  }
+
+  /** The state that `accepted` reads: the one before the end, once the stream has ended. */
+  #live(): StreamState {
+    return this.detached ? this.#endedFrom : this.#state;
   }
 
   // --- Duplex ---
@@ -179,7 +314,7 @@ export class Stream extends Duplex {
   override _read(): void {
     this.#wantRead = true;
     this.#drainQueue();
-    if (this.#queue.length === 0 && this.#remoteFin) this.#pushEnd();
+    if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
     this.#maybeReturnCredit();
   }
 
@@ -227,9 +362,10 @@ export class Stream extends Duplex {
 
   override _final(cb: (err?: Error | null) => void): void {
     if (this.detached) return cb();
-    this.#localFin = true;
+    // sendData writes a pending ACK first, so a stream the peer opened is past synReceived here.
     this.#owner.sendData(this, EMPTY, true);
-    if (this.#remoteFin) this.#owner.finished(this);
+    this.#to('finSent');
+    if (this.#state === 'closed') this.#owner.finished(this);
     cb();
   }
 
@@ -265,15 +401,21 @@ export class Stream extends Duplex {
         }
         continue;
       }
-      if (this.sendCredit === 0 || this.destroyed) return;
-      if (!owner.canWrite) return owner.queueWriter(this);
-      const n = Math.min(remaining, this.sendCredit, owner.maxFrameData);
+      if (this.#sendCredit === 0 || this.destroyed) return;
+      if (!owner.canWrite) return this.#waitForTransport();
+      const n = Math.min(remaining, this.#sendCredit, owner.maxFrameData);
       const start = this.#sendOffset;
       const piece = n === this.#sendBuf.length ? this.#sendBuf : this.#sendBuf.subarray(start, start + n);
       this.#sendOffset += n;
-      this.sendCredit -= n;
+      this.#sendCredit -= n;
       owner.sendData(this, piece, false);
     }
+  }
+
+  #waitForTransport(): void {
+    if (this.#writerQueued) return;
+    this.#writerQueued = true;
+    this.#owner.queueWriter(this);
   }
 
   #nextBuffer(): boolean {
@@ -342,10 +484,23 @@ export class Stream extends Duplex {
 
   #maybeReturnCredit(): void {
     // Credit goes back in batches of a quarter window; after the peer's FIN it is never needed again.
-    if (this.#consumed >= this.#creditThreshold && !this.#remoteFin && !this.detached) {
+    if (this.#consumed >= this.#creditThreshold && this.#peerMaySend()) {
       const bytes = this.#consumed;
       this.#consumed = 0;
+      this.#recvWindow += bytes;
       this.#owner.returnCredit(this, bytes);
     }
+  }
+
+  /** Neither the peer's FIN nor the end of the stream has come: DATA may still arrive. */
+  #peerMaySend(): boolean {
+    const s = this.#state;
+    return (
+      s === 'established' ||
+      s === 'localClosed' ||
+      s === 'synReceived' ||
+      s === 'synSent' ||
+      s === 'synSentLocalClosed'
+    );
   }
 }

@@ -13,6 +13,17 @@ export interface TransportPair {
 
 export type MakeTransportPair = () => Promise<TransportPair>;
 
+/**
+ * The same transports with the roles swapped: the side that listened runs the session client and the
+ * dialer runs the server (yamux's TCP_Reverse). A controller-to-controller tunnel is built so.
+ */
+export function reverseRoles(make: MakeTransportPair): MakeTransportPair {
+  return async () => {
+    const t = await make();
+    return { ...t, client: t.server, server: t.client };
+  };
+}
+
 export interface SessionPair {
   client: Session;
   server: Session;

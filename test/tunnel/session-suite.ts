@@ -1,4 +1,5 @@
-// The session suite, run over every transport: in-memory pair, TCP, TLS and WebSocket.
+// The session suite, run over every transport (in-memory pair, TCP, TLS and WebSocket) and in both
+// roles: the dialer as the session client, and the listener as the session client.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
@@ -7,7 +8,7 @@ import { ErrorCode } from '../../src/protocol/constants.js';
 import { Session } from '../../src/tunnel/session.js';
 import type { Stream } from '../../src/tunnel/stream.js';
 import { GiB, MiB, readAll, writePattern } from '../helpers/data.js';
-import { type MakeTransportPair, sessionPair } from '../helpers/session-pair.js';
+import { type MakeTransportPair, reverseRoles, sessionPair } from '../helpers/session-pair.js';
 import { waitFor, within } from '../helpers/wait.js';
 
 function echo(stream: Stream): void {
@@ -26,7 +27,12 @@ function codeOf(err: unknown): string | undefined {
 }
 
 export function runSessionSuite(name: string, make: MakeTransportPair): void {
-  describe(`session over ${name}`, { timeout: 120_000 }, () => {
+  suite(`session over ${name}`, make);
+  suite(`session over ${name}, roles reversed (the listener is the session client)`, reverseRoles(make));
+}
+
+function suite(title: string, make: MakeTransportPair): void {
+  describe(title, { timeout: 120_000 }, () => {
     test('1 GiB through one stream, sha256 verified', async () => {
       const p = await sessionPair(make);
       try {

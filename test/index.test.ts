@@ -1,4 +1,4 @@
-// The package entry point exposes the library surface the README shows.
+// The package entry point exposes the library surface docs/library.md shows.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as sluice from '../src/index.js';

@@ -1,4 +1,4 @@
-// The agent's Prometheus metrics, served at `/metrics` on its health listener (README "Metrics"). The
+// The agent's Prometheus metrics, served at `/metrics` on its health listener (docs/metrics.md). The
 // delivery code tells of every stream once it is over (DeliverObserver); that is counted into plain
 // numbers and published when a scrape asks. Tunnels, streams and ping round trips are read off the
 // tunnel slots at that moment.

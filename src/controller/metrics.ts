@@ -1,4 +1,4 @@
-// The controller's Prometheus metrics, served at `/metrics` on the admin listener (README "Metrics").
+// The controller's Prometheus metrics, served at `/metrics` on the admin listener (docs/metrics.md).
 // Requests are counted from the edge's onRequestDone hook into plain numbers per cluster and route,
 // published when a scrape asks; tunnels, streams, upgrades and ping round trips are read off the live
 // state at that moment. Nothing here runs per byte, and per request only a few additions and one

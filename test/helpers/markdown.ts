@@ -11,7 +11,13 @@ const SEPARATOR = /^\|(\s*:?-+:?\s*\|)+\s*$/;
 
 /** The tables under the first heading whose text starts with `heading`, up to the next heading of its level or above. */
 export function tablesInSection(markdown: string, heading: string): MarkdownTable[] {
-  const lines = markdown.split(/\r?\n/);
+  // Fenced code is blanked first: a `# comment` line in a YAML or shell example is not a heading.
+  let fenced = false;
+  const lines = markdown.split(/\r?\n/).map((line) => {
+    const fence = line.startsWith('```');
+    if (fence) fenced = !fenced;
+    return fence || fenced ? '' : line;
+  });
   const start = lines.findIndex((line) => HEADING.exec(line)?.[2]?.startsWith(heading) === true);
   if (start === -1) throw new Error(`no heading starting with "${heading}"`);
   const level = HEADING.exec(lines[start]!)![1]!.length;

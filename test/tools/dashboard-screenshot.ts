@@ -1,4 +1,4 @@
-// Makes docs/dashboard.png, the README's picture of the dashboard: a controller with three clusters
+// Makes docs/dashboard.png, the picture of the dashboard in docs/admin.md: a controller with three clusters
 // (two with agents, one without), a few routes (one whose target is down, one whose cluster has no
 // agent), a mix of traffic for a few seconds, then Chromium signs in and takes the page.
 //

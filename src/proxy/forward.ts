@@ -71,6 +71,7 @@ class Exchange {
   #bodyTimer: NodeJS.Timeout | null = null;
   /** The client sent `Expect: 100-continue` and has not been told to go on yet. */
   #awaitingContinue: boolean;
+  readonly #hasBody: boolean;
   readonly #decoder: EnvelopeDecoder;
 
   constructor(
@@ -82,6 +83,9 @@ class Exchange {
     private readonly resolve: (outcome: Outcome) => void,
   ) {
     this.#awaitingContinue = req.headers.expect?.toLowerCase() === '100-continue';
+    // RFC 9112 §6.3: a request with neither field has no body, and needs no body timer.
+    this.#hasBody =
+      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     this.#decoder = new EnvelopeDecoder('response', {
       onHead: (head) => this.#onHead(head),
       onBody: (piece) => this.#onBody(piece),
@@ -292,7 +296,8 @@ class Exchange {
 
   #armBodyTimer(): void {
     const ms = this.options.bodyIdleTimeoutMs;
-    if (ms === 0 || this.#awaitingContinue || this.#finalHead || this.#settled || this.req.complete) return;
+    if (ms === 0 || !this.#hasBody || this.#awaitingContinue || this.#finalHead || this.#settled) return;
+    if (this.req.complete) return;
     if (this.#bodyTimer === null) this.#bodyTimer = setTimeout(this.#onBodyIdle, ms);
     else this.#bodyTimer.refresh();
   }
@@ -305,6 +310,12 @@ class Exchange {
   readonly #onBodyIdle = (): void => {
     this.#bodyTimer = null;
     if (this.#finalHead || this.#settled || this.req.complete) return;
+    // Queued behind a pipelined response, the body may wait on Node, which stops reading the
+    // connection while a response before it is held up: not the client's silence, so wait on.
+    if (this.res.socket === null) {
+      this.#armBodyTimer();
+      return;
+    }
     const seconds = this.options.bodyIdleTimeoutMs / 1000;
     // The reset lets the agent and the target go at once: a stalled upload holds neither.
     this.stream.reset(ErrorCode.CANCEL, 'request body idle');

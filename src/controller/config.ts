@@ -56,6 +56,13 @@ export interface HttpOptions {
    * default) never closes one for idleness: the tunnel's pings keep the path up.
    */
   readonly upgradeIdleTimeoutMs: number;
+  /**
+   * A request body that sends no byte for this long, before the target's answer, is answered 408 and
+   * its stream reset; 0 turns it off.
+   */
+  readonly bodyIdleTimeoutMs: number;
+  /** Plain requests in flight from one client address (upgrades not counted); more get 429. 0: off. */
+  readonly maxRequestsPerClient: number;
   /** Largest request head, in bytes. */
   readonly maxHeaderBytes: number;
   /** Most header fields in one request. */
@@ -113,6 +120,8 @@ export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
   requestTimeoutMs: 300_000,
   keepAliveTimeoutMs: 65_000,
   upgradeIdleTimeoutMs: 0,
+  bodyIdleTimeoutMs: 30_000,
+  maxRequestsPerClient: 256,
   maxHeaderBytes: 16 * KiB,
   maxHeaders: 100,
   via: 'sluice',
@@ -280,6 +289,8 @@ const httpSchema = z.strictObject({
   requestTimeout: leaf(parseBoundedDuration({ min: 100, max: 24 * HOUR, zeroOff: true })).optional(),
   keepAliveTimeout: leaf(parseBoundedDuration({ min: 100, max: HOUR })).optional(),
   upgradeIdleTimeout: leaf(parseBoundedDuration({ min: 100, max: 7 * 24 * HOUR, zeroOff: true })).optional(),
+  bodyIdleTimeout: leaf(parseBoundedDuration({ min: 100, max: HOUR, zeroOff: true })).optional(),
+  maxRequestsPerClient: leaf(parseBoundedInteger(0, 1_000_000)).optional(),
   maxHeaderBytes: leaf(parseBoundedInteger(KiB, MiB, formatBytes)).optional(),
   maxHeaders: leaf(parseBoundedInteger(1, 10_000)).optional(),
   via: leaf(parseVia).optional(),
@@ -452,6 +463,8 @@ function resolveHttp(input: z.output<typeof httpSchema>): HttpOptions {
     requestTimeoutMs: input.requestTimeout ?? d.requestTimeoutMs,
     keepAliveTimeoutMs: input.keepAliveTimeout ?? d.keepAliveTimeoutMs,
     upgradeIdleTimeoutMs: input.upgradeIdleTimeout ?? d.upgradeIdleTimeoutMs,
+    bodyIdleTimeoutMs: input.bodyIdleTimeout ?? d.bodyIdleTimeoutMs,
+    maxRequestsPerClient: input.maxRequestsPerClient ?? d.maxRequestsPerClient,
     maxHeaderBytes: input.maxHeaderBytes ?? d.maxHeaderBytes,
     maxHeaders: input.maxHeaders ?? d.maxHeaders,
     via: input.via ?? d.via,

@@ -120,7 +120,7 @@ export async function startController(
     if (config.adminListen !== null) {
       const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
       const api = createAdminApi(control, registry, adminToken, traffic);
-      const admin = createAdminServer(registry, edge, connections, api, metrics);
+      const admin = createAdminServer(registry, { edge, connections, publicServer }, api, metrics);
       adminUrl = await listenHttp(admin, config.adminListen);
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
@@ -395,8 +395,7 @@ function retire(old: Tunnel, by: Tunnel, log: Logger): void {
 
 function createAdminServer(
   registry: TunnelRegistry,
-  edge: PublicEdge,
-  connections: PublicConnections,
+  front: { edge: PublicEdge; connections: PublicConnections; publicServer: Server },
   api: AdminApi,
   metrics: ControllerMetrics,
 ): Server {
@@ -415,15 +414,16 @@ function createAdminServer(
     }
     if (path === '/debug/memory') {
       // For leak checks: with --expose-gc the heap figure is taken after a full collection.
-      void memoryReport(server).then(
-        (report) => {
+      void Promise.all([memoryReport(server), connectionCount(front.publicServer)]).then(
+        ([report, publicConnections]) => {
           const tunnels = registry.all();
           sendJson(res, 200, {
             ...report,
             registry: registry.size(),
             streams: tunnels.reduce((n, t) => n + t.session.streamCount, 0),
-            inFlight: edge.inFlight,
-            ...connections.counts,
+            inFlight: front.edge.inFlight,
+            publicConnections,
+            ...front.connections.counts,
           });
         },
         (err: Error) => sendJson(res, 500, { error: err.message }),
@@ -433,6 +433,12 @@ function createAdminServer(
     sendJson(res, 404, { error: 'not found' });
   });
   return server;
+}
+
+function connectionCount(server: Server): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+  );
 }
 
 interface Running {

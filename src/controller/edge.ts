@@ -101,6 +101,8 @@ interface Exchange {
   req: IncomingMessage;
   /** Its kind is `log.kind`. */
   log: LogFields;
+  /** The client address whose share of http.maxRequestsPerClient it holds, once it holds one. */
+  slot: string | undefined;
   run(stream: Stream, meta: HttpStreamMeta, stats: ExchangeStats): Promise<Outcome>;
   fail(status: number, reason: string): void;
 }
@@ -109,6 +111,8 @@ export class PublicEdge {
   readonly #options: EdgeOptions;
   #inFlight = 0;
   #idle: (() => void) | null = null;
+  /** Requests in flight by client address, for http.maxRequestsPerClient; absent when none. */
+  readonly #perClient = new Map<string, number>();
 
   constructor(options: EdgeOptions) {
     this.#options = options;
@@ -132,16 +136,29 @@ export class PublicEdge {
   }
 
   readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    // Node emits 'close' for a response queued behind a pipelined one only once the connection reaches
+    // it; if the connection dies first, the response is told here instead (see watchQueued).
+    if (res.socket === null) watchQueued(req.socket, res);
+    (req.socket as InFlightSocket)[LAST_REQUEST] = req;
     const log = this.#begin(req, 'http');
     const exchange: Exchange = {
       req,
       log,
-      run: (stream, meta, stats) =>
-        forwardHttp(req, res, stream, { ...this.#timing(meta), headRequest: req.method === 'HEAD' }, stats),
+      slot: undefined,
+      run: (stream, meta, stats) => {
+        const options = {
+          ...this.#timing(meta),
+          headRequest: req.method === 'HEAD',
+          bodyIdleTimeoutMs: this.#options.http.bodyIdleTimeoutMs,
+        };
+        return forwardHttp(req, res, stream, options, stats);
+      },
       fail: (status, reason) => this.#sendError(req, res, log, status, reason),
     };
     const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
-    res.once('close', () => this.#end(log, served, () => (res.headersSent ? res.statusCode : 0)));
+    res.once('close', () =>
+      this.#end(exchange, served, () => (res.headersSent && !unsent.has(res) ? res.statusCode : 0)),
+    );
   };
 
   /**
@@ -156,6 +173,7 @@ export class PublicEdge {
     const exchange: Exchange = {
       req,
       log,
+      slot: undefined,
       run: (stream, meta, stats) => {
         running = stats;
         const options = { ...this.#timing(meta), idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs };
@@ -168,29 +186,60 @@ export class PublicEdge {
       },
     };
     socket.on('error', ignore);
-    const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
-    socket.once('close', () => this.#end(log, served, () => status || (running?.status ?? 0)));
+    // Node hands over an upgrade pipelined behind plain requests while their responses are still to
+    // be written: it waits for them, or its 101 and raw bytes would overtake them on the wire.
+    const turn = (socket as InFlightSocket)._httpMessage ? afterInFlight(socket) : undefined;
+    const served = (
+      turn === undefined ? this.#serve(exchange) : turn.then(() => this.#serveUpgrade(exchange))
+    ).catch((err: unknown) => this.#internalError(exchange, err));
+    socket.once('close', () => this.#end(exchange, served, () => status || (running?.status ?? 0)));
   };
+
+  /** An upgrade whose turn came: served, unless its connection closed while it waited. */
+  #serveUpgrade(exchange: Exchange): Promise<void> | undefined {
+    if (exchange.req.socket.destroyed) {
+      exchange.log.reason = 'the client closed the connection before the upgrade could be served';
+      return undefined;
+    }
+    return this.#serve(exchange);
+  }
 
   /**
    * Requests Node could not parse, or that broke a limit before they became requests: answered with a
    * page and a closed connection, as the connection's framing can no longer be trusted.
    */
   readonly onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    if (
-      err.code === 'ECONNRESET' ||
-      !socket.writable ||
-      (socket as Socket & { _httpMessage?: unknown })._httpMessage
-    ) {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
+    // Bytes after a request that said `Connection: close` (RFC 9112 §9.6): they are not read, and Node
+    // closes the connection once that request's response is written. Destroying it here would cut the
+    // very answer the client asked for.
+    if (err.code === 'HPE_CLOSED_CONNECTION') return;
     const [status, reason] =
       err.code === 'HPE_HEADER_OVERFLOW'
         ? [431, 'the request head is larger than this gateway accepts']
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? [408, 'the request was not received in time']
           : [400, 'the request is not valid HTTP/1.1'];
+    const connection = socket as InFlightSocket;
+    if (connection._httpMessage !== null && connection._httpMessage !== undefined) {
+      if (refusing.has(socket)) return; // Node parses on and fails again; one page is enough
+      // The fault is in a request still being read (a body cut short, bad chunking, too slow): the
+      // response in flight is its own, and can never be completed properly.
+      if (connection[LAST_REQUEST]?.complete !== true || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+        socket.destroy();
+        return;
+      }
+      // Whole requests came before the bad one: they are answered first, then the error page.
+      refusing.add(socket);
+      void afterInFlight(socket).then(() => {
+        refusing.delete(socket);
+        if (!socket.destroyed) this.onClientError(err, socket);
+      });
+      return;
+    }
     const requestId = newRequestId();
     writeRawError(socket, status, reason, requestId, undefined, undefined);
     this.#options.logger.info({ requestId, status, reason, err: err.code ?? err.message }, 'bad request');
@@ -225,7 +274,8 @@ export class PublicEdge {
    * this same close event and #serve records its bytes and outcome only a microtask later, so a line
    * written right away would lack them.
    */
-  #end(log: LogFields, served: Promise<void>, status: () => number): void {
+  #end(exchange: Exchange, served: Promise<void>, status: () => number): void {
+    const { log } = exchange;
     log.ms = Math.round((performance.now() - log.started) * 10) / 10;
     const write = (): void => {
       log.status = status();
@@ -241,6 +291,7 @@ export class PublicEdge {
         logger[level](fields, 'request');
       }
       this.#options.onRequestDone?.(log);
+      if (exchange.slot !== undefined) this.#releaseSlot(exchange.slot);
       if (--this.#inFlight === 0 && this.#idle !== null) {
         const idle = this.#idle;
         this.#idle = null;
@@ -277,6 +328,12 @@ export class PublicEdge {
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
+    if (log.kind === 'http' && !this.#takeSlot(exchange)) {
+      return exchange.fail(
+        429,
+        `this client address has ${http.maxRequestsPerClient} requests in flight, the most this gateway allows`,
+      );
+    }
     const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0, code: undefined };
     const outcome = await this.#forward(exchange, route, meta, stats);
     log.bytesIn = stats.bytesIn;
@@ -289,6 +346,28 @@ export class PublicEdge {
     } else if (outcome.kind === 'broken') {
       log.detail = outcome.detail;
     }
+  }
+
+  /**
+   * Counts a plain request against its client address's share (http.maxRequestsPerClient), if that has
+   * room. One client, slow on purpose or not, then holds at most that many tunnel streams and target
+   * connections. Upgrades are not counted: a WebSocket is meant to stay open, and a page may hold many.
+   */
+  #takeSlot(exchange: Exchange): boolean {
+    const max = this.#options.http.maxRequestsPerClient;
+    if (max === 0) return true;
+    const address = exchange.req.socket.remoteAddress ?? '';
+    const held = this.#perClient.get(address) ?? 0;
+    if (held >= max) return false;
+    this.#perClient.set(address, held + 1);
+    exchange.slot = address;
+    return true;
+  }
+
+  #releaseSlot(address: string): void {
+    const held = this.#perClient.get(address) ?? 0;
+    if (held <= 1) this.#perClient.delete(address);
+    else this.#perClient.set(address, held - 1);
   }
 
   async #forward(
@@ -457,3 +536,85 @@ function writeRawError(
 }
 
 function ignore(): void {}
+
+// --- A connection's responses in flight -------------------------------------------------------------
+
+const LAST_REQUEST = Symbol('sluice.lastRequest');
+
+type InFlightSocket = Duplex & {
+  /** Node's own field: the response being written on a connection, null between responses. */
+  _httpMessage?: ServerResponse | null;
+  /** The latest request read from the connection, set by the edge. */
+  [LAST_REQUEST]?: IncomingMessage;
+};
+
+/** Connections whose next request was malformed, waiting to answer it once the ones before are done. */
+const refusing = new WeakSet<Duplex>();
+
+/**
+ * Resolves once the connection has no response in flight, or has closed. Node writes pipelined
+ * responses one after the other, attaching the next when the current one finishes, so this follows
+ * them to the last.
+ */
+function afterInFlight(socket: Duplex): Promise<void> {
+  const connection = socket as InFlightSocket;
+  return new Promise((resolve) => {
+    const closed = (): void => resolve();
+    socket.once('close', closed);
+    const next = (): void => {
+      // Node's own 'finish' listener, registered before ours, has attached the next response by now.
+      const current = connection._httpMessage;
+      if (current === null || current === undefined || socket.destroyed) {
+        socket.off('close', closed);
+        resolve();
+        return;
+      }
+      current.once('finish', next);
+    };
+    next();
+  });
+}
+
+// --- Responses queued behind a pipelined one ---------------------------------------------------------
+
+/** The responses of one connection that wait for the ones before them, by connection. */
+const QUEUED = Symbol('sluice.queued');
+type QueuedSocket = Socket & { [QUEUED]?: Set<ServerResponse> };
+
+/**
+ * Responses whose connection closed before any of their bytes could be written: their status is logged
+ * as 0, since the client never saw it.
+ */
+const unsent = new WeakSet<ServerResponse>();
+
+/**
+ * Node attaches a pipelined request's response to its connection only once the responses ahead of it
+ * are finished, and emits 'close' on it only from then on. A connection that dies first (the client
+ * closed it, or Node closed it after an HTTP/1.0 answer or a `Connection: close`) leaves such a
+ * response without any event, and whatever waits on its 'close' (the exchange, its tunnel stream, the
+ * request's log line) waits forever. So the connection's own 'close' destroys and closes every response
+ * still queued on it.
+ */
+function watchQueued(socket: Socket, res: ServerResponse): void {
+  const owner = socket as QueuedSocket;
+  let queued = owner[QUEUED];
+  if (queued === undefined) {
+    queued = owner[QUEUED] = new Set();
+    socket.once('close', closeQueued);
+  }
+  queued.add(res);
+  res.once('close', () => queued.delete(res));
+}
+
+function closeQueued(this: QueuedSocket): void {
+  const queued = this[QUEUED];
+  if (queued === undefined) return;
+  this[QUEUED] = undefined;
+  for (const res of queued) {
+    // Attached to the connection after all, or already written whole: Node emits its 'close'.
+    if (res.socket !== null || res.writableFinished) continue;
+    unsent.add(res);
+    res.destroy();
+    res.emit('close');
+  }
+}

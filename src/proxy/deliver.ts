@@ -136,6 +136,7 @@ class Delivery {
     this.#req = req;
     req.on('socket', this.#onSocket);
     req.on('information', this.#onInformation);
+    req.on('upgrade', this.#onUnrequestedUpgrade);
     req.on('response', this.#onResponse);
     req.on('error', this.#onRequestError);
     req.on('drain', this.#onRequestDrain);
@@ -202,6 +203,21 @@ class Delivery {
     );
   };
 
+  /**
+   * A 101 to a request that asked for no upgrade: the target now speaks something else on that
+   * connection, which is dropped. The head goes to the controller, which answers its client 502 at once
+   * rather than waiting for a response that will never come.
+   */
+  readonly #onUnrequestedUpgrade = (res: IncomingMessage, socket: Socket): void => {
+    socket.destroy();
+    this.#res = res;
+    this.#responded = true;
+    this.log.warn({ target: this.meta.target }, 'target switched protocols unasked');
+    this.stream.write(encodeHead({ status: 101, statusText: res.statusMessage, headers: res.rawHeaders }));
+    this.stream.end();
+    this.#finish('switched');
+  };
+
   readonly #onResponse = (res: IncomingMessage): void => {
     this.#res = res;
     this.#responded = true;
@@ -231,6 +247,7 @@ class Delivery {
 
   #detachRequest(req: ClientRequest): void {
     req.off('information', this.#onInformation);
+    req.off('upgrade', this.#onUnrequestedUpgrade);
     req.off('response', this.#onResponse);
     req.off('error', this.#onRequestError);
     req.off('drain', this.#onRequestDrain);
@@ -252,7 +269,9 @@ class Delivery {
     const req = this.#req;
     if (req !== null && !(this.#res?.complete ?? false)) this.#detachRequest(req);
     this.#stopRelay();
-    if (how !== 'closed') this.stream.destroy();
+    // A stream this side ended cleanly (closed by the peer, or ended after an unasked 101) is left to
+    // close on its own; any other end tears it down.
+    if (how !== 'closed' && how !== 'switched') this.stream.destroy();
     this.ctx.observer?.streamDone('http', this.#res?.statusCode ?? 0, this.#reset, this.#error);
     this.log.debug({ how, ms: Math.round(performance.now() - this.#started) }, 'stream finished');
   }

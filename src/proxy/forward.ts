@@ -15,7 +15,7 @@ export type Outcome =
   /** The response was delivered whole. */
   | { kind: 'done' }
   /** Nothing reached the client yet: the caller answers with an error page (or retries). */
-  | { kind: 'failed'; status: 502 | 503 | 504; reason: string; retryable: boolean; detail: string }
+  | { kind: 'failed'; status: 408 | 502 | 503 | 504; reason: string; retryable: boolean; detail: string }
   /** The client went away; the stream was reset with CANCEL. */
   | { kind: 'client-aborted' }
   /** The response broke after its head was sent; the client connection was cut. */
@@ -28,6 +28,12 @@ export interface ForwardOptions {
   responseTimeoutMs: number;
   /** The request was a HEAD: the client gets no body whatever the target sends. */
   headRequest: boolean;
+  /**
+   * Until the target's final response head, a request body that sends no byte for this long is answered
+   * 408 and its stream reset. 0 turns it off. It runs only while this side reads: not while the body
+   * is paused for backpressure, nor before a 100 Continue the client waits for.
+   */
+  bodyIdleTimeoutMs: number;
 }
 
 export interface ExchangeStats {
@@ -62,6 +68,10 @@ class Exchange {
   #bodyStarted = false;
   #settled = false;
   #timer: NodeJS.Timeout | null = null;
+  #bodyTimer: NodeJS.Timeout | null = null;
+  /** The client sent `Expect: 100-continue` and has not been told to go on yet. */
+  #awaitingContinue: boolean;
+  readonly #hasBody: boolean;
   readonly #decoder: EnvelopeDecoder;
 
   constructor(
@@ -72,6 +82,10 @@ class Exchange {
     private readonly stats: ExchangeStats,
     private readonly resolve: (outcome: Outcome) => void,
   ) {
+    this.#awaitingContinue = req.headers.expect?.toLowerCase() === '100-continue';
+    // RFC 9112 §6.3: a request with neither field has no body, and needs no body timer.
+    this.#hasBody =
+      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     this.#decoder = new EnvelopeDecoder('response', {
       onHead: (head) => this.#onHead(head),
       onBody: (piece) => this.#onBody(piece),
@@ -93,9 +107,15 @@ class Exchange {
     if (this.options.responseTimeoutMs > 0) {
       this.#timer = setTimeout(this.#onTimeout, this.options.responseTimeoutMs);
     }
-    // A retry on another tunnel (the first one refused the stream unprocessed) can find a bodyless
-    // request already read to its end: its 'end' will not come again, so end the stream now.
+    // A retry on another tunnel (the first one refused the stream unprocessed) can find the client
+    // gone already, or a bodyless request already read to its end: its 'end' will not come again, so
+    // end the stream now.
+    if (res.destroyed) {
+      this.#onResponseClose();
+      return;
+    }
     if (req.readableEnded) this.#onRequestEnd();
+    else this.#armBodyTimer();
   }
 
   // --- request direction: client → stream ---
@@ -103,14 +123,24 @@ class Exchange {
   readonly #onRequestData = (chunk: Buffer): void => {
     this.#bodyStarted = true;
     this.stats.bytesIn += chunk.length;
-    if (!writeBody(this.stream, chunk)) this.req.pause();
+    if (writeBody(this.stream, chunk)) {
+      // A client that sent its body without waiting for the 100 is not waiting any more.
+      this.#awaitingContinue = false;
+      this.#armBodyTimer();
+    } else {
+      // The wait that follows is the target's, not the client's.
+      this.req.pause();
+      this.#clearBodyTimer();
+    }
   };
 
   readonly #onStreamDrain = (): void => {
     this.req.resume();
+    this.#armBodyTimer();
   };
 
   readonly #onRequestEnd = (): void => {
+    this.#clearBodyTimer();
     if (this.stream.destroyed) return;
     if (this.req.rawTrailers.length > 0) this.stream.write(encodeTrailers(this.req.rawTrailers));
     this.stream.end();
@@ -142,11 +172,19 @@ class Exchange {
 
   #onHead(head: ResponseHead): void {
     const { res } = this;
+    if (head.status === 101) {
+      // The request asked for no upgrade (those go through forwardUpgrade), so the target speaks some
+      // other protocol on a connection the client still reads as HTTP/1.1: nothing can be relayed.
+      this.stream.reset(ErrorCode.CANCEL, 'unrequested 101');
+      this.#fail(502, 'the target switched protocols on a request that asked for no upgrade', '101', false);
+      return;
+    }
     if (head.status < 200) {
       this.#interim(head);
       return;
     }
     this.#clearTimer();
+    this.#clearBodyTimer();
     const headers = forwardResponseHeaders(head.headers, {
       via: this.options.via,
       requestId: this.options.requestId,
@@ -178,6 +216,10 @@ class Exchange {
     const { res } = this;
     if (head.status === 100) {
       res.writeContinue();
+      if (this.#awaitingContinue) {
+        this.#awaitingContinue = false;
+        this.#armBodyTimer();
+      }
     } else if (head.status === 103) {
       const hints: Record<string, string[]> = {};
       for (let i = 0; i + 1 < head.headers.length; i += 2) {
@@ -252,6 +294,34 @@ class Exchange {
     }
   };
 
+  #armBodyTimer(): void {
+    const ms = this.options.bodyIdleTimeoutMs;
+    if (ms === 0 || !this.#hasBody || this.#awaitingContinue || this.#finalHead || this.#settled) return;
+    if (this.req.complete) return;
+    if (this.#bodyTimer === null) this.#bodyTimer = setTimeout(this.#onBodyIdle, ms);
+    else this.#bodyTimer.refresh();
+  }
+
+  #clearBodyTimer(): void {
+    if (this.#bodyTimer !== null) clearTimeout(this.#bodyTimer);
+    this.#bodyTimer = null;
+  }
+
+  readonly #onBodyIdle = (): void => {
+    this.#bodyTimer = null;
+    if (this.#finalHead || this.#settled || this.req.complete) return;
+    // Queued behind a pipelined response, the body may wait on Node, which stops reading the
+    // connection while a response before it is held up: not the client's silence, so wait on.
+    if (this.res.socket === null) {
+      this.#armBodyTimer();
+      return;
+    }
+    const seconds = this.options.bodyIdleTimeoutMs / 1000;
+    // The reset lets the agent and the target go at once: a stalled upload holds neither.
+    this.stream.reset(ErrorCode.CANCEL, 'request body idle');
+    this.#fail(408, `the request body sent nothing for ${seconds}s`, 'body idle timeout', false);
+  };
+
   readonly #onTimeout = (): void => {
     this.#timer = null;
     if (this.#finalHead || this.#settled) return;
@@ -268,7 +338,7 @@ class Exchange {
     else this.#fail(502, 'the agent sent a malformed response', detail, false);
   }
 
-  #fail(status: 502 | 503 | 504, reason: string, detail: string, retryable: boolean): void {
+  #fail(status: 408 | 502 | 503 | 504, reason: string, detail: string, retryable: boolean): void {
     this.#settle({ kind: 'failed', status, reason, retryable, detail });
   }
 
@@ -283,6 +353,7 @@ class Exchange {
     if (this.#settled) return;
     this.#settled = true;
     this.#clearTimer();
+    this.#clearBodyTimer();
     const { req, res, stream } = this;
     req.off('data', this.#onRequestData);
     req.off('end', this.#onRequestEnd);

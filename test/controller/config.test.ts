@@ -74,6 +74,8 @@ describe('loadControllerConfig: defaults', () => {
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 65_000,
       upgradeIdleTimeoutMs: 0,
+      bodyIdleTimeoutMs: 30_000,
+      maxRequestsPerClient: 256,
       maxHeaderBytes: 16_384,
       maxHeaders: 100,
       via: 'sluice',
@@ -126,6 +128,8 @@ http:
   requestTimeout: 0
   keepAliveTimeout: 1.5s
   upgradeIdleTimeout: 10m
+  bodyIdleTimeout: 0
+  maxRequestsPerClient: 8
   maxHeaderBytes: 32768
   maxHeaders: 50
   via: edge-1
@@ -154,6 +158,8 @@ logLevel: debug
       requestTimeoutMs: 0,
       keepAliveTimeoutMs: 1_500,
       upgradeIdleTimeoutMs: 600_000,
+      bodyIdleTimeoutMs: 0,
+      maxRequestsPerClient: 8,
       maxHeaderBytes: 32_768,
       maxHeaders: 50,
       via: 'edge-1',
@@ -495,6 +501,12 @@ describe('loadControllerConfig: refusals', () => {
       /between 1 KiB and 1 MiB, got 512/,
     );
     refuses({ yaml: 'http: {maxHeaders: 0}' }, 'http.maxHeaders', /between 1 and 10000/);
+    refuses({ yaml: 'http: {bodyIdleTimeout: 50}' }, 'http.bodyIdleTimeout', /or 0 to turn it off/);
+    refuses(
+      { yaml: 'http: {maxRequestsPerClient: -1}' },
+      'http.maxRequestsPerClient',
+      /integer between 0 and 1000000, got -1/,
+    );
     refuses({ yaml: 'http: {via: "two words"}' }, 'http.via', /RFC 9110 token/);
   });
 

@@ -25,6 +25,8 @@ before(async () => {
       { host: '*.deep.wild.test', target: other.url },
       { host: 'exact.wild.test', path: '/api', target: other.url },
     ],
+    // The 500 concurrent requests below all come from 127.0.0.1: more than one address's default share.
+    extraYaml: 'http:\n  maxRequestsPerClient: 1000',
   });
 });
 

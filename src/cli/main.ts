@@ -8,13 +8,16 @@ import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
 import { ADMIN_COMMANDS, adminCommand } from './admin.js';
-import { flagOrEnv, MASKED, parseHostPort, parseLogLevel, parseOptionalHostPort } from '../config/values.js';
 import {
-  type ControllerConfig,
+  flagOrEnv,
   type HostPort,
   type LogLevel,
-  loadControllerConfig,
-} from '../controller/config.js';
+  MASKED,
+  parseHostPort,
+  parseLogLevel,
+  parseOptionalHostPort,
+} from '../config/values.js';
+import { type ControllerConfig, loadControllerConfig } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
 import { type DevHandle, type DevOptions, startDev } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';

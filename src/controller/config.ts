@@ -9,6 +9,8 @@ import {
   envValue,
   flagOrEnv,
   formatMs,
+  type HostPort,
+  type LogLevel,
   MASKED,
   maskWhenSerialized,
   orThrow,
@@ -28,13 +30,6 @@ import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transp
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import { type Route, RouteTable, validateRoute } from './routes.js';
 import { hashToken } from './tunnels.js';
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
 
 export interface ClusterConfig {
   readonly name: string;

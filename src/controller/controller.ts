@@ -16,6 +16,7 @@ import { SessionError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { listen, type TunnelListener } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
+import { parseSlotCaps, type TunnelSlotId } from '../tunnel/slot.js';
 import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { HostPort } from '../config/values.js';
 import type { ControllerConfig } from './config.js';
@@ -24,7 +25,7 @@ import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { ControllerMetrics } from './metrics.js';
 import { Traffic } from './traffic.js';
-import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
+import { hashToken, type Tunnel, TunnelRegistry } from './tunnels.js';
 
 /**
  * After the grace period, how long upgraded connections get to finish the close the drain starts (a FIN

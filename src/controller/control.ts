@@ -6,9 +6,10 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionError } from '../errors.js';
+import type { Route } from '../store/model.js';
 import type { Store, TokenRecord } from '../store/store.js';
 import type { ControllerConfig } from './config.js';
-import { type Route, RouteTable } from './routes.js';
+import { RouteTable } from './routes.js';
 import { hashToken, TokenIndex, type TunnelRegistry } from './tunnels.js';
 
 export const ADMIN_TOKEN_FILE = 'admin-token';

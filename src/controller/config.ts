@@ -26,11 +26,10 @@ import {
   show,
 } from '../config/values.js';
 import { ConfigError } from '../errors.js';
-import type { Route } from '../store/model.js';
+import { hashToken, type Route } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import { RouteTable, validateRoute } from './routes.js';
-import { hashToken } from './tunnels.js';
 
 export interface ClusterConfig {
   readonly name: string;

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { openSqliteStore } from '../store/sqlite.js';
+import { hashToken } from '../store/model.js';
 import type { Store } from '../store/store.js';
 import { memoryReport } from '../diagnostics.js';
 import { sendMetrics } from '../metrics.js';
@@ -25,7 +26,7 @@ import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { ControllerMetrics } from './metrics.js';
 import { Traffic } from './traffic.js';
-import { hashToken, type Tunnel, TunnelRegistry } from './tunnels.js';
+import { type Tunnel, TunnelRegistry } from './tunnels.js';
 
 /**
  * After the grace period, how long upgraded connections get to finish the close the drain starts (a FIN

@@ -3,6 +3,7 @@
 // that an agent redials replaces its stale predecessor at once, found by the agent's tunnel slot and
 // told apart by its generation (docs/protocol.md §4, "Tunnel identity").
 import { createHash } from 'node:crypto';
+import { hashToken } from '../store/model.js';
 import type { Session } from '../tunnel/session.js';
 import type { TunnelSlotId } from '../tunnel/slot.js';
 import type { ClusterConfig } from './config.js';
@@ -19,11 +20,6 @@ export interface Tunnel {
   readonly tokenHash?: string;
   /** The agent's address as the tunnel listener saw it, `host:port`. */
   readonly remote?: string;
-}
-
-/** `sha256:<hex>` of a token, the form configs and stores keep. */
-export function hashToken(token: string): string {
-  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
 
 export class TokenIndex {

@@ -1,6 +1,7 @@
-// The records the controller's state is made of, shared by the store that keeps them and the controller
-// code that validates and serves them. A leaf: it imports nothing, so the store never reaches up into
-// the controller for its own record types.
+// The records the controller's state is made of, and the digest a token is kept as, shared by the store
+// that keeps them and the controller code that validates and serves them. A leaf: it imports no Sluice
+// module, so neither the store nor the config loader reaches into the controller's runtime for them.
+import { createHash } from 'node:crypto';
 
 export interface Route {
   /** An exact hostname (`app.example.test`) or a wildcard (`*.example.test`), lowercase. */
@@ -10,4 +11,9 @@ export interface Route {
   cluster: string;
   /** Where the agent sends the stream: `http://host:port`, normalized, always with a port. */
   target: string;
+}
+
+/** `sha256:<hex>` of a token, the form configs and stores keep. */
+export function hashToken(token: string): string {
+  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }

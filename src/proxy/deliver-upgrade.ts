@@ -9,7 +9,7 @@ import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
-import type { DeliverObserver } from './deliver.js';
+import type { DeliverObserver } from './deliver-types.js';
 import { encodeHead } from './envelope.js';
 import type { HttpStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';

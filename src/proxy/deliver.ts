@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { TargetPolicy } from '../agent/policy.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
+import type { DeliverObserver } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
 import { corkForThisTick, relayResponse } from './relay.js';
@@ -24,15 +25,6 @@ export interface DeliverContext {
   lookup: LookupFunction;
   logger: Logger;
   observer?: DeliverObserver;
-}
-
-/** Told once of every stream this agent served, when it is over: for metrics. */
-export interface DeliverObserver {
-  /**
-   * `status`: the target's answer (101 for a switched upgrade), 0 when none came. `reset`: the wire code
-   * this agent reset the stream with, or -1. `err`: the error the stream failed with, if it did.
-   */
-  streamDone(kind: 'http' | 'upgrade', status: number, reset: number, err: Error | undefined): void;
 }
 
 type TunnelStream = Duplex & {

@@ -1,5 +1,23 @@
-// What the agent side's delivery (deliver.ts, deliver-upgrade.ts) tells the agent, declared apart from
-// both files so that each can name it without importing the other.
+// What the agent side's delivery (deliver.ts, deliver-upgrade.ts) asks of the agent and tells it,
+// declared apart from both files so that each can name it without importing the other, and so that the
+// delivery depends on this narrow contract rather than on the agent's policy class (agent/policy.ts).
+
+/** The agent's verdict on a stream's target, asked before anything is dialed. */
+export interface TargetCheck {
+  /** Whether the agent may dial `target` (`http://host[:port]`); a refusal says why, for the log. */
+  check(target: string): TargetVerdict;
+}
+
+export type TargetVerdict =
+  | {
+      ok: true;
+      /** The host to dial: lowercase, IPv6 without brackets, a trailing dot kept. */
+      host: string;
+      port: number;
+      /** A protected target that a pattern named exactly: the dialer skips the resolved-address check. */
+      exempt: boolean;
+    }
+  | { ok: false; reason: string };
 
 /** Told once of every stream this agent served, when it is over: for metrics. */
 export interface DeliverObserver {

@@ -7,17 +7,16 @@ import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:h
 import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { TargetPolicy } from '../agent/policy.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
-import type { DeliverObserver } from './deliver-types.js';
+import type { DeliverObserver, TargetCheck } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
 import { corkForThisTick, relayResponse } from './relay.js';
 import { armConnectTimeout, classify } from './target.js';
 
 export interface DeliverContext {
-  policy: TargetPolicy;
+  policy: TargetCheck;
   pool: Agent;
   /** Connecting to the target must finish within this, or the stream fails with TARGET_TIMEOUT. */
   connectTimeoutMs: number;

@@ -9,7 +9,7 @@ import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
 import { sendMetrics } from '../metrics.js';
-import { createTargetPool, type DeliverContext, deliverStream } from '../proxy/deliver.js';
+import { createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
 import { guardedLookup } from '../proxy/target.js';
 import { dial } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';

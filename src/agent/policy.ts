@@ -20,7 +20,7 @@
 // returns rather than parse the target again, so that both read the URL the same way.
 import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
 import { ConfigError } from '../errors.js';
-import type { TargetCheck, TargetVerdict } from '../proxy/deliver-types.js';
+import type { TargetCheck, TargetVerdict } from './deliver-types.js';
 
 /**
  * The patterns used when none are given: namespace-qualified Service names only. A bare `web` or

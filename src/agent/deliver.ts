@@ -10,10 +10,10 @@ import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
 import type { DeliverObserver, TargetCheck } from './deliver-types.js';
-import { EnvelopeDecoder, encodeHead } from './envelope.js';
-import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
-import { corkForThisTick, relayResponse } from './relay.js';
-import { armConnectTimeout, classify } from './target.js';
+import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
+import { type HttpStreamMeta, parseStreamMeta } from '../proxy/meta.js';
+import { corkForThisTick, relayResponse } from '../proxy/relay.js';
+import { armConnectTimeout, classify } from '../proxy/target.js';
 
 export interface DeliverContext {
   policy: TargetCheck;

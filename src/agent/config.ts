@@ -7,6 +7,8 @@ import {
   deepFreeze,
   envValue,
   flagOrEnv,
+  type HostPort,
+  type LogLevel,
   MASKED,
   maskWhenSerialized,
   orThrow,
@@ -17,7 +19,6 @@ import {
   Refusal,
   show,
 } from '../config/values.js';
-import type { HostPort, LogLevel } from '../controller/config.js';
 import { ConfigError } from '../errors.js';
 import { formatTransportUrl, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions } from '../tunnel/options.js';

@@ -6,7 +6,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { SluiceError, streamErrorCode } from '../errors.js';
 import { createMetricsRegistry, STATUS_CLASSES, statusClass } from '../metrics.js';
 import { errorCodeName } from '../protocol/constants.js';
-import type { DeliverObserver } from '../proxy/deliver.js';
+import type { DeliverObserver } from './deliver-types.js';
 import type { Session } from '../tunnel/session.js';
 
 /** One tunnel slot as the gauges read it. */

@@ -20,6 +20,7 @@
 // returns rather than parse the target again, so that both read the URL the same way.
 import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
 import { ConfigError } from '../errors.js';
+import type { TargetCheck, TargetVerdict } from './deliver-types.js';
 
 /**
  * The patterns used when none are given: namespace-qualified Service names only. A bare `web` or
@@ -29,16 +30,7 @@ import { ConfigError } from '../errors.js';
  */
 export const DEFAULT_ALLOW: readonly string[] = Object.freeze(['*.svc.cluster.local:*', '*.svc:*']);
 
-export type PolicyResult =
-  | {
-      ok: true;
-      /** The host to dial: lowercase, IPv6 without brackets, a trailing dot kept. */
-      host: string;
-      port: number;
-      /** A protected target that a pattern named exactly: the dialer skips the resolved-address check. */
-      exempt: boolean;
-    }
-  | { ok: false; reason: string };
+export type PolicyResult = TargetVerdict;
 
 export interface AllowPattern {
   /** `any` is `*`; `suffix` is `*.suffix`; `exact` names one host or IP address. */
@@ -104,7 +96,7 @@ export function kubernetesApiFromEnv(env: NodeJS.ProcessEnv): string[] {
   return isIP(host) !== 0 ? [host] : [];
 }
 
-export class TargetPolicy {
+export class TargetPolicy implements TargetCheck {
   readonly #patterns: readonly AllowPattern[];
   readonly #kubernetesApi: BlockList;
   readonly #verdicts = new Map<string, PolicyResult>();

@@ -3,7 +3,7 @@
 // flags or a missing admin token print usage and exit 2.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { Run } from './main.js';
+import type { Run } from './run.js';
 
 export const ADMIN_COMMANDS = ['cluster', 'token', 'route', 'status'] as const;
 

@@ -8,16 +8,20 @@ import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
 import { ADMIN_COMMANDS, adminCommand } from './admin.js';
-import { flagOrEnv, MASKED, parseHostPort, parseLogLevel, parseOptionalHostPort } from '../config/values.js';
 import {
-  type ControllerConfig,
+  flagOrEnv,
   type HostPort,
   type LogLevel,
-  loadControllerConfig,
-} from '../controller/config.js';
+  MASKED,
+  parseHostPort,
+  parseLogLevel,
+  parseOptionalHostPort,
+} from '../config/values.js';
+import { type ControllerConfig, loadControllerConfig } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
 import { type DevHandle, type DevOptions, startDev } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
+import type { Io, Run } from './run.js';
 
 const USAGE = `Usage: sluice <command> [flags]
 
@@ -96,11 +100,6 @@ Flags:
   -h, --help             show this help
 `;
 
-export interface Io {
-  out(text: string): void;
-  err(text: string): void;
-}
-
 const stdio: Io = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
@@ -140,13 +139,6 @@ export async function main(argv: readonly string[], io: Io = stdio, signal?: Abo
   if (admin !== undefined) return adminCommand(admin, rest, run);
   io.err(`sluice: unknown command '${command}'\n\n${USAGE}`);
   return 2;
-}
-
-/** What a command runs with: where output goes, when to stop, and the environment. */
-export interface Run {
-  io: Io;
-  signal: AbortSignal | undefined;
-  env: NodeJS.ProcessEnv;
 }
 
 const HELP = { type: 'boolean', short: 'h' } as const;

@@ -3,7 +3,13 @@
 // YAML key, a flag and an environment variable alike, and the caller names the key and the source.
 import { isIPv4, isIPv6 } from 'node:net';
 import { ConfigError, type SluiceErrorCode } from '../errors.js';
-import type { HostPort, LogLevel } from '../controller/config.js';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
 
 /** Why a value was refused, worded to follow its key: `listen` + ` must be host:port ...`. */
 export class Refusal {

@@ -9,6 +9,8 @@ import {
   envValue,
   flagOrEnv,
   formatMs,
+  type HostPort,
+  type LogLevel,
   MASKED,
   maskWhenSerialized,
   orThrow,
@@ -24,17 +26,10 @@ import {
   show,
 } from '../config/values.js';
 import { ConfigError } from '../errors.js';
+import { hashToken, type Route } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
-import { type Route, RouteTable, validateRoute } from './routes.js';
-import { hashToken } from './tunnels.js';
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
+import { RouteTable, validateRoute } from './routes.js';
 
 export interface ClusterConfig {
   readonly name: string;

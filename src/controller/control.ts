@@ -6,10 +6,11 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionError } from '../errors.js';
+import { hashToken, type Route } from '../store/model.js';
 import type { Store, TokenRecord } from '../store/store.js';
 import type { ControllerConfig } from './config.js';
-import { type Route, RouteTable } from './routes.js';
-import { hashToken, TokenIndex, type TunnelRegistry } from './tunnels.js';
+import { RouteTable } from './routes.js';
+import { TokenIndex, type TunnelRegistry } from './tunnels.js';
 
 export const ADMIN_TOKEN_FILE = 'admin-token';
 export const TOKEN_PREFIX = 'slu_';

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { openSqliteStore } from '../store/sqlite.js';
+import { hashToken } from '../store/model.js';
 import type { Store } from '../store/store.js';
 import { memoryReport } from '../diagnostics.js';
 import { sendMetrics } from '../metrics.js';
@@ -16,14 +17,16 @@ import { SessionError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { listen, type TunnelListener } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
+import { parseSlotCaps, type TunnelSlotId } from '../tunnel/slot.js';
 import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
-import type { ControllerConfig, HostPort } from './config.js';
+import type { HostPort } from '../config/values.js';
+import type { ControllerConfig } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
 import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { ControllerMetrics } from './metrics.js';
 import { Traffic } from './traffic.js';
-import { hashToken, parseSlotCaps, type Tunnel, TunnelRegistry, type TunnelSlotId } from './tunnels.js';
+import { type Tunnel, TunnelRegistry } from './tunnels.js';
 
 /**
  * After the grace period, how long upgraded connections get to finish the close the drain starts (a FIN

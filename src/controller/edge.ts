@@ -12,9 +12,10 @@ import { renderErrorPage } from '../proxy/error-page.js';
 import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
 import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
+import type { Route } from '../store/model.js';
 import type { Stream } from '../tunnel/stream.js';
 import type { HttpOptions } from './config.js';
-import { normalizeHost, type Route, type RouteTable } from './routes.js';
+import { normalizeHost, type RouteTable } from './routes.js';
 import type { Tunnel, TunnelRegistry } from './tunnels.js';
 
 /** A request is tried on at most this many tunnels when agents refuse it unprocessed (draining). */

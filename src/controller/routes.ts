@@ -8,16 +8,7 @@
 // `app.example.test/api` never takes the rest of `app.example.test` away from `*.example.test`.
 import { isIPv4, isIPv6 } from 'node:net';
 import { ConfigError } from '../errors.js';
-
-export interface Route {
-  /** An exact hostname (`app.example.test`) or a wildcard (`*.example.test`), lowercase. */
-  host: string;
-  /** A path prefix matched on segment boundaries. `/` (the default) matches every path. */
-  path?: string;
-  cluster: string;
-  /** Where the agent sends the stream: `http://host:port`, normalized, always with a port. */
-  target: string;
-}
+import type { Route } from '../store/model.js';
 
 const FIELDS = ['host', 'path', 'cluster', 'target'];
 

@@ -8,8 +8,8 @@
 // without traffic) holds nothing, and there are never more counters than routes that saw a request in
 // the last RATE_WINDOW_S seconds. Requests that matched no route (404, or refused before routing: 400,
 // 431) are counted on one line of their own.
+import type { Route } from '../store/model.js';
 import type { RequestDone } from './edge.js';
-import type { Route } from './routes.js';
 
 /** How many finished requests the ring keeps. */
 export const RECENT_REQUESTS = 100;

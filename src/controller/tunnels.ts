@@ -3,7 +3,9 @@
 // that an agent redials replaces its stale predecessor at once, found by the agent's tunnel slot and
 // told apart by its generation (docs/protocol.md §4, "Tunnel identity").
 import { createHash } from 'node:crypto';
+import { hashToken } from '../store/model.js';
 import type { Session } from '../tunnel/session.js';
+import type { TunnelSlotId } from '../tunnel/slot.js';
 import type { ClusterConfig } from './config.js';
 
 export interface Tunnel {
@@ -18,38 +20,6 @@ export interface Tunnel {
   readonly tokenHash?: string;
   /** The agent's address as the tunnel listener saw it, `host:port`. */
   readonly remote?: string;
-}
-
-/** One position among an agent's `--tunnels N` and how many times it has been dialed. */
-export interface TunnelSlotId {
-  readonly index: number;
-  readonly generation: number;
-}
-
-const SLOT_CAP = 'slot=';
-const GENERATION_CAP = 'gen=';
-const CAP_NUMBER = /^(?:0|[1-9]\d{0,14})$/;
-
-/** The HELLO caps that say which slot a tunnel fills and which dial of it this is. */
-export function slotCaps(slot: TunnelSlotId): string[] {
-  return [`${SLOT_CAP}${slot.index}`, `${GENERATION_CAP}${slot.generation}`];
-}
-
-/** The slot named by HELLO caps, or undefined unless both entries are there and well-formed. */
-export function parseSlotCaps(caps: readonly string[]): TunnelSlotId | undefined {
-  const value = (prefix: string): number | undefined => {
-    const cap = caps.find((c) => c.startsWith(prefix));
-    const text = cap?.slice(prefix.length);
-    return text !== undefined && CAP_NUMBER.test(text) ? Number(text) : undefined;
-  };
-  const index = value(SLOT_CAP);
-  const generation = value(GENERATION_CAP);
-  return index === undefined || generation === undefined ? undefined : { index, generation };
-}
-
-/** `sha256:<hex>` of a token, the form configs and stores keep. */
-export function hashToken(token: string): string {
-  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
 
 export class TokenIndex {

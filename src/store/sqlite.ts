@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { Route } from '../controller/routes.js';
+import type { Route } from './model.js';
 import {
   type ClusterRecord,
   type RouteRecord,

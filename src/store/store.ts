@@ -2,7 +2,7 @@
 // embedded SQLite store and later ones (Redis) are interchangeable. A store never sees a plain token:
 // only its `sha256:` digest. Each entry remembers where it came from: `config` entries are owned by the
 // YAML file, which seeds the store at every start; `api` entries were made through the admin API.
-import type { Route } from '../controller/routes.js';
+import type { Route } from './model.js';
 
 export type Source = 'config' | 'api';
 

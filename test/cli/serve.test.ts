@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Logger } from 'pino';
-import { type Io, main, serve } from '../../src/cli/main.js';
-import type { LogLevel } from '../../src/controller/config.js';
+import { main, serve } from '../../src/cli/main.js';
+import type { Io } from '../../src/cli/run.js';
+import type { LogLevel } from '../../src/config/values.js';
 import { ConfigError } from '../../src/errors.js';
 
 class Capture implements Io {

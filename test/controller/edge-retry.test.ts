@@ -10,7 +10,7 @@ import { DEFAULT_HTTP_OPTIONS } from '../../src/controller/config.js';
 import { PublicEdge } from '../../src/controller/edge.js';
 import { RouteTable } from '../../src/controller/routes.js';
 import { TunnelRegistry } from '../../src/controller/tunnels.js';
-import { createTargetPool, deliverStream } from '../../src/proxy/deliver.js';
+import { createTargetPool, deliverStream } from '../../src/agent/deliver.js';
 import { guardedLookup } from '../../src/proxy/target.js';
 import { duplexPair } from '../helpers/duplex-pair.js';
 import { listenOnLoopback } from '../helpers/listen.js';

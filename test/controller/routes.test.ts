@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
-import { normalizeHost, type Route, RouteTable, validateRoute } from '../../src/controller/routes.js';
+import { normalizeHost, RouteTable, validateRoute } from '../../src/controller/routes.js';
+import type { Route } from '../../src/store/model.js';
 
 function route(host: string, path?: string, cluster = 'c'): Route {
   const base = { host, cluster, target: `http://${cluster}.svc:80` };

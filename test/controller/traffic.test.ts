@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { RequestDone } from '../../src/controller/edge.js';
-import type { Route } from '../../src/controller/routes.js';
+import type { Route } from '../../src/store/model.js';
 import {
   MAX_SHOWN_HOST,
   RATE_WINDOW_S,

@@ -2,14 +2,9 @@
 // slot replacing the stale one at once (docs/protocol.md §4, "Tunnel identity").
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  parseSlotCaps,
-  slotCaps,
-  type Tunnel,
-  TunnelRegistry,
-  type TunnelSlotId,
-} from '../../src/controller/tunnels.js';
+import { type Tunnel, TunnelRegistry } from '../../src/controller/tunnels.js';
 import type { Session } from '../../src/tunnel/session.js';
+import type { TunnelSlotId } from '../../src/tunnel/slot.js';
 
 /** A tunnel over a stand-in session: only what the registry reads. */
 function tunnel(
@@ -22,22 +17,6 @@ function tunnel(
   const fake = { closed: false, draining: false, streamCount: 0, ...session } as Session;
   return { session: fake, cluster, agent, replica, ...(slot && { slot }), since: 0 };
 }
-
-describe('slot caps', () => {
-  test('round trip, and ignored unless both are there and well-formed', () => {
-    assert.deepEqual(slotCaps({ index: 1, generation: 7 }), ['slot=1', 'gen=7']);
-    assert.deepEqual(parseSlotCaps(['http1', 'slot=1', 'gen=7']), { index: 1, generation: 7 });
-    for (const caps of [
-      [],
-      ['slot=1'],
-      ['gen=2'],
-      ['slot=-1', 'gen=2'],
-      ['slot=01', 'gen=2'],
-      ['slot=x', 'gen=1'],
-    ])
-      assert.equal(parseSlotCaps(caps), undefined, JSON.stringify(caps));
-  });
-});
 
 describe('TunnelRegistry', () => {
   test('picks the live tunnel with the fewest streams, skipping draining, closed and excluded ones', () => {

@@ -9,12 +9,12 @@ import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
-import type { DeliverObserver } from './deliver.js';
-import { encodeHead } from './envelope.js';
-import type { HttpStreamMeta } from './meta.js';
-import { relayResponse } from './relay.js';
-import { resetSocket } from './upgrade.js';
-import { armConnectTimeout, classify } from './target.js';
+import type { DeliverObserver } from './deliver-types.js';
+import { encodeHead } from '../proxy/envelope.js';
+import type { HttpStreamMeta } from '../proxy/meta.js';
+import { relayResponse } from '../proxy/relay.js';
+import { resetSocket } from '../proxy/upgrade.js';
+import { armConnectTimeout, classify } from '../proxy/target.js';
 
 type TunnelStream = Duplex & { reset(code: number, reason: string): void };
 

@@ -7,16 +7,16 @@ import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:h
 import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { TargetPolicy } from '../agent/policy.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
-import { EnvelopeDecoder, encodeHead } from './envelope.js';
-import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
-import { corkForThisTick, relayResponse } from './relay.js';
-import { armConnectTimeout, classify } from './target.js';
+import type { DeliverObserver, TargetCheck } from './deliver-types.js';
+import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
+import { type HttpStreamMeta, parseStreamMeta } from '../proxy/meta.js';
+import { corkForThisTick, relayResponse } from '../proxy/relay.js';
+import { armConnectTimeout, classify } from '../proxy/target.js';
 
 export interface DeliverContext {
-  policy: TargetPolicy;
+  policy: TargetCheck;
   pool: Agent;
   /** Connecting to the target must finish within this, or the stream fails with TARGET_TIMEOUT. */
   connectTimeoutMs: number;
@@ -24,15 +24,6 @@ export interface DeliverContext {
   lookup: LookupFunction;
   logger: Logger;
   observer?: DeliverObserver;
-}
-
-/** Told once of every stream this agent served, when it is over: for metrics. */
-export interface DeliverObserver {
-  /**
-   * `status`: the target's answer (101 for a switched upgrade), 0 when none came. `reset`: the wire code
-   * this agent reset the stream with, or -1. `err`: the error the stream failed with, if it did.
-   */
-  streamDone(kind: 'http' | 'upgrade', status: number, reset: number, err: Error | undefined): void;
 }
 
 type TunnelStream = Duplex & {

@@ -1,0 +1,29 @@
+// What the agent side's delivery (deliver.ts, deliver-upgrade.ts) asks of the agent and tells it,
+// declared apart from both files so that each can name it without importing the other, and so that the
+// delivery depends on this narrow contract rather than on the agent's policy class (agent/policy.ts).
+
+/** The agent's verdict on a stream's target, asked before anything is dialed. */
+export interface TargetCheck {
+  /** Whether the agent may dial `target` (`http://host[:port]`); a refusal says why, for the log. */
+  check(target: string): TargetVerdict;
+}
+
+export type TargetVerdict =
+  | {
+      ok: true;
+      /** The host to dial: lowercase, IPv6 without brackets, a trailing dot kept. */
+      host: string;
+      port: number;
+      /** A protected target that a pattern named exactly: the dialer skips the resolved-address check. */
+      exempt: boolean;
+    }
+  | { ok: false; reason: string };
+
+/** Told once of every stream this agent served, when it is over: for metrics. */
+export interface DeliverObserver {
+  /**
+   * `status`: the target's answer (101 for a switched upgrade), 0 when none came. `reset`: the wire code
+   * this agent reset the stream with, or -1. `err`: the error the stream failed with, if it did.
+   */
+  streamDone(kind: 'http' | 'upgrade', status: number, reset: number, err: Error | undefined): void;
+}

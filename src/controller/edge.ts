@@ -9,7 +9,12 @@ import type { Logger } from 'pino';
 import { SluiceError, type SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { renderErrorPage } from '../proxy/error-page.js';
-import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
+import {
+  chooseRequestId,
+  clientAddress,
+  forwardRequestHeaders,
+  trustedProxyCheck,
+} from '../proxy/headers.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
 import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
 import type { Stream } from '../tunnel/stream.js';
@@ -86,6 +91,8 @@ interface LogFields {
   route: string | undefined;
   cluster: string | undefined;
   agent: string | undefined;
+  /** The client's address: the peer's, or what a trusted proxy in front said (http.trustedProxies). */
+  client: string;
   status: number;
   bytesIn: number;
   bytesOut: number;
@@ -107,11 +114,13 @@ interface Exchange {
 
 export class PublicEdge {
   readonly #options: EdgeOptions;
+  readonly #trusts: (address: string) => boolean;
   #inFlight = 0;
   #idle: (() => void) | null = null;
 
   constructor(options: EdgeOptions) {
     this.#options = options;
+    this.#trusts = trustedProxyCheck(options.http.trustedProxies);
   }
 
   /** Requests being served right now. */
@@ -209,6 +218,7 @@ export class PublicEdge {
       route: undefined,
       cluster: undefined,
       agent: undefined,
+      client: this.#client(req),
       status: 0,
       bytesIn: 0,
       bytesOut: 0,
@@ -273,7 +283,7 @@ export class PublicEdge {
     log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
     log.cluster = route.cluster;
 
-    const meta = this.#meta(req, route, target.path, log.requestId, log.kind);
+    const meta = this.#meta(req, route, target.path, log);
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
@@ -329,31 +339,38 @@ export class PublicEdge {
     return { kind: 'failed', status: 503, reason, retryable: false, detail: 'no live tunnel' };
   }
 
+  /** Behind a trusted proxy the peer is that proxy; the client is who it says it forwarded for. */
+  #client(req: IncomingMessage): string {
+    const peer = unmapIPv4(req.socket.remoteAddress ?? '');
+    return this.#trusts(peer) ? clientAddress(req.rawHeaders, peer, this.#trusts) : peer;
+  }
+
   /** The stream's open metadata, or undefined for a request that loops through this gateway. */
-  #meta(
-    req: IncomingMessage,
-    route: Route,
-    path: string,
-    requestId: string,
-    kind: 'http' | 'upgrade',
-  ): HttpStreamMeta | undefined {
+  #meta(req: IncomingMessage, route: Route, path: string, log: LogFields): HttpStreamMeta | undefined {
+    const { requestId, kind } = log;
+    const { http } = this.#options;
     const socket = req.socket;
     const address = unmapIPv4(socket.remoteAddress ?? '');
+    const trustedPeer = this.#trusts(address);
     const { headers, loop } = forwardRequestHeaders(req.rawHeaders, {
       clientAddress: address,
       clientPort: socket.remotePort,
+      trustedPeer,
+      forwarded: http.forwarded,
       proto: this.#options.proto,
       host: req.headers.host ?? '',
       requestId,
-      via: this.#options.http.via,
+      via: http.via,
       httpVersion: req.httpVersion,
       upgrade: kind === 'upgrade',
     });
     if (loop) return undefined;
+    const client = log.client;
     const meta: HttpStreamMeta = {
       kind,
       target: route.target,
-      client: `${address}:${socket.remotePort ?? 0}`,
+      // A client behind a trusted proxy has no port this hop knows.
+      client: `${client}:${client === address ? (socket.remotePort ?? 0) : 0}`,
       requestId,
       head: { method: req.method ?? 'GET', path, version: req.httpVersion, headers },
     };

@@ -16,6 +16,7 @@ import {
   trustedProxyCheck,
 } from '../proxy/headers.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
+import { pathRefusal } from '../proxy/request-target.js';
 import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
 import type { Stream } from '../tunnel/stream.js';
 import type { HttpOptions } from './config.js';
@@ -425,7 +426,8 @@ function requestTarget(req: IncomingMessage): { host: string; path: string } | s
     }
     path = absolute.path;
   }
-  if (hasDotSegment(path)) return 'the request path has dot segments (/./ or /../)';
+  const refused = pathRefusal(path);
+  if (refused !== undefined) return refused;
   return { host, path };
 }
 
@@ -434,18 +436,6 @@ function parseAbsolute(url: string): { host: string; path: string } | undefined 
   if (m === null) return undefined;
   const rest = m[2] ?? '/';
   return { host: m[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
-}
-
-// A path prefix route fences off part of a target only if `/api/../admin` cannot walk out of it, so
-// such paths (also percent-encoded, or with backslashes that some servers treat as slashes) are refused
-// at the edge rather than normalized into something the client did not send.
-function hasDotSegment(path: string): boolean {
-  const bare = path.split('?', 1)[0]!;
-  return bare
-    .replace(/%2e/gi, '.')
-    .replace(/%2f|%5c|\\/gi, '/')
-    .split('/')
-    .some((segment) => segment === '.' || segment === '..');
 }
 
 function unmapIPv4(address: string): string {

@@ -2,6 +2,7 @@
 // place (STYLE.md lesson 6): every failure is a ConfigError naming the exact key, e.g.
 // `routes[2].target` or `http.responseTimeout`; unknown keys are refused; the result is frozen.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { type Document, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import {
@@ -64,6 +65,13 @@ export interface HttpOptions {
   readonly maxHeaders: number;
   /** This hop's pseudonym in Via, and the loop-detection key. */
   readonly via: string;
+  /** Add an RFC 7239 Forwarded element to forwarded requests; off by default. */
+  readonly forwarded: boolean;
+  /**
+   * CIDR ranges (`10.0.0.0/8`, `fd00::/8`) of proxies in front of the controller whose forwarding
+   * headers are kept and appended to; from any other peer they are replaced. Empty by default.
+   */
+  readonly trustedProxies: readonly string[];
 }
 
 export interface ControllerConfig {
@@ -120,6 +128,8 @@ export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
   maxHeaderBytes: 16 * KiB,
   maxHeaders: 100,
   via: 'sluice',
+  forwarded: false,
+  trustedProxies: Object.freeze([]),
 });
 
 const DEFAULTS = {
@@ -260,6 +270,38 @@ function parseVia(value: unknown): string | Refusal {
   return new Refusal(`must be an RFC 9110 token of 1 to 64 characters (e.g. sluice), got ${show(value)}`);
 }
 
+function parseBoolean(value: unknown): boolean | Refusal {
+  if (typeof value === 'boolean') return value;
+  return new Refusal(`must be true or false, got ${show(value)}`);
+}
+
+/** An IP range as `address/prefix`, normalized so; a bare address is a range of one. */
+function parseCidr(value: unknown): string | Refusal {
+  const rule = 'must be an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8';
+  if (typeof value !== 'string') return new Refusal(`${rule}, got ${show(value)}`);
+  const slash = value.indexOf('/');
+  const address = slash < 0 ? value : value.slice(0, slash);
+  // A zone (`fe80::1%eth0`) names an interface of this host, which a peer's address never carries.
+  const family = address.includes('%') ? 0 : isIP(address);
+  if (family === 0) return new Refusal(`${rule}, got ${show(value)}`);
+  // The edge sees an IPv4 client over an IPv6 socket as the IPv4 address, so a mapped range would
+  // never match.
+  if (family === 6 && /^::ffff:/i.test(address) && address.includes('.')) {
+    const prefix = slash < 0 ? 128 : Number(value.slice(slash + 1));
+    const v4 = prefix >= 96 && prefix <= 128 ? `${address.slice(7)}/${prefix - 96}` : address.slice(7);
+    return new Refusal(`must write an IPv4-mapped range as IPv4 (${v4}), got ${show(value)}`);
+  }
+  const bits = family === 4 ? 32 : 128;
+  if (slash < 0) return `${address}/${bits}`;
+  const prefix = value.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > bits) {
+    return new Refusal(
+      `must have a prefix length of 0 to ${bits} for an IPv${family} range, got ${show(value)}`,
+    );
+  }
+  return `${address}/${Number(prefix)}`;
+}
+
 function formatBytes(n: number): string {
   if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
   if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
@@ -289,6 +331,8 @@ const httpSchema = z.strictObject({
   maxHeaderBytes: leaf(parseBoundedInteger(KiB, MiB, formatBytes)).optional(),
   maxHeaders: leaf(parseBoundedInteger(1, 10_000)).optional(),
   via: leaf(parseVia).optional(),
+  forwarded: leaf(parseBoolean).optional(),
+  trustedProxies: z.array(leaf(parseCidr)).optional(),
 });
 
 const clusterSchema = z.strictObject({
@@ -463,6 +507,8 @@ function resolveHttp(input: z.output<typeof httpSchema>): HttpOptions {
     maxHeaderBytes: input.maxHeaderBytes ?? d.maxHeaderBytes,
     maxHeaders: input.maxHeaders ?? d.maxHeaders,
     via: input.via ?? d.via,
+    forwarded: input.forwarded ?? d.forwarded,
+    trustedProxies: input.trustedProxies ?? d.trustedProxies,
   };
   // node:http refuses a server whose headers timeout exceeds its request timeout.
   const { headersTimeoutMs: headers, requestTimeoutMs: request } = http;

@@ -24,6 +24,7 @@ import type { ControllerConfig } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
 import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
+import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
 import { ControllerMetrics } from './metrics.js';
 import { Traffic } from './traffic.js';
 import { type Tunnel, TunnelRegistry } from './tunnels.js';
@@ -180,8 +181,12 @@ function createPublicServer(
   // Expect: 100-continue is the target's to answer: the edge forwards it and relays the 100.
   server.on('checkContinue', connections.onRequest);
   server.on('clientError', edge.onClientError);
-  // Connection: upgrade + Upgrade: X, any protocol: relayed as raw bytes after the target's 101.
-  server.on('upgrade', connections.onUpgrade);
+  // Connection: upgrade + Upgrade: X, any protocol: relayed as raw bytes after the target's 101. An
+  // h2c upgrade is served as the plain request it also is (see h2c.ts).
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (isH2cUpgrade(req)) serveWithoutUpgrade(server, req, socket, head);
+    else connections.onUpgrade(req, socket, head);
+  });
   return server;
 }
 

@@ -9,8 +9,14 @@ import type { Logger } from 'pino';
 import { SluiceError, type SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { renderErrorPage } from '../proxy/error-page.js';
-import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
+import {
+  chooseRequestId,
+  clientAddress,
+  forwardRequestHeaders,
+  trustedProxyCheck,
+} from '../proxy/headers.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
+import { pathRefusal } from '../proxy/request-target.js';
 import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
 import type { Route } from '../store/model.js';
 import type { Stream } from '../tunnel/stream.js';
@@ -87,6 +93,8 @@ interface LogFields {
   route: string | undefined;
   cluster: string | undefined;
   agent: string | undefined;
+  /** The client's address: the peer's, or what a trusted proxy in front said (http.trustedProxies). */
+  client: string;
   status: number;
   bytesIn: number;
   bytesOut: number;
@@ -110,6 +118,7 @@ interface Exchange {
 
 export class PublicEdge {
   readonly #options: EdgeOptions;
+  readonly #trusts: (address: string) => boolean;
   #inFlight = 0;
   #idle: (() => void) | null = null;
   /** Requests in flight by client address, for http.maxRequestsPerClient; absent when none. */
@@ -117,6 +126,7 @@ export class PublicEdge {
 
   constructor(options: EdgeOptions) {
     this.#options = options;
+    this.#trusts = trustedProxyCheck(options.http.trustedProxies);
   }
 
   /** Requests being served right now. */
@@ -259,6 +269,7 @@ export class PublicEdge {
       route: undefined,
       cluster: undefined,
       agent: undefined,
+      client: this.#client(req),
       status: 0,
       bytesIn: 0,
       bytesOut: 0,
@@ -325,7 +336,7 @@ export class PublicEdge {
     log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
     log.cluster = route.cluster;
 
-    const meta = this.#meta(req, route, target.path, log.requestId, log.kind);
+    const meta = this.#meta(req, route, target.path, log);
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
@@ -353,11 +364,13 @@ export class PublicEdge {
    * Counts a plain request against its client address's share (http.maxRequestsPerClient), if that has
    * room. One client, slow on purpose or not, then holds at most that many tunnel streams and target
    * connections. Upgrades are not counted: a WebSocket is meant to stay open, and a page may hold many.
+   * The address is the log line's client: behind a trusted proxy, the one it forwarded for, so the
+   * clients of one load balancer do not share its single share.
    */
   #takeSlot(exchange: Exchange): boolean {
     const max = this.#options.http.maxRequestsPerClient;
     if (max === 0) return true;
-    const address = exchange.req.socket.remoteAddress ?? '';
+    const address = exchange.log.client;
     const held = this.#perClient.get(address) ?? 0;
     if (held >= max) return false;
     this.#perClient.set(address, held + 1);
@@ -409,31 +422,38 @@ export class PublicEdge {
     return { kind: 'failed', status: 503, reason, retryable: false, detail: 'no live tunnel' };
   }
 
+  /** Behind a trusted proxy the peer is that proxy; the client is who it says it forwarded for. */
+  #client(req: IncomingMessage): string {
+    const peer = unmapIPv4(req.socket.remoteAddress ?? '');
+    return this.#trusts(peer) ? clientAddress(req.rawHeaders, peer, this.#trusts) : peer;
+  }
+
   /** The stream's open metadata, or undefined for a request that loops through this gateway. */
-  #meta(
-    req: IncomingMessage,
-    route: Route,
-    path: string,
-    requestId: string,
-    kind: 'http' | 'upgrade',
-  ): HttpStreamMeta | undefined {
+  #meta(req: IncomingMessage, route: Route, path: string, log: LogFields): HttpStreamMeta | undefined {
+    const { requestId, kind } = log;
+    const { http } = this.#options;
     const socket = req.socket;
     const address = unmapIPv4(socket.remoteAddress ?? '');
+    const trustedPeer = this.#trusts(address);
     const { headers, loop } = forwardRequestHeaders(req.rawHeaders, {
       clientAddress: address,
       clientPort: socket.remotePort,
+      trustedPeer,
+      forwarded: http.forwarded,
       proto: this.#options.proto,
       host: req.headers.host ?? '',
       requestId,
-      via: this.#options.http.via,
+      via: http.via,
       httpVersion: req.httpVersion,
       upgrade: kind === 'upgrade',
     });
     if (loop) return undefined;
+    const client = log.client;
     const meta: HttpStreamMeta = {
       kind,
       target: route.target,
-      client: `${address}:${socket.remotePort ?? 0}`,
+      // A client behind a trusted proxy has no port this hop knows.
+      client: `${client}:${client === address ? (socket.remotePort ?? 0) : 0}`,
       requestId,
       head: { method: req.method ?? 'GET', path, version: req.httpVersion, headers },
     };
@@ -488,7 +508,8 @@ function requestTarget(req: IncomingMessage): { host: string; path: string } | s
     }
     path = absolute.path;
   }
-  if (hasDotSegment(path)) return 'the request path has dot segments (/./ or /../)';
+  const refused = pathRefusal(path);
+  if (refused !== undefined) return refused;
   return { host, path };
 }
 
@@ -497,18 +518,6 @@ function parseAbsolute(url: string): { host: string; path: string } | undefined 
   if (m === null) return undefined;
   const rest = m[2] ?? '/';
   return { host: m[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
-}
-
-// A path prefix route fences off part of a target only if `/api/../admin` cannot walk out of it, so
-// such paths (also percent-encoded, or with backslashes that some servers treat as slashes) are refused
-// at the edge rather than normalized into something the client did not send.
-function hasDotSegment(path: string): boolean {
-  const bare = path.split('?', 1)[0]!;
-  return bare
-    .replace(/%2e/gi, '.')
-    .replace(/%2f|%5c|\\/gi, '/')
-    .split('/')
-    .some((segment) => segment === '.' || segment === '..');
 }
 
 function unmapIPv4(address: string): string {

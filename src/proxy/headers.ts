@@ -3,15 +3,23 @@
 // value, ...) so that order, case and repeated fields survive. Pure: no I/O, no sockets.
 //
 // RFC references: RFC 9110 (HTTP Semantics), RFC 9112 (HTTP/1.1), RFC 7239 (Forwarded).
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 
 /** What the controller knows about the client's request, for the headers this hop adds. */
 export interface ForwardContext {
-  /** Remote IP of the public client, IPv4 or IPv6 without brackets or port. An RFC 7239 obfuscated
+  /** Remote IP of the connection's peer, IPv4 or IPv6 without brackets or port. An RFC 7239 obfuscated
    *  identifier (`_hidden`) is passed through; anything else is reported as `unknown`. */
   clientAddress: string;
-  /** Remote port of the client; only the `Forwarded` element carries it. */
+  /** Remote port of the peer; only the `Forwarded` element carries it. */
   clientPort?: number;
+  /**
+   * The peer is a trusted proxy (`http.trustedProxies`): its X-Forwarded-*, X-Real-Ip and Forwarded
+   * fields are kept, and X-Forwarded-For is appended to. From any other peer they are claims anyone
+   * can make, and are removed.
+   */
+  trustedPeer: boolean;
+  /** Add an RFC 7239 `Forwarded` element (`http.forwarded`); off by default, as in nginx and Traefik. */
+  forwarded: boolean;
   proto: 'http' | 'https';
   /** The Host the client asked for, as received. Empty means unknown (no host is reported). */
   host: string;
@@ -52,6 +60,7 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'te',
   'transfer-encoding', // framing is redone on every hop (RFC 9112 §6.1)
   'upgrade', // RFC 9110 §7.8: names protocols for this connection only
+  'http2-settings', // RFC 9113 §3.2.1 (RFC 7540): the h2c upgrade's settings, for this connection only
   // Not in the §7.6.1 list, but both apply only to the next hop (RFC 9110 §11.7.1, §11.7.2): the
   // credentials are for a proxy in front of us, and we are not a proxy that cooperates in proxy auth.
   // Forwarding Proxy-Authorization would leak them into the cluster.
@@ -60,17 +69,18 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
 ]);
 // Trailer is absent on purpose: RFC 9110 §6.6.2 makes it end-to-end (RFC 2616 listed it by mistake).
 
+// A Connection header may not take these with it: the request is routed by Host, and the framing
+// fields are this hop's to handle (RFC 9112 §6). Transfer-Encoding is always redone (HOP_BY_HOP).
+const NEVER_NAMED: ReadonlySet<string> = new Set(['host', 'content-length', 'transfer-encoding']);
+
 /** Client-supplied fields that carry Sluice's own metadata; never forwarded (DESIGN.md §3). */
 const INTERNAL_PREFIX = 'x-sluice-';
 
-// Fields this hop sets itself on a forwarded request: the client's copies are replaced, not trusted.
-// X-Forwarded-For is merged into ours rather than dropped (see forwardRequestHeaders).
-const REPLACED: ReadonlySet<string> = new Set([
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-  'x-request-id',
-]);
+// What proxies say about the client: X-Forwarded-For, -Proto, -Host, -Port, -Prefix, -Ssl, ... (every
+// X-Forwarded-* field; Traefik's list is a subset), X-Real-Ip and Forwarded. Only a trusted proxy may
+// say it; from anyone else each is removed and this hop's own values are sent instead.
+const FORWARDING_PREFIX = 'x-forwarded-';
+const FORWARDING: ReadonlySet<string> = new Set(['x-real-ip', 'forwarded']);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.6.2
 const BAD_VALUE = /[\r\n\0]/;
@@ -91,8 +101,9 @@ export function stripHopByHop(raw: readonly string[], opts: { keepUpgrade: boole
 
 /**
  * The headers to send towards the target for a client's request: hop-by-hop fields stripped,
- * client-supplied `X-Sluice-*` removed, and this hop's X-Forwarded-For/Proto/Host, Forwarded, Via and
- * X-Request-Id appended. `loop` is true when an incoming Via already names `ctx.via`
+ * client-supplied `X-Sluice-*` removed, the client's forwarding fields removed unless the peer is a
+ * trusted proxy, and this hop's X-Forwarded-For/Proto/Host, Via, X-Request-Id (and Forwarded when
+ * asked for) appended. `loop` is true when an incoming Via already names `ctx.via`
  * (RFC 9110 §7.6.3); the caller should refuse the request (508) instead of forwarding it.
  */
 export function forwardRequestHeaders(
@@ -102,16 +113,85 @@ export function forwardRequestHeaders(
   const fields = parseFields(raw);
   // Checked before stripping, so a `Connection: via` cannot hide a loop.
   const loop = fields.some((f) => f.key === 'via' && viaNamesHop(f.value, ctx.via));
+  // Trailer announces a trailer section, which only chunked framing has (RFC 9112 §7.1.2). Node's
+  // http.request throws on a Trailer field without it, so such a field must not reach the agent.
+  const chunked = fields.some((f) => f.key === 'transfer-encoding');
   // Stripping comes first and our fields are added after it, so a `Connection` token cannot remove them.
   const kept = stripFields(fields, ctx.upgrade);
   const forwardedFor: string[] = [];
+  const claims = { proto: false, host: false };
   const out: Field[] = [];
   for (const f of kept) {
-    if (f.key === 'x-forwarded-for') forwardedFor.push(...commaList(f.value));
-    if (!REPLACED.has(f.key) && !f.key.startsWith(INTERNAL_PREFIX) && isWellFormedList(f)) out.push(f);
+    if (f.key === 'x-request-id' || f.key.startsWith(INTERNAL_PREFIX) || !isWellFormedList(f)) continue;
+    if (f.key === 'trailer' && !chunked) continue;
+    if (f.key.startsWith(FORWARDING_PREFIX) || FORWARDING.has(f.key)) {
+      if (!ctx.trustedPeer) continue;
+      // X-Forwarded-For is a list that this hop extends: merged into the one line added below.
+      if (f.key === 'x-forwarded-for') {
+        forwardedFor.push(...commaList(f.value));
+        continue;
+      }
+      if (f.key === 'x-forwarded-proto') claims.proto = true;
+      if (f.key === 'x-forwarded-host') claims.host = true;
+    }
+    out.push(f);
   }
-  for (const f of addedRequestFields(ctx, forwardedFor)) out.push(f);
+  for (const f of addedRequestFields(ctx, forwardedFor, claims)) out.push(f);
   return { headers: flatten(out), loop };
+}
+
+/**
+ * The client's address as far as this hop can tell, for logs and the stream's metadata: the peer
+ * itself, unless the peer is a trusted proxy; then the rightmost X-Forwarded-For element that is not
+ * a trusted proxy (an address a client put further left is its own claim), or the leftmost one when
+ * every element is trusted. An element that is not an IP address ends the walk at the hop that added
+ * it. `trusts` says whether an address is a trusted proxy.
+ */
+export function clientAddress(
+  raw: readonly string[],
+  peer: string,
+  trusts: (address: string) => boolean,
+): string {
+  if (!trusts(peer)) return peer;
+  const chain: string[] = [];
+  for (const f of parseFields(raw)) if (f.key === 'x-forwarded-for') chain.push(...commaList(f.value));
+  let client = peer;
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const address = bareAddress(chain[i]!);
+    if (address === undefined) return client;
+    client = address;
+    if (!trusts(address)) return client;
+  }
+  return client;
+}
+
+/**
+ * A check for `http.trustedProxies`: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) as the config validated
+ * them. IPv4-mapped IPv6 addresses are checked as the IPv4 address they carry.
+ */
+export function trustedProxyCheck(cidrs: readonly string[]): (address: string) => boolean {
+  if (cidrs.length === 0) return () => false;
+  const list = new BlockList();
+  for (const cidr of cidrs) {
+    const slash = cidr.lastIndexOf('/');
+    const network = cidr.slice(0, slash);
+    list.addSubnet(network, Number(cidr.slice(slash + 1)), isIP(network) === 6 ? 'ipv6' : 'ipv4');
+  }
+  return (address) => {
+    const bare = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+    const family = isIP(bare);
+    return family !== 0 && list.check(bare, family === 6 ? 'ipv6' : 'ipv4');
+  };
+}
+
+// An X-Forwarded-For element as proxies write it: an address, maybe with a port (`192.0.2.1:443`,
+// `[2001:db8::1]:443`, as Azure's and some others do). Undefined when it is not an address.
+function bareAddress(element: string): string | undefined {
+  if (isIP(element) !== 0) return element;
+  const v6 = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(element);
+  if (v6 !== null) return isIP(v6[1]!) === 6 ? v6[1] : undefined;
+  const v4 = /^([\d.]+):\d{1,5}$/.exec(element);
+  return v4 !== null && isIP(v4[1]!) === 4 ? v4[1] : undefined;
 }
 
 /**
@@ -142,20 +222,20 @@ export function chooseRequestId(raw: readonly string[], generate: () => string):
   return REQUEST_ID.test(only) ? only : generate();
 }
 
-function addedRequestFields(ctx: ForwardContext, forwardedFor: string[]): Field[] {
+function addedRequestFields(
+  ctx: ForwardContext,
+  forwardedFor: string[],
+  claims: { proto: boolean; host: boolean },
+): Field[] {
   const host = QUOTABLE.test(ctx.host) ? ctx.host : undefined;
   // X-Forwarded-For is a list that grows by one per hop; consumers trust it from the right. Proto and
-  // Host are single values describing this edge, so the client's claims (say, https) are replaced.
-  const added = [
-    field('X-Forwarded-For', [...forwardedFor, clientNode(ctx.clientAddress)].join(', ')),
-    field('X-Forwarded-Proto', ctx.proto),
-  ];
-  if (host !== undefined) added.push(field('X-Forwarded-Host', host));
-  added.push(
-    field('Forwarded', forwardedElement(ctx, host)),
-    field('Via', viaElement(ctx.httpVersion, ctx.via)),
-    field('X-Request-Id', ctx.requestId),
-  );
+  // Host describe the edge the client reached: a trusted proxy's values (say, the https of a load
+  // balancer that ended TLS) stand, and this hop's are sent only when it gave none.
+  const added = [field('X-Forwarded-For', [...forwardedFor, clientNode(ctx.clientAddress)].join(', '))];
+  if (!claims.proto) added.push(field('X-Forwarded-Proto', ctx.proto));
+  if (host !== undefined && !claims.host) added.push(field('X-Forwarded-Host', host));
+  if (ctx.forwarded) added.push(field('Forwarded', forwardedElement(ctx, host)));
+  added.push(field('Via', viaElement(ctx.httpVersion, ctx.via)), field('X-Request-Id', ctx.requestId));
   return added;
 }
 
@@ -171,7 +251,7 @@ function stripFields(fields: readonly Field[], keepUpgrade: boolean): Field[] {
     if (keepUpgrade && f.key === 'upgrade') {
       upgrade = true;
       kept.push(f);
-    } else if (!HOP_BY_HOP.has(f.key) && !(named !== null && named.has(f.key))) {
+    } else if (!HOP_BY_HOP.has(f.key) && !(named !== null && named.has(f.key) && !NEVER_NAMED.has(f.key))) {
       if (!(chunked && f.key === 'content-length')) kept.push(f);
     }
   }

@@ -79,6 +79,8 @@ describe('loadControllerConfig: defaults', () => {
       maxHeaderBytes: 16_384,
       maxHeaders: 100,
       via: 'sluice',
+      forwarded: false,
+      trustedProxies: [],
     });
     assert.deepEqual(config.tunnel, DEFAULT_SESSION_OPTIONS);
     assert.equal(config.logLevel, 'info');
@@ -133,6 +135,8 @@ http:
   maxHeaderBytes: 32768
   maxHeaders: 50
   via: edge-1
+  forwarded: true
+  trustedProxies: [10.0.0.0/8, "2001:db8::1"]
 tunnel:
   pingInterval: 5s
   pingTimeout: 1m
@@ -163,6 +167,8 @@ logLevel: debug
       maxHeaderBytes: 32_768,
       maxHeaders: 50,
       via: 'edge-1',
+      forwarded: true,
+      trustedProxies: ['10.0.0.0/8', '2001:db8::1/128'],
     });
     assert.equal(config.tunnel.pingInterval, 5_000);
     assert.equal(config.tunnel.pingTimeout, 60_000);
@@ -508,6 +514,35 @@ describe('loadControllerConfig: refusals', () => {
       /integer between 0 and 1000000, got -1/,
     );
     refuses({ yaml: 'http: {via: "two words"}' }, 'http.via', /RFC 9110 token/);
+  });
+
+  test('http.forwarded is a boolean; http.trustedProxies a list of IPv4 and IPv6 ranges', () => {
+    refuses({ yaml: 'http: {forwarded: "yes"}' }, 'http.forwarded', /must be true or false, got "yes"/);
+    refuses({ yaml: 'http: {trustedProxies: 10.0.0.0/8}' }, 'http.trustedProxies', /must be a list/);
+    const range = /must be an IP address or a CIDR range such as 10\.0\.0\.0\/8 or fd00::\/8/;
+    for (const bad of ['10.0.0.300/8', 'lb.internal', '', 'fe80::1%eth0', '10/8', 8]) {
+      const yaml = `http:\n  trustedProxies:\n    - 192.0.2.1\n    - ${JSON.stringify(bad)}\n`;
+      const err = refuses({ yaml }, 'http.trustedProxies[1]', range);
+      assert.match(err.message, /\(sluice\.yaml:4\)$/, 'the line of the bad entry');
+    }
+    refuses(
+      { yaml: 'http: {trustedProxies: [10.0.0.0/33]}' },
+      'http.trustedProxies[0]',
+      /prefix length of 0 to 32 for an IPv4 range, got "10\.0\.0\.0\/33"/,
+    );
+    refuses({ yaml: 'http: {trustedProxies: [10.0.0.0/]}' }, 'http.trustedProxies[0]', /prefix length/);
+    refuses(
+      { yaml: 'http: {trustedProxies: ["fd00::/129"]}' },
+      'http.trustedProxies[0]',
+      /prefix length of 0 to 128 for an IPv6 range/,
+    );
+    refuses(
+      { yaml: 'http: {trustedProxies: ["::ffff:10.0.0.0/104"]}' },
+      'http.trustedProxies[0]',
+      /IPv4-mapped range as IPv4 \(10\.0\.0\.0\/8\)/,
+    );
+    const ok = load({ yaml: 'http: {trustedProxies: [0.0.0.0/0, "::/0", 192.0.2.7, "fd00::/08"]}' });
+    assert.deepEqual(ok.http.trustedProxies, ['0.0.0.0/0', '::/0', '192.0.2.7/32', 'fd00::/8']);
   });
 
   test('bad tunnel options, with duration strings converted first', () => {

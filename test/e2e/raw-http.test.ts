@@ -799,3 +799,48 @@ describe('a drain after dropped pipelines (issue 11, item 1)', () => {
 function assertFinishedOnceIn(where: InProcessStack, ids: readonly string[]): void {
   for (const id of ids) assert.equal(where.linesFor(id).length, 1, `one log line for ${id}`);
 }
+
+describe('the per-client limit behind a trusted proxy (issue 11, items 7 and 9)', () => {
+  // Every client of a load balancer arrives from its one address: the share must be the forwarded
+  // client's, or one busy client would refuse everybody behind the balancer.
+  const proxied = new InProcessStack();
+  const heldOrigin = new RecordingOrigin();
+
+  before(async () => {
+    await heldOrigin.start();
+    await proxied.start(heldOrigin, ['maxRequestsPerClient: 2', 'trustedProxies: ["127.0.0.1", "::1"]']);
+  });
+
+  after(async () => {
+    await proxied.stop();
+    await heldOrigin.close();
+  });
+
+  test('the share is counted per X-Forwarded-For client, not per balancer address', async () => {
+    const busy = [newId('xff-a0'), newId('xff-a1'), newId('xff-a2')];
+    const other = newId('xff-b');
+    const from = (address: string): string => `X-Forwarded-For: ${address}\r\n`;
+    const clients = await Promise.all([...busy, other].map(() => RawClient.open(proxied.port)));
+    try {
+      clients[0]!.write(get('/hang', busy[0]!, from('203.0.113.1')));
+      clients[1]!.write(get('/hang', busy[1]!, from('203.0.113.1')));
+      await heldOrigin.until(
+        '2 requests held',
+        () => heldOrigin.seen.filter((s) => busy.includes(s.id)).length >= 2,
+      );
+      clients[2]!.write(get('/hang', busy[2]!, from('203.0.113.1')));
+      const [refused] = await clients[2]!.responses(1);
+      assert.equal(refused!.statusLine, 'HTTP/1.1 429 Too Many Requests');
+      // Another client of the same balancer still has its own share.
+      clients[3]!.write(get('/hang', other, from('203.0.113.2')));
+      await heldOrigin.until('the other client reached the origin', () => heldOrigin.byId(other).length > 0);
+      heldOrigin.release();
+      for (const i of [0, 1, 3])
+        assert.equal((await clients[i]!.responses(1))[0]!.statusLine, 'HTTP/1.1 200 OK');
+    } finally {
+      for (const client of clients) client.destroy();
+    }
+    await proxied.settled();
+    assertFinishedOnceIn(proxied, [...busy, other]);
+  });
+});

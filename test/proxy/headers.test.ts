@@ -4,15 +4,19 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   chooseRequestId,
+  clientAddress,
   type ForwardContext,
   forwardRequestHeaders,
   forwardResponseHeaders,
   type ResponseContext,
   stripHopByHop,
+  trustedProxyCheck,
 } from '../../src/proxy/headers.js';
 
 const CTX: ForwardContext = {
   clientAddress: '203.0.113.7',
+  trustedPeer: false,
+  forwarded: true,
   proto: 'https',
   host: 'app.example.com',
   requestId: 'req-1',
@@ -136,6 +140,27 @@ describe('stripHopByHop', () => {
     ]);
   });
 
+  test('a Connection naming Host, Content-Length or Transfer-Encoding removes none of them', () => {
+    const raw = frozen(
+      'Host',
+      'app.example.com',
+      'Connection',
+      'HOST, content-length, Transfer-Encoding, X-Hop',
+      'Content-Length',
+      '5',
+      'X-Hop',
+      '1',
+    );
+    assert.deepEqual(strip(raw), ['Host', 'app.example.com', 'Content-Length', '5']);
+    const chunked = frozen('Connection', 'transfer-encoding', 'Transfer-Encoding', 'chunked', 'Host', 'a');
+    assert.deepEqual(strip(chunked), ['Host', 'a'], 'Transfer-Encoding is redone on every hop anyway');
+  });
+
+  test('HTTP2-Settings is hop-by-hop (RFC 9113 §3.2.1), even when Connection does not name it', () => {
+    const raw = frozen('HTTP2-Settings', 'AAMAAABkAAQAAP__', 'Upgrade', 'h2c', 'Accept', '*/*');
+    assert.deepEqual(strip(raw), ['Accept', '*/*']);
+  });
+
   test('Transfer-Encoding goes, and takes a conflicting Content-Length with it (RFC 9112 §6.3)', () => {
     const raw = frozen('Transfer-Encoding', 'chunked', 'content-length', '10', 'Accept', '*/*');
     assert.deepEqual(strip(raw), ['Accept', '*/*']);
@@ -220,7 +245,7 @@ describe('forwardRequestHeaders', () => {
     assert.deepEqual(forward(raw), ['Accept', '*/*', ...added()]);
   });
 
-  test('merges repeated X-Forwarded-For into one list and appends the client address', () => {
+  test('from a trusted proxy, merges repeated X-Forwarded-For into one list and appends the peer', () => {
     const raw = frozen(
       'X-Forwarded-For',
       '198.51.100.1, 198.51.100.2',
@@ -229,7 +254,7 @@ describe('forwardRequestHeaders', () => {
       'x-forwarded-for',
       ' 2001:db8::9 ,, ',
     );
-    assert.deepEqual(forward(raw), [
+    assert.deepEqual(forward(raw, { trustedPeer: true }), [
       'Accept',
       '*/*',
       ...added('198.51.100.1, 198.51.100.2, 2001:db8::9, 203.0.113.7'),
@@ -297,7 +322,7 @@ describe('forwardRequestHeaders', () => {
     assert.deepEqual(forward(raw), ['Accept', '*/*', ...added()]);
   });
 
-  test('keeps an existing Forwarded and Via and appends a new field after them', () => {
+  test("keeps a trusted proxy's Forwarded and any Via, and appends a new field after them", () => {
     const raw = frozen(
       'Forwarded',
       'for=198.51.100.1;proto=http',
@@ -306,7 +331,7 @@ describe('forwardRequestHeaders', () => {
       'Accept',
       '*/*',
     );
-    assert.deepEqual(forward(raw), [
+    assert.deepEqual(forward(raw, { trustedPeer: true }), [
       'Forwarded',
       'for=198.51.100.1;proto=http',
       'Via',
@@ -328,13 +353,88 @@ describe('forwardRequestHeaders', () => {
       'Via',
       '1.1 y (a "quote, in (a) comment)',
     );
-    assert.deepEqual(forward(raw), [
+    assert.deepEqual(forward(raw, { trustedPeer: true }), [
       'Forwarded',
       'for="[2001:db8::1]";host="a,b"',
       'Via',
       '1.1 y (a "quote, in (a) comment)',
       ...added(),
     ]);
+  });
+
+  test('from a peer that is not a trusted proxy, every forwarding claim is replaced (Traefik)', () => {
+    const raw = frozen(
+      'Forwarded',
+      'for=6.6.6.6;proto=https',
+      'X-Forwarded-For',
+      '6.6.6.6',
+      'X-Forwarded-Proto',
+      'https',
+      'x-forwarded-host',
+      'evil.example',
+      'X-Forwarded-Port',
+      '443',
+      'X-Forwarded-Prefix',
+      '/admin',
+      'X-Forwarded-Ssl',
+      'on',
+      'X-Forwarded-Tls-Client-Cert',
+      'MIIB',
+      'X-Real-Ip',
+      '6.6.6.6',
+      'X-Forwardedness',
+      'kept',
+      'Accept',
+      '*/*',
+    );
+    assert.deepEqual(forward(raw), ['X-Forwardedness', 'kept', 'Accept', '*/*', ...added()]);
+  });
+
+  test("from a trusted proxy, its X-Forwarded-Proto and -Host stand and this hop's are not added", () => {
+    const raw = frozen(
+      'X-Forwarded-For',
+      '198.51.100.1',
+      'X-Forwarded-Proto',
+      'https',
+      'X-Forwarded-Host',
+      'public.example',
+      'X-Forwarded-Port',
+      '443',
+      'X-Real-Ip',
+      '198.51.100.1',
+    );
+    assert.deepEqual(forward(raw, { trustedPeer: true, proto: 'http' }), [
+      'X-Forwarded-Proto',
+      'https',
+      'X-Forwarded-Host',
+      'public.example',
+      'X-Forwarded-Port',
+      '443',
+      'X-Real-Ip',
+      '198.51.100.1',
+      'X-Forwarded-For',
+      '198.51.100.1, 203.0.113.7',
+      'Forwarded',
+      'for=203.0.113.7;host=app.example.com;proto=http',
+      'Via',
+      '1.1 sluice',
+      'X-Request-Id',
+      'req-1',
+    ]);
+  });
+
+  test('Forwarded is added only when asked for (http.forwarded), as nginx and Traefik do', () => {
+    const headers = forward(frozen('Accept', '*/*'), { forwarded: false });
+    assert.deepEqual(
+      headers,
+      ['Accept', '*/*', ...added()].filter((_, i, all) => all[i - (i % 2)] !== 'Forwarded'),
+    );
+  });
+
+  test('a Trailer field goes on only with a chunked body, the one framing with a trailer section', () => {
+    assert.deepEqual(forward(frozen('Trailer', 'X-Sum', 'Accept', '*/*')), ['Accept', '*/*', ...added()]);
+    const chunked = frozen('Trailer', 'X-Sum', 'Transfer-Encoding', 'chunked');
+    assert.deepEqual(forward(chunked), ['Trailer', 'X-Sum', ...added()]);
   });
 
   describe('Forwarded (RFC 7239)', () => {
@@ -483,6 +583,47 @@ describe('forwardRequestHeaders', () => {
     forwardRequestHeaders(raw, CTX);
     forwardRequestHeaders(raw, { ...CTX, upgrade: true });
     assert.deepEqual(raw, copy);
+  });
+});
+
+describe('clientAddress and trustedProxyCheck (http.trustedProxies)', () => {
+  const trusts = trustedProxyCheck(['10.0.0.0/8', '192.0.2.1/32', 'fd00::/8']);
+
+  test('matches IPv4 and IPv6 ranges, IPv4-mapped addresses as IPv4, and nothing else', () => {
+    assert.equal(trusts('10.255.0.1'), true);
+    assert.equal(trusts('::ffff:10.1.2.3'), true);
+    assert.equal(trusts('192.0.2.1'), true);
+    assert.equal(trusts('192.0.2.2'), false);
+    assert.equal(trusts('fd12:3456::1'), true);
+    assert.equal(trusts('fe80::1'), false);
+    assert.equal(trusts('11.0.0.1'), false);
+    for (const junk of ['', 'unknown', '10.0.0.1:80', '_hidden']) assert.equal(trusts(junk), false, junk);
+    assert.equal(trustedProxyCheck([])('10.0.0.1'), false);
+  });
+
+  test('a peer that is not trusted is the client, whatever X-Forwarded-For says', () => {
+    assert.equal(clientAddress(frozen('X-Forwarded-For', '6.6.6.6'), '203.0.113.7', trusts), '203.0.113.7');
+  });
+
+  test('behind trusted proxies, the client is the rightmost element that is not one of them', () => {
+    const raw = frozen('X-Forwarded-For', '6.6.6.6, 198.51.100.9', 'x-forwarded-for', '10.0.0.5');
+    assert.equal(clientAddress(raw, '10.0.0.1', trusts), '198.51.100.9');
+    assert.equal(
+      clientAddress(frozen('X-Forwarded-For', '10.0.0.9, 10.0.0.5'), '10.0.0.1', trusts),
+      '10.0.0.9',
+    );
+    assert.equal(clientAddress(frozen(), '10.0.0.1', trusts), '10.0.0.1', 'no header: the proxy itself');
+  });
+
+  test('elements with ports are read; one that is no address ends the walk at the hop that added it', () => {
+    assert.equal(
+      clientAddress(frozen('X-Forwarded-For', '198.51.100.9:4711'), '10.0.0.1', trusts),
+      '198.51.100.9',
+    );
+    const v6 = frozen('X-Forwarded-For', '[2001:db8::7]:443');
+    assert.equal(clientAddress(v6, 'fd00::1', trusts), '2001:db8::7');
+    const junk = frozen('X-Forwarded-For', '6.6.6.6, evil, 10.0.0.5');
+    assert.equal(clientAddress(junk, '10.0.0.1', trusts), '10.0.0.5');
   });
 });
 

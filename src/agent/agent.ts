@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
+import { ErrorCode } from '../protocol/constants.js';
 import { sendMetrics } from '../metrics.js';
 import { slotCaps } from '../controller/tunnels.js';
 import { createTargetPool, type DeliverContext, deliverStream } from '../proxy/deliver.js';
@@ -80,6 +81,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     pool,
     connectTimeoutMs: config.connectTimeoutMs,
     lookup: guardedLookup((ip) => policy.forbidsAddress(ip)),
+    wildcardLookup: guardedLookup((ip) => policy.forbidsWildcardAddress(ip)),
     logger: logger.child({ component: 'deliver' }),
     observer: metrics,
   };
@@ -284,7 +286,14 @@ class TunnelSlot {
       logger: this.#log,
       onStream: (stream) => {
         upgrades.track(stream);
-        deliverStream(stream, ctx);
+        try {
+          deliverStream(stream, ctx);
+        } catch (err) {
+          // deliverStream never throws by design; if it ever does, the controller's input must still
+          // end only this stream, never the agent and its other streams.
+          this.#log.error({ err: (err as Error).message, stream: stream.id }, 'stream failed');
+          if (!stream.destroyed) stream.reset(ErrorCode.INTERNAL_ERROR, 'the agent failed the stream');
+        }
       },
     });
   }

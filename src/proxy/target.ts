@@ -1,7 +1,7 @@
 // Dialing a target from the agent: every address a name resolves to is checked against the protected
 // ranges (src/agent/policy.ts), connects have a deadline, and failures map to the RST codes of
 // docs/http-over-streams.md.
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
 import { ErrorCode } from '../protocol/constants.js';
 
@@ -38,13 +38,25 @@ export function classify(err: NodeJS.ErrnoException, target: string): [number, s
   return [ErrorCode.TARGET_UNREACHABLE, `${target}: closed before answering (${err.code ?? err.message})`];
 }
 
+/** The shape of dns.lookup that guardedLookup calls; tests pass a resolver of their own. */
+export type Resolver = (
+  hostname: string,
+  options: LookupAllOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+) => void;
+
 /**
  * A DNS lookup that checks every address a target name resolves to and keeps only allowed ones. Node 20
  * asks for all addresses (happy eyeballs) or one, depending on the socket's options; both forms work.
+ * The socket connects to exactly what this returns, so no second resolution can rebind the name
+ * between the check and the connect.
  */
-export function guardedLookup(forbids: (ip: string) => boolean): LookupFunction {
+export function guardedLookup(
+  forbids: (ip: string) => boolean,
+  resolve: Resolver = dnsLookup as unknown as Resolver,
+): LookupFunction {
   return (hostname, options, callback) => {
-    dnsLookup(hostname, options, (err, address: string | LookupAddress[], family?: number) => {
+    resolve(hostname, options as LookupAllOptions, (err, address, family) => {
       if (err !== null) return callback(err, '', 0);
       if (Array.isArray(address)) {
         const allowed = address.filter((a) => !forbids(a.address));

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { listenerUrl } from '../config/values.js';
 import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
@@ -125,7 +126,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       health!.listen(config.healthListen!.port, config.healthListen!.host, () => {
         const a = health!.address();
         const port = typeof a === 'object' && a !== null ? a.port : 0;
-        resolve(`http://${config.healthListen!.host}:${port}`);
+        resolve(listenerUrl(config.healthListen!.host, port));
       });
     });
     readinessLogger(logger).info(

@@ -45,15 +45,21 @@ type TunnelStream = Duplex & {
   reset(code: number, reason: string): void;
 };
 
-/** The pool every exchange of one agent shares: keep-alive, TCP_NODELAY, TCP keepalive probes. */
-export function createTargetPool(): Agent {
+/**
+ * The pool every exchange of one agent shares: keep-alive, TCP_NODELAY, TCP keepalive probes. At most
+ * `maxSocketsPerTarget` connections to one host:port; a request beyond that waits in the pool's queue
+ * for a free one (its connect timeout starts once it has a socket), so slow clients cannot make the
+ * agent hold unbounded connections to a target.
+ */
+export function createTargetPool(maxSocketsPerTarget = 256): Agent {
   return new Agent({
     keepAlive: true,
     keepAliveMsecs: 15_000,
     noDelay: true,
     // The most recently used socket is the least likely to have been closed by the target's idle timer.
     scheduling: 'lifo',
-    maxFreeSockets: 256,
+    maxSockets: maxSocketsPerTarget,
+    maxFreeSockets: Math.min(256, maxSocketsPerTarget),
   });
 }
 

@@ -14,7 +14,7 @@ import { encodeHead } from './envelope.js';
 import type { HttpStreamMeta } from './meta.js';
 import { relayResponse } from './relay.js';
 import { resetSocket } from './upgrade.js';
-import { armConnectTimeout, classify } from './target.js';
+import { armConnectTimeout, classify, targetHeaders } from './target.js';
 
 type TunnelStream = Duplex & { reset(code: number, reason: string): void };
 
@@ -70,7 +70,7 @@ class UpgradeDelivery {
         port: this.target.port,
         method: head.method,
         path: head.path,
-        headers: head.headers,
+        headers: targetHeaders(head),
         setHost: false,
         // Its own connection: an upgraded socket never returns to a pool.
         agent: false,

@@ -13,7 +13,7 @@ import { deliverUpgrade } from './deliver-upgrade.js';
 import { EnvelopeDecoder, encodeHead } from './envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from './meta.js';
 import { corkForThisTick, relayResponse } from './relay.js';
-import { armConnectTimeout, classify } from './target.js';
+import { armConnectTimeout, classify, targetHeaders } from './target.js';
 
 export interface DeliverContext {
   policy: TargetPolicy;
@@ -135,7 +135,7 @@ class Delivery {
   /** Sends the request head; false when Node refused it (the stream is reset then). */
   #send(): boolean {
     const { head } = this.meta;
-    const headers = head.chunked === true ? [...head.headers, 'Transfer-Encoding', 'chunked'] : head.headers;
+    const headers = targetHeaders(head);
     let req: ClientRequest;
     try {
       req = request({

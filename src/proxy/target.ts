@@ -4,6 +4,7 @@
 import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
 import { ErrorCode } from '../protocol/constants.js';
+import type { RequestHead } from './meta.js';
 
 const CONNECT_TIMEOUT = 'SLUICE_TARGET_CONNECT_TIMEOUT';
 const FORBIDDEN_ADDRESS = 'SLUICE_TARGET_FORBIDDEN_ADDRESS';
@@ -75,4 +76,23 @@ function forbidden(hostname: string, address: string): NodeJS.ErrnoException {
   );
   err.code = FORBIDDEN_ADDRESS;
   return err;
+}
+
+/**
+ * The header list for the request to the target. A chunked body is framed chunked again (the
+ * controller removed Transfer-Encoding as hop-by-hop). Without one no trailer can follow, so a
+ * `Trailer` field is dropped: Node's client throws on it for a request that is not chunked (a GET
+ * carrying `Trailer: x` would otherwise fail), and it would announce fields that never come.
+ */
+export function targetHeaders(head: RequestHead): string[] {
+  if (head.chunked === true) return [...head.headers, 'Transfer-Encoding', 'chunked'];
+  const raw = head.headers;
+  let i = 0;
+  while (i < raw.length && raw[i]!.toLowerCase() !== 'trailer') i += 2;
+  if (i >= raw.length) return raw;
+  const out: string[] = [];
+  for (let j = 0; j + 1 < raw.length; j += 2) {
+    if (raw[j]!.toLowerCase() !== 'trailer') out.push(raw[j]!, raw[j + 1]!);
+  }
+  return out;
 }

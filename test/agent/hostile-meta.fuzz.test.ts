@@ -51,7 +51,11 @@ const anyText = fc.oneof(
 function mostly<T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>, weight = 9): fc.Arbitrary<T | U> {
   return fc.oneof({ weight, arbitrary: good }, { weight: 1, arbitrary: bad });
 }
-const name = mostly(fc.constantFrom('Host', 'X-A', 'Accept', 'x_b', "!#$%&'*+-.^_`|~"), anyText, 4);
+const name = mostly(
+  fc.constantFrom('Host', 'X-A', 'Accept', 'x_b', 'Trailer', "!#$%&'*+-.^_`|~"),
+  anyText,
+  4,
+);
 const value = mostly(fc.constantFrom('app.test', 'a\tb', 'v', '', 'caf\u00e9', '\u00ff'), anyText, 4);
 const head = fc.record(
   {

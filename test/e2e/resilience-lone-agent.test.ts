@@ -2,7 +2,8 @@
 // open, SIGTERM used to hold the drain for the whole grace period (30 s) because of the WebSocket, and
 // every new request meanwhile got 503 "no agent connected". Now upgraded connections get a short grace
 // of their own (--upgrade-grace), are then closed with a FIN each way, and the agent exits as soon as
-// nothing is left; a request during the drain hears the truth: the only agent is draining.
+// nothing is left, while plain requests keep the grace period; a request during the drain hears the
+// truth: the only agent is draining.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type Origin, startOrigin } from '../helpers/origin.js';
@@ -62,6 +63,15 @@ describe('SIGTERM to the only agent of a cluster, with a WebSocket open', () => 
     ws.on('error', (err) => errors.push(err));
     const clientClosed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
 
+    // A plain request in flight: it keeps the whole grace period, and keeps the drain open meanwhile.
+    const sse = ask({
+      port: stack.port,
+      host: 'app.test',
+      path: '/sse',
+      headers: { 'x-request-id': 'lone-sse' },
+    });
+    await origin.whenRequested('lone-sse');
+
     const signalled = performance.now();
     agent.child.kill('SIGTERM');
     await stack.controller.waitCount('both tunnels to drain', is('tunnel-draining'), 2, 10_000);
@@ -75,10 +85,6 @@ describe('SIGTERM to the only agent of a cluster, with a WebSocket open', () => 
     });
     assert.equal(during.status, 503, during.body.toString());
     assert.equal(page(during.body).reason, 'the only agent of cluster c1 is draining');
-    assert.ok(
-      performance.now() - signalled < UPGRADE_GRACE_MS,
-      'the request was made inside the upgrade grace (else raise UPGRADE_GRACE_MS)',
-    );
 
     // The WebSocket is closed in order once the upgrade grace ends: a FIN, not a reset.
     await within(clientClosed, UPGRADE_GRACE_MS + MARGIN_MS, 'the WebSocket to close');
@@ -90,11 +96,18 @@ describe('SIGTERM to the only agent of a cluster, with a WebSocket open', () => 
       'the client saw no error (no reset)',
     );
     await within(server.closed, MARGIN_MS, 'the service side to close');
+    assert.equal(agent.child.exitCode, null, 'the plain request still holds the drain');
 
-    // And the agent exits as soon as nothing is left, not at the end of the grace period.
-    assert.equal(await within(agent.exited, UPGRADE_GRACE_MS + MARGIN_MS, 'the agent to exit'), 0);
+    // The plain request finishes whole; then the agent exits at once, not at the end of the grace.
+    origin.releaseSse();
+    const reply = await within(sse, MARGIN_MS, 'the held response');
+    assert.equal(reply.status, 200);
+    assert.equal(reply.body.toString(), 'data: first\n\ndata: last\n\n');
+    const released = performance.now();
+    assert.equal(await within(agent.exited, MARGIN_MS, 'the agent to exit'), 0);
     const exitedAfter = performance.now() - signalled;
-    assert.ok(exitedAfter < UPGRADE_GRACE_MS + MARGIN_MS, `exited after ${exitedAfter} ms`);
+    assert.ok(exitedAfter < GRACE_MS / 2, `exited ${exitedAfter} ms after SIGTERM`);
+    assert.ok(performance.now() - released < MARGIN_MS);
     assert.ok(agent.lines.some(is('grace-ended')), 'the agent said it closed the upgrades');
 
     // With the tunnels gone, the page says so.

@@ -59,8 +59,9 @@ function firstCode(cell: string): string {
 }
 
 /** A value as YAML writes it: digits become a number, anything else a string. */
+/** A documented default as YAML: numbers, booleans and lists as they are, anything else quoted. */
 function yamlValue(text: string): string {
-  return /^\d+$/.test(text) ? text : JSON.stringify(text);
+  return /^(\d+|true|false|\[\])$/.test(text) ? text : JSON.stringify(text);
 }
 
 test('the README is at most 12 KiB', () => {
@@ -99,7 +100,7 @@ test('docs/configuration.md lists every http.* key with the default the loader a
     const config = load(`http:\n  ${key}: ${yamlValue(firstCode(row[1]!))}\n`);
     assert.notEqual(typeof config, 'string', `http.${key}: the documented default loads (${String(config)})`);
     const field = (key in DEFAULT_HTTP_OPTIONS ? key : `${key}Ms`) as keyof typeof DEFAULT_HTTP_OPTIONS;
-    assert.equal((config as ControllerConfig).http[field], DEFAULT_HTTP_OPTIONS[field], `http.${key}`);
+    assert.deepEqual((config as ControllerConfig).http[field], DEFAULT_HTTP_OPTIONS[field], `http.${key}`);
   }
 });
 

@@ -5,9 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { listenerUrl } from '../config/values.js';
 import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
 import { SluiceError } from '../errors.js';
+import { ErrorCode } from '../protocol/constants.js';
 import { sendMetrics } from '../metrics.js';
 import { createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
 import { guardedLookup } from '../proxy/target.js';
@@ -27,8 +29,10 @@ export interface AgentHandle {
   /** http://host:port of the health listener, or null when it is off. */
   readonly healthUrl: string | null;
   /**
-   * Sends GO_AWAY on every tunnel and lets in-flight streams finish for up to `graceMs`; upgraded
-   * connections still open then are closed with a FIN each way (UPGRADE_CLOSE_MS), then it stops.
+   * Sends GO_AWAY on every tunnel and lets in-flight requests finish for up to `graceMs`. Upgraded
+   * connections get `config.upgradeGraceMs` of it (never more than `graceMs`): then they are closed with
+   * a FIN each way, and reset if that close does not finish within UPGRADE_CLOSE_MS. Resolves as soon
+   * as no stream is left, so that a long-lived WebSocket cannot hold the drain for the whole grace.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -45,8 +49,8 @@ export const BACKOFF = {
 } as const;
 
 /**
- * After the grace period, how long upgraded connections get to finish the close the agent starts (a FIN
- * each way) before the tunnel is torn down.
+ * After the upgrade grace, how long upgraded connections get to finish the close the agent starts (a
+ * FIN each way) before they are reset.
  */
 export const UPGRADE_CLOSE_MS = 1000;
 
@@ -72,7 +76,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const policy = new TargetPolicy(config.allow, 'allow', {
     kubernetesApi: kubernetesApiFromEnv(process.env),
   });
-  const pool = createTargetPool();
+  const pool = createTargetPool(config.maxSocketsPerTarget);
   // Its gauges read the slots only when scraped, once they exist.
   const metrics = new AgentMetrics(() => slots);
   const ctx: DeliverContext = {
@@ -80,6 +84,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     pool,
     connectTimeoutMs: config.connectTimeoutMs,
     lookup: guardedLookup((ip) => policy.forbidsAddress(ip)),
+    wildcardLookup: guardedLookup((ip) => policy.forbidsWildcardAddress(ip)),
     logger: logger.child({ component: 'deliver' }),
     observer: metrics,
   };
@@ -123,7 +128,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       health!.listen(config.healthListen!.port, config.healthListen!.host, () => {
         const a = health!.address();
         const port = typeof a === 'object' && a !== null ? a.port : 0;
-        resolve(`http://${config.healthListen!.host}:${port}`);
+        resolve(listenerUrl(config.healthListen!.host, port));
       });
     });
     readinessLogger(logger).info(
@@ -142,24 +147,29 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     close(graceMs = config.tunnel.gracePeriod) {
       closing ??= (async () => {
         const sessions = slots.flatMap((s) => [...s.sessions]);
+        const upgradeGraceMs = Math.min(config.upgradeGraceMs, graceMs);
         logger.info(
-          { event: 'stopping', graceMs, tunnels: sessions.length, upgrades: upgrades.size },
+          { event: 'stopping', graceMs, upgradeGraceMs, tunnels: sessions.length, upgrades: upgrades.size },
           'agent stopping',
         );
         stopping.abort();
-        // GO_AWAY now; each session closes by itself once its streams are done.
-        const drained = Promise.allSettled(sessions.map((s) => s.close(graceMs + UPGRADE_CLOSE_MS)));
-        const graceTimer = setTimeout(() => {
+        // GO_AWAY now; each session closes by itself once its streams are done. Plain requests get the
+        // whole grace period; the session resets what is left after it.
+        const sessionGraceMs = Math.max(graceMs, upgradeGraceMs + UPGRADE_CLOSE_MS);
+        const drained = Promise.allSettled(sessions.map((s) => s.close(sessionGraceMs)));
+        let cutTimer: NodeJS.Timeout | undefined;
+        const upgradeTimer = setTimeout(() => {
           const open = upgrades.closeAll();
-          if (open > 0) {
-            logger.info(
-              { event: 'grace-ended', upgrades: open },
-              'grace period ended; closing upgraded connections',
-            );
-          }
-        }, graceMs);
+          if (open === 0) return;
+          logger.info(
+            { event: 'grace-ended', upgrades: open, upgradeGraceMs },
+            'upgrade grace ended; closing upgraded connections',
+          );
+          cutTimer = setTimeout(() => upgrades.resetAll(), UPGRADE_CLOSE_MS);
+        }, upgradeGraceMs);
         await drained;
-        clearTimeout(graceTimer);
+        clearTimeout(upgradeTimer);
+        clearTimeout(cutTimer);
         pool.destroy();
         if (health !== null) {
           health.closeAllConnections();
@@ -284,7 +294,14 @@ class TunnelSlot {
       logger: this.#log,
       onStream: (stream) => {
         upgrades.track(stream);
-        deliverStream(stream, ctx);
+        try {
+          deliverStream(stream, ctx);
+        } catch (err) {
+          // deliverStream never throws by design; if it ever does, the controller's input must still
+          // end only this stream, never the agent and its other streams.
+          this.#log.error({ err: (err as Error).message, stream: stream.id }, 'stream failed');
+          if (!stream.destroyed) stream.reset(ErrorCode.INTERNAL_ERROR, 'the agent failed the stream');
+        }
       },
     });
   }
@@ -390,6 +407,13 @@ class UpgradeStreams {
       stream.end();
     }
     return n;
+  }
+
+  /** Resets the upgraded streams whose orderly close did not finish in time. */
+  resetAll(): void {
+    for (const stream of this.#open) {
+      if (!stream.destroyed) stream.reset(ErrorCode.CANCEL, 'the agent is stopping');
+    }
   }
 }
 

@@ -43,6 +43,16 @@ export interface AgentConfig {
   readonly servername?: string;
   /** Connecting to a target must finish within this, or the stream fails with TARGET_UNREACHABLE. */
   readonly connectTimeoutMs: number;
+  /**
+   * Connections the agent's pool keeps to one target (host:port) at once; requests beyond it wait in
+   * the pool's queue for a free one. Upgraded connections have their own and do not count.
+   */
+  readonly maxSocketsPerTarget: number;
+  /**
+   * On a drain, how long upgraded connections (WebSockets) may stay open before the agent closes them
+   * with a FIN each way; plain requests get the whole tunnel.gracePeriod. Never more than that.
+   */
+  readonly upgradeGraceMs: number;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
 }
@@ -64,6 +74,10 @@ export interface AgentFlags {
   pingTimeout?: string;
   /** How long a drain (SIGTERM) lets in-flight streams run. */
   gracePeriod?: string;
+  /** How long a drain lets upgraded connections stay open (a duration as typed). */
+  upgradeGrace?: string;
+  /** As typed; the loader checks it is an integer from 1 to MAX_SOCKETS_PER_TARGET. */
+  maxSocketsPerTarget?: string;
   logLevel?: string;
 }
 
@@ -75,6 +89,9 @@ export interface AgentConfigInput {
 const DEFAULT_TUNNELS = 2;
 const MAX_TUNNELS = 16;
 const CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_SOCKETS_PER_TARGET = 256;
+const MAX_SOCKETS_PER_TARGET = 100_000;
+export const DEFAULT_UPGRADE_GRACE_MS = 5_000;
 
 /** Loads, validates and freezes the agent's configuration. Throws ConfigError naming the key. */
 export function loadAgentConfig(input: AgentConfigInput): AgentConfig {
@@ -116,6 +133,22 @@ function build(flags: AgentFlags, env: NodeJS.ProcessEnv, token: string): AgentC
     ...(ca === undefined ? {} : { ca }),
     ...(servername === undefined ? {} : { servername }),
     connectTimeoutMs: CONNECT_TIMEOUT_MS,
+    maxSocketsPerTarget:
+      flagOrEnv(
+        'maxSocketsPerTarget',
+        'max-sockets-per-target',
+        parseSocketsPerTarget,
+        flags.maxSocketsPerTarget,
+        env,
+      ) ?? DEFAULT_SOCKETS_PER_TARGET,
+    upgradeGraceMs:
+      flagOrEnv(
+        'upgradeGrace',
+        'upgrade-grace',
+        parseFlagDuration({ min: 0, max: 60 * 60_000 }),
+        flags.upgradeGrace,
+        env,
+      ) ?? DEFAULT_UPGRADE_GRACE_MS,
     tunnel: tunnelOptions(flags, env),
     logLevel: flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ?? 'info',
   };
@@ -202,6 +235,12 @@ function parseTunnels(value: unknown): number | Refusal {
   const n = typeof value === 'string' && /^\d{1,3}$/.test(value) ? Number(value) : NaN;
   if (n >= 1 && n <= MAX_TUNNELS) return n;
   return new Refusal(`must be an integer from 1 to ${MAX_TUNNELS}, got ${show(value)}`);
+}
+
+function parseSocketsPerTarget(value: unknown): number | Refusal {
+  const n = typeof value === 'string' && /^\d{1,6}$/.test(value) ? Number(value) : NaN;
+  if (n >= 1 && n <= MAX_SOCKETS_PER_TARGET) return n;
+  return new Refusal(`must be an integer from 1 to ${MAX_SOCKETS_PER_TARGET}, got ${show(value)}`);
 }
 
 /** --allow (repeatable) wins over SLUICE_ALLOW (comma-separated); none means the policy's defaults. */

@@ -16,6 +16,11 @@ export type TargetVerdict =
       port: number;
       /** A protected target that a pattern named exactly: the dialer skips the resolved-address check. */
       exempt: boolean;
+      /**
+       * Only a wildcard allowed it: the resolved addresses must not be local either (see
+       * forbidsWildcardAddress), or `*.internal` would reach 127.0.0.1 through a name.
+       */
+      viaWildcard: boolean;
     }
   | { ok: false; reason: string };
 

@@ -14,7 +14,7 @@ import { encodeHead } from '../proxy/envelope.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
 import { relayResponse } from '../proxy/relay.js';
 import { resetSocket } from '../proxy/upgrade.js';
-import { armConnectTimeout, classify } from '../proxy/target.js';
+import { armConnectTimeout, classify, targetHeaders } from '../proxy/target.js';
 
 type TunnelStream = Duplex & { reset(code: number, reason: string): void };
 
@@ -63,17 +63,25 @@ class UpgradeDelivery {
     this.stream.pause();
     this.stream.on('error', this.#onStreamError);
     this.stream.on('close', this.#onStreamClose);
-    const req = request({
-      host: this.target.host,
-      port: this.target.port,
-      method: head.method,
-      path: head.path,
-      headers: head.headers,
-      setHost: false,
-      // Its own connection: an upgraded socket never returns to a pool.
-      agent: false,
-      lookup: this.target.lookup,
-    });
+    let req: ClientRequest;
+    try {
+      req = request({
+        host: this.target.host,
+        port: this.target.port,
+        method: head.method,
+        path: head.path,
+        headers: targetHeaders(head),
+        setHost: false,
+        // Its own connection: an upgraded socket never returns to a pool.
+        agent: false,
+        lookup: this.target.lookup,
+      });
+    } catch (err) {
+      // As in deliver.ts: what parseStreamMeta missed still resets only this stream.
+      this.log.warn({ err: (err as Error).message }, 'stream refused: Node refused the request head');
+      this.#abort(ErrorCode.PROTOCOL_ERROR, `request head refused: ${(err as Error).message}`.slice(0, 200));
+      return;
+    }
     this.#req = req;
     req.on('socket', (socket: Socket) => {
       socket.setNoDelay(true);

@@ -13,15 +13,20 @@ import type { DeliverObserver, TargetCheck } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from '../proxy/meta.js';
 import { corkForThisTick, relayResponse } from '../proxy/relay.js';
-import { armConnectTimeout, classify } from '../proxy/target.js';
+import { armConnectTimeout, classify, targetHeaders } from '../proxy/target.js';
 
 export interface DeliverContext {
   policy: TargetCheck;
   pool: Agent;
   /** Connecting to the target must finish within this, or the stream fails with TARGET_TIMEOUT. */
   connectTimeoutMs: number;
-  /** DNS for targets, refusing protected addresses (see guardedLookup). */
+  /** DNS for targets a pattern named exactly, refusing protected addresses (see guardedLookup). */
   lookup: LookupFunction;
+  /**
+   * DNS for targets only a wildcard allowed: refuses the local host too (policy.forbidsWildcardAddress),
+   * so that `*.internal` cannot reach 127.0.0.1 through a name.
+   */
+  wildcardLookup: LookupFunction;
   logger: Logger;
   observer?: DeliverObserver;
 }
@@ -31,15 +36,21 @@ type TunnelStream = Duplex & {
   reset(code: number, reason: string): void;
 };
 
-/** The pool every exchange of one agent shares: keep-alive, TCP_NODELAY, TCP keepalive probes. */
-export function createTargetPool(): Agent {
+/**
+ * The pool every exchange of one agent shares: keep-alive, TCP_NODELAY, TCP keepalive probes. At most
+ * `maxSocketsPerTarget` connections to one host:port; a request beyond that waits in the pool's queue
+ * for a free one (its connect timeout starts once it has a socket), so slow clients cannot make the
+ * agent hold unbounded connections to a target.
+ */
+export function createTargetPool(maxSocketsPerTarget = 256): Agent {
   return new Agent({
     keepAlive: true,
     keepAliveMsecs: 15_000,
     noDelay: true,
     // The most recently used socket is the least likely to have been closed by the target's idle timer.
     scheduling: 'lifo',
-    maxFreeSockets: 256,
+    maxSockets: maxSocketsPerTarget,
+    maxFreeSockets: Math.min(256, maxSocketsPerTarget),
   });
 }
 
@@ -63,14 +74,14 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     ctx.observer?.streamDone(meta.kind, 0, ErrorCode.TARGET_DENIED, undefined);
     return;
   }
+  const { host, port } = verdict;
+  const lookup = verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
   if (meta.kind === 'upgrade') {
-    const { host, port, exempt } = verdict;
-    const lookup = exempt ? undefined : ctx.lookup;
     const target = { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs };
     deliverUpgrade(stream, meta, target, log, ctx.observer);
     return;
   }
-  new Delivery(stream, meta, ctx, log, verdict.host, verdict.port, verdict.exempt).start();
+  new Delivery(stream, meta, ctx, log, host, port, lookup).start();
 }
 
 class Delivery {
@@ -95,7 +106,8 @@ class Delivery {
     private readonly log: Logger,
     private readonly host: string,
     private readonly port: number,
-    private readonly exempt: boolean,
+    /** The checking DNS lookup for this target; undefined when the policy exempted it. */
+    private readonly lookup: LookupFunction | undefined,
   ) {
     this.#decoder = new EnvelopeDecoder('request', {
       onBody: (piece) => this.#onBody(piece),
@@ -104,26 +116,36 @@ class Delivery {
   }
 
   start(): void {
-    this.#send();
+    if (!this.#send()) return;
     this.stream.on('data', this.#onStreamData);
     this.stream.on('end', this.#onStreamEnd);
     this.stream.on('error', this.#onStreamError);
     this.stream.on('close', this.#onStreamClose);
   }
 
-  #send(): void {
+  /** Sends the request head; false when Node refused it (the stream is reset then). */
+  #send(): boolean {
     const { head } = this.meta;
-    const headers = head.chunked === true ? [...head.headers, 'Transfer-Encoding', 'chunked'] : head.headers;
-    const req = request({
-      host: this.host,
-      port: this.port,
-      method: head.method,
-      path: head.path,
-      headers,
-      setHost: false,
-      agent: this.ctx.pool,
-      lookup: this.exempt ? undefined : this.ctx.lookup,
-    });
+    const headers = targetHeaders(head);
+    let req: ClientRequest;
+    try {
+      req = request({
+        host: this.host,
+        port: this.port,
+        method: head.method,
+        path: head.path,
+        headers,
+        setHost: false,
+        agent: this.ctx.pool,
+        lookup: this.lookup,
+      });
+    } catch (err) {
+      // parseStreamMeta refuses what Node's client is known to refuse; anything it missed still
+      // resets only this stream, never the agent.
+      this.log.warn({ err: (err as Error).message }, 'stream refused: Node refused the request head');
+      this.#abort(ErrorCode.PROTOCOL_ERROR, `request head refused: ${(err as Error).message}`.slice(0, 200));
+      return false;
+    }
     this.#req = req;
     req.on('socket', this.#onSocket);
     req.on('information', this.#onInformation);
@@ -133,6 +155,7 @@ class Delivery {
     req.on('drain', this.#onRequestDrain);
     // Expect: 100-continue means the target must see the head before any body exists.
     if (head.headers.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'expect')) req.flushHeaders();
+    return true;
   }
 
   // --- request direction: stream → target ---
@@ -227,8 +250,7 @@ class Delivery {
     if (req.reusedSocket && err.code === 'ECONNRESET' && !this.#bodyStarted && !this.#retried) {
       this.#retried = true;
       this.#detachRequest(req);
-      this.#send();
-      if (this.stream.readableEnded) this.#req?.end();
+      if (this.#send() && this.stream.readableEnded) this.#req?.end();
       return;
     }
     const [code, reason] = classify(err, this.meta.target);

@@ -6,18 +6,21 @@
 // Patterns come from `--allow host:port`, with `*` wildcards:
 // - `*.svc.cluster.local` matches one or more whole labels in front of the suffix, never the suffix
 //   itself and never an IP address;
-// - `*` alone matches every host, IP addresses included. It opens the agent to everything it can reach,
-//   loopback and the node's network too: a last resort for development, not for a cluster;
+// - `*` alone matches every host, IP addresses included. It opens the agent to everything it can reach
+//   on the node's network: a last resort for development, not for a cluster;
 // - an exact host, an IPv4 address or a bracketed IPv6 address (`[::1]:8080`) matches only itself;
 // - the port is a number from 1 to 65535, or `*` for any of them.
 //
 // Protected targets (cloud metadata, link-local addresses, the Kubernetes API) are refused even when a
-// wildcard matches them. Only a pattern that names the host exactly lets the agent dial one.
+// wildcard matches them. So is the agent's own host: loopback, the unspecified address (0.0.0.0 and ::
+// connect to the local host) and `localhost` names. Only a pattern that names the host exactly lets the
+// agent dial one of these.
 //
 // DNS: the policy sees names, and a name can resolve to a protected address (an ExternalName Service, a
-// DNS record an attacker controls). The dialer must check the resolved address with isForbiddenAddress
-// before connecting, unless the check result says `exempt`. It must also dial the host and port the check
-// returns rather than parse the target again, so that both read the URL the same way.
+// DNS record an attacker controls). The dialer must check every resolved address before connecting:
+// with forbidsWildcardAddress when the check result says `viaWildcard`, else with forbidsAddress unless
+// it says `exempt`. It must also dial the host and port the check returns rather than parse the target
+// again, so that both read the URL the same way.
 import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
 import { ConfigError } from '../errors.js';
 import type { TargetCheck, TargetVerdict } from './deliver-types.js';
@@ -60,6 +63,10 @@ const METADATA = blockList(
 // Link-local addresses (RFC 3927, RFC 4291 §2.5.6) reach the node's own network plumbing, and other
 // clouds' metadata services live there (e.g. 169.254.170.2, ECS task credentials).
 const LINK_LOCAL = blockList(['169.254.0.0/16'], ['fe80::/10']);
+// The agent's own host (RFC 1122 §3.2.1.3, RFC 4291 §2.5.2-3): a connect to 0.0.0.0 or :: reaches it
+// too. Its health listener and whatever else binds loopback (a sidecar's admin port) live here.
+const LOOPBACK = blockList(['127.0.0.0/8'], ['::1/128']);
+const UNSPECIFIED = blockList(['0.0.0.0/8'], ['::/128']);
 
 /** Parses one `--allow` pattern; `key` names it in the error (e.g. `agent.allow[1]`). */
 export function parseAllowPattern(p: string, key: string): AllowPattern {
@@ -80,6 +87,11 @@ export function parseAllowPattern(p: string, key: string): AllowPattern {
  */
 export function isForbiddenAddress(ip: string): boolean {
   return addressKind(ip) !== undefined;
+}
+
+/** Whether a resolved address is the local host: loopback or unspecified, in any IPv6 form of them. */
+export function isLocalAddress(ip: string): boolean {
+  return localKind(ip) !== undefined;
 }
 
 export interface PolicyOptions {
@@ -120,6 +132,14 @@ export class TargetPolicy implements TargetCheck {
     return this.#addressKind(ip) !== undefined;
   }
 
+  /**
+   * Whether a name that only a wildcard allowed may not connect to this resolved address: the
+   * protected ones, the local host, and anything that is no IP address (fail closed).
+   */
+  forbidsWildcardAddress(ip: string): boolean {
+    return isIP(ip) === 0 || isLocalAddress(ip) || this.forbidsAddress(ip);
+  }
+
   #addressKind(ip: string): string | undefined {
     const kind = addressKind(ip);
     if (kind !== undefined) return kind;
@@ -151,14 +171,21 @@ export class TargetPolicy implements TargetCheck {
     const { host, key, port } = parsed;
     const matching = this.#patterns.filter((p) => hostMatches(p, key) && (p.port === '*' || p.port === port));
     const kind = protectedKind(key) ?? this.#addressKind(key);
-    if (matching.some((p) => p.kind === 'exact')) return { ok: true, host, port, exempt: kind !== undefined };
-    const shown = `http://${hostPort(key, port)}`;
-    if (kind !== undefined) {
-      const hint = `allow it explicitly with --allow ${hostPort(key, port)}`;
-      return { ok: false, reason: `target ${shown} is ${kind}; ${hint}` };
+    if (matching.some((p) => p.kind === 'exact')) {
+      return { ok: true, host, port, exempt: kind !== undefined, viaWildcard: false };
     }
-    if (matching.length > 0) return { ok: true, host, port, exempt: false };
-    return { ok: false, reason: `target ${shown} matches no --allow pattern (${this.patterns.join(', ')})` };
+    const shown = `http://${hostPort(key, port)}`;
+    const hint = `allow it explicitly with --allow ${hostPort(key, port)}`;
+    if (kind !== undefined) return { ok: false, reason: `target ${shown} is ${kind}; ${hint}` };
+    if (matching.length === 0) {
+      return {
+        ok: false,
+        reason: `target ${shown} matches no --allow pattern (${this.patterns.join(', ')})`,
+      };
+    }
+    const local = localKind(key) ?? localName(key);
+    if (local !== undefined) return { ok: false, reason: `target ${shown} is ${local}; ${hint}` };
+    return { ok: true, host, port, exempt: false, viaWildcard: true };
   }
 }
 
@@ -239,6 +266,19 @@ function addressKind(ip: string): string | undefined {
   const type = family === 4 ? 'ipv4' : 'ipv6';
   if (METADATA.check(ip, type)) return 'a cloud metadata address';
   return LINK_LOCAL.check(ip, type) ? 'a link-local address' : undefined;
+}
+
+function localKind(ip: string): string | undefined {
+  const family = isIP(ip);
+  if (family === 0) return undefined;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  if (LOOPBACK.check(ip, type)) return 'a loopback address';
+  return UNSPECIFIED.check(ip, type) ? 'an unspecified address' : undefined;
+}
+
+// RFC 6761 §6.3: `localhost` and every name under it resolve to loopback.
+function localName(key: string): string | undefined {
+  return key === 'localhost' || key.endsWith('.localhost') ? 'a loopback name' : undefined;
 }
 
 // The `default/kubernetes` Service in every short form the search path resolves, and under any cluster

@@ -81,6 +81,11 @@ Flags:
   --servername NAME      name the controller's certificate must carry ($SLUICE_SERVERNAME)
   --grace-period DUR     on SIGTERM, how long in-flight streams may finish, default 30s
                          ($SLUICE_GRACE_PERIOD)
+  --upgrade-grace DUR    on SIGTERM, how long upgraded connections (WebSockets) stay open before
+                         they are closed, default 5s, at most the grace period ($SLUICE_UPGRADE_GRACE)
+  --max-sockets-per-target N
+                         connections to one target at once; more requests wait for a free one,
+                         default 256 ($SLUICE_MAX_SOCKETS_PER_TARGET)
   --ping-interval DUR    how often each tunnel is pinged, default 15s ($SLUICE_PING_INTERVAL)
   --ping-timeout DUR     silence after which a tunnel is dead and redialed, default 3 ping
                          intervals ($SLUICE_PING_TIMEOUT)
@@ -187,6 +192,8 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     ca: STRING,
     servername: STRING,
     'grace-period': STRING,
+    'upgrade-grace': STRING,
+    'max-sockets-per-target': STRING,
     'ping-interval': STRING,
     'ping-timeout': STRING,
     'log-level': STRING,
@@ -206,6 +213,8 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     ca: values.ca,
     servername: values.servername,
     gracePeriod: values['grace-period'],
+    upgradeGrace: values['upgrade-grace'],
+    maxSocketsPerTarget: values['max-sockets-per-target'],
     pingInterval: values['ping-interval'],
     pingTimeout: values['ping-timeout'],
     logLevel: values['log-level'],

@@ -66,6 +66,14 @@ export function parseHostPort(value: unknown): HostPort | Refusal {
   return valid ? { host, port: Number(port) } : refusal;
 }
 
+/**
+ * The http:// URL of a listener bound to `host` and `port`, for readiness lines and handles: an IPv6
+ * host is bracketed (RFC 3986 §3.2.2), so that `new URL()` and clients read it back as it was bound.
+ */
+export function listenerUrl(host: string, port: number): string {
+  return `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+}
+
 /** A listener that may be turned off: host:port, or `off`/`none` for null. */
 export function parseOptionalHostPort(value: unknown): HostPort | null | Refusal {
   if (typeof value === 'string' && /^(?:off|none)$/i.test(value)) return null;

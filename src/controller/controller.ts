@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { listenerUrl } from '../config/values.js';
 import { readinessLogger } from '../logging.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import { hashToken } from '../store/model.js';
@@ -513,8 +514,7 @@ function listenHttp(server: Server, at: HostPort): Promise<string> {
       server.off('error', reject);
       const address = server.address();
       const port = typeof address === 'object' && address !== null ? address.port : at.port;
-      const host = at.host.includes(':') ? `[${at.host}]` : at.host;
-      resolve(`http://${host}:${port}`);
+      resolve(listenerUrl(at.host, port));
     });
   });
 }

@@ -418,7 +418,7 @@ export class PublicEdge {
       last = outcome;
     }
     if (last !== undefined) return last;
-    const reason = `no agent of cluster ${route.cluster} is connected`;
+    const reason = registry.unavailableReason(route.cluster);
     return { kind: 'failed', status: 503, reason, retryable: false, detail: 'no live tunnel' };
   }
 

@@ -105,6 +105,20 @@ export class TunnelRegistry {
     return [...this.#byCluster.values()].flat();
   }
 
+  /**
+   * Why pick() found no tunnel for `cluster`, for the 503 page: none is connected, or every one left is
+   * draining (its agent is stopping, e.g. a lone agent's restart), counted by agent replica.
+   */
+  unavailableReason(cluster: string): string {
+    const agents = new Set<string>();
+    for (const tunnel of this.#byCluster.get(cluster) ?? []) {
+      if (!tunnel.session.closed) agents.add(JSON.stringify([tunnel.agent, tunnel.replica]));
+    }
+    if (agents.size === 0) return `no agent of cluster ${cluster} is connected`;
+    if (agents.size === 1) return `the only agent of cluster ${cluster} is draining`;
+    return `all ${agents.size} agents of cluster ${cluster} are draining`;
+  }
+
   count(cluster: string): number {
     return this.#byCluster.get(cluster)?.length ?? 0;
   }

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { startAgent } from '../agent/agent.js';
+import { DEFAULT_SOCKETS_PER_TARGET, DEFAULT_UPGRADE_GRACE_MS } from '../agent/config.js';
 import type { HostPort } from '../config/values.js';
 import { type ControllerConfig, DEFAULT_HTTP_OPTIONS } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
@@ -72,6 +73,8 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
         allow: [`127.0.0.1:${demo.port}`],
         healthListen: null,
         connectTimeoutMs: 10_000,
+        maxSocketsPerTarget: DEFAULT_SOCKETS_PER_TARGET,
+        upgradeGraceMs: DEFAULT_UPGRADE_GRACE_MS,
         tunnel,
         logLevel: 'info',
       },

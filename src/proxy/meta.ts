@@ -4,7 +4,14 @@
 // Checked by hand rather than with a schema library: this runs once per request on the agent, and a
 // schema parse that copies the object cost about 2 us and a tenth of the agent's garbage per request.
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.6.2, a method name
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.6.2: a method or a field name
+// A field value (RFC 9110 §5.5): visible characters, SP, HTAB and obs-text, no other control byte. The
+// strings carry bytes as Latin-1 (Node's rawHeaders), so a character above U+00FF is no byte at all;
+// Node's client refuses all of these with a throw, and CR or LF would split the request.
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// The client's HTTP version as Node reports it; '2.0' comes from an HTTP/2 front end (DESIGN §3). The
+// agent speaks HTTP/1.1 to the target whichever it is.
+const VERSIONS = new Set(['1.0', '1.1', '2.0']);
 // The request-target as sent on the agent's request line: origin-form or `*` (RFC 9112 §3.2). No
 // whitespace or control bytes, which would split the request line.
 const REQUEST_TARGET = /^(?:\/[!-~]*|\*)$/;
@@ -54,12 +61,28 @@ export function parseStreamMeta(meta: unknown): Result {
   if (!isString(head.path, 64 * 1024) || !REQUEST_TARGET.test(head.path)) {
     return refuse('head.path', 'must be an origin-form request target or *');
   }
-  if (!isString(head.version, 8)) return refuse('head.version', 'must be a string of at most 8 characters');
+  if (typeof head.version !== 'string' || !VERSIONS.has(head.version)) {
+    return refuse('head.version', 'must be "1.0", "1.1" or "2.0"');
+  }
   if (!isRawList(head.headers)) return refuse('head.headers', 'must hold name, value string pairs');
+  const field = badField(head.headers);
+  if (field !== undefined) return refuse(`head.headers[${field}]`, field % 2 === 0 ? NAME_RULE : VALUE_RULE);
   if (head.chunked !== undefined && typeof head.chunked !== 'boolean') {
     return refuse('head.chunked', 'must be a boolean');
   }
   return { ok: true, meta: meta as unknown as HttpStreamMeta };
+}
+
+const NAME_RULE = 'must be a field name token';
+const VALUE_RULE = 'must be a field value: no control byte other than HTAB, no character above U+00FF';
+
+/** The index of the first name that is no token or value that is no field value, if any. */
+function badField(raw: readonly string[]): number | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!TOKEN.test(raw[i]!)) return i;
+    if (!FIELD_VALUE.test(raw[i + 1]!)) return i + 1;
+  }
+  return undefined;
 }
 
 function refuse(key: string, rule: string): Result {

@@ -1,9 +1,10 @@
 // Dialing a target from the agent: every address a name resolves to is checked against the protected
 // ranges (src/agent/policy.ts), connects have a deadline, and failures map to the RST codes of
 // docs/http-over-streams.md.
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import type { LookupFunction, Socket } from 'node:net';
 import { ErrorCode } from '../protocol/constants.js';
+import type { RequestHead } from './meta.js';
 
 const CONNECT_TIMEOUT = 'SLUICE_TARGET_CONNECT_TIMEOUT';
 const FORBIDDEN_ADDRESS = 'SLUICE_TARGET_FORBIDDEN_ADDRESS';
@@ -38,13 +39,25 @@ export function classify(err: NodeJS.ErrnoException, target: string): [number, s
   return [ErrorCode.TARGET_UNREACHABLE, `${target}: closed before answering (${err.code ?? err.message})`];
 }
 
+/** The shape of dns.lookup that guardedLookup calls; tests pass a resolver of their own. */
+export type Resolver = (
+  hostname: string,
+  options: LookupAllOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+) => void;
+
 /**
  * A DNS lookup that checks every address a target name resolves to and keeps only allowed ones. Node 20
  * asks for all addresses (happy eyeballs) or one, depending on the socket's options; both forms work.
+ * The socket connects to exactly what this returns, so no second resolution can rebind the name
+ * between the check and the connect.
  */
-export function guardedLookup(forbids: (ip: string) => boolean): LookupFunction {
+export function guardedLookup(
+  forbids: (ip: string) => boolean,
+  resolve: Resolver = dnsLookup as unknown as Resolver,
+): LookupFunction {
   return (hostname, options, callback) => {
-    dnsLookup(hostname, options, (err, address: string | LookupAddress[], family?: number) => {
+    resolve(hostname, options as LookupAllOptions, (err, address, family) => {
       if (err !== null) return callback(err, '', 0);
       if (Array.isArray(address)) {
         const allowed = address.filter((a) => !forbids(a.address));
@@ -63,4 +76,23 @@ function forbidden(hostname: string, address: string): NodeJS.ErrnoException {
   );
   err.code = FORBIDDEN_ADDRESS;
   return err;
+}
+
+/**
+ * The header list for the request to the target. A chunked body is framed chunked again (the
+ * controller removed Transfer-Encoding as hop-by-hop). Without one no trailer can follow, so a
+ * `Trailer` field is dropped: Node's client throws on it for a request that is not chunked (a GET
+ * carrying `Trailer: x` would otherwise fail), and it would announce fields that never come.
+ */
+export function targetHeaders(head: RequestHead): string[] {
+  if (head.chunked === true) return [...head.headers, 'Transfer-Encoding', 'chunked'];
+  const raw = head.headers;
+  let i = 0;
+  while (i < raw.length && raw[i]!.toLowerCase() !== 'trailer') i += 2;
+  if (i >= raw.length) return raw;
+  const out: string[] = [];
+  for (let j = 0; j + 1 < raw.length; j += 2) {
+    if (raw[j]!.toLowerCase() !== 'trailer') out.push(raw[j]!, raw[j + 1]!);
+  }
+  return out;
 }

@@ -295,3 +295,39 @@ describe('loadAgentConfig: tunnel timing', () => {
     );
   });
 });
+
+describe('loadAgentConfig: target pool and upgrade drain', () => {
+  test('defaults: 256 sockets per target, upgrades get 5 s of a drain', () => {
+    const config = load();
+    assert.equal(config.maxSocketsPerTarget, 256);
+    assert.equal(config.upgradeGraceMs, 5_000);
+  });
+
+  test('from flags or SLUICE_*, the flag winning', () => {
+    assert.equal(load({ maxSocketsPerTarget: '2' }).maxSocketsPerTarget, 2);
+    assert.equal(load({}, { SLUICE_MAX_SOCKETS_PER_TARGET: '1000' }).maxSocketsPerTarget, 1000);
+    assert.equal(
+      load({ maxSocketsPerTarget: '8' }, { SLUICE_MAX_SOCKETS_PER_TARGET: '9' }).maxSocketsPerTarget,
+      8,
+    );
+    assert.equal(load({ upgradeGrace: '500ms' }).upgradeGraceMs, 500);
+    assert.equal(load({}, { SLUICE_UPGRADE_GRACE: '0' }).upgradeGraceMs, 0);
+    assert.equal(load({ upgradeGrace: '1m' }, { SLUICE_UPGRADE_GRACE: '1s' }).upgradeGraceMs, 60_000);
+  });
+
+  test('bad values name the option and the source', () => {
+    for (const bad of ['0', '-1', '1.5', 'many', '100001']) {
+      refuses(
+        () => load({ maxSocketsPerTarget: bad }),
+        'maxSocketsPerTarget',
+        /must be an integer from 1 to 100000, got .* \(from --max-sockets-per-target\)$/,
+      );
+    }
+    refuses(
+      () => load({}, { SLUICE_UPGRADE_GRACE: 'soon' }),
+      'upgradeGrace',
+      /must be a duration: .*, got "soon" \(from SLUICE_UPGRADE_GRACE\)$/,
+    );
+    refuses(() => load({ upgradeGrace: '2h' }), 'upgradeGrace', /between 0ms and 1h, got "2h"/);
+  });
+});

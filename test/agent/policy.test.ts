@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import {
   DEFAULT_ALLOW,
   isForbiddenAddress,
+  isLocalAddress,
   kubernetesApiFromEnv,
   parseAllowPattern,
   type PolicyResult,
@@ -34,12 +35,14 @@ describe('TargetPolicy defaults', () => {
       host: 'web.shop.svc.cluster.local',
       port: 8080,
       exempt: false,
+      viaWildcard: true,
     });
     assert.deepEqual(defaults.check('http://web.shop.svc'), {
       ok: true,
       host: 'web.shop.svc',
       port: 80,
       exempt: false,
+      viaWildcard: true,
     });
   });
 
@@ -83,6 +86,7 @@ describe('TargetPolicy patterns', () => {
       host: '127.0.0.1',
       port: 3000,
       exempt: false,
+      viaWildcard: false,
     });
     assert.equal(allowed(policy, 'http://127.0.0.1:3001'), false);
     assert.equal(allowed(policy, 'http://localhost:4000'), true);
@@ -106,13 +110,20 @@ describe('TargetPolicy patterns', () => {
       host: 'web.shop.svc.cluster.local.',
       port: 8080,
       exempt: false,
+      viaWildcard: true,
     });
     assert.equal(allowed(policy, 'http://web.internal.'), true);
   });
 
   test('IPv6 patterns match the canonical address, and return it unbracketed', () => {
     const policy = new TargetPolicy(['[::1]:8080', '[2001:DB8:0:0::1]:*']);
-    assert.deepEqual(policy.check('http://[::1]:8080'), { ok: true, host: '::1', port: 8080, exempt: false });
+    assert.deepEqual(policy.check('http://[::1]:8080'), {
+      ok: true,
+      host: '::1',
+      port: 8080,
+      exempt: false,
+      viaWildcard: false,
+    });
     assert.equal(allowed(policy, 'http://[0:0:0:0:0:0:0:1]:8080'), true);
     assert.equal(allowed(policy, 'http://[::1]:8081'), false);
     assert.equal(allowed(policy, 'http://[2001:db8::1]:443'), true);
@@ -125,8 +136,13 @@ describe('TargetPolicy patterns', () => {
     assert.equal(allowed(policy, 'http://[::1]'), false);
   });
 
-  test('* matches every host, IP addresses included', () => {
-    for (const target of ['http://example.com', 'http://127.0.0.1:1', 'http://[::1]:65535', 'http://web']) {
+  test('* matches every host, IP addresses included (but for the protected and loopback ones)', () => {
+    for (const target of [
+      'http://example.com',
+      'http://10.0.0.1:1',
+      'http://[2001:db8::1]:65535',
+      'http://web',
+    ]) {
       assert.equal(allowed(everything, target), true, target);
     }
   });
@@ -230,6 +246,7 @@ describe('TargetPolicy protected targets', () => {
       host: '169.254.169.254',
       port: 80,
       exempt: true,
+      viaWildcard: false,
     });
     assert.equal(allowed(policy, 'http://169.254.169.254:8080'), false);
     assert.deepEqual(policy.check('http://metadata.google.internal:8080'), {
@@ -237,6 +254,7 @@ describe('TargetPolicy protected targets', () => {
       host: 'metadata.google.internal',
       port: 8080,
       exempt: true,
+      viaWildcard: false,
     });
     assert.equal(allowed(policy, 'http://kubernetes.default.svc:443'), true);
     assert.equal(allowed(policy, 'http://kubernetes.default.svc.cluster.local:443'), false);
@@ -453,8 +471,126 @@ describe('TargetPolicy and the Kubernetes API address', () => {
       host: '10.96.0.1',
       port: 443,
       exempt: true,
+      viaWildcard: false,
     });
     assert.deepEqual(kubernetesApiFromEnv({}), []);
     assert.deepEqual(kubernetesApiFromEnv({ KUBERNETES_SERVICE_HOST: 'not-an-ip' }), []);
+  });
+});
+
+// A wildcard must not reach the agent's own host: loopback and the unspecified address (which connects
+// to the local host too) in every spelling the URL parser and a resolver may give, and `localhost`.
+describe('TargetPolicy loopback under a wildcard', () => {
+  const literals = [
+    'http://127.0.0.1:3000',
+    'http://127.0.0.2:3000',
+    'http://127.255.255.254:3000',
+    'http://127.1:3000',
+    'http://2130706433:3000',
+    'http://0x7f000001:3000',
+    'http://0x7f.0.0.1:3000',
+    'http://0177.0.0.1:3000',
+    'http://127.0.0.1.:3000',
+    'http://[::1]:3000',
+    'http://[0:0:0:0:0:0:0:1]:3000',
+    'http://[::ffff:127.0.0.1]:3000',
+    'http://[::ffff:7f00:1]:3000',
+    'http://[64:ff9b::7f00:1]:3000',
+    'http://0.0.0.0:3000',
+    'http://0:3000',
+    'http://0.1.2.3:3000',
+    'http://[::]:3000',
+    'http://[::ffff:0.0.0.0]:3000',
+  ];
+  const names = ['http://localhost:3000', 'http://LOCALHOST.:3000', 'http://app.localhost:3000'];
+
+  test('*:* refuses every form of a loopback or unspecified address, and localhost names', () => {
+    for (const target of [...literals, ...names]) {
+      assert.equal(allowed(everything, target), false, target);
+    }
+    const wide = new TargetPolicy(['*.localhost:*', '*.internal:*']);
+    assert.equal(allowed(wide, 'http://app.localhost:3000'), false);
+  });
+
+  test('the reasons say what the target is and how to allow it', () => {
+    assert.equal(
+      reason(everything, 'http://2130706433:3000'),
+      'target http://127.0.0.1:3000 is a loopback address; allow it explicitly with --allow 127.0.0.1:3000',
+    );
+    assert.equal(
+      reason(everything, 'http://[::ffff:127.0.0.1]:3000'),
+      'target http://[::ffff:7f00:1]:3000 is a loopback address; ' +
+        'allow it explicitly with --allow [::ffff:7f00:1]:3000',
+    );
+    assert.equal(
+      reason(everything, 'http://[::]:3000'),
+      'target http://[::]:3000 is an unspecified address; allow it explicitly with --allow [::]:3000',
+    );
+    assert.equal(
+      reason(everything, 'http://localhost:3000'),
+      'target http://localhost:3000 is a loopback name; allow it explicitly with --allow localhost:3000',
+    );
+  });
+
+  test('an exact pattern still allows them, and needs no loopback check after DNS', () => {
+    const policy = new TargetPolicy(['127.0.0.1:3000', 'localhost:4000', '[::1]:5000', 'db.internal:6000']);
+    for (const target of [
+      'http://127.0.0.1:3000',
+      'http://2130706433:3000',
+      'http://localhost:4000',
+      'http://[::1]:5000',
+      'http://db.internal:6000',
+    ]) {
+      const result = policy.check(target);
+      assert.equal(result.ok, true, target);
+      assert.equal(result.ok && result.viaWildcard, false, target);
+    }
+  });
+
+  test('a name allowed only by a wildcard is marked for the loopback check after DNS', () => {
+    const policy = new TargetPolicy(['*.internal:*', 'db.internal:6000']);
+    assert.deepEqual(policy.check('http://web.internal:8080'), {
+      ok: true,
+      host: 'web.internal',
+      port: 8080,
+      exempt: false,
+      viaWildcard: true,
+    });
+    assert.equal((policy.check('http://db.internal:6000') as { viaWildcard: boolean }).viaWildcard, false);
+    assert.equal((policy.check('http://db.internal:6001') as { viaWildcard: boolean }).viaWildcard, true);
+  });
+
+  test('forbidsWildcardAddress: every resolved form of loopback and unspecified, and what forbidsAddress covers', () => {
+    const api = kubernetesApiFromEnv({ KUBERNETES_SERVICE_HOST: '10.96.0.1' });
+    const policy = new TargetPolicy(['*.internal:*'], 'allow', { kubernetesApi: api });
+    for (const ip of [
+      '127.0.0.1',
+      '127.0.1.1',
+      '127.255.255.255',
+      '::1',
+      '0:0:0:0:0:0:0:1',
+      '::ffff:127.0.0.1',
+      '::ffff:7f00:1',
+      '64:ff9b::7f00:1',
+      '0.0.0.0',
+      '0.255.255.255',
+      '::',
+      '::ffff:0.0.0.0',
+      '169.254.169.254',
+      '::ffff:169.254.169.254',
+      'fe80::1',
+      '10.96.0.1',
+    ]) {
+      assert.equal(policy.forbidsWildcardAddress(ip), true, ip);
+    }
+    // What is no canonical address (a resolver should never return one) is refused, not guessed at.
+    for (const value of ['2130706433', '0x7f000001', '127.1', 'localhost', '', '[::1]']) {
+      assert.equal(policy.forbidsWildcardAddress(value), true, JSON.stringify(value));
+    }
+    for (const ip of ['10.0.0.1', '1.0.0.0', '128.0.0.1', '2001:db8::1', '::2', '::ffff:10.0.0.1']) {
+      assert.equal(policy.forbidsWildcardAddress(ip), false, ip);
+      assert.equal(isLocalAddress(ip), false, ip);
+    }
+    assert.equal(policy.forbidsAddress('127.0.0.1'), false, 'an exact pattern may still dial loopback');
   });
 });

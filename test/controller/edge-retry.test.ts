@@ -43,6 +43,7 @@ before(async () => {
       pool,
       connectTimeoutMs: 5_000,
       lookup: guardedLookup((ip) => policy.forbidsAddress(ip)),
+      wildcardLookup: guardedLookup((ip) => policy.forbidsWildcardAddress(ip)),
       logger,
     }),
   );

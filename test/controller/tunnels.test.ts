@@ -73,3 +73,19 @@ describe('TunnelRegistry', () => {
     assert.deepEqual(r.size(), { tunnels: 5, slots: 4 });
   });
 });
+
+describe('TunnelRegistry.unavailableReason', () => {
+  test('says whether no agent is connected or every one left is draining, counted by replica', () => {
+    const r = new TunnelRegistry();
+    assert.equal(r.unavailableReason('c1'), 'no agent of cluster c1 is connected');
+    // One agent replica with two tunnels is one agent.
+    r.add(tunnel('a', 'r1', { index: 0, generation: 1 }, { draining: true }));
+    r.add(tunnel('a', 'r1', { index: 1, generation: 1 }, { draining: true }));
+    r.add(tunnel('gone', 'r9', undefined, { closed: true }));
+    assert.equal(r.pick('c1'), undefined);
+    assert.equal(r.unavailableReason('c1'), 'the only agent of cluster c1 is draining');
+    r.add(tunnel('a', 'r2', undefined, { draining: true }));
+    assert.equal(r.unavailableReason('c1'), 'all 2 agents of cluster c1 are draining');
+    assert.equal(r.unavailableReason('other'), 'no agent of cluster other is connected');
+  });
+});

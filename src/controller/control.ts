@@ -77,11 +77,17 @@ export class ControlPlane {
     return true;
   }
 
+  /** Adds a validated route; throws StoreConflict when a route has the same host and path. */
   addRoute(route: Route): void {
-    // Built before the store is written: the table checks the route against the others the same way.
-    const next = new RouteTable([...this.store.listRoutes(), route]);
-    this.store.addRoute(route);
-    this.#routes = next;
+    // The store refuses a repeat (409 naming `host`); the table is then built from what it holds, and
+    // should it refuse the route after all, the store is put back, so that the two never disagree.
+    const stored = this.store.addRoute(route);
+    try {
+      this.#routes = this.#buildRoutes();
+    } catch (err) {
+      this.store.removeRoute(stored.host, stored.path);
+      throw err;
+    }
   }
 
   removeRoute(host: string, path: string): boolean {
@@ -101,6 +107,7 @@ export class ControlPlane {
   }
 
   #buildRoutes(): RouteTable {
+    // Only the route fields: a stored record also carries `created` and `source`, which no route has.
     return new RouteTable(
       this.store.listRoutes().map(({ host, path, cluster, target }) => ({ host, path, cluster, target })),
     );

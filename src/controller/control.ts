@@ -30,17 +30,25 @@ export function seedFrom(config: Pick<ControllerConfig, 'clusters' | 'routes'>) 
   };
 }
 
+/** What the tunnel listener answers an agent's token with. */
+export type Admission =
+  | { readonly ok: true; readonly cluster: string }
+  | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
+
 export class ControlPlane {
   readonly store: Store;
   readonly #registry: TunnelRegistry;
   #routes: RouteTable;
   #tokens: TokenIndex;
+  /** Digests of revoked tokens: known, so refused as FORBIDDEN rather than UNAUTHORIZED. */
+  #revoked: ReadonlySet<string>;
 
   constructor(store: Store, registry: TunnelRegistry) {
     this.store = store;
     this.#registry = registry;
     this.#routes = this.#buildRoutes();
     this.#tokens = this.#buildTokens();
+    this.#revoked = new Set(store.revokedHashes());
   }
 
   get routes(): RouteTable {
@@ -49,6 +57,20 @@ export class ControlPlane {
 
   get tokens(): TokenIndex {
     return this.#tokens;
+  }
+
+  /**
+   * Whether an agent presenting `token` may connect (docs/protocol.md §4): a valid token names its
+   * cluster; a revoked one is FORBIDDEN (the agent holds a real token that was withdrawn: issue a new
+   * one); any other is UNAUTHORIZED (mistyped, of another controller, or a deleted cluster's).
+   */
+  admit(token: string): Admission {
+    const cluster = this.#tokens.clusterFor(token);
+    if (cluster !== undefined) return { ok: true, cluster };
+    if (this.#revoked.has(hashToken(token))) {
+      return { ok: false, code: 'FORBIDDEN', reason: 'the agent token was revoked' };
+    }
+    return { ok: false, code: 'UNAUTHORIZED', reason: 'unknown agent token' };
   }
 
   /** Creates a token for `cluster` and returns it with the plain token, which is never stored. */
@@ -64,6 +86,7 @@ export class ControlPlane {
     const record = this.store.revokeToken(id);
     if (record === undefined) return undefined;
     this.#tokens = this.#buildTokens();
+    this.#revoked = new Set(this.store.revokedHashes());
     this.#closeTunnels([record.hash], `token ${record.id} was revoked`);
     return record;
   }
@@ -73,6 +96,8 @@ export class ControlPlane {
     const hashes = this.store.removeCluster(name);
     if (hashes === undefined) return false;
     this.#tokens = this.#buildTokens();
+    // Its revoked tokens went with it: from now on they are unknown.
+    this.#revoked = new Set(this.store.revokedHashes());
     this.#closeTunnels(hashes, `cluster ${name} was deleted`);
     return true;
   }

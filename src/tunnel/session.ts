@@ -43,7 +43,12 @@ export interface PeerInfo {
 
 export type AuthResult =
   | { readonly ok: true; readonly caps?: readonly string[] }
-  | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
+  | {
+      readonly ok: false;
+      /** OVERLOAD: not refused for its token, but asked to come back later (docs/protocol.md §4). */
+      readonly code: 'UNAUTHORIZED' | 'FORBIDDEN' | 'OVERLOAD';
+      readonly reason: string;
+    };
 
 interface CommonOptions {
   options?: SessionOptionsInput;
@@ -637,7 +642,8 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#state !== State.HANDSHAKE) return;
     if (!result.ok) {
       const wire = ErrorCode[result.code];
-      this.#log.warn({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
+      // Debug only: the caller decides what a refusal is worth in its log (the controller samples them).
+      this.#log.debug({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
       return this.#teardown(
         new SessionError(codeForWire(wire), `refused: ${result.reason}`, wire),
         wire,

@@ -1,7 +1,9 @@
 // The thin CLI: argv in, exit code out (STYLE.md lesson 10). Each service command parses its flags,
 // loads a validated config, starts the service from the library and runs it until SIGINT or SIGTERM.
-// Bad flags print usage and exit 2 (DESIGN.md §5); so does a bad config. Commands that later issues
-// build say so plainly rather than pretending. The admin commands live in admin.ts.
+// Bad flags print usage and exit 2 (DESIGN.md §5); so does any other reason the service cannot start
+// (README "Exit codes"). Commands that later issues build say so plainly rather than pretending. The
+// admin commands live in admin.ts. The controller and dev are imported only when run: they load the
+// SQLite store, which an agent neither needs nor may have installed.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
@@ -15,8 +17,7 @@ import {
   type LogLevel,
   loadControllerConfig,
 } from '../controller/config.js';
-import { startController } from '../controller/controller.js';
-import { type DevHandle, type DevOptions, startDev } from '../dev/dev.js';
+import type { DevHandle, DevOptions } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
 
 const USAGE = `Usage: sluice <command> [flags]
@@ -180,7 +181,7 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     'controller',
     run,
     (): ControllerConfig => loadControllerConfig({ flags, env: run.env }),
-    startController,
+    async (config, logger) => (await import('../controller/controller.js')).startController(config, logger),
   );
 }
 
@@ -252,7 +253,7 @@ function devCommand(args: string[], run: Run): Promise<number> {
     'dev',
     run,
     load,
-    (config: DevConfig, logger) => startDev(config.options, logger),
+    async (config: DevConfig, logger) => (await import('../dev/dev.js')).startDev(config.options, logger),
     announceDev,
   );
 }
@@ -287,8 +288,10 @@ interface Service {
 
 /**
  * Loads the config, starts the service and runs it until the run's signal (or SIGINT/SIGTERM), then
- * closes it; `announce` may tell people where it is once it is up. Exit codes: 0 after a clean close,
- * 2 for a bad config, 1 when starting or closing failed.
+ * closes it; `announce` may tell people where it is once it is up. Exit codes (README "Exit codes"):
+ * 0 after a clean close; 2 when it could not start because of what it was given (a ConfigError: a bad
+ * value, a file or an address that cannot be used); 1 when closing failed, or starting failed for any
+ * other reason.
  */
 export async function serve<C extends { logLevel: LogLevel }, S extends Service>(
   command: string,

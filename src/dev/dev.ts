@@ -8,7 +8,6 @@ import { readinessLogger } from '../logging.js';
 import { startAgent } from '../agent/agent.js';
 import { type ControllerConfig, DEFAULT_HTTP_OPTIONS, type HostPort } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
-import { openSqliteStore } from '../store/sqlite.js';
 import { resolveSessionOptions } from '../tunnel/options.js';
 import { startDemoService } from './demo.js';
 
@@ -57,9 +56,8 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
     for (const close of closers.reverse()) await close().catch(() => {});
   };
   try {
-    const controller = await startController(config, logger.child({ role: 'controller' }), {
-      store: openSqliteStore(':memory:'),
-    });
+    // dataDir ':memory:': the controller's SQLite store keeps the state in memory.
+    const controller = await startController(config, logger.child({ role: 'controller' }));
     closers.push(() => controller.close(1000));
     const agent = await startAgent(
       {

@@ -10,6 +10,7 @@ import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
 import { ADMIN_COMMANDS, adminCommand } from './admin.js';
+import { flagProblem } from './flags.js';
 import { flagOrEnv, MASKED, parseHostPort, parseLogLevel, parseOptionalHostPort } from '../config/values.js';
 import {
   type ControllerConfig,
@@ -164,7 +165,9 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     'log-level': STRING,
     help: HELP,
   };
-  const parsed = parseFlags('controller', CONTROLLER_USAGE, run.io, () => parseArgs({ args, options }));
+  const parsed = parseFlags('controller', CONTROLLER_USAGE, run.io, options, () =>
+    parseArgs({ args, options }),
+  );
   if (parsed === undefined) return Promise.resolve(2);
   const { values } = parsed;
   if (values.help === true) return help(run.io, CONTROLLER_USAGE);
@@ -201,7 +204,7 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     'log-level': STRING,
     help: HELP,
   } as const;
-  const parsed = parseFlags('agent', AGENT_USAGE, run.io, () => parseArgs({ args, options }));
+  const parsed = parseFlags('agent', AGENT_USAGE, run.io, options, () => parseArgs({ args, options }));
   if (parsed === undefined) return Promise.resolve(2);
   const { values } = parsed;
   if (values.help === true) return help(run.io, AGENT_USAGE);
@@ -229,7 +232,7 @@ interface DevConfig {
 
 function devCommand(args: string[], run: Run): Promise<number> {
   const options = { listen: STRING, 'admin-listen': STRING, 'log-level': STRING, help: HELP };
-  const parsed = parseFlags('dev', DEV_USAGE, run.io, () => parseArgs({ args, options }));
+  const parsed = parseFlags('dev', DEV_USAGE, run.io, options, () => parseArgs({ args, options }));
   if (parsed === undefined) return Promise.resolve(2);
   const { values } = parsed;
   if (values.help === true) return help(run.io, DEV_USAGE);
@@ -268,11 +271,17 @@ function announceDev(dev: DevHandle, io: Io): void {
 }
 
 /** The parsed flags, or undefined after printing the parser's complaint and the usage. */
-function parseFlags<T>(command: string, usage: string, io: Io, parse: () => T): T | undefined {
+function parseFlags<T>(
+  command: string,
+  usage: string,
+  io: Io,
+  options: object,
+  parse: () => T,
+): T | undefined {
   try {
     return parse();
   } catch (err) {
-    io.err(`sluice ${command}: ${(err as Error).message}\n\n${usage}`);
+    io.err(`sluice ${command}: ${flagProblem(err, Object.keys(options))}\n\n${usage}`);
     return undefined;
   }
 }

@@ -190,6 +190,6 @@ describe('main', () => {
   test('an admin command with a bad flag prints its usage and exits 2', async () => {
     const io = new Capture();
     assert.equal(await main(['status', '--bogus'], io), 2);
-    assert.match(io.stderr, /^sluice status: Unknown option '--bogus'[^]*Usage: sluice status/);
+    assert.match(io.stderr, /^sluice status: unknown flag --bogus\n[^]*Usage: sluice status/);
   });
 });

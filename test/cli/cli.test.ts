@@ -102,7 +102,7 @@ test('agent with a bad token exits 2 without showing it', async () => {
 test('controller --bogus exits 2 with the usage', async () => {
   const r = await run('controller', '--bogus');
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /^sluice controller: Unknown option '--bogus'/);
+  assert.match(r.stderr, /^sluice controller: unknown flag --bogus\n/);
   assert.match(r.stderr, /Usage: sluice controller/);
 });
 

@@ -82,7 +82,8 @@ function lostReport(s: Stack, results: readonly LoadResult[], restarts: Restart[
     const during = restarts.find((w) => r.sentAt >= w.signalled && r.sentAt <= w.replaced);
     const seen = line === undefined ? 'no log line' : JSON.stringify(line);
     return (
-      `${r.id}: ${r.error ?? r.status} after ${Math.round(r.doneAt - r.sentAt)} ms, sent ` +
+      `${r.id}: ${r.error ?? r.status} after ${Math.round(r.doneAt - r.sentAt)} ms, ` +
+      `${r.written ? 'written' : 'not yet written'} to a connection, sent ` +
       `${during === undefined ? 'outside a restart' : `while replica ${during.replica} restarted`}; ` +
       `origin ${origin.requested.has(r.id) ? 'got it' : 'never got it'}; controller: ${seen}`
     );
@@ -145,15 +146,26 @@ describe('a rolling restart of agent replicas', () => {
       `outcomes: ${JSON.stringify(tally(load.results))}, skipped ${load.skipped}; latency p50 ${at(0.5)} ` +
         `p99 ${at(0.99)} max ${at(1)} ms; at most ${load.peakInFlight} in flight`,
     );
-    const lost = load.results.filter((r) => r.status !== 200 || r.error !== undefined);
+    // Still queued in the client for one of its 32 sockets when its deadline came: never sent, so
+    // not lost by Sluice, only a sign of a very slow machine.
+    const unsent = load.results.filter((r) => r.error === 'timeout' && !r.written);
+    if (unsent.length > 0) t.diagnostic(`${unsent.length} requests never left the client in time`);
+    const lost = load.results.filter(
+      (r) => (r.status !== 200 || r.error !== undefined) && !unsent.includes(r),
+    );
     assert.equal(lost.length, 0, lostReport(s, lost, restarts));
     assert.equal(load.skipped, 0, 'every request due was sent');
     // The load really crossed each restart: requests sent while only the other replica could take
     // them were served.
     for (const r of restarts) {
-      const crossing = load.results.filter((x) => x.sentAt >= r.signalled && x.sentAt <= r.replaced);
-      t.diagnostic(`${crossing.length} requests sent while replica ${r.replica} restarted`);
-      assert.ok(crossing.length > 0, `no request was sent while replica ${r.replica} restarted`);
+      const crossing = load.results.filter(
+        (x) => x.sentAt >= r.signalled && x.sentAt <= r.replaced && x.status === 200,
+      );
+      t.diagnostic(`${crossing.length} requests sent and served while replica ${r.replica} restarted`);
+      assert.ok(
+        crossing.length > 0,
+        `no request was served that was sent while replica ${r.replica} restarted`,
+      );
     }
     // Both replicas' tunnels served: spread by least outstanding streams.
     const served = new Set(

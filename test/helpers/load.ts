@@ -33,6 +33,11 @@ export interface LoadResult {
   status: number;
   /** Set when the request failed without a complete response (ECONNRESET, timeout, ...). */
   error?: string;
+  /**
+   * Whether the whole request was written to a connection. A `timeout` that was not still waited in
+   * the client for a free socket of its agent: the machine was slow, and Sluice never saw it.
+   */
+  written: boolean;
 }
 
 export class Load {
@@ -97,7 +102,7 @@ export class Load {
 
   #send(id: string): void {
     const o = this.#options;
-    const result: LoadResult = { id, sentAt: performance.now(), doneAt: 0, status: 0 };
+    const result: LoadResult = { id, sentAt: performance.now(), doneAt: 0, status: 0, written: false };
     this.#inFlight++;
     this.peakInFlight = Math.max(this.peakInFlight, this.#inFlight);
     let settled = false;
@@ -130,6 +135,7 @@ export class Load {
       },
       scaled(o.timeoutMs ?? EVENT_MS),
     );
+    req.on('finish', () => (result.written = true));
     req.on('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
     req.on('response', (res) => {
       result.status = res.statusCode ?? 0;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { main } from '../../src/cli/main.js';
-import { BIN, SluiceProcess } from '../helpers/sluice-procs.js';
+import { BIN, type SluiceProcess, startAdminController } from '../helpers/sluice-procs.js';
 
 const ADMIN_TOKEN = 'cli-routes-admin-token-0123456789';
 // The binary must not pick up the settings of whoever runs the tests.
@@ -23,26 +23,9 @@ let admin = '';
 
 before(async () => {
   writeFileSync(tokenFile, `${ADMIN_TOKEN}\n`);
-  const yaml = [
-    'listen: 127.0.0.1:0',
-    'tunnelListen: tcp://127.0.0.1:0',
-    'adminListen: 127.0.0.1:0',
-    `dataDir: ${JSON.stringify(join(dir, 'data'))}`,
-    'clusters:',
-    '  - name: seeded',
-    '    tokens: ["cli-routes-seed-token-0123456789"]',
-    'routes: []',
-  ].join('\n');
-  writeFileSync(join(dir, 'sluice.yaml'), yaml);
-  controller = new SluiceProcess(['controller', '--config', join(dir, 'sluice.yaml')], {
-    SLUICE_ADMIN_TOKEN: ADMIN_TOKEN,
-  });
-  const ready = await controller.waitLine(
-    'the admin listener',
-    (l) => l.event === 'listening' && l.listener === 'admin',
-    60_000,
-  );
-  admin = String(ready.url);
+  const started = await startAdminController(dir, ADMIN_TOKEN, 'cli-routes-seed-token-0123456789');
+  controller = started.controller;
+  admin = started.adminUrl;
 });
 
 after(async () => {

@@ -4,7 +4,7 @@
 // keep-alive http.Agent as Prometheus, the dashboard and the CLI use it, and a fast-check property
 // (fixed seed) throwing random methods, paths, headers and bodies at it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { MAX_BODY_BYTES } from '../../src/controller/admin-api.js';
 import { RawHttpConnection, rawRequest, type RawResponse } from '../helpers/http-reader.js';
-import { SluiceProcess } from '../helpers/sluice-procs.js';
+import { type SluiceProcess, startAdminController } from '../helpers/sluice-procs.js';
 
 const ADMIN_TOKEN = 'hostile-test-admin-token-0123456789';
 const AUTH: [string, string] = ['Authorization', `Bearer ${ADMIN_TOKEN}`];
@@ -26,26 +26,9 @@ let controller: SluiceProcess | undefined;
 let port = 0;
 
 before(async () => {
-  const yaml = [
-    'listen: 127.0.0.1:0',
-    'tunnelListen: tcp://127.0.0.1:0',
-    'adminListen: 127.0.0.1:0',
-    `dataDir: ${JSON.stringify(join(dir, 'data'))}`,
-    'clusters:',
-    '  - name: seeded',
-    '    tokens: ["hostile-seed-token-0123456789"]',
-    'routes: []',
-  ].join('\n');
-  writeFileSync(join(dir, 'sluice.yaml'), yaml);
-  controller = new SluiceProcess(['controller', '--config', join(dir, 'sluice.yaml')], {
-    SLUICE_ADMIN_TOKEN: ADMIN_TOKEN,
-  });
-  const ready = await controller.waitLine(
-    'the admin listener',
-    (l) => l.event === 'listening' && l.listener === 'admin',
-    60_000,
-  );
-  port = Number(new URL(String(ready.url)).port);
+  const started = await startAdminController(dir, ADMIN_TOKEN, 'hostile-seed-token-0123456789');
+  controller = started.controller;
+  port = Number(new URL(started.adminUrl).port);
 });
 
 after(async () => {

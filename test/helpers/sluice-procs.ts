@@ -381,3 +381,34 @@ export function writeFile(dir: string, name: string, text: string): string {
   writeFileSync(file, text);
   return file;
 }
+
+/**
+ * A real `sluice controller` in `dir` with its admin listener up, one seeded cluster and no routes,
+ * for tests of the admin API and CLI. The caller stops `controller` in its `after`.
+ */
+export async function startAdminController(
+  dir: string,
+  adminToken: string,
+  seedToken: string,
+): Promise<{ controller: SluiceProcess; adminUrl: string }> {
+  const yaml = [
+    'listen: 127.0.0.1:0',
+    'tunnelListen: tcp://127.0.0.1:0',
+    'adminListen: 127.0.0.1:0',
+    `dataDir: ${JSON.stringify(join(dir, 'data'))}`,
+    'clusters:',
+    '  - name: seeded',
+    `    tokens: [${JSON.stringify(seedToken)}]`,
+    'routes: []',
+  ].join('\n');
+  const config = writeFile(dir, 'sluice.yaml', yaml);
+  const controller = new SluiceProcess(['controller', '--config', config], {
+    SLUICE_ADMIN_TOKEN: adminToken,
+  });
+  const ready = await controller.waitLine(
+    'the admin listener',
+    (l) => l.event === 'listening' && l.listener === 'admin',
+    60_000,
+  );
+  return { controller, adminUrl: String(ready.url) };
+}

@@ -187,7 +187,12 @@ export class PublicEdge {
       slot: undefined,
       run: (stream, meta, stats) => {
         running = stats;
-        const options = { ...this.#timing(meta), idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs };
+        const options = {
+          ...this.#timing(meta),
+          idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs,
+          // A switched connection is meant to stay open: it gives its client's share back.
+          onSwitch: () => this.#releaseSlot(exchange),
+        };
         return forwardUpgrade(socket as Socket, head, stream, options, stats);
       },
       fail: (code, reason) => {
@@ -303,7 +308,7 @@ export class PublicEdge {
         logger[level](fields, 'request');
       }
       this.#options.onRequestDone?.(log);
-      if (exchange.slot !== undefined) this.#releaseSlot(exchange.slot);
+      this.#releaseSlot(exchange);
       if (--this.#inFlight === 0 && this.#idle !== null) {
         const idle = this.#idle;
         this.#idle = null;
@@ -329,6 +334,9 @@ export class PublicEdge {
     if (req.rawHeaders.length / 2 > http.maxHeaders) {
       return exchange.fail(431, `the request has more than ${http.maxHeaders} header fields`);
     }
+    if (log.kind === 'upgrade' && carriesBody(req)) {
+      return exchange.fail(400, 'an upgrade request must not carry a body');
+    }
     const target = requestTarget(req);
     if (typeof target === 'string') return exchange.fail(400, target);
     const route = this.#options.routes().match(target.host, target.path);
@@ -340,7 +348,7 @@ export class PublicEdge {
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
-    if (log.kind === 'http' && !this.#takeSlot(exchange)) {
+    if (!this.#takeSlot(exchange)) {
       return exchange.fail(
         429,
         `this client address has ${http.maxRequestsPerClient} requests in flight, the most this gateway allows`,
@@ -361,11 +369,12 @@ export class PublicEdge {
   }
 
   /**
-   * Counts a plain request against its client address's share (http.maxRequestsPerClient), if that has
+   * Counts a request against its client address's share (http.maxRequestsPerClient), if that has
    * room. One client, slow on purpose or not, then holds at most that many tunnel streams and target
-   * connections. Upgrades are not counted: a WebSocket is meant to stay open, and a page may hold many.
-   * The address is the log line's client: behind a trusted proxy, the one it forwarded for, so the
-   * clients of one load balancer do not share its single share.
+   * connections. An upgrade counts only until its 101: a WebSocket is meant to stay open, and a page
+   * may hold many, but one that is never answered holds a stream like any request. The address is the
+   * log line's client: behind a trusted proxy, the one it forwarded for, so the clients of one load
+   * balancer do not share its single share.
    */
   #takeSlot(exchange: Exchange): boolean {
     const max = this.#options.http.maxRequestsPerClient;
@@ -378,7 +387,11 @@ export class PublicEdge {
     return true;
   }
 
-  #releaseSlot(address: string): void {
+  /** Gives the exchange's share back, if it still holds one. */
+  #releaseSlot(exchange: Exchange): void {
+    const address = exchange.slot;
+    if (address === undefined) return;
+    exchange.slot = undefined;
     const held = this.#perClient.get(address) ?? 0;
     if (held <= 1) this.#perClient.delete(address);
     else this.#perClient.set(address, held - 1);
@@ -484,6 +497,16 @@ export class PublicEdge {
     res.end(page.body);
     log.bytesOut += page.body.length;
   }
+}
+
+/**
+ * An upgrade request with a body: after the 101 its bytes would be read as the new protocol's, and
+ * before it they hold a stream open with no body-idle timer (the socket left Node's parser). Refused,
+ * as no WebSocket or other upgrade client sends one.
+ */
+function carriesBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0);
 }
 
 /** Where a request goes: the host to route by and the path to send, or why the request is refused. */

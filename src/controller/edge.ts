@@ -166,7 +166,9 @@ export class PublicEdge {
       },
       fail: (status, reason) => this.#sendError(req, res, log, status, reason),
     };
-    const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+    const served = this.#serve(exchange)
+      .catch((err: unknown) => this.#internalError(exchange, err))
+      .finally(() => closeIfDropped(req.socket, res));
     res.once('close', () =>
       this.#end(exchange, served, () => (res.headersSent && !unsent.has(res) ? res.statusCode : 0)),
     );
@@ -292,7 +294,10 @@ export class PublicEdge {
    * written right away would lack them.
    */
   #end(exchange: Exchange, served: Promise<void>, status: () => number): void {
-    const { log } = exchange;
+    const { log, req } = exchange;
+    // An idle keep-alive connection must not keep its last request (head, headers, parser state) alive.
+    const socket = req.socket as InFlightSocket;
+    if (socket[LAST_REQUEST] === req) socket[LAST_REQUEST] = undefined;
     log.ms = Math.round((performance.now() - log.started) * 10) / 10;
     const write = (): void => {
       log.status = status();
@@ -637,6 +642,24 @@ function watchQueued(socket: Socket, res: ServerResponse): void {
   }
   queued.add(res);
   res.once('close', () => queued.delete(res));
+}
+
+/**
+ * A queued response the edge gave up on (a stream that broke after its head, an error past it):
+ * destroying it only arms Node to cut the connection once its turn comes, and till then it has no
+ * 'close' and would be logged with a status the client never saw. It is finished here, as unsent.
+ */
+function closeIfDropped(socket: Socket, res: ServerResponse): void {
+  const queued = (socket as QueuedSocket)[QUEUED];
+  if (res.socket !== null || !res.destroyed || queued?.has(res) !== true) return;
+  queued.delete(res);
+  unsent.add(res);
+  res.emit('close');
+}
+
+/** The request the edge last read on `socket` and has not finished yet; for tests. */
+export function pendingLastRequest(socket: Duplex): IncomingMessage | undefined {
+  return (socket as InFlightSocket)[LAST_REQUEST];
 }
 
 function closeQueued(this: QueuedSocket): void {

@@ -3,7 +3,7 @@
 // (DESIGN §3). One JSON log line per request.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { SluiceError, type SluiceErrorCode } from '../errors.js';
@@ -384,7 +384,7 @@ export class PublicEdge {
   #takeSlot(exchange: Exchange): boolean {
     const max = this.#options.http.maxRequestsPerClient;
     if (max === 0) return true;
-    const address = exchange.log.client;
+    const address = clientKey(exchange.log.client);
     const held = this.#perClient.get(address) ?? 0;
     if (held >= max) return false;
     this.#perClient.set(address, held + 1);
@@ -546,6 +546,28 @@ function parseAbsolute(url: string): { host: string; path: string } | undefined 
   if (m === null) return undefined;
   const rest = m[2] ?? '/';
   return { host: m[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
+}
+
+/**
+ * Whose share of http.maxRequestsPerClient a client address counts against: an IPv4 address is its
+ * own, an IPv6 one its /64 (`2001:db8:0:1::/64`), since a single host is commonly given a whole /64 and
+ * may pick a fresh address in it for every connection. Anything else (not an address) is its own key.
+ */
+export function clientKey(address: string): string {
+  const zone = address.indexOf('%');
+  const bare = zone === -1 ? address : address.slice(0, zone);
+  if (!isIPv6(bare)) return address;
+  const [head = '', tail] = bare.split('::');
+  const front = head === '' ? [] : head.split(':');
+  if (tail !== undefined) {
+    // `::` stands for the zero groups that make eight; a dotted IPv4 tail is two groups.
+    const back = tail === '' ? [] : tail.split(':');
+    const width = back.length + (back.at(-1)?.includes('.') === true ? 1 : 0);
+    for (let i = front.length; i < 8 - width; i++) front.push('0');
+    front.push(...back);
+  }
+  const prefix = front.slice(0, 4).map((group) => parseInt(group, 16).toString(16));
+  return `${prefix.join(':')}::/64`;
 }
 
 function unmapIPv4(address: string): string {

@@ -920,4 +920,28 @@ describe('the per-client limit behind a trusted proxy (issue 11, items 7 and 9)'
     await proxied.settled();
     assertFinishedOnceIn(proxied, [...busy, other]);
   });
+  test('IPv6 clients share one share per /64', async () => {
+    const ids = [newId('v6-a'), newId('v6-b'), newId('v6-c')];
+    const addresses = ['2001:db8:0:1::1', '2001:db8:0:1::2', '2001:db8:0:1:ffff::3'];
+    const clients = await Promise.all(ids.map(() => RawClient.open(proxied.port)));
+    try {
+      for (const i of [0, 1]) {
+        clients[i]!.write(get('/hang', ids[i]!, `X-Forwarded-For: ${addresses[i]}\r\n`));
+      }
+      await heldOrigin.until(
+        '2 requests held',
+        () => heldOrigin.seen.filter((s) => ids.includes(s.id)).length >= 2,
+      );
+      clients[2]!.write(get('/hang', ids[2]!, `X-Forwarded-For: ${addresses[2]}\r\n`));
+      const [refused] = await clients[2]!.responses(1);
+      assert.equal(refused!.statusLine, 'HTTP/1.1 429 Too Many Requests');
+      heldOrigin.release();
+      for (const i of [0, 1])
+        assert.equal((await clients[i]!.responses(1))[0]!.statusLine, 'HTTP/1.1 200 OK');
+    } finally {
+      for (const client of clients) client.destroy();
+    }
+    await proxied.settled();
+    assertFinishedOnceIn(proxied, ids);
+  });
 });

@@ -3,7 +3,7 @@
 // (DESIGN §3). One JSON log line per request.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { SluiceError, type SluiceErrorCode } from '../errors.js';
@@ -166,7 +166,9 @@ export class PublicEdge {
       },
       fail: (status, reason) => this.#sendError(req, res, log, status, reason),
     };
-    const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
+    const served = this.#serve(exchange)
+      .catch((err: unknown) => this.#internalError(exchange, err))
+      .finally(() => closeIfDropped(req.socket, res));
     res.once('close', () =>
       this.#end(exchange, served, () => (res.headersSent && !unsent.has(res) ? res.statusCode : 0)),
     );
@@ -187,7 +189,12 @@ export class PublicEdge {
       slot: undefined,
       run: (stream, meta, stats) => {
         running = stats;
-        const options = { ...this.#timing(meta), idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs };
+        const options = {
+          ...this.#timing(meta),
+          idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs,
+          // A switched connection is meant to stay open: it gives its client's share back.
+          onSwitch: () => this.#releaseSlot(exchange),
+        };
         return forwardUpgrade(socket as Socket, head, stream, options, stats);
       },
       fail: (code, reason) => {
@@ -287,7 +294,10 @@ export class PublicEdge {
    * written right away would lack them.
    */
   #end(exchange: Exchange, served: Promise<void>, status: () => number): void {
-    const { log } = exchange;
+    const { log, req } = exchange;
+    // An idle keep-alive connection must not keep its last request (head, headers, parser state) alive.
+    const socket = req.socket as InFlightSocket;
+    if (socket[LAST_REQUEST] === req) socket[LAST_REQUEST] = undefined;
     log.ms = Math.round((performance.now() - log.started) * 10) / 10;
     const write = (): void => {
       log.status = status();
@@ -303,7 +313,7 @@ export class PublicEdge {
         logger[level](fields, 'request');
       }
       this.#options.onRequestDone?.(log);
-      if (exchange.slot !== undefined) this.#releaseSlot(exchange.slot);
+      this.#releaseSlot(exchange);
       if (--this.#inFlight === 0 && this.#idle !== null) {
         const idle = this.#idle;
         this.#idle = null;
@@ -329,6 +339,9 @@ export class PublicEdge {
     if (req.rawHeaders.length / 2 > http.maxHeaders) {
       return exchange.fail(431, `the request has more than ${http.maxHeaders} header fields`);
     }
+    if (log.kind === 'upgrade' && carriesBody(req)) {
+      return exchange.fail(400, 'an upgrade request must not carry a body');
+    }
     const target = requestTarget(req);
     if (typeof target === 'string') return exchange.fail(400, target);
     const route = this.#options.routes().match(target.host, target.path);
@@ -340,7 +353,7 @@ export class PublicEdge {
     if (meta === undefined) {
       return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
     }
-    if (log.kind === 'http' && !this.#takeSlot(exchange)) {
+    if (!this.#takeSlot(exchange)) {
       return exchange.fail(
         429,
         `this client address has ${http.maxRequestsPerClient} requests in flight, the most this gateway allows`,
@@ -361,16 +374,17 @@ export class PublicEdge {
   }
 
   /**
-   * Counts a plain request against its client address's share (http.maxRequestsPerClient), if that has
+   * Counts a request against its client address's share (http.maxRequestsPerClient), if that has
    * room. One client, slow on purpose or not, then holds at most that many tunnel streams and target
-   * connections. Upgrades are not counted: a WebSocket is meant to stay open, and a page may hold many.
-   * The address is the log line's client: behind a trusted proxy, the one it forwarded for, so the
-   * clients of one load balancer do not share its single share.
+   * connections. An upgrade counts only until its 101: a WebSocket is meant to stay open, and a page
+   * may hold many, but one that is never answered holds a stream like any request. The address is the
+   * log line's client: behind a trusted proxy, the one it forwarded for, so the clients of one load
+   * balancer do not share its single share.
    */
   #takeSlot(exchange: Exchange): boolean {
     const max = this.#options.http.maxRequestsPerClient;
     if (max === 0) return true;
-    const address = exchange.log.client;
+    const address = clientKey(exchange.log.client);
     const held = this.#perClient.get(address) ?? 0;
     if (held >= max) return false;
     this.#perClient.set(address, held + 1);
@@ -378,7 +392,11 @@ export class PublicEdge {
     return true;
   }
 
-  #releaseSlot(address: string): void {
+  /** Gives the exchange's share back, if it still holds one. */
+  #releaseSlot(exchange: Exchange): void {
+    const address = exchange.slot;
+    if (address === undefined) return;
+    exchange.slot = undefined;
     const held = this.#perClient.get(address) ?? 0;
     if (held <= 1) this.#perClient.delete(address);
     else this.#perClient.set(address, held - 1);
@@ -486,6 +504,16 @@ export class PublicEdge {
   }
 }
 
+/**
+ * An upgrade request with a body: after the 101 its bytes would be read as the new protocol's, and
+ * before it they hold a stream open with no body-idle timer (the socket left Node's parser). Refused,
+ * as no WebSocket or other upgrade client sends one.
+ */
+function carriesBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0);
+}
+
 /** Where a request goes: the host to route by and the path to send, or why the request is refused. */
 function requestTarget(req: IncomingMessage): { host: string; path: string } | string {
   const url = req.url ?? '';
@@ -518,6 +546,28 @@ function parseAbsolute(url: string): { host: string; path: string } | undefined 
   if (m === null) return undefined;
   const rest = m[2] ?? '/';
   return { host: m[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
+}
+
+/**
+ * Whose share of http.maxRequestsPerClient a client address counts against: an IPv4 address is its
+ * own, an IPv6 one its /64 (`2001:db8:0:1::/64`), since a single host is commonly given a whole /64 and
+ * may pick a fresh address in it for every connection. Anything else (not an address) is its own key.
+ */
+export function clientKey(address: string): string {
+  const zone = address.indexOf('%');
+  const bare = zone === -1 ? address : address.slice(0, zone);
+  if (!isIPv6(bare)) return address;
+  const [head = '', tail] = bare.split('::');
+  const front = head === '' ? [] : head.split(':');
+  if (tail !== undefined) {
+    // `::` stands for the zero groups that make eight; a dotted IPv4 tail is two groups.
+    const back = tail === '' ? [] : tail.split(':');
+    const width = back.length + (back.at(-1)?.includes('.') === true ? 1 : 0);
+    for (let i = front.length; i < 8 - width; i++) front.push('0');
+    front.push(...back);
+  }
+  const prefix = front.slice(0, 4).map((group) => parseInt(group, 16).toString(16));
+  return `${prefix.join(':')}::/64`;
 }
 
 function unmapIPv4(address: string): string {
@@ -614,6 +664,24 @@ function watchQueued(socket: Socket, res: ServerResponse): void {
   }
   queued.add(res);
   res.once('close', () => queued.delete(res));
+}
+
+/**
+ * A queued response the edge gave up on (a stream that broke after its head, an error past it):
+ * destroying it only arms Node to cut the connection once its turn comes, and till then it has no
+ * 'close' and would be logged with a status the client never saw. It is finished here, as unsent.
+ */
+function closeIfDropped(socket: Socket, res: ServerResponse): void {
+  const queued = (socket as QueuedSocket)[QUEUED];
+  if (res.socket !== null || !res.destroyed || queued?.has(res) !== true) return;
+  queued.delete(res);
+  unsent.add(res);
+  res.emit('close');
+}
+
+/** The request the edge last read on `socket` and has not finished yet; for tests. */
+export function pendingLastRequest(socket: Duplex): IncomingMessage | undefined {
+  return (socket as InFlightSocket)[LAST_REQUEST];
 }
 
 function closeQueued(this: QueuedSocket): void {

@@ -170,7 +170,10 @@ class Exchange {
     this.res.end();
   };
 
+  // The decoder hands on every record of a chunk, also those after one that settled the exchange (an
+  // unasked 101, a head Node refused): they must not reach a response already answered with a 502.
   #onHead(head: ResponseHead): void {
+    if (this.#settled) return;
     const { res } = this;
     if (head.status === 101) {
       // The request asked for no upgrade (those go through forwardUpgrade), so the target speaks some
@@ -200,6 +203,8 @@ class Exchange {
         res.writeHead(head.status, headers);
       }
     } catch (err) {
+      // Node set the reason phrase before it refused the headers; the error page must not keep it.
+      res.statusMessage = '';
       this.#fail(502, 'the target sent a response head that cannot be relayed', errorDetail(err), false);
       this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'response head not relayable');
       return;
@@ -239,7 +244,7 @@ class Exchange {
   }
 
   #onBody(piece: Buffer): void {
-    if (this.options.headRequest) return;
+    if (this.#settled || this.options.headRequest) return;
     this.stats.bytesOut += piece.length;
     if (!this.res.write(piece)) this.stream.pause();
   }
@@ -249,6 +254,7 @@ class Exchange {
   };
 
   #onTrailers(raw: string[]): void {
+    if (this.#settled) return;
     const pairs: [string, string][] = [];
     for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i]!, raw[i + 1]!]);
     try {

@@ -17,6 +17,8 @@ export interface UpgradeOptions {
   responseTimeoutMs: number;
   /** After the switch, no byte either way for this long closes the connection; 0 never does. */
   idleTimeoutMs: number;
+  /** Called once the target switched protocols (its 101 is being written to the client). */
+  onSwitch?: () => void;
 }
 
 type TunnelStream = import('node:stream').Duplex & { reset(code: number, reason: string): void };
@@ -146,6 +148,7 @@ class UpgradeExchange {
       this.socket.setTimeout(this.options.idleTimeoutMs, this.#onIdle);
     }
     this.stats.status = head.status;
+    if (this.#switched) this.options.onSwitch?.();
     const headers = forwardResponseHeaders(head.headers, {
       via: this.options.via,
       requestId: this.options.requestId,

@@ -43,6 +43,7 @@ class RecordingOrigin {
   port = 0;
   readonly #sockets = new Set<Socket>();
   readonly #held = new Set<ServerResponse>();
+  readonly #heldUpgrades = new Set<Socket>();
   #waiters: (() => void)[] = [];
 
   async start(): Promise<void> {
@@ -65,6 +66,10 @@ class RecordingOrigin {
         aborted: false,
       });
       this.#wake();
+      if (req.url === '/hang') {
+        this.#heldUpgrades.add(socket); // never answered: the upgrade stays pending until release()
+        return;
+      }
       socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
       socket.write(head);
       socket.pipe(socket);
@@ -120,12 +125,14 @@ class RecordingOrigin {
     });
   }
 
-  /** Answers every /hang request held so far. */
+  /** Answers every /hang request held so far, and drops every /hang upgrade. */
   release(): void {
     for (const res of this.#held) {
       if (!res.destroyed) res.writeHead(200, { 'Content-Length': '8' }).end('released');
     }
     this.#held.clear();
+    for (const socket of this.#heldUpgrades) socket.destroy();
+    this.#heldUpgrades.clear();
   }
 
   byId(id: string): Seen[] {
@@ -656,6 +663,76 @@ describe('limits on slow clients (issue 11, item 7)', () => {
     assertFinishedOnceIn(limited, ids);
   });
 
+  test('pending upgrades count against http.maxRequestsPerClient until their 101', async () => {
+    const ids = Array.from({ length: 8 }, (_, i) => newId(`upgrade-limit-${i}`));
+    const clients = await Promise.all(ids.map(() => RawClient.open(limited.port)));
+    try {
+      clients.forEach((client, i) =>
+        client.write(get('/hang', ids[i]!, 'Connection: upgrade\r\nUpgrade: foo\r\n')),
+      );
+      await slowOrigin.until(
+        '5 upgrades held',
+        () => slowOrigin.seen.filter((s) => ids.includes(s.id)).length >= 5,
+      );
+      const refused = await Promise.all(
+        clients.map((client, i) =>
+          slowOrigin.byId(ids[i]!).length > 0 ? undefined : client.untilClosed().then((r) => r[0]!),
+        ),
+      );
+      const answers = refused.filter((r) => r !== undefined);
+      assert.equal(answers.length, 3, 'three of the eight were refused');
+      for (const response of answers) assert.equal(response.statusLine, 'HTTP/1.1 429 Too Many Requests');
+      assert.equal(slowOrigin.seen.filter((s) => ids.includes(s.id)).length, 5);
+    } finally {
+      slowOrigin.release();
+      for (const client of clients) client.destroy();
+    }
+    await limited.settled();
+    assertFinishedOnceIn(limited, ids);
+  });
+
+  test('switched upgrades give their share back: more than the limit stay open, plain requests pass', async () => {
+    const ids = Array.from({ length: 7 }, (_, i) => newId(`switched-${i}`));
+    const clients = await Promise.all(ids.map(() => RawClient.open(limited.port)));
+    const plain = newId('after-switched');
+    try {
+      for (const [i, client] of clients.entries()) {
+        client.write(get('/echo', ids[i]!, 'Connection: upgrade\r\nUpgrade: echo\r\n'));
+        await waitText(client, /^HTTP\/1\.1 101 /);
+      }
+      const [response] = await rawExchange(limited.port, get('/plain', plain, 'Connection: close\r\n'));
+      assert.equal(response!.statusLine, 'HTTP/1.1 200 OK');
+      clients[6]!.write('still echoed');
+      await waitText(clients[6]!, /still echoed$/);
+    } finally {
+      for (const client of clients) client.destroy();
+    }
+    await limited.settled();
+    assertFinishedOnceIn(limited, [...ids, plain]);
+  });
+
+  test('an upgrade request with a body gets 400 and never reaches the target', async () => {
+    const ids = [newId('upgrade-body-cl'), newId('upgrade-body-te')];
+    const bodies = ['Content-Length: 5\r\n\r\na', 'Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n'];
+    for (const [i, id] of ids.entries()) {
+      const client = await RawClient.open(limited.port);
+      try {
+        client.write(
+          `POST /x HTTP/1.1\r\nHost: ${HOST}\r\nX-Request-Id: ${id}\r\nConnection: upgrade\r\n` +
+            `Upgrade: foo\r\n${bodies[i]}`,
+        );
+        const [response] = await client.untilClosed();
+        assert.equal(response!.statusLine, 'HTTP/1.1 400 Bad Request');
+        assert.match(response!.body, /must not carry a body/);
+      } finally {
+        client.destroy();
+      }
+      assert.equal(slowOrigin.byId(id).length, 0);
+    }
+    await limited.settled();
+    assertFinishedOnceIn(limited, ids);
+  });
+
   test('a request body silent for http.bodyIdleTimeout gets 408; the stream and the origin request go', async () => {
     const id = newId('stalled');
     const client = await RawClient.open(limited.port);
@@ -842,5 +919,29 @@ describe('the per-client limit behind a trusted proxy (issue 11, items 7 and 9)'
     }
     await proxied.settled();
     assertFinishedOnceIn(proxied, [...busy, other]);
+  });
+  test('IPv6 clients share one share per /64', async () => {
+    const ids = [newId('v6-a'), newId('v6-b'), newId('v6-c')];
+    const addresses = ['2001:db8:0:1::1', '2001:db8:0:1::2', '2001:db8:0:1:ffff::3'];
+    const clients = await Promise.all(ids.map(() => RawClient.open(proxied.port)));
+    try {
+      for (const i of [0, 1]) {
+        clients[i]!.write(get('/hang', ids[i]!, `X-Forwarded-For: ${addresses[i]}\r\n`));
+      }
+      await heldOrigin.until(
+        '2 requests held',
+        () => heldOrigin.seen.filter((s) => ids.includes(s.id)).length >= 2,
+      );
+      clients[2]!.write(get('/hang', ids[2]!, `X-Forwarded-For: ${addresses[2]}\r\n`));
+      const [refused] = await clients[2]!.responses(1);
+      assert.equal(refused!.statusLine, 'HTTP/1.1 429 Too Many Requests');
+      heldOrigin.release();
+      for (const i of [0, 1])
+        assert.equal((await clients[i]!.responses(1))[0]!.statusLine, 'HTTP/1.1 200 OK');
+    } finally {
+      for (const client of clients) client.destroy();
+    }
+    await proxied.settled();
+    assertFinishedOnceIn(proxied, ids);
   });
 });

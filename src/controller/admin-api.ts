@@ -13,6 +13,11 @@ import type { TunnelRegistry } from './tunnels.js';
 
 /** Largest JSON body accepted. */
 export const MAX_BODY_BYTES = 64 * 1024;
+/**
+ * Most bytes of a body that the API does not use (a refused call's, or past MAX_BODY_BYTES) that are
+ * read and thrown away to keep the connection; a longer body is answered with `Connection: close`.
+ */
+export const MAX_DRAIN_BYTES = 1024 * 1024;
 
 const CLUSTER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -59,7 +64,8 @@ export function createAdminApi(
         sendJson(res, 200, OPENAPI);
         return true;
       }
-      void serve(req, res, path, routes, adminToken);
+      // serve() answers every error itself; this is for a bug in that, which must not end the process.
+      serve(req, res, path, routes, adminToken).catch(() => res.destroy());
       return true;
     },
   };
@@ -71,6 +77,12 @@ type Handler = [
   run: (params: string[], body: unknown, query: URLSearchParams) => unknown,
 ];
 
+/**
+ * Answers one API call. Every path ends in one JSON answer, and the connection is kept whenever it can
+ * be: a body the call did not read (refused before it, or past the limit) is read to its end and
+ * thrown away first, up to MAX_DRAIN_BYTES, so that the next request on the connection starts where
+ * it should. A body longer than that gets `Connection: close` instead; node closes after the answer.
+ */
 async function serve(
   req: IncomingMessage,
   res: ServerResponse,
@@ -78,28 +90,44 @@ async function serve(
   handlers: readonly Handler[],
   adminToken: string,
 ): Promise<void> {
+  let status: number;
+  let body: unknown;
   try {
-    authorize(req, adminToken);
-    const matches = handlers.filter(([, pattern]) => pattern.test(path));
-    if (matches.length === 0) throw new ApiError(404, 'not_found', `no such API path: ${path}`);
-    const handler = matches.find(([method]) => method === req.method);
-    if (handler === undefined) {
-      res.setHeader('Allow', matches.map(([m]) => m).join(', '));
-      throw new ApiError(405, 'method_not_allowed', `${req.method} is not allowed on ${path}`);
-    }
-    const params = handler[1].exec(path)!.slice(1).map(decodeParam);
-    const body = req.method === 'POST' || req.method === 'DELETE' ? await readJson(req) : undefined;
-    const query = new URL(req.url ?? '/', 'http://admin').searchParams;
-    const result = handler[2](params, body, query);
-    sendJson(res, req.method === 'POST' ? 201 : 200, result);
+    const call = route(req, res, path, handlers, adminToken);
+    const input = req.method === 'POST' || req.method === 'DELETE' ? await readJson(req) : undefined;
+    body = call.run(input);
+    status = req.method === 'POST' ? 201 : 200;
   } catch (err) {
     const e = asApiError(err);
-    const error = { code: e.code, message: e.message, ...(e.field === undefined ? {} : { field: e.field }) };
+    status = e.status;
+    body = {
+      error: { code: e.code, message: e.message, ...(e.field === undefined ? {} : { field: e.field }) },
+    };
     if (e.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="sluice"');
-    sendJson(res, e.status, { error });
-    // The rest of a refused body is not read: close rather than keep a connection with bytes pending.
-    if (!req.complete) res.once('finish', () => req.socket.destroy());
   }
+  if (!req.complete && !(await discardBody(req))) res.shouldKeepAlive = false;
+  sendJson(res, status, body);
+}
+
+/** The handler for a call, once the caller is authorized; throws the ApiError to answer otherwise. */
+function route(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  handlers: readonly Handler[],
+  adminToken: string,
+): { run: (body: unknown) => unknown } {
+  authorize(req, adminToken);
+  const matches = handlers.filter(([, pattern]) => pattern.test(path));
+  if (matches.length === 0) throw new ApiError(404, 'not_found', `no such API path: ${path}`);
+  const handler = matches.find(([method]) => method === req.method);
+  if (handler === undefined) {
+    res.setHeader('Allow', matches.map(([m]) => m).join(', '));
+    throw new ApiError(405, 'method_not_allowed', `${req.method} is not allowed on ${path}`);
+  }
+  const params = handler[1].exec(path)!.slice(1).map(decodeParam);
+  const query = new URL(req.url ?? '/', 'http://admin').searchParams;
+  return { run: (body) => handler[2](params, body, query) };
 }
 
 function authorize(req: IncomingMessage, adminToken: string): void {
@@ -113,8 +141,9 @@ function asApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof StoreConflict) return new ApiError(409, 'conflict', err.message, err.field);
   if (err instanceof ConfigError) {
-    // validateRoute's keys are `route.<field>`; the message after the key is the rule.
-    const field = err.key.replace(/^route\.?/, '') || undefined;
+    // validateRoute's keys are `route.<field>`; the message after the key is the rule. Any other key
+    // is not an input field, so none is named.
+    const field = /^route\.(.+)$/s.exec(err.key)?.[1];
     return new ApiError(400, 'invalid_input', err.message.slice(err.key.length + 1), field);
   }
   return new ApiError(500, 'internal', err instanceof Error ? err.message : String(err));
@@ -129,21 +158,85 @@ function decodeParam(value: string): string {
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) {
-      throw new ApiError(413, 'payload_too_large', `the body exceeds ${MAX_BODY_BYTES} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  if (size === 0) return undefined;
+  const body = await readBody(req);
+  if (body.length === 0) return undefined;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    return JSON.parse(body.toString('utf8')) as unknown;
   } catch {
     throw new ApiError(400, 'invalid_json', 'the body is not valid JSON');
   }
+}
+
+const tooLarge = (): ApiError =>
+  new ApiError(413, 'payload_too_large', `the body exceeds ${MAX_BODY_BYTES} bytes`);
+
+/**
+ * The whole body, at most MAX_BODY_BYTES. Read with listeners rather than an async iterator: leaving an
+ * iterator early destroys the request and its socket, and the connection must outlive a refused body.
+ * Past the limit, reading stops where it is; `discardBody` goes on from there.
+ */
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      req.pause();
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) return void chunks.push(chunk);
+      stop();
+      reject(tooLarge());
+    };
+    const onEnd = (): void => {
+      stop();
+      resolve(Buffer.concat(chunks));
+    };
+    // The client left mid-body: nobody will read the answer, but one is still made, and nothing throws.
+    const onClose = (): void => {
+      stop();
+      reject(new ApiError(400, 'invalid_input', 'the body ended before its declared end'));
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+    req.resume();
+  });
+}
+
+/**
+ * Reads the rest of a body that will not be used and throws it away. True when it ended within
+ * MAX_DRAIN_BYTES, so the connection can carry the next request; false when it is longer, or the client
+ * left. A declared length past the bound is not read at all. The admin listener's request timeout
+ * bounds how long a slow body can take.
+ */
+function discardBody(req: IncomingMessage): Promise<boolean> {
+  if (Number(req.headers['content-length']) > MAX_DRAIN_BYTES) return Promise.resolve(false);
+  if (req.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let size = 0;
+    const done = (kept: boolean): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      if (!kept) req.pause();
+      resolve(kept);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > MAX_DRAIN_BYTES) done(false);
+    };
+    const onEnd = (): void => done(true);
+    const onClose = (): void => done(req.complete);
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+    req.resume();
+  });
 }
 
 function object(body: unknown): Record<string, unknown> {

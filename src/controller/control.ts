@@ -31,17 +31,25 @@ export function seedFrom(config: Pick<ControllerConfig, 'clusters' | 'routes'>) 
   };
 }
 
+/** What the tunnel listener answers an agent's token with. */
+export type Admission =
+  | { readonly ok: true; readonly cluster: string }
+  | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
+
 export class ControlPlane {
   readonly store: Store;
   readonly #registry: TunnelRegistry;
   #routes: RouteTable;
   #tokens: TokenIndex;
+  /** Digests of revoked tokens: known, so refused as FORBIDDEN rather than UNAUTHORIZED. */
+  #revoked: ReadonlySet<string>;
 
   constructor(store: Store, registry: TunnelRegistry) {
     this.store = store;
     this.#registry = registry;
     this.#routes = this.#buildRoutes();
     this.#tokens = this.#buildTokens();
+    this.#revoked = new Set(store.revokedHashes());
   }
 
   get routes(): RouteTable {
@@ -50,6 +58,20 @@ export class ControlPlane {
 
   get tokens(): TokenIndex {
     return this.#tokens;
+  }
+
+  /**
+   * Whether an agent presenting `token` may connect (docs/protocol.md §4): a valid token names its
+   * cluster; a revoked one is FORBIDDEN (the agent holds a real token that was withdrawn: issue a new
+   * one); any other is UNAUTHORIZED (mistyped, of another controller, or a deleted cluster's).
+   */
+  admit(token: string): Admission {
+    const cluster = this.#tokens.clusterFor(token);
+    if (cluster !== undefined) return { ok: true, cluster };
+    if (this.#revoked.has(hashToken(token))) {
+      return { ok: false, code: 'FORBIDDEN', reason: 'the agent token was revoked' };
+    }
+    return { ok: false, code: 'UNAUTHORIZED', reason: 'unknown agent token' };
   }
 
   /** Creates a token for `cluster` and returns it with the plain token, which is never stored. */
@@ -65,6 +87,7 @@ export class ControlPlane {
     const record = this.store.revokeToken(id);
     if (record === undefined) return undefined;
     this.#tokens = this.#buildTokens();
+    this.#revoked = new Set(this.store.revokedHashes());
     this.#closeTunnels([record.hash], `token ${record.id} was revoked`);
     return record;
   }
@@ -74,15 +97,23 @@ export class ControlPlane {
     const hashes = this.store.removeCluster(name);
     if (hashes === undefined) return false;
     this.#tokens = this.#buildTokens();
+    // Its revoked tokens went with it: from now on they are unknown.
+    this.#revoked = new Set(this.store.revokedHashes());
     this.#closeTunnels(hashes, `cluster ${name} was deleted`);
     return true;
   }
 
+  /** Adds a validated route; throws StoreConflict when a route has the same host and path. */
   addRoute(route: Route): void {
-    // Built before the store is written: the table checks the route against the others the same way.
-    const next = new RouteTable([...this.store.listRoutes(), route]);
-    this.store.addRoute(route);
-    this.#routes = next;
+    // The store refuses a repeat (409 naming `host`); the table is then built from what it holds, and
+    // should it refuse the route after all, the store is put back, so that the two never disagree.
+    const stored = this.store.addRoute(route);
+    try {
+      this.#routes = this.#buildRoutes();
+    } catch (err) {
+      this.store.removeRoute(stored.host, stored.path);
+      throw err;
+    }
   }
 
   removeRoute(host: string, path: string): boolean {
@@ -102,6 +133,7 @@ export class ControlPlane {
   }
 
   #buildRoutes(): RouteTable {
+    // Only the route fields: a stored record also carries `created` and `source`, which no route has.
     return new RouteTable(
       this.store.listRoutes().map(({ host, path, cluster, target }) => ({ host, path, cluster, target })),
     );

@@ -26,6 +26,7 @@ import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
 import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
+import { HandshakeBrake } from './handshake-brake.js';
 import { ControllerMetrics } from './metrics.js';
 import { Traffic } from './traffic.js';
 import { type Tunnel, TunnelRegistry } from './tunnels.js';
@@ -101,6 +102,19 @@ export async function startController(
     ready.info({ event: 'listening', listener: 'public', url: publicUrl }, 'public listener ready');
 
     const tunnelLog = logger.child({ component: 'tunnel' });
+    const brake = new HandshakeBrake((r) =>
+      tunnelLog.warn(
+        {
+          event: 'tunnel-refusals',
+          remote: r.address,
+          failures: r.failures,
+          shed: r.shed,
+          intervalMs: r.intervalMs,
+        },
+        'more failed tunnel handshakes from this address, not logged one by one',
+      ),
+    );
+    closers.push(async () => brake.close());
     const tunnels = await listen(
       {
         url: config.tunnelListen,
@@ -116,6 +130,7 @@ export async function startController(
           metrics,
           log: tunnelLog,
           stopping: () => stopping,
+          brake,
         }),
     );
     closers.push(() => tunnels.close());
@@ -277,24 +292,64 @@ interface TunnelContext {
   log: Logger;
   /** True once the controller is draining: tunnels that finish their handshake then are let go. */
   stopping: () => boolean;
+  /** Slows repeated failed handshakes from one address and samples their log lines. */
+  brake: HandshakeBrake;
+}
+
+/** A timer that does not keep the process up: a held handshake is nothing to wait for at exit. */
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): void {
-  const { config, control, registry, log } = ctx;
+  const { config, control, registry, log, brake } = ctx;
+  const address = remote.slice(0, remote.lastIndexOf(':'));
   let cluster: string | undefined;
   let slot: TunnelSlotId | undefined;
   let token = '';
+  // Where the handshake got to, for the brake and for whether its failure is logged on a line of its own.
+  let admitted = false;
+  let shed = false;
+  let logFailure: boolean | undefined;
+  // Until its token is accepted, the session logs nothing: a failed handshake is logged here, sampled
+  // per address, and the session's own lines about it would repeat each one.
+  const sessionLog = log.child({});
+  sessionLog.level = 'silent';
   Session.accept(transport, {
     options: config.tunnel,
-    logger: log,
-    authenticate: (hello) => {
+    logger: sessionLog,
+    authenticate: async (hello) => {
       // The slot caps are for this side only: they are not offered back, so WELCOME does not carry them.
       slot = parseSlotCaps(hello.caps);
-      cluster = control.tokens.clusterFor(hello.token);
+      const hold = brake.admit(address);
+      if (hold === 'shed') {
+        shed = true;
+        return {
+          ok: false,
+          code: 'OVERLOAD',
+          reason: 'too many failed handshakes from this address; retry later',
+        };
+      }
+      admitted = true;
+      // Within the handshake timeout, so that the answer is still awaited.
+      if (hold > 0) await delay(Math.min(hold, config.tunnel.handshakeTimeout / 2));
+      const admission = control.admit(hello.token);
       token = hello.token;
-      if (cluster !== undefined) return { ok: true };
-      log.warn({ remote, agent: hello.agent, replica: hello.replica }, 'tunnel refused: unknown token');
-      return { ok: false, code: 'UNAUTHORIZED', reason: 'unknown agent token' };
+      if (admission.ok) {
+        sessionLog.level = log.level;
+        brake.succeeded(address);
+        cluster = admission.cluster;
+        return { ok: true };
+      }
+      logFailure = brake.failed(address, true);
+      if (logFailure) {
+        const what = admission.code === 'FORBIDDEN' ? 'revoked token' : 'unknown token';
+        log.warn(
+          { remote, agent: hello.agent, replica: hello.replica, code: admission.code },
+          `tunnel refused: ${what}`,
+        );
+      }
+      return admission;
     },
     // Agents do not open streams towards the controller.
     onStream: (stream) => stream.reset(ErrorCode.REFUSED_STREAM, 'the controller accepts no streams'),
@@ -360,7 +415,11 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
     },
     (err: Error) => {
       ctx.metrics.tunnelError(err);
-      log.info({ remote, err: err.message }, 'tunnel handshake failed');
+      if (shed) return;
+      // A refusal was counted when it was decided; any other failure (a timeout, a bad HELLO) is now.
+      if (logFailure ?? brake.failed(address, admitted)) {
+        log.info({ remote, err: err.message }, 'tunnel handshake failed');
+      }
     },
   );
 }

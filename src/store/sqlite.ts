@@ -144,6 +144,13 @@ export class SqliteStore implements Store {
     }[];
   }
 
+  revokedHashes(): string[] {
+    const rows = this.#db.prepare('SELECT hash FROM tokens WHERE revoked IS NOT NULL').all() as {
+      hash: string;
+    }[];
+    return rows.map((r) => r.hash);
+  }
+
   listRoutes(): RouteRecord[] {
     return this.#db
       .prepare('SELECT host, path, cluster, target, created, source FROM routes ORDER BY host, path')

@@ -67,6 +67,8 @@ export interface Store {
   revokeToken(id: string): TokenRecord | undefined;
   /** Every valid (unrevoked) token: its cluster and hash. */
   activeTokens(): { cluster: string; hash: string }[];
+  /** The hashes of every revoked token still stored (its cluster not deleted). */
+  revokedHashes(): string[];
 
   listRoutes(): RouteRecord[];
   /** Adds a validated route whose cluster exists. Throws StoreConflict on a repeated host and path. */

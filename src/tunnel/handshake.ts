@@ -26,7 +26,12 @@ export interface PeerInfo {
 
 export type AuthResult =
   | { readonly ok: true; readonly caps?: readonly string[] }
-  | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
+  | {
+      readonly ok: false;
+      /** OVERLOAD: not refused for its token, but asked to come back later (docs/protocol.md §4). */
+      readonly code: 'UNAUTHORIZED' | 'FORBIDDEN' | 'OVERLOAD';
+      readonly reason: string;
+    };
 
 /** What the client side sends in HELLO, besides its window. */
 export interface ClientHello {
@@ -160,7 +165,8 @@ export class ServerHandshake extends Handshake {
     if (!host.inHandshake()) return;
     if (!result.ok) {
       const wire = ErrorCode[result.code];
-      host.log.warn({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
+      // Debug only: the caller decides what a refusal is worth in its log (the controller samples them).
+      host.log.debug({ agent: hello.agent, replica: hello.replica, code: result.code }, 'refused agent');
       return host.fail(
         new SessionError(codeForWire(wire), `refused: ${result.reason}`, wire),
         wire,

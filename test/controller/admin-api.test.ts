@@ -155,6 +155,35 @@ describe('clusters and routes', () => {
     }
   });
 
+  test('a second route, the hundredth, a repeat (409 naming host): each routed at once', async () => {
+    const pub = port(controller.publicUrl);
+    const target = `http://127.0.0.1:${originPort}`;
+    const hosts = Array.from({ length: 100 }, (_, i) => `many${i}.example.test`);
+    for (const host of hosts) {
+      const added = await api('POST', '/api/routes', { host, cluster: 'seeded', target });
+      assert.equal(added.status, 201, `${host}: ${JSON.stringify(added.json)}`);
+    }
+    // Routed (503: no agent of the cluster) rather than unknown (404), the second and the last too.
+    for (const host of [hosts[0]!, hosts[1]!, hosts[99]!])
+      assert.equal((await ask({ port: pub, host })).status, 503);
+    const repeat = await api('POST', '/api/routes', { host: hosts[1], cluster: 'seeded', target });
+    assert.equal(repeat.status, 409);
+    assert.equal(repeat.json.error.field, 'host');
+    const listed = (await api('GET', '/api/routes')).json.routes as { host: string }[];
+    assert.deepEqual(
+      listed
+        .map((r) => r.host)
+        .filter((h) => h.startsWith('many'))
+        .sort(),
+      [...hosts].sort(),
+    );
+    for (const host of [...hosts].reverse()) {
+      assert.equal((await api('DELETE', `/api/routes?host=${host}`)).status, 200, host);
+    }
+    assert.equal((await ask({ port: pub, host: hosts[1]! })).status, 404);
+    assert.equal((await api('GET', '/api/routes')).json.routes.length, 0);
+  });
+
   test('unknown paths are 404 and wrong methods 405, as JSON', async () => {
     assert.equal((await api('GET', '/api/nothing')).status, 404);
     const r = await api('PUT', '/api/routes');

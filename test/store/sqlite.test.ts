@@ -69,6 +69,10 @@ test('tokens: ids are public handles; revocation is stamped once and drops the h
   assert.equal(store.revokeToken(t.id)!.revoked, first.revoked);
   assert.equal(store.revokeToken('tok_nope'), undefined);
   assert.deepEqual(store.activeTokens(), []);
+  // Still known as revoked (the controller refuses it as FORBIDDEN), until its cluster goes.
+  assert.deepEqual(store.revokedHashes(), [H1]);
+  store.removeCluster('c1');
+  assert.deepEqual(store.revokedHashes(), []);
   store.close();
 });
 

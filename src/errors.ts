@@ -82,8 +82,13 @@ export class SessionError extends SluiceError {
 /** A bad option or config value, with the exact key at fault in the message. */
 export class ConfigError extends SluiceError {
   readonly key: string;
-  constructor(key: string, message: string, code: SluiceErrorCode = 'SLUICE_ERR_INVALID_OPTION') {
-    super(code, `${key} ${message}`);
+  constructor(
+    key: string,
+    message: string,
+    code: SluiceErrorCode = 'SLUICE_ERR_INVALID_OPTION',
+    options?: ErrorOptions,
+  ) {
+    super(code, `${key} ${message}`, undefined, options);
     this.name = 'ConfigError';
     this.key = key;
   }

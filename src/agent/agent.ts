@@ -2,18 +2,18 @@
 // and full jitter, and serves every stream the controller opens by delivering it to its target
 // (DESIGN §4). Each dial of a tunnel slot carries the slot and a generation in HELLO, so the controller
 // can replace a stale tunnel of the slot the moment its successor arrives.
-import { readFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { listenerUrl } from '../config/values.js';
 import { readinessLogger } from '../logging.js';
 import { memoryReport } from '../diagnostics.js';
-import { SluiceError } from '../errors.js';
+import { bindFailure, readConfiguredFile } from '../config/startup.js';
+import { ConfigError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { sendMetrics } from '../metrics.js';
 import { createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
 import { guardedLookup } from '../proxy/target.js';
-import { dial } from '../transport/index.js';
+import { checkDialOptions, dial, watchHandshake } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
 import { slotCaps } from '../tunnel/slot.js';
 import type { Stream } from '../tunnel/stream.js';
@@ -88,7 +88,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     logger: logger.child({ component: 'deliver' }),
     observer: metrics,
   };
-  const ca = config.ca === undefined ? undefined : readFileSync(config.ca);
+  const ca = readCa(config);
   const stopping = new AbortController();
   const upgrades = new UpgradeStreams();
   let markUp!: () => void;
@@ -117,14 +117,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     },
     'agent starting',
   );
-  for (const slot of slots) void slot.run();
 
   let health: Server | null = null;
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
     health = createHealthServer(slots, pool, metrics);
+    const at = `${config.healthListen.host}:${config.healthListen.port}`;
     healthUrl = await new Promise<string>((resolve, reject) => {
-      health!.once('error', reject);
+      health!.once('error', (err) => reject(bindFailure('healthListen', at, err)));
       health!.listen(config.healthListen!.port, config.healthListen!.host, () => {
         const a = health!.address();
         const port = typeof a === 'object' && a !== null ? a.port : 0;
@@ -136,6 +136,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       'health listener ready',
     );
   }
+  // Only now, so that a health listener that cannot bind leaves no tunnel dialing.
+  for (const slot of slots) void slot.run();
 
   let closing: Promise<void> | undefined;
   return {
@@ -180,6 +182,20 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       return closing;
     },
   };
+}
+
+/** The --ca file, read and checked once at startup: a bad one would otherwise fail every dial. */
+function readCa(config: AgentConfig): Buffer | undefined {
+  if (config.ca === undefined) return undefined;
+  const ca = readConfiguredFile('ca', config.ca, 'SLUICE_ERR_TLS_CONFIG', '--ca, $SLUICE_CA');
+  try {
+    checkDialOptions({ url: config.controller, ca });
+  } catch (err) {
+    if (!(err instanceof SluiceError) || err.code !== 'SLUICE_ERR_TLS_CONFIG') throw err;
+    const reason = err.message.replace(/^ca /, '');
+    throw new ConfigError('ca', `file ${JSON.stringify(config.ca)} ${reason}`, err.code, { cause: err });
+  }
+  return ca;
 }
 
 /** What every slot of one agent shares. */
@@ -283,7 +299,9 @@ class TunnelSlot {
     const { config, ca, ctx, signal, upgrades } = this.shared;
     const transport = await dial({ url: config.controller, ca, servername: config.servername, signal });
     this.#generation += 1;
-    return Session.connect(transport, {
+    // A plain dial to a TLS listener fails with no word of TLS: the watch adds the hint.
+    const handshake = watchHandshake(transport, config.controller);
+    const connecting = Session.connect(transport, {
       hello: {
         token: config.token,
         agent: config.name,
@@ -304,6 +322,15 @@ class TunnelSlot {
         }
       },
     });
+    return connecting.then(
+      (session) => {
+        handshake.done();
+        return session;
+      },
+      (err: unknown) => {
+        throw handshake.explain(err);
+      },
+    );
   }
 
   #adopt(session: Session): void {

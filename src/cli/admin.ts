@@ -3,6 +3,7 @@
 // flags or a missing admin token print usage and exit 2.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { flagProblem } from './flags.js';
 import type { Run } from './run.js';
 
 export const ADMIN_COMMANDS = ['cluster', 'token', 'route', 'status'] as const;
@@ -50,23 +51,20 @@ export async function adminCommand(
   run: Run,
 ): Promise<number> {
   const usage = USAGES[command];
+  const options = {
+    admin: { type: 'string' },
+    'admin-token-file': { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+    cluster: { type: 'string' },
+    target: { type: 'string' },
+    path: { type: 'string' },
+  } as const;
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        admin: { type: 'string' },
-        'admin-token-file': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-        cluster: { type: 'string' },
-        target: { type: 'string' },
-        path: { type: 'string' },
-      },
-    });
+    parsed = parseArgs({ args, allowPositionals: true, options });
   } catch (err) {
-    run.io.err(`sluice ${command}: ${(err as Error).message}\n\n${usage}`);
+    run.io.err(`sluice ${command}: ${flagProblem(err, Object.keys(options))}\n\n${usage}`);
     return 2;
   }
   const { values, positionals } = parsed;
@@ -162,13 +160,18 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
     expect(args, 0);
     const r = (await client.call('GET', '/api/tunnels')) as { tunnels: Row[] };
     if (json) return show(r);
-    const rows = r.tunnels.map((t) => ({ ...t, rtt: `${Math.round(Number(t.rttMs))}ms` }));
+    // rttMs is -1 until the first ping has measured it: shown as '-'.
+    const rows = r.tunnels.map((t) => ({ ...t, rtt: rtt(Number(t.rttMs)) }));
     const cols = ['cluster', 'agent', 'replica', 'remote', 'since', 'rtt', 'streams', 'bytesIn', 'bytesOut'];
     return table(rows, cols);
   },
 };
 
 type Row = Record<string, unknown>;
+
+function rtt(ms: number): string | undefined {
+  return Number.isFinite(ms) && ms >= 0 ? `${Math.round(ms)}ms` : undefined;
+}
 
 function pathOf(values: Values): { path?: string } {
   return values.path === undefined ? {} : { path: values.path };

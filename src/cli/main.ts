@@ -1,13 +1,16 @@
 // The thin CLI: argv in, exit code out (STYLE.md lesson 10). Each service command parses its flags,
 // loads a validated config, starts the service from the library and runs it until SIGINT or SIGTERM.
-// Bad flags print usage and exit 2 (DESIGN.md §5); so does a bad config. Commands that later issues
-// build say so plainly rather than pretending. The admin commands live in admin.ts.
+// Bad flags print usage and exit 2 (DESIGN.md §5); so does any other reason the service cannot start
+// (docs/configuration.md "Exit codes"). Commands that later issues build say so plainly rather than pretending. The
+// admin commands live in admin.ts. The controller and dev are imported only when run: they load the
+// SQLite store, which an agent neither needs nor may have installed.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
 import { ADMIN_COMMANDS, adminCommand } from './admin.js';
+import { flagProblem } from './flags.js';
 import {
   flagOrEnv,
   type HostPort,
@@ -18,8 +21,7 @@ import {
   parseOptionalHostPort,
 } from '../config/values.js';
 import { type ControllerConfig, loadControllerConfig } from '../controller/config.js';
-import { startController } from '../controller/controller.js';
-import { type DevHandle, type DevOptions, startDev } from '../dev/dev.js';
+import type { DevHandle, DevOptions } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
 import type { Io, Run } from './run.js';
 
@@ -160,7 +162,9 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     'log-level': STRING,
     help: HELP,
   };
-  const parsed = parseFlags('controller', CONTROLLER_USAGE, run.io, () => parseArgs({ args, options }));
+  const parsed = parseFlags('controller', CONTROLLER_USAGE, run.io, options, () =>
+    parseArgs({ args, options }),
+  );
   if (parsed === undefined) return Promise.resolve(2);
   const { values } = parsed;
   if (values.help === true) return help(run.io, CONTROLLER_USAGE);
@@ -177,7 +181,7 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     'controller',
     run,
     (): ControllerConfig => loadControllerConfig({ flags, env: run.env }),
-    startController,
+    async (config, logger) => (await import('../controller/controller.js')).startController(config, logger),
   );
 }
 
@@ -199,7 +203,7 @@ function agentCommand(args: string[], run: Run): Promise<number> {
     'log-level': STRING,
     help: HELP,
   } as const;
-  const parsed = parseFlags('agent', AGENT_USAGE, run.io, () => parseArgs({ args, options }));
+  const parsed = parseFlags('agent', AGENT_USAGE, run.io, options, () => parseArgs({ args, options }));
   if (parsed === undefined) return Promise.resolve(2);
   const { values } = parsed;
   if (values.help === true) return help(run.io, AGENT_USAGE);
@@ -229,7 +233,7 @@ interface DevConfig {
 
 function devCommand(args: string[], run: Run): Promise<number> {
   const options = { listen: STRING, 'admin-listen': STRING, 'log-level': STRING, help: HELP };
-  const parsed = parseFlags('dev', DEV_USAGE, run.io, () => parseArgs({ args, options }));
+  const parsed = parseFlags('dev', DEV_USAGE, run.io, options, () => parseArgs({ args, options }));
   if (parsed === undefined) return Promise.resolve(2);
   const { values } = parsed;
   if (values.help === true) return help(run.io, DEV_USAGE);
@@ -253,7 +257,7 @@ function devCommand(args: string[], run: Run): Promise<number> {
     'dev',
     run,
     load,
-    (config: DevConfig, logger) => startDev(config.options, logger),
+    async (config: DevConfig, logger) => (await import('../dev/dev.js')).startDev(config.options, logger),
     announceDev,
   );
 }
@@ -268,11 +272,17 @@ function announceDev(dev: DevHandle, io: Io): void {
 }
 
 /** The parsed flags, or undefined after printing the parser's complaint and the usage. */
-function parseFlags<T>(command: string, usage: string, io: Io, parse: () => T): T | undefined {
+function parseFlags<T>(
+  command: string,
+  usage: string,
+  io: Io,
+  options: object,
+  parse: () => T,
+): T | undefined {
   try {
     return parse();
   } catch (err) {
-    io.err(`sluice ${command}: ${(err as Error).message}\n\n${usage}`);
+    io.err(`sluice ${command}: ${flagProblem(err, Object.keys(options))}\n\n${usage}`);
     return undefined;
   }
 }
@@ -288,8 +298,10 @@ interface Service {
 
 /**
  * Loads the config, starts the service and runs it until the run's signal (or SIGINT/SIGTERM), then
- * closes it; `announce` may tell people where it is once it is up. Exit codes: 0 after a clean close,
- * 2 for a bad config, 1 when starting or closing failed.
+ * closes it; `announce` may tell people where it is once it is up. Exit codes (docs/configuration.md "Exit codes"):
+ * 0 after a clean close; 2 when it could not start because of what it was given (a ConfigError: a bad
+ * value, a file or an address that cannot be used); 1 when closing failed, or starting failed for any
+ * other reason.
  */
 export async function serve<C extends { logLevel: LogLevel }, S extends Service>(
   command: string,

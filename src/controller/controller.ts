@@ -2,21 +2,20 @@
 // listener for probes. `startController` returns once every listener is bound and has logged its
 // readiness line (DESIGN §5); `close()` drains: it stops accepting, sends GO_AWAY to every agent, lets
 // the requests in flight finish within the grace period, then tears down.
-import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { listenerUrl } from '../config/values.js';
 import { readinessLogger } from '../logging.js';
-import { openSqliteStore } from '../store/sqlite.js';
+import { bindFailure, readConfiguredFile } from '../config/startup.js';
 import { hashToken } from '../store/model.js';
 import type { Store } from '../store/store.js';
 import { memoryReport } from '../diagnostics.js';
 import { sendMetrics } from '../metrics.js';
-import { SessionError, SluiceError } from '../errors.js';
+import { ConfigError, SessionError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
-import { listen, type TunnelListener } from '../transport/index.js';
+import { checkListenOptions, listen, type TunnelListener } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
 import { parseSlotCaps, type TunnelSlotId } from '../tunnel/slot.js';
 import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
@@ -60,7 +59,9 @@ export async function startController(
   logger: Logger,
   options: StartOptions = {},
 ): Promise<ControllerHandle> {
-  const store = options.store ?? openSqliteStore(config.dataDir);
+  // Files first: a missing or unusable certificate is found before anything is bound.
+  const tunnelTls = readTunnelTls(config);
+  const store = options.store ?? (await openStore(config.dataDir));
   const registry = new TunnelRegistry();
   let control: ControlPlane;
   try {
@@ -97,7 +98,7 @@ export async function startController(
   const closeStore = (): void => store.close();
   let stopping = false;
   try {
-    const publicUrl = await listenHttp(publicServer, config.listen);
+    const publicUrl = await listenHttp(publicServer, config.listen, 'listen');
     closers.push(() => closeHttp(publicServer));
     ready.info({ event: 'listening', listener: 'public', url: publicUrl }, 'public listener ready');
 
@@ -118,8 +119,7 @@ export async function startController(
     const tunnels = await listen(
       {
         url: config.tunnelListen,
-        cert: config.tunnelCert === undefined ? undefined : readFileSync(config.tunnelCert),
-        key: config.tunnelKey === undefined ? undefined : readFileSync(config.tunnelKey),
+        ...tunnelTls,
         onError: (err) => tunnelLog.error({ err: err.message }, 'tunnel listener error'),
       },
       (transport, peer) =>
@@ -132,7 +132,9 @@ export async function startController(
           stopping: () => stopping,
           brake,
         }),
-    );
+    ).catch((err: unknown) => {
+      throw bindFailure('tunnelListen', config.tunnelListen, err);
+    });
     closers.push(() => tunnels.close());
     ready.info({ event: 'listening', listener: 'tunnel', url: tunnels.url }, 'tunnel listener ready');
 
@@ -141,7 +143,7 @@ export async function startController(
       const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
       const api = createAdminApi(control, registry, adminToken, traffic);
       const admin = createAdminServer(registry, { edge, connections, publicServer }, api, metrics);
-      adminUrl = await listenHttp(admin, config.adminListen);
+      adminUrl = await listenHttp(admin, config.adminListen, 'adminListen');
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
     }
@@ -162,6 +164,41 @@ export async function startController(
     await Promise.allSettled(closers.map((close) => close()));
     closeStore();
     throw err;
+  }
+}
+
+/** The tunnel listener's cert and key, read and checked together; ConfigErrors name the keys. */
+function readTunnelTls(config: ControllerConfig): { cert?: Buffer; key?: Buffer } {
+  const { tunnelCert, tunnelKey } = config;
+  if (tunnelCert === undefined || tunnelKey === undefined) return {};
+  const cert = readConfiguredFile('tunnelCert', tunnelCert, 'SLUICE_ERR_TLS_CONFIG');
+  const key = readConfiguredFile('tunnelKey', tunnelKey, 'SLUICE_ERR_TLS_CONFIG');
+  try {
+    checkListenOptions({ url: config.tunnelListen, cert, key });
+  } catch (err) {
+    if (!(err instanceof SluiceError) || err.code !== 'SLUICE_ERR_TLS_CONFIG') throw err;
+    const reason = err.cause instanceof Error ? err.cause.message : err.message;
+    const files = `${JSON.stringify(tunnelCert)} and tunnelKey ${JSON.stringify(tunnelKey)}`;
+    throw new ConfigError('tunnelCert', `${files} are not usable: ${reason}`, err.code, { cause: err });
+  }
+  return { cert, key };
+}
+
+/**
+ * The SQLite store, loaded only here: a process that never runs a controller with its own store (an
+ * agent) needs no native module.
+ */
+async function openStore(dataDir: string): Promise<Store> {
+  const { openSqliteStore } = await import('../store/sqlite.js');
+  try {
+    return openSqliteStore(dataDir);
+  } catch (err) {
+    throw new ConfigError(
+      'dataDir',
+      `${JSON.stringify(dataDir)} cannot be opened: ${(err as Error).message}`,
+      'SLUICE_ERR_INVALID_OPTION',
+      { cause: err },
+    );
   }
 }
 
@@ -566,11 +603,13 @@ async function idleWithin(edge: PublicEdge, ms: number): Promise<boolean> {
   }
 }
 
-function listenHttp(server: Server, at: HostPort): Promise<string> {
+function listenHttp(server: Server, at: HostPort, key: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const host = at.host.includes(':') ? `[${at.host}]` : at.host;
+    const onError = (err: Error): void => reject(bindFailure(key, `${host}:${at.port}`, err));
+    server.once('error', onError);
     server.listen(at.port, at.host, () => {
-      server.off('error', reject);
+      server.off('error', onError);
       const address = server.address();
       const port = typeof address === 'object' && address !== null ? address.port : at.port;
       resolve(listenerUrl(at.host, port));

@@ -10,7 +10,6 @@ import { DEFAULT_SOCKETS_PER_TARGET, DEFAULT_UPGRADE_GRACE_MS } from '../agent/c
 import type { HostPort } from '../config/values.js';
 import { type ControllerConfig, DEFAULT_HTTP_OPTIONS } from '../controller/config.js';
 import { startController } from '../controller/controller.js';
-import { openSqliteStore } from '../store/sqlite.js';
 import { resolveSessionOptions } from '../tunnel/options.js';
 import { startDemoService } from './demo.js';
 
@@ -59,9 +58,8 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
     for (const close of closers.reverse()) await close().catch(() => {});
   };
   try {
-    const controller = await startController(config, logger.child({ role: 'controller' }), {
-      store: openSqliteStore(':memory:'),
-    });
+    // dataDir ':memory:': the controller's SQLite store keeps the state in memory.
+    const controller = await startController(config, logger.child({ role: 'controller' }));
     closers.push(() => controller.close(1000));
     const agent = await startAgent(
       {

@@ -21,10 +21,12 @@ import {
   dialTls,
   serverTlsOptions,
 } from './tls.js';
+import { dialHint, dialReason } from './hints.js';
 import { isSecureScheme, parseTransportUrl, type TransportScheme, type TransportTarget } from './url.js';
 import { createWebSocketServer, dialWebSocket } from './websocket.js';
 
 export { KEEPALIVE_DELAY_MS, type PeerInfo, TransportError } from './common.js';
+export { type HandshakeWatch, watchHandshake } from './hints.js';
 export { parseTransportUrl, type TransportScheme, type TransportTarget } from './url.js';
 export { MAX_MESSAGE_BYTES, WebSocketDuplex } from './websocket.js';
 
@@ -79,14 +81,37 @@ const DIALERS: Record<TransportScheme, Dialer> = {
 
 /** Connects to `options.url`. Rejects with a TransportError whose code is the underlying one. */
 export async function dial(options: DialOptions): Promise<Duplex> {
+  const { target, tls, timeoutMs } = checkDial(options);
+  if (options.signal?.aborted) throw abortError(options.url, options.signal.reason);
+  const pending = DIALERS[target.scheme](target, tls);
+  return settleDial(options, pending, timeoutMs);
+}
+
+/**
+ * Checks the options as dial() would, without dialling: the URL, the timeout, and for tls and wss the
+ * CA. Lets a process refuse a bad CA at startup rather than at every dial.
+ */
+export function checkDialOptions(options: DialOptions): void {
+  checkDial(options);
+}
+
+function checkDial(options: DialOptions) {
   const target = parseTransportUrl(options.url);
   const timeoutMs = options.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
   if (!(timeoutMs > 0 && Number.isFinite(timeoutMs))) {
     throw new ConfigError('timeoutMs', `must be a positive number of milliseconds, got ${timeoutMs}`);
   }
   const tls = isSecureScheme(target.scheme) ? clientTlsOptions(target, options) : undefined;
-  if (options.signal?.aborted) throw abortError(options.url, options.signal.reason);
-  return settleDial(options.url, DIALERS[target.scheme](target, tls), timeoutMs, options.signal);
+  return { target, tls, timeoutMs };
+}
+
+/**
+ * Checks the options as listen() would, without binding: the URL, and for tls and wss that the cert and
+ * key are usable together. Lets a process check them before it binds anything else.
+ */
+export function checkListenOptions(options: ListenOptions): void {
+  const target = parseTransportUrl(options.url);
+  if (isSecureScheme(target.scheme)) serverTlsOptions(options.url, options);
 }
 
 /** Listens on `options.url` and hands each connected transport to `onConnection`. */
@@ -124,12 +149,8 @@ function createServer(
 
 // Races the attempt against the deadline and the caller's signal; the loser is torn down, and a
 // connection that completes after the race was decided is destroyed rather than leaked.
-function settleDial(
-  url: string,
-  pending: PendingDial,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<Duplex> {
+function settleDial(options: DialOptions, pending: PendingDial, timeoutMs: number): Promise<Duplex> {
+  const { url, signal } = options;
   return new Promise((resolve, reject) => {
     let settled = false;
     const finish = () => {
@@ -151,12 +172,15 @@ function settleDial(
       finish();
       resolve(transport);
     };
-    pending.connected.then(onConnected, (err: NodeJS.ErrnoException) => fail(dialError(url, err)));
+    pending.connected.then(onConnected, (err: NodeJS.ErrnoException) => fail(dialError(options, err)));
   });
 }
 
-function dialError(url: string, err: NodeJS.ErrnoException): TransportError {
-  return new TransportError(url, `dial ${url} failed: ${err.message}`, err.code, { cause: err });
+function dialError(options: DialOptions, err: NodeJS.ErrnoException): TransportError {
+  const { url } = options;
+  const hint = dialHint(url, err, options);
+  const message = `dial ${url} failed: ${dialReason(err)}${hint === undefined ? '' : `; ${hint}`}`;
+  return new TransportError(url, message, err.code, { cause: err });
 }
 
 function timeoutError(url: string, timeoutMs: number): TransportError {

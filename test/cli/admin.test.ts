@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ask, BIN, Stack } from '../helpers/sluice-procs.js';
 import { startOrigin } from '../helpers/origin.js';
+import { READY_MS, scaled } from '../helpers/wait.js';
 
 const ADMIN_TOKEN = 'cli-test-admin-token-0123456789';
 // The child must not pick up the settings of whoever runs the tests.
@@ -17,6 +18,8 @@ let stack: Stack;
 let origin: Awaited<ReturnType<typeof startOrigin>>;
 const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-admin-'));
 
+// Should a wait here run out (a busy machine), Stack.start stops the controller it started, and the
+// helper's own `after` stops any child still running: the file ends instead of hanging on it.
 before(async () => {
   origin = await startOrigin();
   stack = await Stack.start({
@@ -41,7 +44,7 @@ function sluice(
     execFile(
       process.execPath,
       [BIN, ...args, '--admin', stack.adminUrl],
-      { timeout: 20_000, env: { ...ENV, ...env }, cwd: dir },
+      { timeout: scaled(READY_MS), env: { ...ENV, ...env }, cwd: dir },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
         resolve({ code, stdout, stderr });

@@ -143,14 +143,15 @@ describe('serve', () => {
     assert.equal(io.stdout, '');
   });
 
-  test('a startup failure exits 1 with its message; a ConfigError from startup exits 2', async () => {
+  test('an unexpected startup failure exits 1 with its message; a ConfigError from startup exits 2', async () => {
     const io = new Capture();
     const signal = new AbortController().signal;
-    const inUse = async () => {
-      throw new Error('listen EADDRINUSE: address already in use 127.0.0.1:8080');
+    const broken = async () => {
+      throw new Error('the store is corrupt');
     };
-    assert.equal(await serve('controller', { io, signal, env: {} }, config(), inUse), 1);
-    assert.equal(io.stderr, 'sluice controller: listen EADDRINUSE: address already in use 127.0.0.1:8080\n');
+    assert.equal(await serve('controller', { io, signal, env: {} }, config(), broken), 1);
+    assert.equal(io.stderr, 'sluice controller: the store is corrupt\n');
+    // What the controller throws for a bad file or an address in use (test/cli/startup.test.ts).
     const badOption = async () => {
       throw new ConfigError('tunnelCert', 'cannot be read');
     };
@@ -190,6 +191,6 @@ describe('main', () => {
   test('an admin command with a bad flag prints its usage and exits 2', async () => {
     const io = new Capture();
     assert.equal(await main(['status', '--bogus'], io), 2);
-    assert.match(io.stderr, /^sluice status: Unknown option '--bogus'[^]*Usage: sluice status/);
+    assert.match(io.stderr, /^sluice status: unknown flag --bogus\n[^]*Usage: sluice status/);
   });
 });

@@ -15,7 +15,7 @@ import { type ControllerHandle, startController } from '../../src/controller/con
 import { OPENAPI } from '../../src/controller/openapi.js';
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { ask } from '../helpers/sluice-procs.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 const silent = pino({ level: 'silent' });
 const SEED_TOKEN = 'seed-token-0123456789abcdef';
@@ -227,7 +227,7 @@ describe('tokens and tunnels', () => {
       silent,
     );
     try {
-      await within(agent.whenUp(), 10_000, 'the agent to connect');
+      await within(agent.whenUp(), EVENT_MS, 'the agent to connect');
       await until('two tunnels', async () => (await api('GET', '/api/tunnels')).json.tunnels.length === 2);
       const reply = await ask({ port: port(controller.publicUrl), host: 'agent.example.test' });
       assert.equal(reply.body.toString(), 'origin says hi');
@@ -277,9 +277,11 @@ function port(url: string): number {
 }
 
 /** Re-asks until `check` holds; bounded. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = EVENT_MS): Promise<void> {
+  const deadline = Date.now() + scaled(timeoutMs);
+  for (let i = 0; i < 100_000; i++) {
+    if (await check()) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
   }
+  throw new Error(`gave up waiting for ${what}`);
 }

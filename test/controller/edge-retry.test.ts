@@ -16,6 +16,7 @@ import { duplexPair } from '../helpers/duplex-pair.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { type SessionPair, sessionPair } from '../helpers/session-pair.js';
+import { EVENT_MS, scaled } from '../helpers/wait.js';
 
 let origin: Origin;
 let server: Server;
@@ -82,7 +83,7 @@ function send(method: string): Promise<{ status: number; origin: unknown; text: 
       agent: false,
     });
     req.on('error', reject);
-    req.setTimeout(5_000, () => req.destroy(new Error('no answer within 5 s')));
+    req.setTimeout(scaled(EVENT_MS), () => req.destroy(new Error('no answer in time')));
     req.on('response', (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (c: string) => (text += c));

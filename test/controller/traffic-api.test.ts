@@ -17,7 +17,7 @@ import type { RecentRequest, TrafficSnapshot } from '../../src/controller/traffi
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask } from '../helpers/sluice-procs.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, within } from '../helpers/wait.js';
 
 const silent = pino({ level: 'silent' });
 const AGENT_TOKEN = 'traffic-agent-token-0123456789';
@@ -62,7 +62,7 @@ before(async () => {
     }),
     silent,
   );
-  await within(agent.whenUp(), 10_000, 'the agent to connect');
+  await within(agent.whenUp(), EVENT_MS, 'the agent to connect');
 });
 
 after(async () => {

@@ -13,7 +13,7 @@ import {
   startDemoService,
 } from '../../src/dev/demo.js';
 import { ConfigError } from '../../src/errors.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, within } from '../helpers/wait.js';
 
 let demo: DemoService;
 
@@ -157,7 +157,7 @@ describe('demo service: HTTP', () => {
       const controller = new AbortController();
       const res = await fetch(`${slow.url}/events`, { signal: controller.signal });
       const reader = res.body!.getReader();
-      const first = await within(reader.read(), 5000, 'the first event');
+      const first = await within(reader.read(), EVENT_MS, 'the first event');
       assert.equal(Buffer.from(first.value!).toString('utf8'), 'data: tick 1\n\n');
       controller.abort();
       await assert.rejects(reader.read(), { name: 'AbortError' });
@@ -222,8 +222,8 @@ describe('demo service: close', () => {
   test('resolves with a WebSocket client still connected, and disconnects it', async () => {
     const ws = await openWs();
     const closed = once(ws, 'close');
-    await within(demo.close(), 5000, 'close()');
-    await within(closed, 5000, 'the client to see the close');
+    await within(demo.close(), EVENT_MS, 'close()');
+    await within(closed, EVENT_MS, 'the client to see the close');
     assert.equal(ws.readyState, WebSocket.CLOSED);
   });
 
@@ -233,7 +233,7 @@ describe('demo service: close', () => {
     const res = await fetch(`${slow.url}/events`);
     const reader = res.body!.getReader();
     await reader.read();
-    await within(slow.close(), 5000, 'close()');
+    await within(slow.close(), EVENT_MS, 'close()');
     await assert.rejects(reader.read());
   });
 

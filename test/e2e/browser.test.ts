@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium } from 'playwright-core';
 import { SluiceProcess } from '../helpers/sluice-procs.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, READY_MS, scaled, within } from '../helpers/wait.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM)
@@ -24,7 +24,11 @@ describe('the sluice dev demo page in Chromium', { skip }, () => {
     dev = new SluiceProcess(['dev', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0']);
     const ready = await dev.waitLine('sluice dev ready', (l) => l.event === 'dev-ready');
     demoUrl = String(ready.demo);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 60_000 });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox'],
+      timeout: scaled(READY_MS),
+    });
   });
 
   after(async () => {
@@ -35,7 +39,7 @@ describe('the sluice dev demo page in Chromium', { skip }, () => {
   test('the page loads through the tunnel and echoes messages over its WebSocket', async () => {
     assert.match(demoUrl, /^http:\/\/demo\.localhost:\d+\/$/);
     const page = await browser.newPage();
-    page.setDefaultTimeout(15_000);
+    page.setDefaultTimeout(scaled(EVENT_MS));
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (msg) => {
@@ -78,8 +82,8 @@ describe('the sluice dev demo page in Chromium', { skip }, () => {
 
   test('a second page gets its own WebSocket and echo', async () => {
     const page = await browser.newPage();
-    page.setDefaultTimeout(15_000);
-    await within(page.goto(demoUrl), 20_000, 'the page');
+    page.setDefaultTimeout(scaled(EVENT_MS));
+    await within(page.goto(demoUrl), EVENT_MS, 'the page');
     await page.locator('#state', { hasText: 'connected' }).waitFor();
     await page.fill('#message', 'again');
     await page.press('#message', 'Enter');

@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, Stack } from '../helpers/sluice-procs.js';
+import { EVENT_MS, READY_MS, scaled } from '../helpers/wait.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM)
@@ -38,9 +39,13 @@ describe('the dashboard in Chromium', { skip }, () => {
       admin: true,
       controllerEnv: { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN },
     });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 60_000 });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox'],
+      timeout: scaled(READY_MS),
+    });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(15_000);
+    page.setDefaultTimeout(scaled(EVENT_MS));
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (msg) => {
       // The wrong token's 401s are logged by the browser itself; anything else (a CSP violation, a

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { ask, SluiceProcess } from '../helpers/sluice-procs.js';
-import { waitFor } from '../helpers/wait.js';
+import { EVENT_MS, scaled, waitFor } from '../helpers/wait.js';
 
 let dev: SluiceProcess;
 let port = 0;
@@ -43,7 +43,7 @@ test('curl http://demo.localhost:PORT/ answers through the tunnel', async (t) =>
     execFile(
       '/usr/bin/curl',
       ['-sS', '--noproxy', '*', '-o', '-', '-w', '\n%{http_code}', demoUrl],
-      { timeout: 20_000 },
+      { timeout: scaled(EVENT_MS) },
       (err, stdout) => (err === null ? resolve(stdout) : reject(err)),
     );
   });

@@ -9,7 +9,7 @@ import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, type LogLine, type Reply, Stack } from '../helpers/sluice-procs.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, within } from '../helpers/wait.js';
 
 const JSON_ACCEPT = 'application/json';
 // What Firefox and Chrome send for a page load.
@@ -88,7 +88,7 @@ interface RawReply {
  * Writes `payload` on a fresh connection to the controller's public port and reads until the
  * controller closes it (bounded by `ms`). For requests node:http's client would not send.
  */
-async function raw(port: number, payload: string, ms = 5_000): Promise<RawReply> {
+async function raw(port: number, payload: string, ms = EVENT_MS): Promise<RawReply> {
   const socket = connect(port, '127.0.0.1');
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
@@ -281,14 +281,14 @@ describe('timeouts and limits (1 s timeouts, at most 50 header fields)', () => {
     const started = Date.now();
     const r = await within(
       get(tight.port, 'app.test', '/hang', 'e2e-timeout'),
-      10_000,
+      EVENT_MS,
       'the 504 after a 1 s response timeout',
     );
     const page = jsonPage(r, 504);
     assert.equal(page.reason, 'the target did not answer within 1s');
     assert.equal(page.requestId, 'e2e-timeout');
     assert.ok(Date.now() - started >= 900, 'not before the timeout');
-    await within(dropped, 10_000, 'the origin to see the request dropped');
+    await within(dropped, EVENT_MS, 'the origin to see the request dropped');
   });
 
   test('a request head that never ends is answered 408 and closed', async () => {
@@ -346,14 +346,14 @@ describe('the agent dies mid-request', () => {
   test('502 at once (not at the 60 s response timeout), then 503 with no agent left', async () => {
     const id = 'e2e-agent-killed';
     const reply = get(dying.port, 'app.test', '/hang', id);
-    await within(origin.whenRequested(id), 10_000, 'the origin to receive the request');
+    await within(origin.whenRequested(id), EVENT_MS, 'the origin to receive the request');
     const dropped = origin.whenAborted(id);
     dying.agent!.child.kill('SIGKILL');
-    const r = await within(reply, 10_000, 'the 502 after the agent was killed');
+    const r = await within(reply, EVENT_MS, 'the 502 after the agent was killed');
     const page = jsonPage(r, 502);
     assert.equal(page.requestId, id);
     assert.match(page.reason, /^the tunnel stream (broke|closed) before the target answered$/);
-    await within(dropped, 10_000, "the origin to see the dead agent's connection close");
+    await within(dropped, EVENT_MS, "the origin to see the dead agent's connection close");
 
     await dying.controller.waitCount('both tunnels down', (l) => l.event === 'tunnel-down', 2);
     const next = await get(dying.port, 'app.test', '/headers', 'e2e-after-kill');

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { GiB, readAll, writePattern } from '../helpers/data.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, Stack } from '../helpers/sluice-procs.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, within } from '../helpers/wait.js';
 
 let origin: Origin;
 let other: Origin;
@@ -229,12 +229,12 @@ describe('streaming', () => {
     });
     assert.equal(res.headers['content-type'], 'text/event-stream');
     res.setEncoding('utf8');
-    const [first] = (await within(once(res, 'data'), 10_000, 'the first event')) as [string];
+    const [first] = (await within(once(res, 'data'), EVENT_MS, 'the first event')) as [string];
     assert.equal(first, 'data: first\n\n');
     origin.releaseSse();
     let rest = '';
     res.on('data', (c: string) => (rest += c));
-    await within(once(res, 'end'), 10_000, 'the end of the stream');
+    await within(once(res, 'end'), EVENT_MS, 'the end of the stream');
     assert.equal(rest, 'data: last\n\n');
   });
 
@@ -348,11 +348,11 @@ describe('aborts', () => {
     // Destroy only once the origin is receiving the body, so the abort has a request to cancel.
     await within(
       new Promise<void>((resolve) => origin.server.once('request', () => resolve())),
-      10_000,
+      EVENT_MS,
       'the origin to see the request',
     ).catch(() => {});
     req.destroy();
-    await within(aborted, 10_000, 'the origin to see the abort');
+    await within(aborted, EVENT_MS, 'the origin to see the abort');
   });
 
   test('a target that dies mid-body cuts the client connection instead of ending the body', async () => {

@@ -10,7 +10,7 @@ import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, type LogLine, Stack } from '../helpers/sluice-procs.js';
 import { startUpgradeOrigin, type UpgradeOrigin } from '../helpers/upgrade-origin.js';
 import { wsClosed, wsConnect, wsEcho, wsOpened } from '../helpers/ws-client.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8';
 const ADMIN_TOKEN = 'metrics-test-admin-token-0123456789';
@@ -112,7 +112,7 @@ async function scrape(base: string): Promise<Scrape> {
  * is bounded in count and time.
  */
 async function scrapeUntil(base: string, what: string, check: (s: Scrape) => boolean): Promise<Scrape> {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + scaled(EVENT_MS);
   let last: Scrape | undefined;
   for (let i = 0; i < 2_000 && Date.now() < deadline; i++) {
     last = await scrape(base);
@@ -281,7 +281,7 @@ describe('agent /metrics', () => {
     // The client leaves while the origin holds the request: the controller resets the stream.
     const id = nextId('agent-hang');
     await abandon(id);
-    await within(origin.whenAborted(id), 10_000, 'the origin to see the request cut');
+    await within(origin.whenAborted(id), EVENT_MS, 'the origin to see the request cut');
 
     const after = await scrapeUntil(agentHealth, 'the four streams counted', (s) => {
       return (
@@ -318,7 +318,7 @@ describe('an upgrade held open', () => {
 
     const closed = wsClosed(ws);
     ws.close(1000);
-    await within(closed, 10_000, 'the WebSocket to close');
+    await within(closed, EVENT_MS, 'the WebSocket to close');
     await logged([id]);
     const after = await scrape(stack.adminUrl);
     assert.equal(value(after, 'sluice_upgrades_open'), 0);
@@ -388,6 +388,6 @@ async function abandon(id: string): Promise<void> {
   });
   req.on('error', () => {});
   req.end();
-  await within(origin.whenRequested(id), 10_000, 'the origin to get the request');
+  await within(origin.whenRequested(id), EVENT_MS, 'the origin to get the request');
   req.destroy();
 }

@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { type SluiceProcess, Stack } from '../helpers/sluice-procs.js';
 import { startUpgradeOrigin, type UpgradeOrigin } from '../helpers/upgrade-origin.js';
 import { wsClosed, wsConnect, wsEcho, wsOpened } from '../helpers/ws-client.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 const CONNECTIONS = 10_000;
 const WARM_UP = 1_000;
@@ -68,7 +69,7 @@ async function connection(i: number): Promise<void> {
     assert.equal((await wsEcho(ws, `m${i}`)).data.toString(), `m${i}`);
     const closed = wsClosed(ws);
     ws.close(1000);
-    await within(closed, 5_000, 'the WebSocket to close');
+    await within(closed, EVENT_MS, 'the WebSocket to close');
     return;
   }
   const id = `churn-${i}`;
@@ -110,12 +111,14 @@ const sockets = (m: Memory): number => (m.resources.TCPSocketWrap ?? 0) - m.repo
  * Polls both processes until everything per-connection is gone: no request, stream or upgraded socket,
  * and (given a baseline) no more sockets than then, bar idle keep-alive connections in the agent's
  * pool. A closing connection's socket lingers a moment after its exchange ended, hence the polling;
- * the round trips pace it, and it is bounded in count and time.
+ * it is paced, and bounded in count and time.
  */
 async function settled(baseline?: { controller: Memory; agent: Memory }): Promise<void> {
-  const deadline = Date.now() + 5_000;
+  const deadline = Date.now() + scaled(EVENT_MS);
   let last = '';
-  for (let i = 0; i < 1_000 && Date.now() < deadline; i++) {
+  for (let i = 0; i < 3_000 && Date.now() < deadline; i++) {
+    // Each ask makes both processes collect: a pause between rounds leaves the CPU to what they wait for.
+    if (i > 0) await sleep(10);
     const [c, a] = await Promise.all([memory(stack.adminUrl), memory(agentHealth)]);
     const idle =
       c.inFlight === 0 && c.streams === 0 && c.responses === 0 && c.upgraded === 0 && a.streams === 0;

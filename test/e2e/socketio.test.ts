@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { Server } from 'socket.io';
 import { io as connect, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client';
 import { Stack } from '../helpers/sluice-procs.js';
-import { within } from '../helpers/wait.js';
+import { EVENT_MS, READY_MS, scaled, within } from '../helpers/wait.js';
 
 let http: HttpServer;
 let server: Server;
@@ -59,7 +59,7 @@ type Options = Partial<ManagerOptions & SocketOptions>;
 
 /** A client that went through the controller: websocket via the Host header, polling via localhost. */
 async function open(transports: ('websocket' | 'polling')[]): Promise<Socket> {
-  const options: Options = { transports, forceNew: true, reconnection: false, timeout: 15_000 };
+  const options: Options = { transports, forceNew: true, reconnection: false, timeout: scaled(EVENT_MS) };
   const client =
     transports.length === 1 && transports[0] === 'websocket'
       ? connect(`http://127.0.0.1:${stack.port}`, { ...options, extraHeaders: { host: 'app.test' } })
@@ -70,14 +70,14 @@ async function open(transports: ('websocket' | 'polling')[]): Promise<Socket> {
       client.once('connect', () => resolve());
       client.once('connect_error', reject);
     }),
-    20_000,
+    READY_MS,
     'the socket.io connection',
   );
   return client;
 }
 
 function ask<T>(client: Socket, event: string, ...args: unknown[]): Promise<T> {
-  return within(client.timeout(15_000).emitWithAck(event, ...args) as Promise<T>, 20_000, event);
+  return within(client.timeout(scaled(EVENT_MS)).emitWithAck(event, ...args) as Promise<T>, READY_MS, event);
 }
 
 describe('socket.io', () => {
@@ -111,7 +111,7 @@ describe('socket.io', () => {
     if (engine.transport.name !== 'websocket') {
       await within(
         new Promise<void>((resolve) => engine.once('upgrade', () => resolve())),
-        20_000,
+        EVENT_MS,
         'the transport upgrade',
       );
     }
@@ -136,7 +136,7 @@ describe('socket.io', () => {
           client.on('news', (text: string) => news.push(text));
           client.once('marker', () => resolve(news));
         }),
-        20_000,
+        EVENT_MS,
         'the marker',
       );
     const got = [heard(a), heard(b), heard(c)];

@@ -16,7 +16,7 @@ import {
   UPGRADE_REQUIRED,
   type UpgradeOrigin,
 } from '../helpers/upgrade-origin.js';
-import { waitFor, within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, waitFor, within } from '../helpers/wait.js';
 import {
   type Dial,
   rawRequest,
@@ -63,7 +63,7 @@ async function pair(path = unique('ws'), options: Parameters<typeof wsConnect>[2
   const client = wsConnect(app, path, options);
   client.on('error', () => {});
   const res = await wsOpened(client);
-  const server = await within(origin.ws(path), 5_000, 'the server side');
+  const server = await within(origin.ws(path), EVENT_MS, 'the server side');
   return { client, server, res, path };
 }
 
@@ -118,12 +118,12 @@ describe('ws echo', () => {
 
   test('ping and pong from both sides', async () => {
     const { client, server } = await pair();
-    const pong = within(once(client, 'pong'), 10_000, "the client's pong");
+    const pong = within(once(client, 'pong'), EVENT_MS, "the client's pong");
     client.ping(Buffer.from('client-ping'));
     assert.equal(((await pong) as [Buffer])[0].toString(), 'client-ping');
 
-    const ping = within(once(client, 'ping'), 10_000, "the server's ping at the client");
-    const serverPong = within(once(server.ws, 'pong'), 10_000, "the client's answer at the server");
+    const ping = within(once(client, 'ping'), EVENT_MS, "the server's ping at the client");
+    const serverPong = within(once(server.ws, 'pong'), EVENT_MS, "the client's answer at the server");
     server.ws.ping(Buffer.from('server-ping'));
     assert.equal(((await ping) as [Buffer])[0].toString(), 'server-ping');
     assert.equal(((await serverPong) as [Buffer])[0].toString(), 'server-ping');
@@ -136,10 +136,10 @@ describe('ws echo', () => {
       const { client, server } = await pair();
       const closed = wsClosed(client);
       client.close(code, `client closes with ${code}`);
-      const seen = await within(server.closed, 10_000, 'the close at the server');
+      const seen = await within(server.closed, EVENT_MS, 'the close at the server');
       assert.equal(seen.code, code);
       assert.equal(seen.reason, `client closes with ${code}`);
-      const back = await within(closed, 10_000, 'the close at the client');
+      const back = await within(closed, EVENT_MS, 'the close at the client');
       assert.equal(back.code, code, 'the server echoes the close code');
       assert.equal(back.reason, `client closes with ${code}`);
     });
@@ -148,10 +148,10 @@ describe('ws echo', () => {
       const { client, server } = await pair();
       const closed = wsClosed(client);
       server.ws.close(code, `server closes with ${code}`);
-      const seen = await within(closed, 10_000, 'the close at the client');
+      const seen = await within(closed, EVENT_MS, 'the close at the client');
       assert.equal(seen.code, code);
       assert.equal(seen.reason, `server closes with ${code}`);
-      const back = await within(server.closed, 10_000, 'the close at the server');
+      const back = await within(server.closed, EVENT_MS, 'the close at the server');
       assert.equal(back.code, code);
     });
   }
@@ -183,7 +183,7 @@ describe('ws echo', () => {
     assert.equal(echoed.data.toString(), text);
     const closed = wsClosed(client);
     client.close(1000);
-    await within(closed, 10_000, 'the close');
+    await within(closed, EVENT_MS, 'the close');
     // The tunnel carried the compressed frames as they were: far fewer bytes than the text, each way.
     const line = await stack.controller.waitLine(
       'the log line of the compressed connection',
@@ -248,7 +248,7 @@ describe('a custom Upgrade protocol (echo/1)', () => {
     up.socket.on('data', (c: Buffer) => (got = Buffer.concat([got, c])));
     up.socket.resume();
     up.socket.end();
-    await within(once(up.socket, 'end'), 10_000, 'the end');
+    await within(once(up.socket, 'end'), EVENT_MS, 'the end');
     assert.equal(got.toString(), 'hello\nping\n');
     up.socket.destroy();
   });
@@ -263,7 +263,7 @@ describe('a custom Upgrade protocol (echo/1)', () => {
         'Proxy-Authorization: Basic Zm9vOmJhcg==\r\nX-End-To-End: kept\r\n',
     );
     assert.equal(up.status, 101, up.head);
-    const { req } = await within(origin.raw(path), 5_000, 'the server side');
+    const { req } = await within(origin.raw(path), EVENT_MS, 'the server side');
     assert.equal(req.headers.upgrade, 'echo/1');
     assert.equal(req.headers.connection?.toLowerCase(), 'upgrade');
     assert.equal(req.headers['x-hop'], undefined);
@@ -278,7 +278,7 @@ describe('a custom Upgrade protocol (echo/1)', () => {
   test('an upgrade on a keep-alive connection that already carried a plain request', async () => {
     const socket = netConnect({ host: '127.0.0.1', port: stack.port, allowHalfOpen: true });
     socket.on('error', () => {});
-    await within(once(socket, 'connect'), 10_000, 'the connection');
+    await within(once(socket, 'connect'), EVENT_MS, 'the connection');
     const plain = await rawRequest(socket, app, '/plain', undefined, '');
     assert.equal(plain.status, 426, plain.head);
     assert.equal(plain.headers.get('content-length'), String(UPGRADE_REQUIRED.length), plain.head);
@@ -293,20 +293,20 @@ describe('a custom Upgrade protocol (echo/1)', () => {
   test('half-close: after the service sends its FIN, the client can still send to it', async () => {
     const up = await rawUpgrade(app, '/half-close', Buffer.from('early;'));
     assert.equal(up.status, 101);
-    const side = await within(origin.raw('/half-close'), 5_000, 'the server side');
+    const side = await within(origin.raw('/half-close'), EVENT_MS, 'the server side');
     let got = up.after;
     up.socket.on('data', (c: Buffer) => (got = Buffer.concat([got, c])));
-    const ended = within(once(up.socket, 'end'), 10_000, "the service's FIN at the client");
+    const ended = within(once(up.socket, 'end'), EVENT_MS, "the service's FIN at the client");
     up.socket.resume();
     await ended;
     assert.equal(got.toString(), 'bye\n');
     assert.equal(up.socket.writable, true);
-    const closed = within(once(up.socket, 'close'), 10_000, 'the connection to close');
+    const closed = within(once(up.socket, 'close'), EVENT_MS, 'the connection to close');
     up.socket.end('after-fin');
-    const seen = await within(side.ended, 10_000, "the client's FIN at the service");
+    const seen = await within(side.ended, EVENT_MS, "the client's FIN at the service");
     assert.equal(seen.toString(), 'early;after-fin');
     await closed;
-    await within(side.closed, 10_000, 'the connection to close at the service');
+    await within(side.closed, EVENT_MS, 'the connection to close at the service');
   });
 });
 
@@ -323,7 +323,7 @@ describe('refusals', () => {
     let body = raw.after;
     raw.socket.on('data', (c: Buffer) => (body = Buffer.concat([body, c])));
     raw.socket.resume();
-    await within(once(raw.socket, 'end'), 10_000, 'the end of the refusal');
+    await within(once(raw.socket, 'end'), EVENT_MS, 'the end of the refusal');
     assert.equal(body.toString(), REFUSED_BODY);
     raw.socket.destroy();
   });
@@ -351,10 +351,10 @@ describe('close propagation', () => {
     await wsEcho(client, 'alive');
     const at = performance.now();
     client.terminate();
-    const seen = await within(server.closed, 5_000, 'the close at the service');
+    const seen = await within(server.closed, EVENT_MS, 'the close at the service');
     const ms = seen.at - at;
     t.diagnostic(`service saw the close after ${ms.toFixed(1)} ms`);
-    assert.ok(ms < 1000, `took ${ms} ms`);
+    assert.ok(ms < scaled(1000), `took ${ms} ms`);
     assert.equal(seen.code, 1006, 'no close frame was sent');
   });
 
@@ -364,44 +364,44 @@ describe('close propagation', () => {
     const closed = wsClosed(client);
     const at = performance.now();
     server.ws.terminate();
-    const seen = await within(closed, 5_000, 'the close at the client');
+    const seen = await within(closed, EVENT_MS, 'the close at the client');
     const ms = seen.at - at;
     t.diagnostic(`client saw the close after ${ms.toFixed(1)} ms`);
-    assert.ok(ms < 1000, `took ${ms} ms`);
+    assert.ok(ms < scaled(1000), `took ${ms} ms`);
     assert.equal(seen.code, 1006);
   });
 
   test("echo/1: a destroyed client socket closes the service's socket within a second", async () => {
     const path = unique('echo1');
     const up = await rawUpgrade(app, path);
-    const side = await within(origin.raw(path), 5_000, 'the server side');
+    const side = await within(origin.raw(path), EVENT_MS, 'the server side');
     const at = performance.now();
     up.socket.destroy();
-    const seen = await within(side.closed, 5_000, 'the close at the service');
-    assert.ok(seen.at - at < 1000, `took ${seen.at - at} ms`);
+    const seen = await within(side.closed, EVENT_MS, 'the close at the service');
+    assert.ok(seen.at - at < scaled(1000), `took ${seen.at - at} ms`);
   });
 
   test("echo/1: a client's reset reaches the service as a reset, not as a FIN", async () => {
     const path = unique('echo1');
     const up = await rawUpgrade(app, path, Buffer.from('x'));
-    const side = await within(origin.raw(path), 5_000, 'the server side');
+    const side = await within(origin.raw(path), EVENT_MS, 'the server side');
     await echoed(up.socket, up.after, 'x');
     up.socket.resetAndDestroy();
-    const seen = await within(side.closed, 5_000, 'the close at the service');
+    const seen = await within(side.closed, EVENT_MS, 'the close at the service');
     assert.equal(seen.error, 'ECONNRESET', 'the service took the reset for a clean end');
   });
 
   test("echo/1: a service's reset reaches the client as a reset, not as a FIN", async () => {
     const path = unique('echo1');
     const up = await rawUpgrade(app, path, Buffer.from('x'));
-    const side = await within(origin.raw(path), 5_000, 'the server side');
+    const side = await within(origin.raw(path), EVENT_MS, 'the server side');
     await echoed(up.socket, up.after, 'x');
     const cut = new Promise<string | undefined>((resolve) => {
       up.socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code));
       up.socket.once('end', () => resolve('a FIN'));
     });
     side.socket.resetAndDestroy();
-    assert.equal(await within(cut, 5_000, 'the cut at the client'), 'ECONNRESET');
+    assert.equal(await within(cut, EVENT_MS, 'the cut at the client'), 'ECONNRESET');
     up.socket.destroy();
   });
 
@@ -418,8 +418,8 @@ describe('close propagation', () => {
         else if (i % 4 === 1) server.ws.close(1001, 'going away');
         else if (i % 4 === 2) client.terminate();
         else server.ws.terminate();
-        await within(closed, 10_000, `close of ${path}`);
-        await within(server.closed, 10_000, `close of ${path} at the service`);
+        await within(closed, EVENT_MS, `close of ${path}`);
+        await within(server.closed, EVENT_MS, `close of ${path} at the service`);
       }),
     );
     const wanted = new Set(paths);
@@ -540,10 +540,10 @@ describe('idle connections', () => {
     raw.socket.write('y');
     await waitFor('the echo/1 echo after idling', () => got.toString() === 'xy');
     raw.socket.end();
-    await within(once(raw.socket, 'end'), 10_000, 'the echo/1 end');
+    await within(once(raw.socket, 'end'), EVENT_MS, 'the echo/1 end');
     raw.socket.destroy();
     client.close(1000);
-    assert.equal(await within(closedEarly, 10_000, 'the close'), 1000);
+    assert.equal(await within(closedEarly, EVENT_MS, 'the close'), 1000);
   });
 });
 
@@ -572,12 +572,12 @@ describe('upgrade idle timeout, when configured', () => {
     for (; echoes < 1_000_000 && performance.now() - opened < 2_000; echoes++) {
       await wsEcho(busy, `m${echoes}`);
     }
-    const closed = await within(silentClosed, 10_000, 'the silent WebSocket to be closed');
+    const closed = await within(silentClosed, EVENT_MS, 'the silent WebSocket to be closed');
     const after = Math.round(closed.at - opened);
     assert.ok(after >= 900, `closed after ${after} ms, before the timeout`);
     assert.equal(busy.readyState, WebSocket.OPEN, `the busy WebSocket was closed after ${echoes} echoes`);
     busy.close(1000);
-    await within(wsClosed(busy), 10_000, 'the busy close');
+    await within(wsClosed(busy), EVENT_MS, 'the busy close');
   });
 });
 
@@ -596,16 +596,16 @@ describe('agent killed mid-connection', () => {
     const client = wsConnect(dial, path);
     client.on('error', () => {});
     await wsOpened(client);
-    const server = await within(origin.ws(path), 5_000, 'the server side');
+    const server = await within(origin.ws(path), EVENT_MS, 'the server side');
     await wsEcho(client, 'alive');
     const closed = wsClosed(client);
     const at = performance.now();
     doomed.agent!.child.kill('SIGKILL');
-    const seen = await within(closed, 10_000, 'the close at the client');
+    const seen = await within(closed, EVENT_MS, 'the close at the client');
     t.diagnostic(`client closed ${Math.round(seen.at - at)} ms after the kill, code ${seen.code}`);
-    assert.ok(seen.at - at < 10_000);
+    assert.ok(seen.at - at < scaled(10_000), `closed ${Math.round(seen.at - at)} ms after the kill`);
     // The agent's socket to the service died with the process.
-    await within(server.closed, 10_000, 'the close at the service');
+    await within(server.closed, EVENT_MS, 'the close at the service');
     // New connections get an answer, not a hang: no agent is connected any more.
     const refused = await wsRefused(wsConnect(dial, '/'));
     assert.equal(refused.status, 503);
@@ -627,7 +627,7 @@ function echoed(socket: Socket, after: Buffer, text: string): Promise<void> {
       };
       socket.on('data', onData);
     }),
-    10_000,
+    EVENT_MS,
     `the echo of ${text}`,
   ).then(() => assert.equal(got, text));
   socket.resume();

@@ -9,7 +9,7 @@
 // `heal()`. `links` lists the open connections in accept order, each with the same verbs for itself.
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
-import { within } from './wait.js';
+import { EVENT_MS, within } from './wait.js';
 
 /** Bytes held for delivery in one direction before its source is paused. */
 const DELAY_BUFFER = 1024 * 1024;
@@ -47,10 +47,19 @@ export class FaultProxy extends EventEmitter {
   }
 
   /** Resolves once `count` connections have been accepted since the start. */
-  async whenAccepted(count: number, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (let i = 0; i < count + 1 && this.accepted < count; i++) {
-      await within(once(this, 'link'), Math.max(1, deadline - Date.now()), `${count} proxied connections`);
+  async whenAccepted(count: number, timeoutMs = EVENT_MS): Promise<void> {
+    if (this.accepted >= count) return;
+    let onLink = (): void => {};
+    const enough = new Promise<void>((resolve) => {
+      onLink = () => {
+        if (this.accepted >= count) resolve();
+      };
+      this.on('link', onLink);
+    });
+    try {
+      await within(enough, timeoutMs, `${count} proxied connections`);
+    } finally {
+      this.off('link', onLink);
     }
   }
 

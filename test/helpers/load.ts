@@ -2,7 +2,7 @@
 // own X-Request-Id so that a result can be matched with the controller's log line. Every request has a
 // deadline, so a hang shows up as an error instead of a stuck test.
 import { type Agent, request } from 'node:http';
-import { within } from './wait.js';
+import { EVENT_MS, READY_MS, scaled, within } from './wait.js';
 
 export interface LoadOptions {
   port: number;
@@ -14,7 +14,11 @@ export interface LoadOptions {
   agent?: Agent;
   /** Requests in flight at most; a tick that would exceed it skips (and counts) the request. */
   maxInFlight?: number;
-  /** Per-request deadline. */
+  /**
+   * Per-request deadline (scaled), counted from the send, so it includes a wait for a free socket of
+   * `agent`. Default EVENT_MS: generous, as a busy machine can be slow; a request still without an
+   * answer by then is `timeout`, a hung one.
+   */
   timeoutMs?: number;
   /** Request ids start with this. */
   prefix?: string;
@@ -29,12 +33,19 @@ export interface LoadResult {
   status: number;
   /** Set when the request failed without a complete response (ECONNRESET, timeout, ...). */
   error?: string;
+  /**
+   * Whether the whole request was written to a connection. A `timeout` that was not still waited in
+   * the client for a free socket of its agent: the machine was slow, and Sluice never saw it.
+   */
+  written: boolean;
 }
 
 export class Load {
   readonly results: LoadResult[] = [];
   /** Requests not sent because maxInFlight was reached. */
   skipped = 0;
+  /** The most requests in flight at once: high when the machine (or Sluice) was slow. */
+  peakInFlight = 0;
   readonly #options: LoadOptions;
   #timer: NodeJS.Timeout | null = null;
   #startedAt = 0;
@@ -54,12 +65,14 @@ export class Load {
   /** Starts sending at the configured rate (ticks every 10 ms). */
   start(): this {
     this.#startedAt = performance.now();
-    this.#timer = setInterval(() => this.#tick(), 10);
+    // Unref'd: a test that fails before stop() must not be held open by its load (a request in
+    // flight has its own handles and deadline).
+    this.#timer = setInterval(() => this.#tick(), 10).unref();
     return this;
   }
 
   /** Stops sending; resolves once every request sent has settled. */
-  async stop(timeoutMs = 20_000): Promise<LoadResult[]> {
+  async stop(timeoutMs = READY_MS): Promise<LoadResult[]> {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     if (this.#inFlight > 0) {
@@ -69,7 +82,7 @@ export class Load {
   }
 
   /** Resolves once `count` requests have settled. */
-  whenSettled(count: number, timeoutMs = 15_000): Promise<void> {
+  whenSettled(count: number, timeoutMs = READY_MS): Promise<void> {
     if (this.results.length >= count) return Promise.resolve();
     return within(
       new Promise<void>((resolve) => this.#waiters.push({ count, resolve })),
@@ -89,8 +102,9 @@ export class Load {
 
   #send(id: string): void {
     const o = this.#options;
-    const result: LoadResult = { id, sentAt: performance.now(), doneAt: 0, status: 0 };
+    const result: LoadResult = { id, sentAt: performance.now(), doneAt: 0, status: 0, written: false };
     this.#inFlight++;
+    this.peakInFlight = Math.max(this.peakInFlight, this.#inFlight);
     let settled = false;
     const settle = (error?: string): void => {
       if (settled) return;
@@ -114,10 +128,14 @@ export class Load {
       headers: { host: o.host, 'x-request-id': id },
       agent: o.agent ?? false,
     });
-    const timer = setTimeout(() => {
-      req.destroy();
-      settle('timeout');
-    }, o.timeoutMs ?? 10_000);
+    const timer = setTimeout(
+      () => {
+        req.destroy();
+        settle('timeout');
+      },
+      scaled(o.timeoutMs ?? EVENT_MS),
+    );
+    req.on('finish', () => (result.written = true));
     req.on('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
     req.on('response', (res) => {
       result.status = res.statusCode ?? 0;

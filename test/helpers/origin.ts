@@ -14,6 +14,8 @@ export interface Origin {
    * connection closed before the response was finished (a proxy giving up on a hanging request).
    */
   readonly aborted: Set<string>;
+  /** The request ids of every request that arrived (its head, at least). */
+  readonly requested: ReadonlySet<string>;
   /** Resolves the next time a request with this id is aborted. */
   whenAborted(requestId: string): Promise<void>;
   /** Resolves once a request with this id has arrived (its head, at least). */
@@ -149,6 +151,7 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
     url: `http://127.0.0.1:${port}`,
     server,
     aborted,
+    requested,
     whenAborted(requestId) {
       if (aborted.has(requestId)) return Promise.resolve();
       return new Promise((resolve) => abortWaiters.set(requestId, resolve));

@@ -4,7 +4,7 @@ import { EventEmitter, once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { encodeJsonFrame, FrameDecoder } from '../../src/protocol/codec.js';
 import { FrameType } from '../../src/protocol/constants.js';
-import { within } from './wait.js';
+import { EVENT_MS, within } from './wait.js';
 
 export interface RawFrame {
   type: number;
@@ -39,7 +39,7 @@ export class RawPeer extends EventEmitter {
   }
 
   /** Resolves with the first frame of `type` received (earlier ones count too). */
-  async next(type: number, ms = 5000): Promise<RawFrame> {
+  async next(type: number, ms = EVENT_MS): Promise<RawFrame> {
     const seen = this.frames.find((f) => f.type === type);
     if (seen) return seen;
     const waiting = new Promise<RawFrame>((resolve) => {
@@ -53,7 +53,7 @@ export class RawPeer extends EventEmitter {
     return within(waiting, ms, `a frame of type ${type}`);
   }
 
-  async closedByPeer(ms = 5000): Promise<void> {
+  async closedByPeer(ms = EVENT_MS): Promise<void> {
     if (!this.ended) await within(once(this, 'ended'), ms, 'the peer to end the transport');
   }
 

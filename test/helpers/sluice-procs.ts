@@ -1,17 +1,65 @@
 // Real `sluice` child processes for end-to-end tests: spawned from bin/sluice.js, ready when their JSON
 // readiness lines say so (DESIGN §5), never after a sleep. Also a small HTTP client that can set Host.
+//
+// No child may outlive its test file, whatever fails: every child is tracked from its spawn to its exit;
+// a root `after` hook stops those still running (it runs even when a `before` threw, and before the
+// file's own `after` hooks, whose stops then find nothing left to do); and should the test process end
+// otherwise (process.exit, a signal from the test runner), the children are killed on the way out. A
+// child carries its test process's pid in SLUICE_TEST_OWNER_PID, so that test/zz-leaks.test.ts can
+// find one that outlived it all the same.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { type IncomingMessage, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { within } from './wait.js';
+import { READY_MS, within } from './wait.js';
 
 export const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
 
 export type LogLine = Record<string, unknown> & { msg?: string; event?: string };
+
+/** The children of this process that have not exited yet. */
+const running = new Set<SluiceProcess>();
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+let guarded = false;
+
+function killRunningNow(): void {
+  for (const p of running) p.child.kill('SIGKILL');
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  killRunningNow();
+  for (const s of SIGNALS) process.removeListener(s, onSignal);
+  // With no other listener left, the signal's default action ends the process as it would have.
+  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+}
+
+function track(p: SluiceProcess): void {
+  running.add(p);
+  void p.exited.then(() => running.delete(p));
+  if (guarded) return;
+  guarded = true;
+  process.on('exit', killRunningNow);
+  for (const s of SIGNALS) process.on(s, onSignal);
+}
+
+/** The sluice children still running (for a test that checks the guard itself). */
+export function runningChildren(): readonly SluiceProcess[] {
+  return [...running];
+}
+
+/** Stops every child still running: SIGTERM, then SIGKILL for one that does not exit in time. */
+export async function stopAllChildren(): Promise<void> {
+  await Promise.allSettled([...running].map((p) => p.stop()));
+}
+
+// Only in a test file: a script that borrows `ask` (test/tools/) must not start a test run.
+const inTestFile =
+  process.env.NODE_TEST_CONTEXT !== undefined || /\.test\.[cm]?js$/.test(process.argv[1] ?? '');
+if (inTestFile) after(stopAllChildren);
 
 export class SluiceProcess {
   readonly child: ChildProcess;
@@ -22,7 +70,12 @@ export class SluiceProcess {
 
   constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
     this.child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, ...env },
+      env: {
+        ...process.env,
+        SLUICE_TEST_OWNER_PID: String(process.pid),
+        SLUICE_TEST_RUN_PID: String(process.ppid),
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let partial = '';
@@ -35,6 +88,12 @@ export class SluiceProcess {
       this.stderr += text;
     });
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
+    // A child that could not be spawned at all emits 'error' and never 'exit'.
+    this.child.once('error', (err) => {
+      this.stderr += `spawn failed: ${err.message}\n`;
+      running.delete(this);
+    });
+    track(this);
   }
 
   #line(raw: string): void {
@@ -54,7 +113,7 @@ export class SluiceProcess {
   }
 
   /** The first line (already seen or still to come) that `match` accepts. */
-  waitLine(what: string, match: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
+  waitLine(what: string, match: (l: LogLine) => boolean, timeoutMs = READY_MS): Promise<LogLine> {
     const seen = this.lines.find(match);
     if (seen !== undefined) return Promise.resolve(seen);
     const found = new Promise<LogLine>((resolve) => this.#waiters.push({ match, resolve }));
@@ -64,24 +123,15 @@ export class SluiceProcess {
     return within(Promise.race([found, failed]), timeoutMs, what);
   }
 
-  /** Waits until `count` lines match. */
+  /** Waits until `count` lines (already seen or still to come) match. */
   async waitCount(
     what: string,
     match: (l: LogLine) => boolean,
     count: number,
-    timeoutMs = 15_000,
+    timeoutMs = READY_MS,
   ): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (let i = 0; i < 10_000; i++) {
-      if (this.lines.filter(match).length >= count) return;
-      const seen = this.lines.length;
-      await this.waitLine(
-        what,
-        (l) => this.lines.indexOf(l) >= seen && match(l),
-        Math.max(1, deadline - Date.now()),
-      );
-    }
-    throw new Error(`gave up waiting for ${what}`);
+    let matched = 0;
+    await this.waitLine(`${what} (${count} lines)`, (l) => match(l) && ++matched >= count, timeoutMs);
   }
 
   /** Resident set size in bytes, from /proc. */
@@ -92,7 +142,7 @@ export class SluiceProcess {
   }
 
   /** Sends `signal` and resolves with the exit code. Kills hard if it does not exit in time. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<number | null> {
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = READY_MS): Promise<number | null> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
     this.child.kill(signal);
     try {
@@ -125,6 +175,8 @@ export interface StackOptions {
   admin?: boolean;
   /** Extra environment for the controller process (e.g. NODE_OPTIONS). */
   controllerEnv?: NodeJS.ProcessEnv;
+  /** How long each process may take to say it is ready; default READY_MS (scaled). */
+  readyMs?: number;
 }
 
 /** One more agent process (a replica): see Stack.spawnAgent. */
@@ -162,8 +214,14 @@ export class Stack {
     const stack = new Stack();
     stack.#options = options;
     stack.#dir = tempDir();
-    await stack.startController();
-    if (options.agent !== false) await stack.startAgent(options);
+    try {
+      await stack.startController();
+      if (options.agent !== false) await stack.startAgent(options);
+    } catch (err) {
+      // The caller never gets the stack to stop: stop what did start before saying why it failed.
+      await stack.stop();
+      throw err;
+    }
     return stack;
   }
 
@@ -201,15 +259,18 @@ export class Stack {
     const pub = await controller.waitLine(
       'public listener',
       (l) => l.event === 'listening' && l.listener === 'public',
+      options.readyMs,
     );
     const tun = await controller.waitLine(
       'tunnel listener',
       (l) => l.event === 'listening' && l.listener === 'tunnel',
+      options.readyMs,
     );
     if (options.admin === true) {
       const admin = await controller.waitLine(
         'admin listener',
         (l) => l.event === 'listening' && l.listener === 'admin',
+        options.readyMs,
       );
       this.adminUrl = String(admin.url);
     }
@@ -243,7 +304,12 @@ export class Stack {
     this.agent = agent;
     this.agents.push(agent);
     if (options.wait !== false) {
-      await controller.waitCount('tunnels registered', (l) => l.event === 'tunnel-up', before + tunnels);
+      await controller.waitCount(
+        'tunnels registered',
+        (l) => l.event === 'tunnel-up',
+        before + tunnels,
+        this.#options.readyMs,
+      );
     }
     return agent;
   }
@@ -270,17 +336,21 @@ export interface Ask {
   body?: string | Buffer | Readable;
 }
 
-/** One request to 127.0.0.1:port with the given Host; resolves with the whole (small) response. */
+/**
+ * One request to 127.0.0.1:port with the given Host; resolves with the whole (small) response. A
+ * response still not whole after READY_MS (scaled) is an error, and its connection is destroyed: a hang
+ * fails the test with what was asked instead of holding it until the runner's timeout.
+ */
 export function ask(a: Ask): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request({
-      host: '127.0.0.1',
-      port: a.port,
-      method: a.method ?? 'GET',
-      path: a.path ?? '/',
-      headers: { host: a.host, ...a.headers },
-      agent: false,
-    });
+  const req = request({
+    host: '127.0.0.1',
+    port: a.port,
+    method: a.method ?? 'GET',
+    path: a.path ?? '/',
+    headers: { host: a.host, ...a.headers },
+    agent: false,
+  });
+  const reply = new Promise<Reply>((resolve, reject) => {
     req.on('error', reject);
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
@@ -296,8 +366,13 @@ export function ask(a: Ask): Promise<Reply> {
         }),
       );
     });
-    if (a.body === undefined || typeof a.body === 'string' || Buffer.isBuffer(a.body)) req.end(a.body);
-    else a.body.pipe(req);
+  });
+  if (a.body === undefined || typeof a.body === 'string' || Buffer.isBuffer(a.body)) req.end(a.body);
+  else a.body.pipe(req);
+  const what = `the answer to ${a.method ?? 'GET'} http://${a.host}${a.path ?? '/'}`;
+  return within(reply, READY_MS, what).catch((err: unknown) => {
+    req.destroy();
+    throw err;
   });
 }
 

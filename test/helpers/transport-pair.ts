@@ -5,7 +5,7 @@ import { dial, listen } from '../../src/transport/index.js';
 import { makeTestCerts } from './certs.js';
 import { FaultProxy } from './fault-proxy.js';
 import type { MakeTransportPair, TransportPair } from './session-pair.js';
-import { within } from './wait.js';
+import { EVENT_MS, within } from './wait.js';
 
 export type Scheme = 'tcp' | 'tls' | 'ws' | 'wss';
 
@@ -27,7 +27,7 @@ export function transportPair(scheme: Scheme): MakeTransportPair {
       url: `${scheme}://localhost:${proxy.port}${path}`,
       ...(certs ? { ca: certs.ca } : {}),
     });
-    const server = await within(serverSide, 10_000, `the ${scheme} listener to accept`);
+    const server = await within(serverSide, EVENT_MS, `the ${scheme} listener to accept`);
     return {
       client,
       server,

@@ -5,7 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { type ClientOptions, WebSocket } from 'ws';
 import { MAX_PAYLOAD } from './upgrade-origin.js';
-import { within } from './wait.js';
+import { EVENT_MS, within } from './wait.js';
 
 export interface Dial {
   port: number;
@@ -31,7 +31,7 @@ export function wsConnect(
 }
 
 /** Resolves with the 101 response once the socket is open; a refused handshake is an error. */
-export function wsOpened(ws: WebSocket, timeoutMs = 15_000): Promise<IncomingMessage> {
+export function wsOpened(ws: WebSocket, timeoutMs = EVENT_MS): Promise<IncomingMessage> {
   return within(
     new Promise<IncomingMessage>((resolve, reject) => {
       let upgrade: IncomingMessage | undefined;
@@ -51,7 +51,7 @@ export function wsOpened(ws: WebSocket, timeoutMs = 15_000): Promise<IncomingMes
 /** A refused handshake's response: status, headers and the whole body. */
 export function wsRefused(
   ws: WebSocket,
-  timeoutMs = 15_000,
+  timeoutMs = EVENT_MS,
 ): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
   return within(
     new Promise((resolve, reject) => {
@@ -73,7 +73,7 @@ export function wsRefused(
 
 export async function wsNext(
   ws: WebSocket,
-  timeoutMs = 15_000,
+  timeoutMs = EVENT_MS,
 ): Promise<{ data: Buffer; isBinary: boolean }> {
   const [data, isBinary] = (await within(once(ws, 'message'), timeoutMs, 'a message')) as [Buffer, boolean];
   return { data, isBinary };
@@ -83,7 +83,7 @@ export async function wsNext(
 export async function wsEcho(
   ws: WebSocket,
   data: string | Buffer,
-  timeoutMs = 15_000,
+  timeoutMs = EVENT_MS,
 ): Promise<{ data: Buffer; isBinary: boolean }> {
   const next = wsNext(ws, timeoutMs);
   ws.send(data, { binary: typeof data !== 'string' });
@@ -121,7 +121,7 @@ export async function rawUpgrade(
   path: string,
   early: Buffer = Buffer.alloc(0),
   headers = ECHO_UPGRADE,
-  timeoutMs = 15_000,
+  timeoutMs = EVENT_MS,
 ): Promise<RawUpgrade> {
   const socket = netConnect({ host: '127.0.0.1', port: dial.port, allowHalfOpen: true });
   socket.setNoDelay(true);
@@ -136,7 +136,7 @@ export function rawRequest(
   path: string,
   early: Buffer = Buffer.alloc(0),
   headers = ECHO_UPGRADE,
-  timeoutMs = 15_000,
+  timeoutMs = EVENT_MS,
 ): Promise<RawUpgrade> {
   const head = `GET ${path} HTTP/1.1\r\nHost: ${dial.host}\r\n${headers}\r\n`;
   socket.write(Buffer.concat([Buffer.from(head, 'latin1'), early]));

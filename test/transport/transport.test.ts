@@ -19,11 +19,12 @@ import {
 } from '../../src/transport/index.js';
 import { makeTestCerts } from '../helpers/certs.js';
 import { MiB } from '../helpers/data.js';
-import { waitFor, within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, waitFor, within } from '../helpers/wait.js';
 
 const SCHEMES: readonly TransportScheme[] = ['tcp', 'tls', 'ws', 'wss'];
 const CHUNK = 64 * 1024;
-const EVENT_MS = 5_000;
+/** A test's own bound: generous, as the machine may be busy; a hang still fails long before the file's. */
+const TEST_MS = scaled(120_000);
 
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
@@ -156,7 +157,7 @@ for (const scheme of SCHEMES) {
     test(
       'carries 8 MiB each way at once; end() reaches the listener; close() resolves',
       {
-        timeout: 60_000,
+        timeout: TEST_MS,
       },
       async (t) => {
         const { listener, client, server } = await connectedPair(t, scheme);
@@ -180,7 +181,7 @@ for (const scheme of SCHEMES) {
       },
     );
 
-    test('tells the listener who connected and reports the bound port', { timeout: 20_000 }, async (t) => {
+    test('tells the listener who connected and reports the bound port', { timeout: TEST_MS }, async (t) => {
       const { listener, client, accepted, peers } = await connectedPair(t, scheme);
       const { host, port } = listener.address();
       assert.equal(host, '127.0.0.1');
@@ -193,7 +194,7 @@ for (const scheme of SCHEMES) {
       await listener.close();
     });
 
-    test('close() destroys open connections without an error', { timeout: 20_000 }, async (t) => {
+    test('close() destroys open connections without an error', { timeout: TEST_MS }, async (t) => {
       const { listener, client, server } = await connectedPair(t, scheme);
       const serverErrors: Error[] = [];
       server.on('error', (err) => serverErrors.push(err));
@@ -211,7 +212,7 @@ for (const scheme of SCHEMES) {
 
 for (const scheme of ['tls', 'wss'] as const) {
   describe(`${scheme} certificate checks`, () => {
-    test('refuses a certificate that no trusted CA signed', { timeout: 20_000 }, async (t) => {
+    test('refuses a certificate that no trusted CA signed', { timeout: TEST_MS }, async (t) => {
       const { listener, accepted } = await startListener(t, scheme);
       await assert.rejects(dial({ url: listener.url, timeoutMs: EVENT_MS }), (err: unknown) => {
         assert.ok(err instanceof TransportError);
@@ -226,7 +227,7 @@ for (const scheme of ['tls', 'wss'] as const) {
     test(
       'refuses a servername the certificate does not carry, accepts one it does',
       {
-        timeout: 20_000,
+        timeout: TEST_MS,
       },
       async (t) => {
         const { ca } = await makeTestCerts();
@@ -249,7 +250,7 @@ for (const scheme of ['tls', 'wss'] as const) {
     test(
       'listening without cert or key, or with a key that does not match, is a config error',
       {
-        timeout: 20_000,
+        timeout: TEST_MS,
       },
       async () => {
         const { cert, key, ca } = await makeTestCerts();
@@ -269,7 +270,7 @@ for (const scheme of ['tls', 'wss'] as const) {
       },
     );
 
-    test('a ca that holds no PEM certificate is a config error', { timeout: 20_000 }, async () => {
+    test('a ca that holds no PEM certificate is a config error', { timeout: TEST_MS }, async () => {
       const { cert } = await makeTestCerts();
       await assert.rejects(dial({ url: `${scheme}://127.0.0.1:1`, ca: 'not a certificate' }), isTlsConfig);
       const mangled = cert.replace(/\n[A-Za-z0-9+/]{20}/, '\nAAAAAAAAAAAAAAAAAAAA');
@@ -279,16 +280,27 @@ for (const scheme of ['tls', 'wss'] as const) {
 }
 
 describe('transport URLs', () => {
-  test('bad or unsupported URLs are SLUICE_ERR_INVALID_URL naming the URL', { timeout: 20_000 }, async () => {
-    for (const url of ['http://x:1', 'tcp://host', 'tls://host', 'foo', 'tcp://host:1/path', 'ws://h/?q=1']) {
-      assert.throws(() => parseTransportUrl(url), isInvalidUrl(url));
-      await assert.rejects(dial({ url }), isInvalidUrl(url));
-      await assert.rejects(
-        listen({ url }, () => {}),
-        isInvalidUrl(url),
-      );
-    }
-  });
+  test(
+    'bad or unsupported URLs are SLUICE_ERR_INVALID_URL naming the URL',
+    { timeout: TEST_MS },
+    async () => {
+      for (const url of [
+        'http://x:1',
+        'tcp://host',
+        'tls://host',
+        'foo',
+        'tcp://host:1/path',
+        'ws://h/?q=1',
+      ]) {
+        assert.throws(() => parseTransportUrl(url), isInvalidUrl(url));
+        await assert.rejects(dial({ url }), isInvalidUrl(url));
+        await assert.rejects(
+          listen({ url }, () => {}),
+          isInvalidUrl(url),
+        );
+      }
+    },
+  );
 
   test('credentials in a URL are refused without echoing them', { timeout: 5_000 }, () => {
     assert.throws(
@@ -326,7 +338,7 @@ describe('transport URLs', () => {
 });
 
 describe('dial failures', () => {
-  test('a closed port is ECONNREFUSED, with the URL in the message', { timeout: 20_000 }, async (t) => {
+  test('a closed port is ECONNREFUSED, with the URL in the message', { timeout: TEST_MS }, async (t) => {
     const { server, port, sockets } = await silentServer(t);
     await closeServer(server, sockets);
     for (const scheme of SCHEMES) {
@@ -340,7 +352,7 @@ describe('dial failures', () => {
     }
   });
 
-  test('a peer that never answers times out with ETIMEDOUT', { timeout: 20_000 }, async (t) => {
+  test('a peer that never answers times out with ETIMEDOUT', { timeout: TEST_MS }, async (t) => {
     const { server, port, sockets } = await silentServer(t);
     for (const scheme of ['ws', 'wss', 'tls'] as const) {
       const started = Date.now();
@@ -358,7 +370,7 @@ describe('dial failures', () => {
   test(
     'the signal aborts a dial in progress, and an aborted signal stops it before it starts',
     {
-      timeout: 20_000,
+      timeout: TEST_MS,
     },
     async (t) => {
       const { server, port, sockets } = await silentServer(t);
@@ -378,7 +390,7 @@ describe('dial failures', () => {
     },
   );
 
-  test('a ws path the listener does not serve is refused with 404', { timeout: 20_000 }, async (t) => {
+  test('a ws path the listener does not serve is refused with 404', { timeout: TEST_MS }, async (t) => {
     const { listener, accepted } = await startListener(t, 'ws');
     const url = listener.url.replace('/tunnel', '/elsewhere');
     await assert.rejects(dial({ url }), /404/);
@@ -403,7 +415,7 @@ async function rawWebSocketServer(t: TestContext) {
 }
 
 describe('WebSocketDuplex', () => {
-  test('one corked batch of writes goes out as one binary message', { timeout: 20_000 }, async (t) => {
+  test('one corked batch of writes goes out as one binary message', { timeout: TEST_MS }, async (t) => {
     const raw = await rawWebSocketServer(t);
     const client = await dial({ url: raw.url });
     const [peer] = await within(raw.connection, EVENT_MS, 'the raw connection');
@@ -426,7 +438,7 @@ describe('WebSocketDuplex', () => {
     await raw.close();
   });
 
-  test('a text message is a protocol error', { timeout: 20_000 }, async (t) => {
+  test('a text message is a protocol error', { timeout: TEST_MS }, async (t) => {
     const { listener, next } = await startListener(t, 'ws');
     const raw = new WebSocket(listener.url);
     raw.on('error', () => {});
@@ -444,7 +456,7 @@ describe('WebSocketDuplex', () => {
   test(
     'a remote close ends the readable; a close with an error code is an error',
     {
-      timeout: 20_000,
+      timeout: TEST_MS,
     },
     async (t) => {
       for (const hangUp of [(ws: WebSocket) => ws.close(1000), (ws: WebSocket) => ws.terminate()]) {
@@ -474,7 +486,7 @@ describe('WebSocketDuplex', () => {
   test(
     'a paused reader stalls the writer with bounded buffers; resuming delivers every byte',
     {
-      timeout: 120_000,
+      timeout: scaled(240_000),
     },
     async (t) => {
       const { listener, client, server } = await connectedPair(t, 'ws');

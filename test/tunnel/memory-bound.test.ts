@@ -15,7 +15,7 @@ import { ErrorCode, FrameType } from '../../src/protocol/constants.js';
 import { readAll } from '../helpers/data.js';
 import { duplexPair } from '../helpers/duplex-pair.js';
 import { RawPeer } from '../helpers/raw-peer.js';
-import { waitFor, within } from '../helpers/wait.js';
+import { EVENT_MS, waitFor, within } from '../helpers/wait.js';
 
 setFlagsFromString('--expose-gc');
 const gcOnce = runInNewContext('gc') as () => void;
@@ -104,9 +104,9 @@ test('a stream opened as soon as accept() resolves reaches the client onStream h
     );
   });
   try {
-    const stream = await within(received, 5000, 'the stream');
+    const stream = await within(received, EVENT_MS, 'the stream');
     assert.equal(stream.meta.kind, 'first');
-    const got = await within(readAll(stream), 5000, 'the stream to end');
+    const got = await within(readAll(stream), EVENT_MS, 'the stream to end');
     assert.equal(got.bytes, 'hello from the controller'.length);
   } finally {
     await waitFor('both sessions', () => sessions.length === 2);

@@ -9,7 +9,7 @@ import { Session } from '../../src/tunnel/session.js';
 import type { Stream } from '../../src/tunnel/stream.js';
 import { GiB, MiB, readAll, writePattern } from '../helpers/data.js';
 import { type MakeTransportPair, reverseRoles, sessionPair } from '../helpers/session-pair.js';
-import { waitFor, within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, waitFor, within } from '../helpers/wait.js';
 
 function echo(stream: Stream): void {
   stream.pipe(stream);
@@ -223,13 +223,13 @@ function suite(title: string, make: MakeTransportPair): void {
         p.transports.blackhole!();
         const [[clientErr], [serverErr]] = (await within(
           Promise.all(closes),
-          5000,
+          EVENT_MS,
           'both sides to close',
         )) as [[unknown], [unknown]];
         const elapsed = Date.now() - started;
         assert.equal(codeOf(clientErr), 'SLUICE_ERR_PING_TIMEOUT');
         assert.equal(codeOf(serverErr), 'SLUICE_ERR_PING_TIMEOUT');
-        assert.ok(elapsed >= 250 && elapsed < 1500, `detected after ${elapsed}ms`);
+        assert.ok(elapsed >= 250 && elapsed < scaled(1500), `detected after ${elapsed}ms`);
       } finally {
         await p.close();
       }
@@ -246,7 +246,7 @@ function suite(title: string, make: MakeTransportPair): void {
         const goaway = once(p.client, 'goaway');
         const closing = p.server.close(10_000);
         const racing = p.client.open({ kind: 'echo' }); // its SYN crosses the GO_AWAY
-        const [raceErr] = await within(once(racing, 'error'), 5000, 'the racing open to be refused');
+        const [raceErr] = await within(once(racing, 'error'), EVENT_MS, 'the racing open to be refused');
         assert.equal(codeOf(raceErr), 'SLUICE_ERR_STREAM_REFUSED');
         await goaway;
         assert.throws(
@@ -257,7 +257,7 @@ function suite(title: string, make: MakeTransportPair): void {
         inflight.end('after');
         assert.equal((await reply).bytes, 'before after'.length);
         await closing;
-        const [clientErr] = await within(clientClosed, 5000, 'the client session to close');
+        const [clientErr] = await within(clientClosed, EVENT_MS, 'the client session to close');
         assert.equal(clientErr, undefined, 'a drained session closes cleanly');
       } finally {
         await p.close();

@@ -5,6 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { bindFailure } from '../config/startup.js';
 import { type HostPort, listenerUrl } from '../config/values.js';
 import type { HttpOptions } from './config.js';
 import type { PublicEdge } from './edge.js';
@@ -12,7 +13,7 @@ import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
 import type { PublicListener } from './public-listener.js';
 
 export interface HttpListenerOptions {
-  /** Where to listen. */
+  /** Where to listen: the `listen` setting, which a bind failure names. */
   listen: HostPort;
   http: HttpOptions;
 }
@@ -32,7 +33,7 @@ export class HttpListener implements PublicListener {
   static async start(options: HttpListenerOptions, edge: PublicEdge): Promise<HttpListener> {
     const connections = new PublicConnections(edge);
     const server = createPublicServer(options.http, edge, connections);
-    const url = await listenHttp(server, options.listen);
+    const url = await listenHttp(server, options.listen, 'listen');
     return new HttpListener(url, server, connections);
   }
 
@@ -175,12 +176,17 @@ class PublicConnections {
   }
 }
 
-/** Binds `server` at `at`; resolves with the URL actually bound (port 0 becomes the port chosen). */
-export function listenHttp(server: Server, at: HostPort): Promise<string> {
+/**
+ * Binds `server` at `at`; resolves with the URL actually bound (port 0 becomes the port chosen). A
+ * failure the address causes is a ConfigError naming `key`, the setting to change.
+ */
+export function listenHttp(server: Server, at: HostPort, key: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const host = at.host.includes(':') ? `[${at.host}]` : at.host;
+    const onError = (err: Error): void => reject(bindFailure(key, `${host}:${at.port}`, err));
+    server.once('error', onError);
     server.listen(at.port, at.host, () => {
-      server.off('error', reject);
+      server.off('error', onError);
       const address = server.address();
       const port = typeof address === 'object' && address !== null ? address.port : at.port;
       resolve(listenerUrl(at.host, port));

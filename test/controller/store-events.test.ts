@@ -1,9 +1,10 @@
 // The control plane follows the store's change events, whoever writes: a route written straight into
 // the store (as another controller sharing it would) is served without going through the admin API, and
 // a token revoked straight in the store closes the agent's tunnel at once. In-process controller and
-// agent over real TCP, with a real origin behind the agent.
+// agent over real TCP, with a real origin behind the agent. And two controllers with different YAML on
+// one SQLite file keep each other's config entries (docs/admin.md, seeding with a shared store).
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -116,4 +117,33 @@ test('a token revoked straight in the store closes its tunnel, and the agent sta
     (err: unknown) => (transport.destroy(), err instanceof SluiceError ? err.code : String(err)),
   );
   assert.equal(refusal, 'SLUICE_ERR_FORBIDDEN');
+});
+
+test('two controllers with different YAML on one SQLite file keep each other’s entries', async () => {
+  const shared = join(dir, 'shared');
+  const start = (name: string): Promise<ControllerHandle> => {
+    // Each its own data dir (admin token, seed source); the store is the one file.
+    mkdirSync(join(dir, name), { recursive: true });
+    return startController(
+      inProcessControllerConfig(`clusters:\n  - name: ${name}\n    tokens: []\n`, join(dir, name)),
+      silent,
+      { store: openSqliteStore(shared), announceAdminToken: () => {} },
+    );
+  };
+  const a = await start('from-a');
+  let b: ControllerHandle | undefined;
+  try {
+    b = await start('from-b');
+    // A restarts with its file: it claims its own entries again and deletes nothing of B's.
+    await a.close(0);
+    const again = await start('from-a');
+    await again.close(0);
+  } finally {
+    await b?.close(0);
+    await a.close(0);
+  }
+  const check = openSqliteStore(shared);
+  const names = (await check.listClusters()).map((c) => c.name);
+  await check.close();
+  assert.deepEqual(names, ['from-a', 'from-b']);
 });

@@ -21,7 +21,7 @@ import { parseSlotCaps, type TunnelSlotId } from '../tunnel/slot.js';
 import { type AdminApi, createAdminApi, sendJson } from './admin-api.js';
 import type { HostPort } from '../config/values.js';
 import type { ControllerConfig } from './config.js';
-import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
+import { ControlPlane, loadAdminToken, seedFrom, seedSource } from './control.js';
 import { serveDashboard } from './dashboard.js';
 import { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
@@ -65,16 +65,18 @@ export async function startController(
   const registry = new TunnelRegistry();
   let control: ControlPlane;
   try {
-    store.seed(seedFrom(config));
-    control = new ControlPlane(store, registry);
+    await store.seed(seedFrom(config), seedSource(config));
+    control = await ControlPlane.open(store, registry, (err) =>
+      logger.error({ err: err instanceof Error ? err.message : String(err) }, 'store change not applied'),
+    );
   } catch (err) {
-    store.close();
+    await store.close();
     throw err;
   }
   // The gauges read the edge and the public connections only when scraped, once both exist.
   const metrics: ControllerMetrics = new ControllerMetrics({
     tunnels: registry,
-    clusters: () => control.store.listClusters().map((c) => c.name),
+    clusters: () => control.clusters,
     upgradesOpen: () => connections.counts.upgraded,
     inFlight: () => edge.inFlight,
   });
@@ -95,7 +97,7 @@ export async function startController(
   const publicServer = createPublicServer(config, edge, connections);
   const closers: (() => Promise<void>)[] = [];
   const ready = readinessLogger(logger);
-  const closeStore = (): void => store.close();
+  const closeStore = (): Promise<void> => store.close();
   let stopping = false;
   try {
     const publicUrl = await listenHttp(publicServer, config.listen, 'listen');
@@ -162,7 +164,7 @@ export async function startController(
     };
   } catch (err) {
     await Promise.allSettled(closers.map((close) => close()));
-    closeStore();
+    await closeStore();
     throw err;
   }
 }

@@ -12,7 +12,7 @@ import { createAdminApi } from './admin-api.js';
 import { createAdminServer } from './admin-server.js';
 import { TunnelAdmission } from './admission.js';
 import type { ControllerConfig } from './config.js';
-import { ControlPlane, loadAdminToken, seedFrom } from './control.js';
+import { ControlPlane, loadAdminToken, seedFrom, seedSource } from './control.js';
 import { ClusterDispatcher } from './dispatcher.js';
 import { PublicEdge } from './edge.js';
 import { closeHttp, HttpListener, listenHttp } from './http-listener.js';
@@ -54,17 +54,19 @@ export async function startController(
   const registry = new TunnelRegistry();
   let control: ControlPlane;
   try {
-    store.seed(seedFrom(config));
-    control = new ControlPlane(store, registry);
+    await store.seed(seedFrom(config), seedSource(config));
+    control = await ControlPlane.open(store, registry, (err) =>
+      logger.error({ err: err instanceof Error ? err.message : String(err) }, 'store change not applied'),
+    );
   } catch (err) {
-    store.close();
+    await store.close();
     throw err;
   }
   let http: HttpListener | undefined;
   // The gauges read the edge and the public connections only when scraped, once both exist.
   const metrics: ControllerMetrics = new ControllerMetrics({
     tunnels: registry,
-    clusters: () => control.store.listClusters().map((c) => c.name),
+    clusters: () => control.clusters,
     upgradesOpen: () => http?.counts.upgraded ?? 0,
     inFlight: () => edge.inFlight,
   });
@@ -84,7 +86,7 @@ export async function startController(
   const frontEnds: PublicListener[] = [];
   const closers: (() => Promise<void>)[] = [];
   const ready = readinessLogger(logger);
-  const closeStore = (): void => store.close();
+  const closeStore = (): Promise<void> => store.close();
   let stopping = false;
   try {
     http = await HttpListener.start(config, edge);
@@ -135,7 +137,7 @@ export async function startController(
     };
   } catch (err) {
     await Promise.allSettled([...frontEnds.map((f) => f.close()), ...closers.map((close) => close())]);
-    closeStore();
+    await closeStore();
     throw err;
   }
 }

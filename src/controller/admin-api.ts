@@ -1,7 +1,7 @@
 // The admin REST API (DESIGN §3): clusters, tokens, routes, live tunnels and recent traffic, JSON in and
 // out, behind the bearer admin token. Errors are `{error: {code, message, field?}}`; invalid input is 400
-// naming the field at fault. Every change goes through the ControlPlane, so it takes effect on the next
-// request.
+// naming the field at fault. Every change goes through the ControlPlane and is awaited, so it takes
+// effect on the next request.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ConfigError } from '../errors.js';
 import { StoreConflict } from '../store/store.js';
@@ -45,17 +45,17 @@ export function createAdminApi(
   traffic: Traffic,
 ): AdminApi {
   const routes: Handler[] = [
-    ['GET', /^\/api\/clusters$/, () => ({ clusters: control.store.listClusters() })],
+    ['GET', /^\/api\/clusters$/, async () => ({ clusters: await control.store.listClusters() })],
     ['POST', /^\/api\/clusters$/, (_m, body) => addCluster(control, body)],
     ['DELETE', /^\/api\/clusters\/([^/]+)$/, ([name]) => removeCluster(control, name!)],
     ['GET', /^\/api\/clusters\/([^/]+)\/tokens$/, ([name]) => listTokens(control, name!)],
     ['POST', /^\/api\/clusters\/([^/]+)\/tokens$/, ([name]) => createToken(control, name!)],
     ['DELETE', /^\/api\/tokens\/([^/]+)$/, ([id]) => revokeToken(control, id!)],
-    ['GET', /^\/api\/routes$/, () => ({ routes: control.store.listRoutes() })],
+    ['GET', /^\/api\/routes$/, async () => ({ routes: await control.store.listRoutes() })],
     ['POST', /^\/api\/routes$/, (_m, body) => addRoute(control, body)],
     ['DELETE', /^\/api\/routes$/, (_m, body, query) => removeRoute(control, body, query)],
     ['GET', /^\/api\/tunnels$/, () => ({ tunnels: listTunnels(registry) })],
-    ['GET', /^\/api\/traffic$/, () => traffic.snapshot(control.store.listRoutes())],
+    ['GET', /^\/api\/traffic$/, async () => traffic.snapshot(await control.store.listRoutes())],
   ];
   return {
     handle(req, res, path) {
@@ -95,7 +95,7 @@ async function serve(
   try {
     const call = route(req, res, path, handlers, adminToken);
     const input = req.method === 'POST' || req.method === 'DELETE' ? await readJson(req) : undefined;
-    body = call.run(input);
+    body = await call.run(input);
     status = req.method === 'POST' ? 201 : 200;
   } catch (err) {
     const e = asApiError(err);
@@ -255,29 +255,29 @@ function clusterName(value: unknown, field: string): string {
   );
 }
 
-function existingCluster(control: ControlPlane, name: string): string {
-  if (control.store.getCluster(name) === undefined) {
+async function existingCluster(control: ControlPlane, name: string): Promise<string> {
+  if ((await control.store.getCluster(name)) === undefined) {
     throw new ApiError(404, 'not_found', `no cluster named ${JSON.stringify(name)}`);
   }
   return name;
 }
 
-function addCluster(control: ControlPlane, body: unknown): unknown {
+async function addCluster(control: ControlPlane, body: unknown): Promise<unknown> {
   const input = object(body);
   const unknown = Object.keys(input).find((k) => k !== 'name');
   if (unknown !== undefined)
     throw new ApiError(400, 'invalid_input', 'is not a cluster field (expected name)', unknown);
-  return { cluster: control.store.addCluster(clusterName(input.name, 'name')) };
+  return { cluster: await control.addCluster(clusterName(input.name, 'name')) };
 }
 
-function removeCluster(control: ControlPlane, name: string): unknown {
-  if (!control.removeCluster(name))
+async function removeCluster(control: ControlPlane, name: string): Promise<unknown> {
+  if (!(await control.removeCluster(name)))
     throw new ApiError(404, 'not_found', `no cluster named ${JSON.stringify(name)}`);
   return { deleted: name };
 }
 
-function listTokens(control: ControlPlane, cluster: string): unknown {
-  const tokens = control.store.listTokens(existingCluster(control, cluster));
+async function listTokens(control: ControlPlane, cluster: string): Promise<unknown> {
+  const tokens = await control.store.listTokens(await existingCluster(control, cluster));
   // Never the hash: a digest of a short dev token could be brute-forced offline.
   return {
     tokens: tokens.map(({ id, cluster: c, created, revoked, source }) => ({
@@ -290,32 +290,32 @@ function listTokens(control: ControlPlane, cluster: string): unknown {
   };
 }
 
-function createToken(control: ControlPlane, cluster: string): unknown {
-  const { token, record } = control.createToken(existingCluster(control, cluster));
+async function createToken(control: ControlPlane, cluster: string): Promise<unknown> {
+  const { token, record } = await control.createToken(await existingCluster(control, cluster));
   return { id: record.id, cluster: record.cluster, created: record.created, token };
 }
 
-function revokeToken(control: ControlPlane, id: string): unknown {
-  const record = control.revokeToken(id);
+async function revokeToken(control: ControlPlane, id: string): Promise<unknown> {
+  const record = await control.revokeToken(id);
   if (record === undefined) throw new ApiError(404, 'not_found', `no token with id ${JSON.stringify(id)}`);
   return { id: record.id, cluster: record.cluster, revoked: record.revoked };
 }
 
-function addRoute(control: ControlPlane, body: unknown): unknown {
+async function addRoute(control: ControlPlane, body: unknown): Promise<unknown> {
   const route = validateRoute(object(body), 'route');
-  existingClusterField(control, route.cluster);
-  control.addRoute(route);
+  await existingClusterField(control, route.cluster);
+  await control.addRoute(route);
   return { route };
 }
 
-function existingClusterField(control: ControlPlane, name: string): void {
-  if (control.store.getCluster(name) === undefined) {
+async function existingClusterField(control: ControlPlane, name: string): Promise<void> {
+  if ((await control.store.getCluster(name)) === undefined) {
     throw new ApiError(400, 'invalid_input', `names no cluster: ${JSON.stringify(name)}`, 'cluster');
   }
 }
 
 /** The route to delete is named by `host` and `path` (default `/`), in the query or a JSON body. */
-function removeRoute(control: ControlPlane, body: unknown, query: URLSearchParams): unknown {
+async function removeRoute(control: ControlPlane, body: unknown, query: URLSearchParams): Promise<unknown> {
   const input = body === undefined ? Object.fromEntries(query) : object(body);
   if (typeof input.host !== 'string' || input.host === '') {
     throw new ApiError(400, 'invalid_input', 'must name the route host', 'host');
@@ -325,7 +325,7 @@ function removeRoute(control: ControlPlane, body: unknown, query: URLSearchParam
     { host: input.host, path: input.path ?? '/', cluster: 'x', target: 'http://x:1' },
     'route',
   );
-  if (!control.removeRoute(route.host, route.path ?? '/')) {
+  if (!(await control.removeRoute(route.host, route.path ?? '/'))) {
     throw new ApiError(404, 'not_found', `no route for host ${route.host}, path ${route.path ?? '/'}`);
   }
   return { deleted: { host: route.host, path: route.path } };

@@ -1,13 +1,15 @@
-// The control plane of a running controller: the store, and the route table and token index built from
-// it. Every change goes to the store first, then the derived table or index is rebuilt and swapped in,
-// so the edge and the tunnel listener see it on their next lookup. Revoking a token (or deleting its
-// cluster) also closes the tunnels that authenticated with it, at once.
+// The control plane of a running controller: the store, and the caches the edge and the tunnel listener
+// read on every request: the route table, the token index, the revoked digests and the cluster names.
+// They are rebuilt from the store's change events, whoever wrote (this controller's admin API, or
+// another controller sharing the store), so no request ever waits on the store. A token that stops being
+// valid, revoked or deleted by anyone, closes the tunnels that authenticated with it, at once.
+import { hostname } from 'node:os';
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { SessionError } from '../errors.js';
 import { hashToken, type Route } from '../store/model.js';
-import type { Store, TokenRecord } from '../store/store.js';
+import type { ClusterRecord, Store, StoreChange, TokenRecord } from '../store/store.js';
 import type { ControllerConfig } from './config.js';
 import { RouteTable } from './routes.js';
 import { TokenIndex, type TunnelRegistry } from './tunnels.js';
@@ -31,25 +33,79 @@ export function seedFrom(config: Pick<ControllerConfig, 'clusters' | 'routes'>) 
   };
 }
 
+/**
+ * Who this controller is as a seed source (docs/admin.md, "Seeding"): stable across its restarts, and
+ * distinct for controllers on other hosts or with other data dirs, which may list other YAML entries.
+ */
+export function seedSource(config: Pick<ControllerConfig, 'dataDir'>): string {
+  return `${hostname()}:${resolve(config.dataDir)}`;
+}
+
 /** What the tunnel listener answers an agent's token with. */
 export type Admission =
   | { readonly ok: true; readonly cluster: string }
   | { readonly ok: false; readonly code: 'UNAUTHORIZED' | 'FORBIDDEN'; readonly reason: string };
 
+/** The caches one change makes stale. */
+interface Stale {
+  routes: boolean;
+  tokens: boolean;
+  clusters: boolean;
+}
+
+const NOTHING: Stale = { routes: false, tokens: false, clusters: false };
+const EVERYTHING: Stale = { routes: true, tokens: true, clusters: true };
+
+function staleAfter(change: StoreChange): Stale {
+  switch (change.kind) {
+    case 'route':
+      return { ...NOTHING, routes: true };
+    case 'token':
+      return { ...NOTHING, tokens: true };
+    // A deleted cluster takes its tokens (and their revocations) with it.
+    case 'cluster':
+      return { ...NOTHING, clusters: true, tokens: change.op === 'remove' };
+    case 'seed':
+      return EVERYTHING;
+  }
+}
+
 export class ControlPlane {
   readonly store: Store;
   readonly #registry: TunnelRegistry;
-  #routes: RouteTable;
-  #tokens: TokenIndex;
+  #routes = new RouteTable([]);
+  #tokens = new TokenIndex([]);
+  /** Valid token digest → its cluster: a tunnel whose token is not here (for its cluster) is closed. */
+  #active: ReadonlyMap<string, string> = new Map();
   /** Digests of revoked tokens: known, so refused as FORBIDDEN rather than UNAUTHORIZED. */
-  #revoked: ReadonlySet<string>;
+  #revoked: ReadonlySet<string> = new Set();
+  #clusters: readonly string[] = [];
+  /** What the next refresh rebuilds, gathered from the changes since the last one started. */
+  #stale: Stale = { ...NOTHING };
+  /** The refresh not yet started, which new changes join; undefined when none is waiting. */
+  #queued: Promise<void> | undefined;
+  /** The last refresh queued, settled or not: the next one starts after it, so they never overlap. */
+  #tail: Promise<void> = Promise.resolve();
 
-  constructor(store: Store, registry: TunnelRegistry) {
+  /**
+   * Builds the caches from `store` and keeps them current from its change events. A rebuild that fails
+   * after a remote change keeps the previous cache and goes to `onError`.
+   */
+  static async open(
+    store: Store,
+    registry: TunnelRegistry,
+    onError: (err: unknown) => void = () => {},
+  ): Promise<ControlPlane> {
+    const control = new ControlPlane(store, registry);
+    // Watch first: a change made while the first read is under way then queues another read.
+    store.watch((change) => void control.#refresh(staleAfter(change)).catch(onError));
+    await control.#refresh(EVERYTHING);
+    return control;
+  }
+
+  private constructor(store: Store, registry: TunnelRegistry) {
     this.store = store;
     this.#registry = registry;
-    this.#routes = this.#buildRoutes();
-    this.#tokens = this.#buildTokens();
-    this.#revoked = new Set(store.revokedHashes());
   }
 
   get routes(): RouteTable {
@@ -58,6 +114,11 @@ export class ControlPlane {
 
   get tokens(): TokenIndex {
     return this.#tokens;
+  }
+
+  /** The names of the clusters the store holds, as last read: for gauges, which never wait. */
+  get clusters(): readonly string[] {
+    return this.#clusters;
   }
 
   /**
@@ -74,79 +135,137 @@ export class ControlPlane {
     return { ok: false, code: 'UNAUTHORIZED', reason: 'unknown agent token' };
   }
 
+  // Each write below waits for the caches it made stale before it answers, so that the admin API's
+  // answer means "in effect on the next request". The store's own event queues the same refresh; for a
+  // remote store, whose event may come later, the explicit one is what guarantees it.
+
+  async addCluster(name: string): Promise<ClusterRecord> {
+    const record = await this.store.addCluster(name);
+    await this.#refresh({ ...NOTHING, clusters: true });
+    return record;
+  }
+
   /** Creates a token for `cluster` and returns it with the plain token, which is never stored. */
-  createToken(cluster: string): { token: string; record: TokenRecord } {
+  async createToken(cluster: string): Promise<{ token: string; record: TokenRecord }> {
     const token = newToken();
-    const record = this.store.addToken(cluster, hashToken(token));
-    this.#tokens = this.#buildTokens();
+    const record = await this.store.addToken(cluster, hashToken(token));
+    await this.#refresh({ ...NOTHING, tokens: true });
     return { token, record };
   }
 
-  /** Revokes a token and closes its live tunnels; undefined when there is no such id. */
-  revokeToken(id: string): TokenRecord | undefined {
-    const record = this.store.revokeToken(id);
-    if (record === undefined) return undefined;
-    this.#tokens = this.#buildTokens();
-    this.#revoked = new Set(this.store.revokedHashes());
-    this.#closeTunnels([record.hash], `token ${record.id} was revoked`);
+  /** Revokes a token; its live tunnels close. Undefined when there is no such id. */
+  async revokeToken(id: string): Promise<TokenRecord | undefined> {
+    const record = await this.store.revokeToken(id);
+    if (record !== undefined) await this.#refresh({ ...NOTHING, tokens: true });
     return record;
   }
 
   /** Deletes a cluster and its tokens, closing their tunnels; false when there is no such cluster. */
-  removeCluster(name: string): boolean {
-    const hashes = this.store.removeCluster(name);
-    if (hashes === undefined) return false;
-    this.#tokens = this.#buildTokens();
-    // Its revoked tokens went with it: from now on they are unknown.
-    this.#revoked = new Set(this.store.revokedHashes());
-    this.#closeTunnels(hashes, `cluster ${name} was deleted`);
-    return true;
+  async removeCluster(name: string): Promise<boolean> {
+    const removed = await this.store.removeCluster(name);
+    if (removed) await this.#refresh({ ...NOTHING, clusters: true, tokens: true });
+    return removed;
   }
 
-  /** Adds a validated route; throws StoreConflict when a route has the same host and path. */
-  addRoute(route: Route): void {
+  /** Adds a validated route; rejects with StoreConflict when a route has the same host and path. */
+  async addRoute(route: Route): Promise<void> {
     // The store refuses a repeat (409 naming `host`); the table is then built from what it holds, and
     // should it refuse the route after all, the store is put back, so that the two never disagree.
-    const stored = this.store.addRoute(route);
+    const stored = await this.store.addRoute(route);
     try {
-      this.#routes = this.#buildRoutes();
+      await this.#refresh({ ...NOTHING, routes: true });
     } catch (err) {
-      this.store.removeRoute(stored.host, stored.path);
+      await this.store.removeRoute(stored.host, stored.path);
       throw err;
     }
   }
 
-  removeRoute(host: string, path: string): boolean {
-    const removed = this.store.removeRoute(host, path);
-    if (removed) this.#routes = this.#buildRoutes();
+  async removeRoute(host: string, path: string): Promise<boolean> {
+    const removed = await this.store.removeRoute(host, path);
+    if (removed) await this.#refresh({ ...NOTHING, routes: true });
     return removed;
   }
 
-  #closeTunnels(hashes: readonly string[], reason: string): void {
-    if (hashes.length === 0) return;
-    const gone = new Set(hashes);
-    for (const tunnel of this.#registry.all()) {
-      if (tunnel.tokenHash !== undefined && gone.has(tunnel.tokenHash)) {
-        tunnel.session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', reason));
-      }
-    }
+  /**
+   * Rebuilds what `stale` names, after any refresh already running. Changes that arrive before it
+   * starts join it, so a burst of events costs one read. Rejects when a cache could not be rebuilt
+   * (that cache keeps its previous state; the others are rebuilt all the same).
+   */
+  #refresh(stale: Stale): Promise<void> {
+    this.#stale = {
+      routes: this.#stale.routes || stale.routes,
+      tokens: this.#stale.tokens || stale.tokens,
+      clusters: this.#stale.clusters || stale.clusters,
+    };
+    if (this.#queued !== undefined) return this.#queued;
+    const queued = this.#tail.then(() => {
+      const wanted = this.#stale;
+      this.#stale = { ...NOTHING };
+      this.#queued = undefined;
+      return this.#rebuild(wanted);
+    });
+    this.#queued = queued;
+    this.#tail = queued.catch(() => {});
+    return queued;
   }
 
-  #buildRoutes(): RouteTable {
+  async #rebuild(stale: Stale): Promise<void> {
+    // Clusters first: the reason a tunnel closes names a deleted cluster.
+    const steps = [
+      stale.clusters ? () => this.#readClusters() : undefined,
+      stale.routes ? () => this.#readRoutes() : undefined,
+      stale.tokens ? () => this.#readTokens() : undefined,
+    ];
+    let failure: unknown;
+    for (const step of steps) {
+      try {
+        await step?.();
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  async #readClusters(): Promise<void> {
+    this.#clusters = Object.freeze((await this.store.listClusters()).map((c) => c.name));
+  }
+
+  async #readRoutes(): Promise<void> {
     // Only the route fields: a stored record also carries `created` and `source`, which no route has.
-    return new RouteTable(
-      this.store.listRoutes().map(({ host, path, cluster, target }) => ({ host, path, cluster, target })),
+    const routes = await this.store.listRoutes();
+    this.#routes = new RouteTable(
+      routes.map(({ host, path, cluster, target }) => ({ host, path, cluster, target })),
     );
   }
 
-  #buildTokens(): TokenIndex {
+  async #readTokens(): Promise<void> {
+    const [active, revoked] = await Promise.all([this.store.activeTokens(), this.store.revokedHashes()]);
     const byCluster = new Map<string, string[]>();
-    for (const { cluster, hash } of this.store.activeTokens()) {
+    for (const { cluster, hash } of active) {
       const list = byCluster.get(cluster);
       if (list === undefined) byCluster.set(cluster, [hash]);
       else list.push(hash);
     }
-    return new TokenIndex([...byCluster].map(([name, tokens]) => ({ name, tokens })));
+    this.#tokens = new TokenIndex([...byCluster].map(([name, tokens]) => ({ name, tokens })));
+    this.#active = new Map(active.map(({ cluster, hash }) => [hash, cluster]));
+    // A deleted cluster's revoked tokens went with it: from now on they are unknown.
+    this.#revoked = new Set(revoked);
+    this.#closeInvalid();
+  }
+
+  /** Closes every tunnel whose token is no longer valid for its cluster, whoever withdrew it. */
+  #closeInvalid(): void {
+    for (const tunnel of this.#registry.all()) {
+      const hash = tunnel.tokenHash;
+      if (hash === undefined || this.#active.get(hash) === tunnel.cluster) continue;
+      const reason = this.#revoked.has(hash)
+        ? 'the agent token was revoked'
+        : this.#clusters.includes(tunnel.cluster)
+          ? 'the agent token was deleted'
+          : `cluster ${tunnel.cluster} was deleted`;
+      tunnel.session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', reason));
+    }
   }
 }
 

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { SluiceError, type SluiceErrorCode } from '../errors.js';
+import type { SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { renderErrorPage } from '../proxy/error-page.js';
 import {
@@ -19,17 +19,23 @@ import type { HttpStreamMeta } from '../proxy/meta.js';
 import { pathRefusal } from '../proxy/request-target.js';
 import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
 import type { Route } from '../store/model.js';
-import type { Stream } from '../tunnel/stream.js';
+import type { Stream, StreamMeta } from '../tunnel/stream.js';
 import type { HttpOptions } from './config.js';
+import {
+  ClusterDispatcher,
+  type DispatchHandler,
+  type Opened,
+  type TunnelSource,
+  type Unavailable,
+} from './dispatcher.js';
 import { normalizeHost, type RouteTable } from './routes.js';
-import type { Tunnel, TunnelRegistry } from './tunnels.js';
-
-/** A request is tried on at most this many tunnels when agents refuse it unprocessed (draining). */
-const MAX_ATTEMPTS = 3;
 
 export interface EdgeOptions {
   routes: () => RouteTable;
-  registry: TunnelRegistry;
+  /** Opens the streams to each cluster; by default a dispatcher over `registry`. */
+  dispatcher?: ClusterDispatcher;
+  /** Where the default dispatcher finds tunnels; needed only when `dispatcher` is not given. */
+  registry?: TunnelSource;
   http: HttpOptions;
   logger: Logger;
   proto: 'http' | 'https';
@@ -118,6 +124,7 @@ interface Exchange {
 
 export class PublicEdge {
   readonly #options: EdgeOptions;
+  readonly #dispatcher: ClusterDispatcher;
   readonly #trusts: (address: string) => boolean;
   #inFlight = 0;
   #idle: (() => void) | null = null;
@@ -126,6 +133,9 @@ export class PublicEdge {
 
   constructor(options: EdgeOptions) {
     this.#options = options;
+    if (options.dispatcher !== undefined) this.#dispatcher = options.dispatcher;
+    else if (options.registry !== undefined) this.#dispatcher = new ClusterDispatcher(options.registry);
+    else throw new TypeError('PublicEdge needs a dispatcher or a registry');
     this.#trusts = trustedProxyCheck(options.http.trustedProxies);
   }
 
@@ -360,7 +370,11 @@ export class PublicEdge {
       );
     }
     const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0, code: undefined };
-    const outcome = await this.#forward(exchange, route, meta, stats);
+    const outcome = await this.#dispatcher.dispatch(
+      route.cluster,
+      meta as unknown as StreamMeta,
+      new TunnelAttempt(exchange, meta, stats),
+    );
     log.bytesIn = stats.bytesIn;
     log.bytesOut = stats.bytesOut;
     log.outcome = outcome.kind;
@@ -400,44 +414,6 @@ export class PublicEdge {
     const held = this.#perClient.get(address) ?? 0;
     if (held <= 1) this.#perClient.delete(address);
     else this.#perClient.set(address, held - 1);
-  }
-
-  async #forward(
-    exchange: Exchange,
-    route: Route,
-    meta: HttpStreamMeta,
-    stats: ExchangeStats,
-  ): Promise<Outcome> {
-    const { registry } = this.#options;
-    const tried = new Set<Tunnel>();
-    let last: Outcome | undefined;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const tunnel = registry.pick(route.cluster, tried);
-      if (tunnel === undefined) break;
-      tried.add(tunnel);
-      let stream;
-      try {
-        stream = tunnel.session.open(meta as unknown as Record<string, unknown>);
-      } catch (err) {
-        // Closed, draining or at a limit since pick(): another tunnel may still take it.
-        if (err instanceof SluiceError) stats.code = err.code;
-        last = {
-          kind: 'failed',
-          status: 503,
-          reason: 'no tunnel could take the request',
-          retryable: true,
-          detail: (err as Error).message,
-        };
-        continue;
-      }
-      exchange.log.agent = `${tunnel.agent}/${tunnel.replica}`;
-      const outcome = await exchange.run(stream, meta, stats);
-      if (outcome.kind !== 'failed' || !outcome.retryable) return outcome;
-      last = outcome;
-    }
-    if (last !== undefined) return last;
-    const reason = registry.unavailableReason(route.cluster);
-    return { kind: 'failed', status: 503, reason, retryable: false, detail: 'no live tunnel' };
   }
 
   /** Behind a trusted proxy the peer is that proxy; the client is who it says it forwarded for. */
@@ -512,6 +488,40 @@ export class PublicEdge {
 function carriesBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0);
+}
+
+/**
+ * One request's turns on the streams the dispatcher opens: the exchange runs on each, and a failure
+ * that the exchange marks retryable (the agent refused the stream before reading any of it) sends it
+ * to the next tunnel. The stats and the log line carry across the turns.
+ */
+class TunnelAttempt implements DispatchHandler<Outcome> {
+  readonly #exchange: Exchange;
+  readonly #meta: HttpStreamMeta;
+  readonly #stats: ExchangeStats;
+
+  constructor(exchange: Exchange, meta: HttpStreamMeta, stats: ExchangeStats) {
+    this.#exchange = exchange;
+    this.#meta = meta;
+    this.#stats = stats;
+  }
+
+  run(opened: Opened): Promise<Outcome> {
+    if (opened.skipped !== undefined) this.#stats.code = opened.skipped;
+    this.#exchange.log.agent = `${opened.tunnel.agent}/${opened.tunnel.replica}`;
+    return this.#exchange.run(opened.stream, this.#meta, this.#stats);
+  }
+
+  refusedUnprocessed(outcome: Outcome): boolean {
+    return outcome.kind === 'failed' && outcome.retryable;
+  }
+
+  unavailable(why: Unavailable): Outcome {
+    if (why.code !== undefined) this.#stats.code = why.code;
+    // A tunnel that could not open a stream is no verdict on the request: another request may find one.
+    const retryable = why.cause === 'open-failed';
+    return { kind: 'failed', status: 503, reason: why.reason, retryable, detail: why.detail };
+  }
 }
 
 /** Where a request goes: the host to route by and the path to send, or why the request is refused. */

@@ -1,5 +1,8 @@
 // The embedded store: one SQLite file (better-sqlite3, synchronous) in the controller's data directory.
-// Every write is one statement or one transaction, so a crash never leaves half a change behind.
+// Every write is one statement or one transaction, so a crash never leaves half a change behind. The
+// methods are async only to fit the Store interface; each answers from the file at once. Watchers hear
+// of this store's own writes, synchronously once the write is committed (another process writing the
+// same file is not seen until it restarts: a shared fleet store is Redis's job).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +14,7 @@ import {
   type Seed,
   type Source,
   type Store,
+  type StoreChange,
   StoreConflict,
   type TokenRecord,
 } from './store.js';
@@ -40,6 +44,14 @@ CREATE TABLE IF NOT EXISTS routes (
   source  TEXT NOT NULL,
   PRIMARY KEY (host, path)
 );
+-- Which config sources list which entry (docs/admin.md, "Seeding"): kind is cluster, token or route;
+-- key is the cluster name, the token hash, or "host path". A config entry no source lists is deleted.
+CREATE TABLE IF NOT EXISTS seed_owners (
+  kind    TEXT NOT NULL,
+  key     TEXT NOT NULL,
+  source  TEXT NOT NULL,
+  PRIMARY KEY (kind, key, source)
+);
 `;
 
 interface TokenRow {
@@ -60,39 +72,42 @@ export function openSqliteStore(dataDir: string): SqliteStore {
 
 export class SqliteStore implements Store {
   readonly #db: Database.Database;
+  readonly #watchers = new Set<(change: StoreChange) => void>();
 
   constructor(file: string) {
     this.#db = new Database(file);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('foreign_keys = ON');
+    // Another connection (a second controller on the same file) may hold the write lock for a moment.
+    this.#db.pragma('busy_timeout = 5000');
     this.#db.exec(SCHEMA);
   }
 
-  listClusters(): ClusterRecord[] {
+  async listClusters(): Promise<ClusterRecord[]> {
     return this.#db
       .prepare('SELECT name, created, source FROM clusters ORDER BY name')
       .all() as ClusterRecord[];
   }
 
-  getCluster(name: string): ClusterRecord | undefined {
-    return this.#db.prepare('SELECT name, created, source FROM clusters WHERE name = ?').get(name) as
-      ClusterRecord | undefined;
+  async getCluster(name: string): Promise<ClusterRecord | undefined> {
+    return this.#cluster(name);
   }
 
-  addCluster(name: string, source: Source = 'api'): ClusterRecord {
-    if (this.getCluster(name) !== undefined) {
+  async addCluster(name: string, source: Source = 'api'): Promise<ClusterRecord> {
+    if (this.#cluster(name) !== undefined) {
       throw new StoreConflict(`cluster ${JSON.stringify(name)} already exists`, 'name');
     }
     const record = { name, created: now(), source };
     this.#db
       .prepare('INSERT INTO clusters (name, created, source) VALUES (@name, @created, @source)')
       .run(record);
+    this.#emit({ kind: 'cluster', op: 'add', name });
     return record;
   }
 
-  removeCluster(name: string): string[] | undefined {
-    return this.#db.transaction(() => {
-      if (this.getCluster(name) === undefined) return undefined;
+  async removeCluster(name: string): Promise<boolean> {
+    const removed = this.#db.transaction(() => {
+      if (this.#cluster(name) === undefined) return false;
       const routes = this.#db.prepare('SELECT count(*) AS n FROM routes WHERE cluster = ?').get(name) as {
         n: number;
       };
@@ -102,13 +117,14 @@ export class SqliteStore implements Store {
           'name',
         );
       }
-      const hashes = this.#activeHashes(name);
       this.#db.prepare('DELETE FROM clusters WHERE name = ?').run(name);
-      return hashes;
+      return true;
     })();
+    if (removed) this.#emit({ kind: 'cluster', op: 'remove', name });
+    return removed;
   }
 
-  addToken(cluster: string, hash: string, source: Source = 'api'): TokenRecord {
+  async addToken(cluster: string, hash: string, source: Source = 'api'): Promise<TokenRecord> {
     const record: TokenRecord = {
       id: `tok_${randomBytes(8).toString('hex')}`,
       cluster,
@@ -123,41 +139,48 @@ export class SqliteStore implements Store {
           'VALUES (@id, @cluster, @hash, @created, @revoked, @source)',
       )
       .run(record);
+    this.#emit({ kind: 'token', op: 'add', id: record.id, cluster });
     return record;
   }
 
-  listTokens(cluster: string): TokenRecord[] {
+  async listTokens(cluster: string): Promise<TokenRecord[]> {
     return this.#db
       .prepare('SELECT * FROM tokens WHERE cluster = ? ORDER BY created, id')
       .all(cluster) as TokenRow[];
   }
 
-  revokeToken(id: string): TokenRecord | undefined {
-    this.#db.prepare('UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL').run(now(), id);
-    return this.#db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as TokenRow | undefined;
+  async revokeToken(id: string): Promise<TokenRecord | undefined> {
+    const stamped = this.#db
+      .prepare('UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL')
+      .run(now(), id).changes;
+    const record = this.#db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as TokenRow | undefined;
+    if (stamped > 0 && record !== undefined) {
+      this.#emit({ kind: 'token', op: 'revoke', id, cluster: record.cluster });
+    }
+    return record;
   }
 
-  activeTokens(): { cluster: string; hash: string }[] {
+  async activeTokens(): Promise<{ cluster: string; hash: string }[]> {
     return this.#db.prepare('SELECT cluster, hash FROM tokens WHERE revoked IS NULL').all() as {
       cluster: string;
       hash: string;
     }[];
   }
 
-  revokedHashes(): string[] {
+  async revokedHashes(): Promise<string[]> {
     const rows = this.#db.prepare('SELECT hash FROM tokens WHERE revoked IS NOT NULL').all() as {
       hash: string;
     }[];
     return rows.map((r) => r.hash);
   }
 
-  listRoutes(): RouteRecord[] {
+  async listRoutes(): Promise<RouteRecord[]> {
     return this.#db
       .prepare('SELECT host, path, cluster, target, created, source FROM routes ORDER BY host, path')
       .all() as RouteRecord[];
   }
 
-  addRoute(route: Route, source: Source = 'api'): RouteRecord {
+  async addRoute(route: Route, source: Source = 'api'): Promise<RouteRecord> {
     const record: RouteRecord = {
       host: route.host,
       path: route.path ?? '/',
@@ -178,65 +201,99 @@ export class SqliteStore implements Store {
           'VALUES (@host, @path, @cluster, @target, @created, @source)',
       )
       .run(record);
+    this.#emit({ kind: 'route', op: 'add', host: record.host, path: record.path });
     return record;
   }
 
-  removeRoute(host: string, path: string): boolean {
-    return this.#db.prepare('DELETE FROM routes WHERE host = ? AND path = ?').run(host, path).changes > 0;
+  async removeRoute(host: string, path: string): Promise<boolean> {
+    const removed =
+      this.#db.prepare('DELETE FROM routes WHERE host = ? AND path = ?').run(host, path).changes > 0;
+    if (removed) this.#emit({ kind: 'route', op: 'remove', host, path });
+    return removed;
   }
 
-  seed(seed: Seed): void {
+  async seed(seed: Seed, source: string): Promise<void> {
     const db = this.#db;
     db.transaction(() => {
-      const created = now();
-      const clusters = new Set(seed.clusters.map((c) => c.name));
-      const hashes = new Set(seed.clusters.flatMap((c) => c.hashes));
-      const routes = new Set(seed.routes.map((r) => routeKey(r.host, r.path ?? '/')));
-      // Config entries the file no longer lists go first: routes, then tokens, then clusters.
-      for (const r of db.prepare("SELECT host, path FROM routes WHERE source = 'config'").all() as Route[]) {
-        if (!routes.has(routeKey(r.host, r.path!))) this.removeRoute(r.host, r.path!);
-      }
-      for (const t of db.prepare("SELECT id, hash FROM tokens WHERE source = 'config'").all() as TokenRow[]) {
-        if (!hashes.has(t.hash)) db.prepare('DELETE FROM tokens WHERE id = ?').run(t.id);
-      }
-      for (const c of db
-        .prepare("SELECT name FROM clusters WHERE source = 'config'")
-        .all() as ClusterRecord[]) {
-        if (clusters.has(c.name)) continue;
-        db.prepare('DELETE FROM routes WHERE cluster = ?').run(c.name);
-        db.prepare('DELETE FROM clusters WHERE name = ?').run(c.name);
-      }
-      const upsertCluster = db.prepare(
-        "INSERT INTO clusters (name, created, source) VALUES (?, ?, 'config') " +
-          "ON CONFLICT (name) DO UPDATE SET source = 'config'",
-      );
-      // A token moves to the cluster the file names; a revoked one stays revoked.
-      const upsertToken = db.prepare(
-        "INSERT INTO tokens (id, cluster, hash, created, revoked, source) VALUES (?, ?, ?, ?, NULL, 'config') " +
-          "ON CONFLICT (hash) DO UPDATE SET cluster = excluded.cluster, source = 'config'",
-      );
+      // This source's claims are replaced by what it lists now; other sources' claims stay.
+      db.prepare('DELETE FROM seed_owners WHERE source = ?').run(source);
+      const claim = db.prepare('INSERT OR IGNORE INTO seed_owners (kind, key, source) VALUES (?, ?, ?)');
       for (const c of seed.clusters) {
-        upsertCluster.run(c.name, created);
-        for (const hash of c.hashes)
-          upsertToken.run(`tok_${randomBytes(8).toString('hex')}`, c.name, hash, created);
+        claim.run('cluster', c.name, source);
+        for (const hash of c.hashes) claim.run('token', hash, source);
       }
-      const upsertRoute = db.prepare(
-        "INSERT INTO routes (host, path, cluster, target, created, source) VALUES (?, ?, ?, ?, ?, 'config') " +
-          "ON CONFLICT (host, path) DO UPDATE SET cluster = excluded.cluster, target = excluded.target, source = 'config'",
-      );
-      for (const r of seed.routes) upsertRoute.run(r.host, r.path ?? '/', r.cluster, r.target, created);
+      for (const r of seed.routes) claim.run('route', routeKey(r.host, r.path ?? '/'), source);
+      this.#dropUnowned();
+      this.#upsert(seed);
     })();
+    this.#emit({ kind: 'seed', op: 'seed', source });
   }
 
-  close(): void {
+  watch(onChange: (change: StoreChange) => void): () => void {
+    // A wrapper per call, so that watching twice with one function is two subscriptions.
+    const watcher = (change: StoreChange): void => onChange(change);
+    this.#watchers.add(watcher);
+    return () => void this.#watchers.delete(watcher);
+  }
+
+  async close(): Promise<void> {
+    this.#watchers.clear();
     this.#db.close();
   }
 
-  #activeHashes(cluster: string): string[] {
-    const rows = this.#db
-      .prepare('SELECT hash FROM tokens WHERE cluster = ? AND revoked IS NULL')
-      .all(cluster) as { hash: string }[];
-    return rows.map((r) => r.hash);
+  #cluster(name: string): ClusterRecord | undefined {
+    return this.#db.prepare('SELECT name, created, source FROM clusters WHERE name = ?').get(name) as
+      ClusterRecord | undefined;
+  }
+
+  #emit(change: StoreChange): void {
+    for (const watcher of [...this.#watchers]) {
+      try {
+        watcher(change);
+      } catch {
+        // The write is committed; one watcher's bug must not make it look failed to the writer.
+      }
+    }
+  }
+
+  /** Deletes the config entries no source lists any more: routes, then tokens, then clusters. */
+  #dropUnowned(): void {
+    const db = this.#db;
+    const unowned = (kind: string, key: string): string =>
+      `source = 'config' AND NOT EXISTS ` +
+      `(SELECT 1 FROM seed_owners o WHERE o.kind = '${kind}' AND o.key = ${key})`;
+    db.prepare(`DELETE FROM routes WHERE ${unowned('route', "host || ' ' || path")}`).run();
+    db.prepare(`DELETE FROM tokens WHERE ${unowned('token', 'hash')}`).run();
+    for (const c of db.prepare(`SELECT name FROM clusters WHERE ${unowned('cluster', 'name')}`).all() as {
+      name: string;
+    }[]) {
+      db.prepare('DELETE FROM routes WHERE cluster = ?').run(c.name);
+      db.prepare('DELETE FROM clusters WHERE name = ?').run(c.name);
+    }
+  }
+
+  #upsert(seed: Seed): void {
+    const db = this.#db;
+    const created = now();
+    const upsertCluster = db.prepare(
+      "INSERT INTO clusters (name, created, source) VALUES (?, ?, 'config') " +
+        "ON CONFLICT (name) DO UPDATE SET source = 'config'",
+    );
+    // A token moves to the cluster the file names; a revoked one stays revoked.
+    const upsertToken = db.prepare(
+      "INSERT INTO tokens (id, cluster, hash, created, revoked, source) VALUES (?, ?, ?, ?, NULL, 'config') " +
+        "ON CONFLICT (hash) DO UPDATE SET cluster = excluded.cluster, source = 'config'",
+    );
+    for (const c of seed.clusters) {
+      upsertCluster.run(c.name, created);
+      for (const hash of c.hashes)
+        upsertToken.run(`tok_${randomBytes(8).toString('hex')}`, c.name, hash, created);
+    }
+    const upsertRoute = db.prepare(
+      "INSERT INTO routes (host, path, cluster, target, created, source) VALUES (?, ?, ?, ?, ?, 'config') " +
+        "ON CONFLICT (host, path) DO UPDATE SET cluster = excluded.cluster, target = excluded.target, source = 'config'",
+    );
+    for (const r of seed.routes) upsertRoute.run(r.host, r.path ?? '/', r.cluster, r.target, created);
   }
 }
 

@@ -1,7 +1,8 @@
 // The controller's state (DESIGN §3): clusters, token hashes and routes, behind one interface so that the
 // embedded SQLite store and later ones (Redis) are interchangeable. A store never sees a plain token:
 // only its `sha256:` digest. Each entry remembers where it came from: `config` entries are owned by the
-// YAML file, which seeds the store at every start; `api` entries were made through the admin API.
+// YAML files that list them, which seed the store at every start; `api` entries were made through the
+// admin API.
 import type { Route } from './model.js';
 
 export type Source = 'config' | 'api';
@@ -37,6 +38,18 @@ export interface Seed {
   readonly routes: readonly Route[];
 }
 
+/**
+ * What one write changed, as `watch` reports it: what kind of entry and which one, never the whole new
+ * state. A consumer re-reads what it needs, so an event from another controller (a shared store) and a
+ * local one are handled alike, and a lost or merged event costs only an extra read. A seed changes
+ * many entries at once and is one event naming its source.
+ */
+export type StoreChange =
+  | { readonly kind: 'cluster'; readonly op: 'add' | 'remove'; readonly name: string }
+  | { readonly kind: 'token'; readonly op: 'add' | 'revoke'; readonly id: string; readonly cluster: string }
+  | { readonly kind: 'route'; readonly op: 'add' | 'remove'; readonly host: string; readonly path: string }
+  | { readonly kind: 'seed'; readonly op: 'seed'; readonly source: string };
+
 /** A write refused because of what the store holds; `field` names the input at fault. */
 export class StoreConflict extends Error {
   constructor(
@@ -48,40 +61,55 @@ export class StoreConflict extends Error {
   }
 }
 
+/**
+ * Every method is async, so that a remote store (Redis) fits the same interface; the controller serves
+ * requests from caches built from it (control.ts) and never waits on a store round trip per request.
+ * Each write that changes something reports exactly one StoreChange to every watcher; a write that
+ * changes nothing (a conflict, an unknown id, a repeated revocation) reports none.
+ */
 export interface Store {
-  listClusters(): ClusterRecord[];
-  getCluster(name: string): ClusterRecord | undefined;
-  /** Throws StoreConflict when the cluster exists. */
-  addCluster(name: string): ClusterRecord;
+  listClusters(): Promise<ClusterRecord[]>;
+  getCluster(name: string): Promise<ClusterRecord | undefined>;
+  /** Rejects with StoreConflict when the cluster exists. */
+  addCluster(name: string): Promise<ClusterRecord>;
   /**
-   * Deletes a cluster and its tokens; returns the hashes of its tokens that were still valid (their
-   * tunnels must close), or undefined when there was no such cluster. Throws StoreConflict while
-   * routes still name it.
+   * Deletes a cluster and its tokens; false when there was no such cluster. Rejects with StoreConflict
+   * while routes still name it.
    */
-  removeCluster(name: string): string[] | undefined;
+  removeCluster(name: string): Promise<boolean>;
 
   /** Stores a new token hash for `cluster` (which must exist). */
-  addToken(cluster: string, hash: string): TokenRecord;
-  listTokens(cluster: string): TokenRecord[];
-  /** Marks a token revoked; returns it, or undefined when there is no such id. Idempotent. */
-  revokeToken(id: string): TokenRecord | undefined;
+  addToken(cluster: string, hash: string): Promise<TokenRecord>;
+  listTokens(cluster: string): Promise<TokenRecord[]>;
+  /** Marks a token revoked; resolves to it, or undefined when there is no such id. Idempotent. */
+  revokeToken(id: string): Promise<TokenRecord | undefined>;
   /** Every valid (unrevoked) token: its cluster and hash. */
-  activeTokens(): { cluster: string; hash: string }[];
+  activeTokens(): Promise<{ cluster: string; hash: string }[]>;
   /** The hashes of every revoked token still stored (its cluster not deleted). */
-  revokedHashes(): string[];
+  revokedHashes(): Promise<string[]>;
 
-  listRoutes(): RouteRecord[];
-  /** Adds a validated route whose cluster exists. Throws StoreConflict on a repeated host and path. */
-  addRoute(route: Route): RouteRecord;
-  /** Returns false when no route has this host and path. */
-  removeRoute(host: string, path: string): boolean;
+  listRoutes(): Promise<RouteRecord[]>;
+  /** Adds a validated route whose cluster exists. Rejects with StoreConflict on a repeated host and path. */
+  addRoute(route: Route): Promise<RouteRecord>;
+  /** False when no route has this host and path. */
+  removeRoute(host: string, path: string): Promise<boolean>;
 
   /**
-   * Applies the YAML config: its entries are upserted and owned by the config; config-owned entries
-   * it no longer lists are deleted. Entries made through the API are left alone, except that a config
-   * entry with the same key takes them over. Revoked tokens stay revoked.
+   * Applies one config source's YAML (docs/admin.md, "Seeding"). `source` names the config source
+   * stably across restarts (the controller passes its seed source id). The entries it lists are upserted
+   * as `config` entries, and `source` becomes one of each one's owners; entries it listed before and no
+   * longer does lose it as an owner. A `config` entry left with no owner is deleted, so a controller
+   * never deletes an entry that another source sharing the store still lists. Entries made through the
+   * API are left alone, except that a config entry with the same key takes them over. Revoked tokens
+   * stay revoked.
    */
-  seed(seed: Seed): void;
+  seed(seed: Seed, source: string): Promise<void>;
 
-  close(): void;
+  /**
+   * Calls `onChange` after every change, whoever made it (for a shared store, other controllers too),
+   * until the returned function is called. A throwing watcher does not fail the write.
+   */
+  watch(onChange: (change: StoreChange) => void): () => void;
+
+  close(): Promise<void>;
 }

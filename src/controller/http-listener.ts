@@ -1,0 +1,203 @@
+// The public HTTP/1.1 listener, the first PublicListener: Node's HTTP server with the edge's limits
+// (slow-loris timeouts, header size and count), its requests and upgrades handed to the PublicEdge,
+// and the connections it holds tracked so that a drain can end them in order. An h2c upgrade is
+// served as the plain HTTP/1.1 request it also is (h2c.ts).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { bindFailure } from '../config/startup.js';
+import { type HostPort, listenerUrl } from '../config/values.js';
+import type { HttpOptions } from './config.js';
+import type { PublicEdge } from './edge.js';
+import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
+import type { PublicListener } from './public-listener.js';
+
+export interface HttpListenerOptions {
+  /** Where to listen: the `listen` setting, which a bind failure names. */
+  listen: HostPort;
+  http: HttpOptions;
+}
+
+export class HttpListener implements PublicListener {
+  readonly url: string;
+  readonly #server: Server;
+  readonly #connections: PublicConnections;
+
+  private constructor(url: string, server: Server, connections: PublicConnections) {
+    this.url = url;
+    this.#server = server;
+    this.#connections = connections;
+  }
+
+  /** Binds the listener; resolves once it listens, rejects when it cannot bind. */
+  static async start(options: HttpListenerOptions, edge: PublicEdge): Promise<HttpListener> {
+    const connections = new PublicConnections(edge);
+    const server = createPublicServer(options.http, edge, connections);
+    const url = await listenHttp(server, options.listen, 'listen');
+    return new HttpListener(url, server, connections);
+  }
+
+  /** Responses being written, and upgraded connections open. */
+  get counts(): { responses: number; upgraded: number } {
+    return this.#connections.counts;
+  }
+
+  /** Client connections open right now, as Node counts them. */
+  connectionCount(): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.#server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+    );
+  }
+
+  startDrain(): void {
+    this.#connections.startDrain();
+    this.#server.close();
+    this.#server.closeIdleConnections();
+  }
+
+  closeUpgraded(): number {
+    return this.#connections.closeUpgraded();
+  }
+
+  destroyUpgraded(): void {
+    this.#connections.destroyUpgraded();
+  }
+
+  close(): Promise<void> {
+    return closeHttp(this.#server);
+  }
+}
+
+function createPublicServer(http: HttpOptions, edge: PublicEdge, connections: PublicConnections): Server {
+  const server = createServer({
+    // Slow-loris limits: the head must arrive whole in time, and so must the request when set.
+    headersTimeout:
+      http.requestTimeoutMs > 0
+        ? Math.min(http.headersTimeoutMs, http.requestTimeoutMs)
+        : http.headersTimeoutMs,
+    requestTimeout: http.requestTimeoutMs,
+    keepAliveTimeout: http.keepAliveTimeoutMs,
+    maxHeaderSize: http.maxHeaderBytes,
+    // Node checks the two timeouts on this period; its default of 30 s would stretch them by as much.
+    connectionsCheckingInterval: 1000,
+    noDelay: true,
+    requireHostHeader: true,
+  });
+  // One above the limit, so the edge can see that it was exceeded (Node drops fields past the count).
+  server.maxHeadersCount = http.maxHeaders + 1;
+  server.on('request', connections.onRequest);
+  // Expect: 100-continue is the target's to answer: the edge forwards it and relays the 100.
+  server.on('checkContinue', connections.onRequest);
+  server.on('clientError', edge.onClientError);
+  // Connection: upgrade + Upgrade: X, any protocol: relayed as raw bytes after the target's 101. An
+  // h2c upgrade is served as the plain request it also is (see h2c.ts).
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (isH2cUpgrade(req)) serveWithoutUpgrade(server, req, socket, head);
+    else connections.onUpgrade(req, socket, head);
+  });
+  return server;
+}
+
+/**
+ * The public connections as a drain sees them. Responses begun once the drain has started carry
+ * `Connection: close`, and a connection whose response was already under way is closed after it, so
+ * keep-alive clients go elsewhere instead of sending requests that no tunnel will take. Upgraded
+ * sockets are kept so that the drain can close them when the grace period ends.
+ */
+class PublicConnections {
+  #draining = false;
+  readonly #responses = new Set<ServerResponse>();
+  readonly #upgraded = new Set<Socket>();
+  readonly #edge: PublicEdge;
+  // One listener function each, shared by every response and socket: `this` is the emitter.
+  readonly #forgetResponse: (this: ServerResponse) => void;
+  readonly #forgetUpgraded: (this: Socket) => void;
+
+  constructor(edge: PublicEdge) {
+    this.#edge = edge;
+    const responses = this.#responses;
+    const upgraded = this.#upgraded;
+    this.#forgetResponse = function (this: ServerResponse) {
+      responses.delete(this);
+    };
+    this.#forgetUpgraded = function (this: Socket) {
+      upgraded.delete(this);
+    };
+  }
+
+  get counts(): { responses: number; upgraded: number } {
+    return { responses: this.#responses.size, upgraded: this.#upgraded.size };
+  }
+
+  readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (this.#draining) res.shouldKeepAlive = false;
+    this.#responses.add(res);
+    res.once('close', this.#forgetResponse);
+    this.#edge.onRequest(req, res);
+  };
+
+  readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const raw = socket as Socket;
+    this.#upgraded.add(raw);
+    raw.once('close', this.#forgetUpgraded);
+    this.#edge.onUpgrade(req, socket, head);
+  };
+
+  startDrain(): void {
+    this.#draining = true;
+    for (const res of this.#responses) {
+      if (!res.headersSent) {
+        res.shouldKeepAlive = false;
+      } else if (!res.writableFinished) {
+        // The head went out with keep-alive: end the connection once this response is complete.
+        const socket = res.socket;
+        res.once('finish', () => socket?.end());
+      }
+    }
+  }
+
+  /**
+   * Ends every upgraded connection with a FIN once the bytes already relayed are written: a raw relay
+   * cannot send a WebSocket close frame (it would have to cut in between the service's frames, which
+   * it never parses), so an orderly TCP close is the proper close. The relay carries the FIN on to
+   * the agent and the target, and the client's own FIN back. Returns how many there were.
+   */
+  closeUpgraded(): number {
+    for (const socket of this.#upgraded) socket.end();
+    return this.#upgraded.size;
+  }
+
+  /**
+   * Closes the upgraded sockets that did not finish that close in time. A plain close, not a reset:
+   * resetAndDestroy() on a socket whose FIN is still queued leaves node spinning in its exit cleanup.
+   */
+  destroyUpgraded(): void {
+    for (const socket of this.#upgraded) socket.destroy();
+  }
+}
+
+/**
+ * Binds `server` at `at`; resolves with the URL actually bound (port 0 becomes the port chosen). A
+ * failure the address causes is a ConfigError naming `key`, the setting to change.
+ */
+export function listenHttp(server: Server, at: HostPort, key: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const host = at.host.includes(':') ? `[${at.host}]` : at.host;
+    const onError = (err: Error): void => reject(bindFailure(key, `${host}:${at.port}`, err));
+    server.once('error', onError);
+    server.listen(at.port, at.host, () => {
+      server.off('error', onError);
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : at.port;
+      resolve(listenerUrl(at.host, port));
+    });
+  });
+}
+
+/** Stops `server` and cuts every connection it still has; resolves once it is closed. */
+export function closeHttp(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

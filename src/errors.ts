@@ -15,6 +15,10 @@ export const ERROR_CODES = [
   'SLUICE_ERR_WRITE_TIMEOUT',
   'SLUICE_ERR_TRANSPORT_CLOSED',
   'SLUICE_ERR_SESSION_CLOSED',
+  'SLUICE_ERR_INTERNAL',
+  'SLUICE_ERR_TOKEN_REVOKED',
+  'SLUICE_ERR_TUNNEL_REPLACED',
+  'SLUICE_ERR_SHUTDOWN',
   'SLUICE_ERR_GOING_AWAY',
   'SLUICE_ERR_STREAM_RESET',
   'SLUICE_ERR_STREAM_REFUSED',
@@ -26,6 +30,7 @@ export const ERROR_CODES = [
   'SLUICE_ERR_INVALID_OPTION',
   'SLUICE_ERR_INVALID_URL',
   'SLUICE_ERR_TLS_CONFIG',
+  'SLUICE_ERR_STORE_CONFLICT',
 ] as const;
 export type SluiceErrorCode = (typeof ERROR_CODES)[number];
 
@@ -101,12 +106,15 @@ const WIRE_TO_CODE: Partial<Record<number, SluiceErrorCode>> = {
   [ErrorCode.WRITE_TIMEOUT]: 'SLUICE_ERR_WRITE_TIMEOUT',
   [ErrorCode.OVERLOAD]: 'SLUICE_ERR_OVERLOAD',
   [ErrorCode.NO_ERROR]: 'SLUICE_ERR_GOING_AWAY',
-  [ErrorCode.INTERNAL_ERROR]: 'SLUICE_ERR_SESSION_CLOSED',
+  [ErrorCode.INTERNAL_ERROR]: 'SLUICE_ERR_INTERNAL',
 };
 
-/** The SLUICE_ERR_* code a session-level wire code maps to. */
+/**
+ * The SLUICE_ERR_* code a session-level wire code maps to. A code with no meaning for a session (an
+ * unknown one, or one for streams only) is treated as INTERNAL_ERROR, as docs/protocol.md §8 says.
+ */
 export function codeForWire(wireCode: number): SluiceErrorCode {
-  return WIRE_TO_CODE[wireCode] ?? 'SLUICE_ERR_SESSION_CLOSED';
+  return WIRE_TO_CODE[wireCode] ?? 'SLUICE_ERR_INTERNAL';
 }
 
 /**

@@ -6,6 +6,7 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionError } from '../errors.js';
+import { ErrorCode } from '../protocol/constants.js';
 import type { Store, TokenRecord } from '../store/store.js';
 import type { ControllerConfig } from './config.js';
 import { type Route, RouteTable } from './routes.js';
@@ -95,7 +96,7 @@ export class ControlPlane {
     const gone = new Set(hashes);
     for (const tunnel of this.#registry.all()) {
       if (tunnel.tokenHash !== undefined && gone.has(tunnel.tokenHash)) {
-        tunnel.session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', reason));
+        tunnel.session.destroy(new SessionError('SLUICE_ERR_TOKEN_REVOKED', reason, ErrorCode.FORBIDDEN));
       }
     }
   }

@@ -297,7 +297,8 @@ function acceptTunnel(transport: Duplex, remote: string, ctx: TunnelContext): vo
       }
       // The token may have been revoked while the handshake finished.
       if (control.tokens.clusterFor(token) !== cluster) {
-        session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', 'the agent token was revoked'));
+        const revoked = 'the agent token was revoked';
+        session.destroy(new SessionError('SLUICE_ERR_TOKEN_REVOKED', revoked, ErrorCode.FORBIDDEN));
         return;
       }
       const peer = session.peer!;
@@ -386,7 +387,7 @@ function retire(old: Tunnel, by: Tunnel, log: Logger): void {
   setImmediate(() =>
     old.session.destroy(
       new SessionError(
-        'SLUICE_ERR_SESSION_CLOSED',
+        'SLUICE_ERR_TUNNEL_REPLACED',
         `replaced by generation ${by.slot?.generation} of the same agent tunnel`,
       ),
     ),
@@ -471,7 +472,7 @@ async function shutdown(running: Running, graceMs: number, logger: Logger): Prom
     await idleWithin(edge, UPGRADE_CLOSE_MS);
     connections.destroyUpgraded();
   }
-  const cut = new SessionError('SLUICE_ERR_SESSION_CLOSED', 'the controller stopped: grace period ended');
+  const cut = new SessionError('SLUICE_ERR_SHUTDOWN', 'the controller stopped: grace period ended');
   for (const tunnel of registry.all()) tunnel.session.destroy(cut);
   await drained;
   await Promise.allSettled(closers.map((close) => close()));

@@ -3,6 +3,7 @@
 // only its `sha256:` digest. Each entry remembers where it came from: `config` entries are owned by the
 // YAML file, which seeds the store at every start; `api` entries were made through the admin API.
 import type { Route } from '../controller/routes.js';
+import { SluiceError } from '../errors.js';
 
 export type Source = 'config' | 'api';
 
@@ -38,12 +39,12 @@ export interface Seed {
 }
 
 /** A write refused because of what the store holds; `field` names the input at fault. */
-export class StoreConflict extends Error {
+export class StoreConflict extends SluiceError {
   constructor(
     message: string,
     readonly field?: string,
   ) {
-    super(message);
+    super('SLUICE_ERR_STORE_CONFLICT', message);
     this.name = 'StoreConflict';
   }
 }

@@ -34,6 +34,33 @@ export const ERROR_CODES = [
 ] as const;
 export type SluiceErrorCode = (typeof ERROR_CODES)[number];
 
+/**
+ * Why the controller's public edge answered a request itself, with an error page rather than the
+ * target's response: `code` in the JSON page, `reasonCode` in the request's log line and RequestDone.
+ * Stable like the SLUICE_ERR_* codes; docs/errors.md ("Refusal reason codes") says when each is sent.
+ */
+export const REASON_CODES = [
+  'bad_request',
+  'too_many_headers',
+  'head_too_large',
+  'request_timeout',
+  'body_timeout',
+  'too_many_requests',
+  'no_route',
+  'loop',
+  'no_tunnel',
+  'agent_draining',
+  'overloaded',
+  'target_denied',
+  'target_unreachable',
+  'target_timeout',
+  'timeout',
+  'bad_response',
+  'stream_broken',
+  'internal',
+] as const;
+export type ReasonCode = (typeof REASON_CODES)[number];
+
 export class SluiceError extends Error {
   readonly code: SluiceErrorCode;
   /** The wire code (docs/protocol.md §8) this error is sent or was received as, if any. */

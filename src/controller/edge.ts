@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { SluiceError, type SluiceErrorCode } from '../errors.js';
+import { type ReasonCode, SluiceError, type SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { renderErrorPage } from '../proxy/error-page.js';
 import { chooseRequestId, forwardRequestHeaders } from '../proxy/headers.js';
@@ -56,6 +56,8 @@ export interface RequestDone {
   readonly code?: SluiceErrorCode;
   /** Why this edge refused it, for requests answered with an error page. */
   readonly reason?: string;
+  /** `reason` as a stable code (docs/errors.md), the `code` of the JSON error page. */
+  readonly reasonCode?: ReasonCode;
 }
 
 // Ids are a random per-process prefix and a counter, 32 hex digits: unique across controllers and
@@ -93,6 +95,7 @@ interface LogFields {
   outcome: string | undefined;
   code: SluiceErrorCode | undefined;
   reason: string | undefined;
+  reasonCode: ReasonCode | undefined;
   detail: string | undefined;
 }
 
@@ -102,7 +105,7 @@ interface Exchange {
   /** Its kind is `log.kind`. */
   log: LogFields;
   run(stream: Stream, meta: HttpStreamMeta, stats: ExchangeStats): Promise<Outcome>;
-  fail(status: number, reason: string): void;
+  fail(status: number, code: ReasonCode, reason: string): void;
 }
 
 export class PublicEdge {
@@ -138,7 +141,7 @@ export class PublicEdge {
       log,
       run: (stream, meta, stats) =>
         forwardHttp(req, res, stream, { ...this.#timing(meta), headRequest: req.method === 'HEAD' }, stats),
-      fail: (status, reason) => this.#sendError(req, res, log, status, reason),
+      fail: (status, code, reason) => this.#sendError(req, res, log, status, code, reason),
     };
     const served = this.#serve(exchange).catch((err: unknown) => this.#internalError(exchange, err));
     res.once('close', () => this.#end(log, served, () => (res.headersSent ? res.statusCode : 0)));
@@ -161,10 +164,12 @@ export class PublicEdge {
         const options = { ...this.#timing(meta), idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs };
         return forwardUpgrade(socket as Socket, head, stream, options, stats);
       },
-      fail: (code, reason) => {
+      fail: (code, reasonCode, reason) => {
         log.reason = reason;
+        log.reasonCode = reasonCode;
         status = code;
-        log.bytesOut += writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
+        const { accept } = req.headers;
+        log.bytesOut += writeRawError(socket, code, reasonCode, reason, log.requestId, accept, req.method);
       },
     };
     socket.on('error', ignore);
@@ -185,15 +190,16 @@ export class PublicEdge {
       socket.destroy();
       return;
     }
-    const [status, reason] =
+    const [status, reasonCode, reason] =
       err.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'the request head is larger than this gateway accepts']
+        ? ([431, 'head_too_large', 'the request head is larger than this gateway accepts'] as const)
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'the request was not received in time']
-          : [400, 'the request is not valid HTTP/1.1'];
+          ? ([408, 'request_timeout', 'the request was not received in time'] as const)
+          : ([400, 'bad_request', 'the request is not valid HTTP/1.1'] as const);
     const requestId = newRequestId();
-    writeRawError(socket, status, reason, requestId, undefined, undefined);
-    this.#options.logger.info({ requestId, status, reason, err: err.code ?? err.message }, 'bad request');
+    writeRawError(socket, status, reasonCode, reason, requestId, undefined, undefined);
+    const fields = { requestId, status, reason, reasonCode, err: err.code ?? err.message };
+    this.#options.logger.info(fields, 'bad request');
   };
 
   #begin(req: IncomingMessage, kind: RequestDone['kind']): LogFields {
@@ -216,6 +222,7 @@ export class PublicEdge {
       outcome: undefined,
       code: undefined,
       reason: undefined,
+      reasonCode: undefined,
       detail: undefined,
     };
   }
@@ -257,25 +264,26 @@ export class PublicEdge {
 
   #internalError(exchange: Exchange, err: unknown): void {
     exchange.log.detail = err instanceof Error ? err.message : String(err);
-    exchange.fail(502, 'internal error while proxying the request');
+    exchange.fail(502, 'internal', 'internal error while proxying the request');
   }
 
   async #serve(exchange: Exchange): Promise<void> {
     const { req, log } = exchange;
     const { http } = this.#options;
     if (req.rawHeaders.length / 2 > http.maxHeaders) {
-      return exchange.fail(431, `the request has more than ${http.maxHeaders} header fields`);
+      const reason = `the request has more than ${http.maxHeaders} header fields`;
+      return exchange.fail(431, 'too_many_headers', reason);
     }
     const target = requestTarget(req);
-    if (typeof target === 'string') return exchange.fail(400, target);
+    if (typeof target === 'string') return exchange.fail(400, 'bad_request', target);
     const route = this.#options.routes().match(target.host, target.path);
-    if (route === undefined) return exchange.fail(404, `no route for host ${target.host}`);
+    if (route === undefined) return exchange.fail(404, 'no_route', `no route for host ${target.host}`);
     log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
     log.cluster = route.cluster;
 
     const meta = this.#meta(req, route, target.path, log.requestId, log.kind);
     if (meta === undefined) {
-      return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
+      return exchange.fail(508, 'loop', 'the request has already passed through this gateway (Via loop)');
     }
     const stats: ExchangeStats = { bytesIn: 0, bytesOut: 0, status: 0, code: undefined };
     const outcome = await this.#forward(exchange, route, meta, stats);
@@ -285,7 +293,7 @@ export class PublicEdge {
     log.code = stats.code;
     if (outcome.kind === 'failed') {
       log.detail = outcome.detail;
-      exchange.fail(outcome.status, outcome.reason);
+      exchange.fail(outcome.status, outcome.code, outcome.reason);
     } else if (outcome.kind === 'broken') {
       log.detail = outcome.detail;
     }
@@ -313,6 +321,7 @@ export class PublicEdge {
         last = {
           kind: 'failed',
           status: 503,
+          code: 'no_tunnel',
           reason: 'no tunnel could take the request',
           retryable: true,
           detail: (err as Error).message,
@@ -326,7 +335,8 @@ export class PublicEdge {
     }
     if (last !== undefined) return last;
     const reason = `no agent of cluster ${route.cluster} is connected`;
-    return { kind: 'failed', status: 503, reason, retryable: false, detail: 'no live tunnel' };
+    const code = 'no_tunnel';
+    return { kind: 'failed', status: 503, code, reason, retryable: false, detail: 'no live tunnel' };
   }
 
   /** The stream's open metadata, or undefined for a request that loops through this gateway. */
@@ -366,15 +376,18 @@ export class PublicEdge {
     res: ServerResponse,
     log: LogFields,
     status: number,
+    code: ReasonCode,
     reason: string,
   ): void {
     log.reason = reason;
+    log.reasonCode = code;
     if (res.headersSent || res.destroyed) {
       res.destroy();
       return;
     }
     const page = renderErrorPage({
       status,
+      code,
       reason,
       requestId: log.requestId,
       accept: req.headers.accept,
@@ -439,6 +452,7 @@ function unmapIPv4(address: string): string {
 function writeRawError(
   socket: Duplex,
   status: number,
+  code: ReasonCode,
   reason: string,
   requestId: string,
   accept: string | undefined,
@@ -448,7 +462,7 @@ function writeRawError(
     socket.destroy();
     return 0;
   }
-  const page = renderErrorPage({ status, reason, requestId, accept, method });
+  const page = renderErrorPage({ status, code, reason, requestId, accept, method });
   const headers = page.headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'connection')
     ? page.headers
     : [...page.headers, 'Connection', 'close'];

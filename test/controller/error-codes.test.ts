@@ -16,6 +16,8 @@ import { ADMIN_TOKEN_FILE } from '../../src/controller/control.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { slotCaps } from '../../src/controller/tunnels.js';
 import { SluiceError } from '../../src/errors.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { StoreConflict } from '../../src/store/store.js';
 import { dial } from '../../src/transport/index.js';
 import { Session } from '../../src/tunnel/session.js';
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
@@ -219,6 +221,25 @@ describe('a failing token check', () => {
       assert.match(c.message, /INTERNAL_ERROR \(authenticate failed: token index unavailable\)/);
     } finally {
       await pair.close();
+    }
+  });
+});
+
+describe('a store conflict', () => {
+  test('is a SluiceError with SLUICE_ERR_STORE_CONFLICT and the field at fault', () => {
+    const store = openSqliteStore(join(dir, 'conflict'));
+    try {
+      store.addCluster('twice');
+      assert.throws(
+        () => store.addCluster('twice'),
+        (err: unknown) =>
+          err instanceof StoreConflict &&
+          err instanceof SluiceError &&
+          err.code === 'SLUICE_ERR_STORE_CONFLICT' &&
+          err.field === 'name',
+      );
+    } finally {
+      store.close();
     }
   });
 });

@@ -15,6 +15,10 @@ export const ERROR_CODES = [
   'SLUICE_ERR_WRITE_TIMEOUT',
   'SLUICE_ERR_TRANSPORT_CLOSED',
   'SLUICE_ERR_SESSION_CLOSED',
+  'SLUICE_ERR_INTERNAL',
+  'SLUICE_ERR_TOKEN_REVOKED',
+  'SLUICE_ERR_TUNNEL_REPLACED',
+  'SLUICE_ERR_SHUTDOWN',
   'SLUICE_ERR_GOING_AWAY',
   'SLUICE_ERR_STREAM_RESET',
   'SLUICE_ERR_STREAM_REFUSED',
@@ -26,8 +30,36 @@ export const ERROR_CODES = [
   'SLUICE_ERR_INVALID_OPTION',
   'SLUICE_ERR_INVALID_URL',
   'SLUICE_ERR_TLS_CONFIG',
+  'SLUICE_ERR_STORE_CONFLICT',
 ] as const;
 export type SluiceErrorCode = (typeof ERROR_CODES)[number];
+
+/**
+ * Why the controller's public edge answered a request itself, with an error page rather than the
+ * target's response: `code` in the JSON page, `reasonCode` in the request's log line and RequestDone.
+ * Stable like the SLUICE_ERR_* codes; docs/errors.md ("Refusal reason codes") says when each is sent.
+ */
+export const REASON_CODES = [
+  'bad_request',
+  'too_many_headers',
+  'head_too_large',
+  'request_timeout',
+  'body_timeout',
+  'too_many_requests',
+  'no_route',
+  'loop',
+  'no_tunnel',
+  'agent_draining',
+  'overloaded',
+  'target_denied',
+  'target_unreachable',
+  'target_timeout',
+  'timeout',
+  'bad_response',
+  'stream_broken',
+  'internal',
+] as const;
+export type ReasonCode = (typeof REASON_CODES)[number];
 
 export class SluiceError extends Error {
   readonly code: SluiceErrorCode;
@@ -106,12 +138,15 @@ const WIRE_TO_CODE: Partial<Record<number, SluiceErrorCode>> = {
   [ErrorCode.WRITE_TIMEOUT]: 'SLUICE_ERR_WRITE_TIMEOUT',
   [ErrorCode.OVERLOAD]: 'SLUICE_ERR_OVERLOAD',
   [ErrorCode.NO_ERROR]: 'SLUICE_ERR_GOING_AWAY',
-  [ErrorCode.INTERNAL_ERROR]: 'SLUICE_ERR_SESSION_CLOSED',
+  [ErrorCode.INTERNAL_ERROR]: 'SLUICE_ERR_INTERNAL',
 };
 
-/** The SLUICE_ERR_* code a session-level wire code maps to. */
+/**
+ * The SLUICE_ERR_* code a session-level wire code maps to. A code with no meaning for a session (an
+ * unknown one, or one for streams only) is treated as INTERNAL_ERROR, as docs/protocol.md §8 says.
+ */
 export function codeForWire(wireCode: number): SluiceErrorCode {
-  return WIRE_TO_CODE[wireCode] ?? 'SLUICE_ERR_SESSION_CLOSED';
+  return WIRE_TO_CODE[wireCode] ?? 'SLUICE_ERR_INTERNAL';
 }
 
 /**

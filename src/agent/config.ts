@@ -19,7 +19,7 @@ import {
   Refusal,
   show,
 } from '../config/values.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, SluiceError } from '../errors.js';
 import { formatTransportUrl, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions } from '../tunnel/options.js';
 import { TargetPolicy } from './policy.js';
@@ -212,7 +212,7 @@ function parseControllerUrl(value: unknown): string | Refusal {
     if (target.port === 0) return new Refusal(`must name a port other than 0, got ${show(value)}`);
     return formatTransportUrl(target);
   } catch (err) {
-    if (!(err instanceof Error && 'code' in err && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
+    if (!(err instanceof SluiceError && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
     return new Refusal(`is not usable: ${err.message}`, 'SLUICE_ERR_INVALID_URL');
   }
 }

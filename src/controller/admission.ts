@@ -151,7 +151,8 @@ export class TunnelAdmission {
     }
     // The token may have been revoked while the handshake finished.
     if (this.#options.control.tokens.clusterFor(candidate.token) !== candidate.cluster) {
-      session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', 'the agent token was revoked'));
+      const revoked = 'the agent token was revoked';
+      session.destroy(new SessionError('SLUICE_ERR_TOKEN_REVOKED', revoked, ErrorCode.FORBIDDEN));
       return;
     }
     this.#register(candidate, session);
@@ -248,7 +249,7 @@ export class TunnelAdmission {
     setImmediate(() =>
       old.session.destroy(
         new SessionError(
-          'SLUICE_ERR_SESSION_CLOSED',
+          'SLUICE_ERR_TUNNEL_REPLACED',
           `replaced by generation ${by.slot?.generation} of the same agent tunnel`,
         ),
       ),

@@ -26,7 +26,7 @@ import {
   Refusal,
   show,
 } from '../config/values.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, SluiceError } from '../errors.js';
 import { hashToken, type Route } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
@@ -232,7 +232,7 @@ function parseTunnelListen(value: unknown): string | Refusal {
   try {
     return formatTransportUrl(parseTransportUrl(url));
   } catch (err) {
-    if (!(err instanceof Error && 'code' in err && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
+    if (!(err instanceof SluiceError && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
     return new Refusal(`is not a usable listen address: ${err.message}`, 'SLUICE_ERR_INVALID_URL');
   }
 }

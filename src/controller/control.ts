@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { SessionError } from '../errors.js';
 import { hashToken, type Route } from '../store/model.js';
 import type { ClusterRecord, Store, StoreChange, TokenRecord } from '../store/store.js';
+import { ErrorCode } from '../protocol/constants.js';
 import type { ControllerConfig } from './config.js';
 import { RouteTable } from './routes.js';
 import { TokenIndex, type TunnelRegistry } from './tunnels.js';
@@ -78,7 +79,8 @@ export class ControlPlane {
   /** Valid token digest → its cluster: a tunnel whose token is not here (for its cluster) is closed. */
   #active: ReadonlyMap<string, string> = new Map();
   /** Digests of revoked tokens: known, so refused as FORBIDDEN rather than UNAUTHORIZED. */
-  #revoked: ReadonlySet<string> = new Set();
+  /** Revoked token hash → token id. */
+  #revoked: ReadonlyMap<string, string> = new Map();
   #clusters: readonly string[] = [];
   /** What the next refresh rebuilds, gathered from the changes since the last one started. */
   #stale: Stale = { ...NOTHING };
@@ -240,7 +242,7 @@ export class ControlPlane {
   }
 
   async #readTokens(): Promise<void> {
-    const [active, revoked] = await Promise.all([this.store.activeTokens(), this.store.revokedHashes()]);
+    const [active, revoked] = await Promise.all([this.store.activeTokens(), this.store.revokedTokens()]);
     const byCluster = new Map<string, string[]>();
     for (const { cluster, hash } of active) {
       const list = byCluster.get(cluster);
@@ -250,7 +252,7 @@ export class ControlPlane {
     this.#tokens = new TokenIndex([...byCluster].map(([name, tokens]) => ({ name, tokens })));
     this.#active = new Map(active.map(({ cluster, hash }) => [hash, cluster]));
     // A deleted cluster's revoked tokens went with it: from now on they are unknown.
-    this.#revoked = new Set(revoked);
+    this.#revoked = new Map(revoked.map(({ id, hash }) => [hash, id]));
     this.#closeInvalid();
   }
 
@@ -259,12 +261,14 @@ export class ControlPlane {
     for (const tunnel of this.#registry.all()) {
       const hash = tunnel.tokenHash;
       if (hash === undefined || this.#active.get(hash) === tunnel.cluster) continue;
-      const reason = this.#revoked.has(hash)
-        ? 'the agent token was revoked'
-        : this.#clusters.includes(tunnel.cluster)
-          ? 'the agent token was deleted'
-          : `cluster ${tunnel.cluster} was deleted`;
-      tunnel.session.destroy(new SessionError('SLUICE_ERR_SESSION_CLOSED', reason));
+      const revokedId = this.#revoked.get(hash);
+      const reason =
+        revokedId !== undefined
+          ? `token ${revokedId} was revoked`
+          : this.#clusters.includes(tunnel.cluster)
+            ? 'the agent token was deleted'
+            : `cluster ${tunnel.cluster} was deleted`;
+      tunnel.session.destroy(new SessionError('SLUICE_ERR_TOKEN_REVOKED', reason, ErrorCode.FORBIDDEN));
     }
   }
 }

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { SluiceErrorCode } from '../errors.js';
+import type { ReasonCode, SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { renderErrorPage } from '../proxy/error-page.js';
 import {
@@ -69,6 +69,8 @@ export interface RequestDone {
   readonly code?: SluiceErrorCode;
   /** Why this edge refused it, for requests answered with an error page. */
   readonly reason?: string;
+  /** `reason` as a stable code (docs/errors.md), the `code` of the JSON error page. */
+  readonly reasonCode?: ReasonCode;
 }
 
 // Ids are a random per-process prefix and a counter, 32 hex digits: unique across controllers and
@@ -108,6 +110,7 @@ interface LogFields {
   outcome: string | undefined;
   code: SluiceErrorCode | undefined;
   reason: string | undefined;
+  reasonCode: ReasonCode | undefined;
   detail: string | undefined;
 }
 
@@ -119,7 +122,7 @@ interface Exchange {
   /** The client address whose share of http.maxRequestsPerClient it holds, once it holds one. */
   slot: string | undefined;
   run(stream: Stream, meta: HttpStreamMeta, stats: ExchangeStats): Promise<Outcome>;
-  fail(status: number, reason: string): void;
+  fail(status: number, code: ReasonCode, reason: string): void;
 }
 
 export class PublicEdge {
@@ -174,7 +177,7 @@ export class PublicEdge {
         };
         return forwardHttp(req, res, stream, options, stats);
       },
-      fail: (status, reason) => this.#sendError(req, res, log, status, reason),
+      fail: (status, code, reason) => this.#sendError(req, res, log, status, code, reason),
     };
     const served = this.#serve(exchange)
       .catch((err: unknown) => this.#internalError(exchange, err))
@@ -207,10 +210,12 @@ export class PublicEdge {
         };
         return forwardUpgrade(socket as Socket, head, stream, options, stats);
       },
-      fail: (code, reason) => {
+      fail: (code, reasonCode, reason) => {
         log.reason = reason;
+        log.reasonCode = reasonCode;
         status = code;
-        log.bytesOut += writeRawError(socket, code, reason, log.requestId, req.headers.accept, req.method);
+        const { accept } = req.headers;
+        log.bytesOut += writeRawError(socket, code, reasonCode, reason, log.requestId, accept, req.method);
       },
     };
     socket.on('error', ignore);
@@ -245,12 +250,12 @@ export class PublicEdge {
     // closes the connection once that request's response is written. Destroying it here would cut the
     // very answer the client asked for.
     if (err.code === 'HPE_CLOSED_CONNECTION') return;
-    const [status, reason] =
+    const [status, reasonCode, reason] =
       err.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'the request head is larger than this gateway accepts']
+        ? ([431, 'head_too_large', 'the request head is larger than this gateway accepts'] as const)
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'the request was not received in time']
-          : [400, 'the request is not valid HTTP/1.1'];
+          ? ([408, 'request_timeout', 'the request was not received in time'] as const)
+          : ([400, 'bad_request', 'the request is not valid HTTP/1.1'] as const);
     const connection = socket as InFlightSocket;
     if (connection._httpMessage !== null && connection._httpMessage !== undefined) {
       if (refusing.has(socket)) return; // Node parses on and fails again; one page is enough
@@ -269,8 +274,9 @@ export class PublicEdge {
       return;
     }
     const requestId = newRequestId();
-    writeRawError(socket, status, reason, requestId, undefined, undefined);
-    this.#options.logger.info({ requestId, status, reason, err: err.code ?? err.message }, 'bad request');
+    writeRawError(socket, status, reasonCode, reason, requestId, undefined, undefined);
+    const fields = { requestId, status, reason, reasonCode, err: err.code ?? err.message };
+    this.#options.logger.info(fields, 'bad request');
   };
 
   #begin(req: IncomingMessage, kind: RequestDone['kind']): LogFields {
@@ -294,6 +300,7 @@ export class PublicEdge {
       outcome: undefined,
       code: undefined,
       reason: undefined,
+      reasonCode: undefined,
       detail: undefined,
     };
   }
@@ -340,32 +347,34 @@ export class PublicEdge {
 
   #internalError(exchange: Exchange, err: unknown): void {
     exchange.log.detail = err instanceof Error ? err.message : String(err);
-    exchange.fail(502, 'internal error while proxying the request');
+    exchange.fail(502, 'internal', 'internal error while proxying the request');
   }
 
   async #serve(exchange: Exchange): Promise<void> {
     const { req, log } = exchange;
     const { http } = this.#options;
     if (req.rawHeaders.length / 2 > http.maxHeaders) {
-      return exchange.fail(431, `the request has more than ${http.maxHeaders} header fields`);
+      const reason = `the request has more than ${http.maxHeaders} header fields`;
+      return exchange.fail(431, 'too_many_headers', reason);
     }
     if (log.kind === 'upgrade' && carriesBody(req)) {
-      return exchange.fail(400, 'an upgrade request must not carry a body');
+      return exchange.fail(400, 'bad_request', 'an upgrade request must not carry a body');
     }
     const target = requestTarget(req);
-    if (typeof target === 'string') return exchange.fail(400, target);
+    if (typeof target === 'string') return exchange.fail(400, 'bad_request', target);
     const route = this.#options.routes().match(target.host, target.path);
-    if (route === undefined) return exchange.fail(404, `no route for host ${target.host}`);
+    if (route === undefined) return exchange.fail(404, 'no_route', `no route for host ${target.host}`);
     log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
     log.cluster = route.cluster;
 
     const meta = this.#meta(req, route, target.path, log);
     if (meta === undefined) {
-      return exchange.fail(508, 'the request has already passed through this gateway (Via loop)');
+      return exchange.fail(508, 'loop', 'the request has already passed through this gateway (Via loop)');
     }
     if (!this.#takeSlot(exchange)) {
       return exchange.fail(
         429,
+        'too_many_requests',
         `this client address has ${http.maxRequestsPerClient} requests in flight, the most this gateway allows`,
       );
     }
@@ -381,7 +390,7 @@ export class PublicEdge {
     log.code = stats.code;
     if (outcome.kind === 'failed') {
       log.detail = outcome.detail;
-      exchange.fail(outcome.status, outcome.reason);
+      exchange.fail(outcome.status, outcome.code, outcome.reason);
     } else if (outcome.kind === 'broken') {
       log.detail = outcome.detail;
     }
@@ -460,15 +469,18 @@ export class PublicEdge {
     res: ServerResponse,
     log: LogFields,
     status: number,
+    code: ReasonCode,
     reason: string,
   ): void {
     log.reason = reason;
+    log.reasonCode = code;
     if (res.headersSent || res.destroyed) {
       res.destroy();
       return;
     }
     const page = renderErrorPage({
       status,
+      code,
       reason,
       requestId: log.requestId,
       accept: req.headers.accept,
@@ -520,7 +532,14 @@ class TunnelAttempt implements DispatchHandler<Outcome> {
     if (why.code !== undefined) this.#stats.code = why.code;
     // A tunnel that could not open a stream is no verdict on the request: another request may find one.
     const retryable = why.cause === 'open-failed';
-    return { kind: 'failed', status: 503, reason: why.reason, retryable, detail: why.detail };
+    return {
+      kind: 'failed',
+      status: 503,
+      code: 'no_tunnel',
+      reason: why.reason,
+      retryable,
+      detail: why.detail,
+    };
   }
 }
 
@@ -588,6 +607,7 @@ function unmapIPv4(address: string): string {
 function writeRawError(
   socket: Duplex,
   status: number,
+  code: ReasonCode,
   reason: string,
   requestId: string,
   accept: string | undefined,
@@ -597,7 +617,7 @@ function writeRawError(
     socket.destroy();
     return 0;
   }
-  const page = renderErrorPage({ status, reason, requestId, accept, method });
+  const page = renderErrorPage({ status, code, reason, requestId, accept, method });
   const headers = page.headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'connection')
     ? page.headers
     : [...page.headers, 'Connection', 'close'];

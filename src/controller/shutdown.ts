@@ -47,7 +47,7 @@ export async function shutdown(running: Running, graceMs: number, logger: Logger
     await idleWithin(requests, UPGRADE_CLOSE_MS);
     for (const front of frontEnds) front.destroyUpgraded();
   }
-  const cut = new SessionError('SLUICE_ERR_SESSION_CLOSED', 'the controller stopped: grace period ended');
+  const cut = new SessionError('SLUICE_ERR_SHUTDOWN', 'the controller stopped: grace period ended');
   for (const tunnel of registry.all()) tunnel.session.destroy(cut);
   await drained;
   await Promise.allSettled([...frontEnds.map((front) => front.close()), ...closers.map((close) => close())]);

@@ -1,12 +1,15 @@
 // The pages the controller answers with when it cannot, or must not, relay a response (DESIGN §3):
 // 404 no route, 503 no agent, 502 target refused or stream broke, 504 timeout, 508 loop, and the 4xx
-// of a request too malformed to route. Each carries a reason and the request id, in the representation
-// the client's Accept prefers (RFC 9110 §12.5.1). Pure: no I/O, no sockets.
+// of a request too malformed to route. Each carries a reason, its stable code and the request id, in the
+// representation the client's Accept prefers (RFC 9110 §12.5.1). Pure: no I/O, no sockets.
 import { STATUS_CODES } from 'node:http';
+import type { ReasonCode } from '../errors.js';
 
 export interface ErrorPageInput {
   /** 400..599. */
   status: number;
+  /** Why, as a stable code (docs/errors.md) for scripts to match on. */
+  code: ReasonCode;
   /** Why, in one sentence. Ours, but it may quote client input such as a Host header. */
   reason: string;
   requestId: string;
@@ -63,6 +66,7 @@ export function renderErrorPage(input: ErrorPageInput): ErrorPage {
   const page: PageText = {
     status,
     title: TITLES[status] ?? STATUS_CODES[status] ?? 'Error',
+    code: input.code,
     reason: cleanReason(input.reason),
     requestId: cleanRequestId(input.requestId),
   };
@@ -92,6 +96,7 @@ export function renderErrorPage(input: ErrorPageInput): ErrorPage {
 interface PageText {
   status: number;
   title: string;
+  code: ReasonCode;
   reason: string;
   requestId: string;
 }
@@ -103,13 +108,14 @@ const RENDER: Readonly<Record<ErrorPageFormat, (page: PageText) => string>> = {
 };
 
 function renderJson(page: PageText): string {
-  const { status, title, reason, requestId } = page;
+  const { status, title, code, reason, requestId } = page;
   // `<` as \u003c: the same JSON value, but nothing in it can read as markup if some client sniffs it.
-  return JSON.stringify({ error: { status, title, reason, requestId } }).replace(/</g, '\\u003c') + '\n';
+  const json = JSON.stringify({ error: { status, title, code, reason, requestId } });
+  return json.replace(/</g, '\\u003c') + '\n';
 }
 
 function renderPlain(page: PageText): string {
-  return `${page.status} ${page.title}\n${page.reason}\nRequest ID: ${page.requestId}\n`;
+  return `${page.status} ${page.title}\n${page.reason}\nCode: ${page.code}\nRequest ID: ${page.requestId}\n`;
 }
 
 function renderHtml(page: PageText): string {
@@ -130,6 +136,7 @@ footer{margin-top:2rem;color:#666;font-size:.875rem}
 <body>
 <h1>${heading}</h1>
 <p>${escapeHtml(page.reason)}</p>
+<p>Code: <code>${escapeHtml(page.code)}</code></p>
 <p>Request ID: <code>${escapeHtml(page.requestId)}</code></p>
 <footer>Sluice</footer>
 </body>

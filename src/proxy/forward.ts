@@ -4,7 +4,7 @@
 // source and `drain` resumes it, at both hops.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { SluiceError, type SluiceErrorCode, streamErrorCode } from '../errors.js';
+import { type ReasonCode, SluiceError, type SluiceErrorCode, streamErrorCode } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, EnvelopeError, encodeTrailers, type ResponseHead } from './envelope.js';
 import { forwardResponseHeaders } from './headers.js';
@@ -15,7 +15,14 @@ export type Outcome =
   /** The response was delivered whole. */
   | { kind: 'done' }
   /** Nothing reached the client yet: the caller answers with an error page (or retries). */
-  | { kind: 'failed'; status: 408 | 502 | 503 | 504; reason: string; retryable: boolean; detail: string }
+  | {
+      kind: 'failed';
+      status: 408 | 502 | 503 | 504;
+      code: ReasonCode;
+      reason: string;
+      retryable: boolean;
+      detail: string;
+    }
   /** The client went away; the stream was reset with CANCEL. */
   | { kind: 'client-aborted' }
   /** The response broke after its head was sent; the client connection was cut. */
@@ -179,7 +186,8 @@ class Exchange {
       // The request asked for no upgrade (those go through forwardUpgrade), so the target speaks some
       // other protocol on a connection the client still reads as HTTP/1.1: nothing can be relayed.
       this.stream.reset(ErrorCode.CANCEL, 'unrequested 101');
-      this.#fail(502, 'the target switched protocols on a request that asked for no upgrade', '101', false);
+      const reason = 'the target switched protocols on a request that asked for no upgrade';
+      this.#fail(502, 'bad_response', reason, '101', false);
       return;
     }
     if (head.status < 200) {
@@ -205,7 +213,8 @@ class Exchange {
     } catch (err) {
       // Node set the reason phrase before it refused the headers; the error page must not keep it.
       res.statusMessage = '';
-      this.#fail(502, 'the target sent a response head that cannot be relayed', errorDetail(err), false);
+      const reason = 'the target sent a response head that cannot be relayed';
+      this.#fail(502, 'bad_response', reason, errorDetail(err), false);
       this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'response head not relayable');
       return;
     }
@@ -276,13 +285,15 @@ class Exchange {
     }
     const failure = failureBeforeAnswer(err);
     // A stream the agent never processed may go to another tunnel, if no body byte was consumed.
-    this.#fail(failure.status, failure.reason, err.message, failure.unprocessed && !this.#bodyStarted);
+    const retryable = failure.unprocessed && !this.#bodyStarted;
+    this.#fail(failure.status, failure.code, failure.reason, err.message, retryable);
   };
 
   readonly #onStreamClose = (): void => {
     // A stream that closes with neither end nor error was destroyed here; the path that did it settled.
     if (!this.#settled && !this.res.writableFinished && !this.#finalHead) {
-      this.#fail(502, 'the tunnel stream closed before the target answered', 'stream closed', false);
+      const reason = 'the tunnel stream closed before the target answered';
+      this.#fail(502, 'stream_broken', reason, 'stream closed', false);
     }
   };
 
@@ -325,7 +336,13 @@ class Exchange {
     const seconds = this.options.bodyIdleTimeoutMs / 1000;
     // The reset lets the agent and the target go at once: a stalled upload holds neither.
     this.stream.reset(ErrorCode.CANCEL, 'request body idle');
-    this.#fail(408, `the request body sent nothing for ${seconds}s`, 'body idle timeout', false);
+    this.#fail(
+      408,
+      'body_timeout',
+      `the request body sent nothing for ${seconds}s`,
+      'body idle timeout',
+      false,
+    );
   };
 
   readonly #onTimeout = (): void => {
@@ -333,7 +350,7 @@ class Exchange {
     if (this.#finalHead || this.#settled) return;
     const seconds = this.options.responseTimeoutMs / 1000;
     this.stream.reset(ErrorCode.CANCEL, 'response timeout');
-    this.#fail(504, `the target did not answer within ${seconds}s`, 'response timeout', false);
+    this.#fail(504, 'timeout', `the target did not answer within ${seconds}s`, 'response timeout', false);
   };
 
   #protocolError(err: unknown): void {
@@ -341,11 +358,17 @@ class Exchange {
     const reason = err instanceof EnvelopeError ? err.message : 'bad record';
     this.stream.reset(ErrorCode.PROTOCOL_ERROR, reason.slice(0, 200));
     if (this.#finalHead) this.#broken(`agent broke the record format: ${detail}`);
-    else this.#fail(502, 'the agent sent a malformed response', detail, false);
+    else this.#fail(502, 'bad_response', 'the agent sent a malformed response', detail, false);
   }
 
-  #fail(status: 408 | 502 | 503 | 504, reason: string, detail: string, retryable: boolean): void {
-    this.#settle({ kind: 'failed', status, reason, retryable, detail });
+  #fail(
+    status: 408 | 502 | 503 | 504,
+    code: ReasonCode,
+    reason: string,
+    detail: string,
+    retryable: boolean,
+  ): void {
+    this.#settle({ kind: 'failed', status, code, reason, retryable, detail });
   }
 
   #broken(detail: string): void {
@@ -393,30 +416,31 @@ function ignore(): void {}
  */
 export function failureBeforeAnswer(err: Error): {
   status: 502 | 503 | 504;
+  code: ReasonCode;
   reason: string;
   unprocessed: boolean;
 } {
   switch (err instanceof SluiceError ? err.wireCode : undefined) {
-    case ErrorCode.TARGET_DENIED:
-      return {
-        status: 502,
-        reason: "the agent's policy does not allow this route's target",
-        unprocessed: false,
-      };
-    case ErrorCode.TARGET_UNREACHABLE:
-      return { status: 502, reason: 'the agent could not connect to the target', unprocessed: false };
-    case ErrorCode.TARGET_TIMEOUT:
-      return { status: 504, reason: 'the target did not answer in time', unprocessed: false };
+    case ErrorCode.TARGET_DENIED: {
+      const reason = "the agent's policy does not allow this route's target";
+      return { status: 502, code: 'target_denied', reason, unprocessed: false };
+    }
+    case ErrorCode.TARGET_UNREACHABLE: {
+      const reason = 'the agent could not connect to the target';
+      return { status: 502, code: 'target_unreachable', reason, unprocessed: false };
+    }
+    case ErrorCode.TARGET_TIMEOUT: {
+      const reason = 'the target did not answer in time';
+      return { status: 504, code: 'target_timeout', reason, unprocessed: false };
+    }
     case ErrorCode.REFUSED_STREAM:
-      return { status: 503, reason: 'the agent is shutting down', unprocessed: true };
+      return { status: 503, code: 'agent_draining', reason: 'the agent is shutting down', unprocessed: true };
     case ErrorCode.OVERLOAD:
-      return { status: 503, reason: 'the tunnel is overloaded', unprocessed: true };
-    default:
-      return {
-        status: 502,
-        reason: 'the tunnel stream broke before the target answered',
-        unprocessed: false,
-      };
+      return { status: 503, code: 'overloaded', reason: 'the tunnel is overloaded', unprocessed: true };
+    default: {
+      const reason = 'the tunnel stream broke before the target answered';
+      return { status: 502, code: 'stream_broken', reason, unprocessed: false };
+    }
   }
 }
 

@@ -4,7 +4,7 @@
 // other protocol pass through untouched. FIN maps to FIN and a reset to a reset, each way.
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import { streamErrorCode } from '../errors.js';
+import { type ReasonCode, streamErrorCode } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, type ResponseHead } from './envelope.js';
 import { type ExchangeStats, failureBeforeAnswer, type Outcome } from './forward.js';
@@ -135,7 +135,7 @@ class UpgradeExchange {
     } catch (err) {
       this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'bad record');
       if (this.#answered) this.#cut(`agent broke the record format: ${(err as Error).message}`);
-      else this.#fail(502, 'the agent sent a malformed response', (err as Error).message);
+      else this.#fail(502, 'bad_response', 'the agent sent a malformed response', (err as Error).message);
     }
   };
 
@@ -176,7 +176,8 @@ class UpgradeExchange {
     try {
       this.#decoder.finish();
     } catch (err) {
-      this.#fail(502, 'the agent closed the stream before the target answered', (err as Error).message);
+      const reason = 'the agent closed the stream before the target answered';
+      this.#fail(502, 'stream_broken', reason, (err as Error).message);
       return;
     }
     this.socket.end();
@@ -189,13 +190,18 @@ class UpgradeExchange {
       return;
     }
     const failure = failureBeforeAnswer(err);
-    this.#fail(failure.status, failure.reason, err.message);
+    this.#fail(failure.status, failure.code, failure.reason, err.message);
   };
 
   readonly #onStreamClose = (): void => {
     if (this.#settled) return;
     if (!this.#answered) {
-      this.#fail(502, 'the tunnel stream closed before the target answered', 'stream closed');
+      this.#fail(
+        502,
+        'stream_broken',
+        'the tunnel stream closed before the target answered',
+        'stream closed',
+      );
       return;
     }
     // Both directions finished: the socket ends once its last bytes are written. A client that never
@@ -217,13 +223,14 @@ class UpgradeExchange {
     this.stream.reset(ErrorCode.CANCEL, 'response timeout');
     this.#fail(
       504,
+      'timeout',
       `the target did not answer within ${this.options.responseTimeoutMs / 1000}s`,
       'response timeout',
     );
   };
 
-  #fail(status: 502 | 503 | 504, reason: string, detail: string): void {
-    this.#settle({ kind: 'failed', status, reason, retryable: false, detail });
+  #fail(status: 502 | 503 | 504, code: ReasonCode, reason: string, detail: string): void {
+    this.#settle({ kind: 'failed', status, code, reason, retryable: false, detail });
   }
 
   #cut(detail: string): void {

@@ -167,11 +167,11 @@ export class SqliteStore implements Store {
     }[];
   }
 
-  async revokedHashes(): Promise<string[]> {
-    const rows = this.#db.prepare('SELECT hash FROM tokens WHERE revoked IS NOT NULL').all() as {
+  async revokedTokens(): Promise<{ id: string; hash: string }[]> {
+    return this.#db.prepare('SELECT id, hash FROM tokens WHERE revoked IS NOT NULL').all() as {
+      id: string;
       hash: string;
     }[];
-    return rows.map((r) => r.hash);
   }
 
   async listRoutes(): Promise<RouteRecord[]> {

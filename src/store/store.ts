@@ -4,6 +4,7 @@
 // YAML files that list them, which seed the store at every start; `api` entries were made through the
 // admin API.
 import type { Route } from './model.js';
+import { SluiceError } from '../errors.js';
 
 export type Source = 'config' | 'api';
 
@@ -51,12 +52,12 @@ export type StoreChange =
   | { readonly kind: 'seed'; readonly op: 'seed'; readonly source: string };
 
 /** A write refused because of what the store holds; `field` names the input at fault. */
-export class StoreConflict extends Error {
+export class StoreConflict extends SluiceError {
   constructor(
     message: string,
     readonly field?: string,
   ) {
-    super(message);
+    super('SLUICE_ERR_STORE_CONFLICT', message);
     this.name = 'StoreConflict';
   }
 }
@@ -85,8 +86,8 @@ export interface Store {
   revokeToken(id: string): Promise<TokenRecord | undefined>;
   /** Every valid (unrevoked) token: its cluster and hash. */
   activeTokens(): Promise<{ cluster: string; hash: string }[]>;
-  /** The hashes of every revoked token still stored (its cluster not deleted). */
-  revokedHashes(): Promise<string[]>;
+  /** Every revoked token still stored (its cluster not deleted): its id and hash. */
+  revokedTokens(): Promise<{ id: string; hash: string }[]>;
 
   listRoutes(): Promise<RouteRecord[]>;
   /** Adds a validated route whose cluster exists. Rejects with StoreConflict on a repeated host and path. */

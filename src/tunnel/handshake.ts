@@ -150,7 +150,7 @@ export class ServerHandshake extends Handshake {
         (err: Error) =>
           this.host.fail(
             new SessionError(
-              'SLUICE_ERR_SESSION_CLOSED',
+              'SLUICE_ERR_INTERNAL',
               `authenticate failed: ${err.message}`,
               ErrorCode.INTERNAL_ERROR,
               { cause: err },

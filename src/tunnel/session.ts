@@ -304,9 +304,14 @@ export class Session extends EventEmitter implements StreamOwner {
     return this.#closed;
   }
 
-  /** Tears the session down at once: streams end with `err` (or SLUICE_ERR_SESSION_CLOSED). */
+  /**
+   * Tears the session down at once: streams end with `err`, or are aborted quietly without one. An
+   * error that carries a wire code (a ProtocolError, or e.g. a revoked token's FORBIDDEN) goes to the
+   * peer first as GO_AWAY(code, message), so the peer can tell why; any other closes the transport.
+   */
   destroy(err?: Error): void {
-    this.#teardown(err ?? null, err instanceof ProtocolError ? err.wireCode : undefined);
+    const wire = err instanceof SluiceError ? err.wireCode : undefined;
+    this.#teardown(err ?? null, wire === ErrorCode.NO_ERROR ? undefined : wire);
   }
 
   // --- StreamOwner: called by streams ---
@@ -400,7 +405,7 @@ export class Session extends EventEmitter implements StreamOwner {
       } else {
         this.#teardown(
           new SessionError(
-            'SLUICE_ERR_SESSION_CLOSED',
+            'SLUICE_ERR_INTERNAL',
             `internal error: ${(err as Error).message}`,
             ErrorCode.INTERNAL_ERROR,
             {
@@ -666,9 +671,8 @@ export class Session extends EventEmitter implements StreamOwner {
     if (this.#pings.size > 64) {
       const [oldest, pending] = this.#pings.entries().next().value!;
       this.#pings.delete(oldest);
-      pending.reject(
-        new SessionError('SLUICE_ERR_SESSION_CLOSED', 'ping dropped: too many unanswered pings'),
-      );
+      // 64 later pings went out and none came back: this one is as good as timed out.
+      pending.reject(new SessionError('SLUICE_ERR_PING_TIMEOUT', 'ping dropped: too many unanswered pings'));
     }
     this.#write(encodePing(false, opaque));
   }

@@ -58,7 +58,7 @@ async function closedPort(): Promise<number> {
 }
 
 interface PageJson {
-  error: { status: number; title: string; reason: string; requestId: string };
+  error: { status: number; title: string; code: string; reason: string; requestId: string };
 }
 
 /** Checks a JSON error page: its status, and the request id in the header equal to the body's. */
@@ -115,14 +115,15 @@ async function raw(port: number, payload: string, ms = EVENT_MS): Promise<RawRep
   return { status, headers, body: text.slice(end + 4), text };
 }
 
-/** Checks an HTML error page received raw: the status, the reason, and the header id in the body. */
-function htmlPage(r: RawReply, status: number, reason: RegExp): void {
+/** Checks an HTML error page received raw: the status, the reason, its code and the header id in the body. */
+function htmlPage(r: RawReply, status: number, reason: RegExp, code: string): void {
   assert.equal(r.status, status, r.text.slice(0, 500));
   assert.match(r.headers.get('content-type') ?? '', /^text\/html/);
   const id = r.headers.get('x-request-id') ?? '';
   assert.ok(id.length > 0, 'X-Request-Id is set');
   assert.ok(r.body.includes(`<code>${id}</code>`), 'the page shows the id of its header');
   assert.match(r.body, reason);
+  assert.ok(r.body.includes(`<p>Code: <code>${code}</code></p>`), `the page names the code ${code}`);
 }
 
 describe('each error status, with its reason and the request id', () => {
@@ -131,12 +132,14 @@ describe('each error status, with its reason and the request id', () => {
     const page = jsonPage(r, 503);
     assert.equal(page.requestId, 'e2e-503', "the client's request id is the page's");
     assert.equal(page.reason, 'no agent of cluster empty is connected');
+    assert.equal(page.code, 'no_tunnel');
   });
 
   test('502 when the target refuses the connection', async () => {
     const r = await get(stack.port, 'refused.test', '/headers', 'e2e-refused');
     const page = jsonPage(r, 502);
     assert.equal(page.reason, 'the agent could not connect to the target');
+    assert.equal(page.code, 'target_unreachable');
     assert.equal(page.requestId, 'e2e-refused');
   });
 
@@ -144,6 +147,7 @@ describe('each error status, with its reason and the request id', () => {
     const r = await get(stack.port, 'denied.test', '/headers', 'e2e-denied');
     const page = jsonPage(r, 502);
     assert.equal(page.reason, "the agent's policy does not allow this route's target");
+    assert.equal(page.code, 'target_denied');
     const line = await stack.agent!.waitLine(
       'the policy refusal in the agent log',
       (l) => l.msg === 'target refused by policy' && l.requestId === 'e2e-denied',
@@ -236,6 +240,8 @@ describe('logs', () => {
     const notFound = await stack.controller.waitLine('the 404 request line', isRequest('e2e-log-404'));
     assert.equal(notFound.status, 404);
     assert.equal(notFound.reason, 'no route for host nobody.test');
+    assert.equal(notFound.reasonCode, 'no_route');
+    assert.equal(post.reasonCode, undefined, 'a request served is no refusal');
     assert.equal(notFound.route, undefined, 'no route matched');
     assert.equal(notFound.bytesIn, 0);
     assert.equal(notFound.bytesOut, missing.body.length, 'the error page is what was sent');
@@ -286,6 +292,7 @@ describe('timeouts and limits (1 s timeouts, at most 50 header fields)', () => {
     );
     const page = jsonPage(r, 504);
     assert.equal(page.reason, 'the target did not answer within 1s');
+    assert.equal(page.code, 'timeout');
     assert.equal(page.requestId, 'e2e-timeout');
     assert.ok(Date.now() - started >= 900, 'not before the timeout');
     await within(dropped, EVENT_MS, 'the origin to see the request dropped');
@@ -294,7 +301,7 @@ describe('timeouts and limits (1 s timeouts, at most 50 header fields)', () => {
   test('a request head that never ends is answered 408 and closed', async () => {
     const started = Date.now();
     const r = await raw(tight.port, 'GET / HTTP/1.1\r\nHost: app.test\r\n', 5_000);
-    htmlPage(r, 408, /the request was not received in time/);
+    htmlPage(r, 408, /the request was not received in time/, 'request_timeout');
     assert.equal(r.headers.get('connection'), 'close');
     assert.ok(Date.now() - started >= 900, 'not before the headers timeout');
   });
@@ -304,25 +311,25 @@ describe('timeouts and limits (1 s timeouts, at most 50 header fields)', () => {
       tight.port,
       `GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`,
     );
-    htmlPage(r, 431, /the request head is larger than this gateway accepts/);
+    htmlPage(r, 431, /the request head is larger than this gateway accepts/, 'head_too_large');
   });
 
   test('60 header fields get 431', async () => {
     let head = 'GET /headers HTTP/1.1\r\nHost: app.test\r\n';
     for (let i = 0; i < 60; i++) head += `X-Field-${i}: ${i}\r\n`;
     const r = await raw(tight.port, `${head}\r\n`);
-    htmlPage(r, 431, /the request has more than 50 header fields/);
+    htmlPage(r, 431, /the request has more than 50 header fields/, 'too_many_headers');
     assert.equal(r.headers.get('connection'), 'close');
   });
 
   test('a garbage request line gets 400', async () => {
     const r = await raw(tight.port, 'this is not http\r\n\r\n');
-    htmlPage(r, 400, /the request is not valid HTTP\/1\.1/);
+    htmlPage(r, 400, /the request is not valid HTTP\/1\.1/, 'bad_request');
   });
 
   test('two Host headers get 400', async () => {
     const r = await raw(tight.port, 'GET /headers HTTP/1.1\r\nHost: app.test\r\nHost: other.test\r\n\r\n');
-    htmlPage(r, 400, /the request has more than one Host header/);
+    htmlPage(r, 400, /the request has more than one Host header/, 'bad_request');
     assert.equal(r.headers.get('connection'), 'close');
   });
 
@@ -353,11 +360,14 @@ describe('the agent dies mid-request', () => {
     const page = jsonPage(r, 502);
     assert.equal(page.requestId, id);
     assert.match(page.reason, /^the tunnel stream (broke|closed) before the target answered$/);
+    assert.equal(page.code, 'stream_broken');
     await within(dropped, EVENT_MS, "the origin to see the dead agent's connection close");
 
     await dying.controller.waitCount('both tunnels down', (l) => l.event === 'tunnel-down', 2);
     const next = await get(dying.port, 'app.test', '/headers', 'e2e-after-kill');
-    assert.equal(jsonPage(next, 503).reason, 'no agent of cluster c1 is connected');
+    const none = jsonPage(next, 503);
+    assert.equal(none.reason, 'no agent of cluster c1 is connected');
+    assert.equal(none.code, 'no_tunnel');
     assert.equal(dying.controller.child.exitCode, null, 'the controller is still up');
   });
 });

@@ -10,7 +10,12 @@ import {
   renderErrorPage,
 } from '../../src/proxy/error-page.js';
 
-const BASE: ErrorPageInput = { status: 502, reason: 'the target refused the connection', requestId: 'req-1' };
+const BASE: ErrorPageInput = {
+  status: 502,
+  code: 'target_unreachable',
+  reason: 'the target refused the connection',
+  requestId: 'req-1',
+};
 
 function render(input: Partial<ErrorPageInput> = {}): ErrorPage {
   return renderErrorPage({ ...BASE, ...input });
@@ -62,7 +67,9 @@ describe('renderErrorPage: statuses', () => {
       assert.ok(html.includes(`reason for ${status}`));
       assert.ok(html.includes(`id-${status}`));
       const body = json(render({ status, reason: 'r', requestId: 'i', accept: 'application/json' }));
-      assert.deepEqual(body, { error: { status, title, reason: 'r', requestId: 'i' } });
+      assert.deepEqual(body, {
+        error: { status, title, code: 'target_unreachable', reason: 'r', requestId: 'i' },
+      });
     });
   }
 
@@ -108,6 +115,21 @@ describe('renderErrorPage: statuses', () => {
   test('the HTML page loads nothing and runs nothing', () => {
     const html = render().body.toString('utf8');
     assert.doesNotMatch(html, /<script|<link|<img|<iframe|src=|href=|url\(/i);
+  });
+});
+
+describe('renderErrorPage: the reason code', () => {
+  test('HTML shows the code on a line of its own', () => {
+    const html = render({ status: 508, code: 'loop', reason: 'Via loop' }).body.toString('utf8');
+    assert.ok(html.includes('<p>Code: <code>loop</code></p>'), html);
+  });
+
+  test('every format carries it', () => {
+    for (const accept of ['application/json', 'text/plain', 'text/html']) {
+      const body = render({ code: 'target_denied', accept }).body.toString('utf8');
+      assert.ok(body.includes('target_denied'), `${accept}: ${body}`);
+    }
+    assert.equal(json(render({ code: 'timeout', accept: 'application/json' })).error.code, 'timeout');
   });
 });
 
@@ -160,6 +182,7 @@ describe('renderErrorPage: Accept', () => {
   test('the JSON body parses to the documented shape', () => {
     const page = render({
       status: 503,
+      code: 'no_tunnel',
       reason: 'no agent of cluster "demo" is connected',
       accept: 'application/json',
     });
@@ -167,15 +190,24 @@ describe('renderErrorPage: Accept', () => {
       error: {
         status: 503,
         title: 'Service Unavailable',
+        code: 'no_tunnel',
         reason: 'no agent of cluster "demo" is connected',
         requestId: 'req-1',
       },
     });
   });
 
-  test('the plain body is three lines', () => {
-    const page = render({ status: 404, reason: 'no route for host a.test', accept: 'text/plain' });
-    assert.equal(page.body.toString('utf8'), '404 Not Found\nno route for host a.test\nRequest ID: req-1\n');
+  test('the plain body is four lines: status, reason, code, request id', () => {
+    const page = render({
+      status: 404,
+      code: 'no_route',
+      reason: 'no route for host a.test',
+      accept: 'text/plain',
+    });
+    assert.equal(
+      page.body.toString('utf8'),
+      '404 Not Found\nno route for host a.test\nCode: no_route\nRequest ID: req-1\n',
+    );
     assert.equal(header(page, 'Content-Security-Policy'), undefined);
   });
 });
@@ -203,7 +235,7 @@ describe('renderErrorPage: escaping and limits', () => {
 
   test('control characters cannot add lines', () => {
     const page = render({ reason: 'a\r\nX-Evil: 1\u0000b', accept: 'text/plain' });
-    assert.equal(page.body.toString('utf8').split('\n').length, 4); // three lines and the final newline
+    assert.equal(page.body.toString('utf8').split('\n').length, 5); // four lines and the final newline
     assert.ok(page.body.toString('utf8').includes('a  X-Evil: 1 b'));
   });
 

@@ -72,9 +72,12 @@ test('tokens: ids are public handles; revocation is stamped once and drops the h
   assert.equal(await store.revokeToken('tok_nope'), undefined);
   assert.deepEqual(await store.activeTokens(), []);
   // Still known as revoked (the controller refuses it as FORBIDDEN), until its cluster goes.
-  assert.deepEqual(await store.revokedHashes(), [H1]);
+  assert.deepEqual(
+    (await store.revokedTokens()).map((t) => t.hash),
+    [H1],
+  );
   await store.removeCluster('c1');
-  assert.deepEqual(await store.revokedHashes(), []);
+  assert.deepEqual(await store.revokedTokens(), []);
   await store.close();
 });
 

@@ -57,6 +57,12 @@ Flags:
                          wss:// URL, default tcp://127.0.0.1:7000 ($SLUICE_TUNNEL_LISTEN)
   --admin-listen ADDR    admin API host:port, or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
   --data DIR             data directory (store, admin token), default ./.sluice ($SLUICE_DATA)
+  --store URL            shared store for a fleet: redis://HOST:PORT[/DB], rediss://… or
+                         redis+sentinel://HOST:PORT,…/MASTER; default SQLite in --data ($SLUICE_STORE)
+  --peer-listen ADDR     with --store: where peer controllers dial, as --tunnel-listen
+                         ($SLUICE_PEER_LISTEN)
+  --peer-advertise URL   with --store: the URL peers dial this controller at, e.g.
+                         tcp://10.0.0.5:7001 ($SLUICE_PEER_ADVERTISE)
   --grace-period DUR     on SIGTERM, how long in-flight requests may finish, e.g. 30s; overrides
                          tunnel.gracePeriod, default 30s ($SLUICE_GRACE_PERIOD)
   --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
@@ -158,6 +164,9 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     'tunnel-listen': STRING,
     'admin-listen': STRING,
     data: STRING,
+    store: STRING,
+    'peer-listen': STRING,
+    'peer-advertise': STRING,
     'grace-period': STRING,
     'log-level': STRING,
     help: HELP,
@@ -174,6 +183,9 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
     tunnelListen: values['tunnel-listen'],
     adminListen: values['admin-listen'],
     data: values.data,
+    store: values.store,
+    peerListen: values['peer-listen'],
+    peerAdvertise: values['peer-advertise'],
     gracePeriod: values['grace-period'],
     logLevel: values['log-level'],
   };

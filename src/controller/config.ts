@@ -74,6 +74,36 @@ export interface HttpOptions {
   readonly trustedProxies: readonly string[];
 }
 
+/**
+ * Where the controller keeps its state: SQLite in the data dir (one controller), or Redis, which a
+ * fleet of controllers shares (docs/fleet.md). `url` is as typed, credentials included; it is masked
+ * when the config is serialized.
+ */
+export type StoreLocation =
+  | { readonly kind: 'sqlite' }
+  | { readonly kind: 'redis'; readonly url: string }
+  | {
+      readonly kind: 'sentinel';
+      readonly url: string;
+      /** host:port of each Sentinel. */
+      readonly sentinels: readonly HostPort[];
+      /** The monitored master's name. */
+      readonly name: string;
+      readonly db: number;
+      /** `rediss+sentinel://`: TLS to the Sentinels and to the master. */
+      readonly tls: boolean;
+    };
+
+/** The listener other controllers of a fleet dial, and the URL they dial it at. */
+export interface PeerConfig {
+  /** Transport URL, as tunnelListen: tcp://, tls://, ws:// or wss://. */
+  readonly listen: string;
+  /** What this controller publishes for its peers to dial, e.g. tcp://10.0.0.5:7001. */
+  readonly advertise: string;
+  /** The fleet secret from SLUICE_PEER_SECRET; absent: the one generated into the store. */
+  readonly secret?: string;
+}
+
 export interface ControllerConfig {
   readonly listen: HostPort;
   /** Transport URL agents dial: tcp://, tls://, ws:// or wss://. */
@@ -86,6 +116,9 @@ export interface ControllerConfig {
   readonly dataDir: string;
   /** The admin API's bearer token from SLUICE_ADMIN_TOKEN; absent: the data dir's `admin-token` file. */
   readonly adminToken?: string;
+  readonly store: StoreLocation;
+  /** Required with a Redis store, refused without one. */
+  readonly peer?: PeerConfig;
   readonly clusters: readonly ClusterConfig[];
   readonly routes: readonly Route[];
   readonly http: HttpOptions;
@@ -100,6 +133,9 @@ export interface ControllerFlags {
   tunnelListen?: string;
   adminListen?: string;
   data?: string;
+  store?: string;
+  peerListen?: string;
+  peerAdvertise?: string;
   /** As typed (`30s`); overrides the config file's tunnel.gracePeriod, the drain's length. */
   gracePeriod?: string;
   logLevel?: string;
@@ -150,6 +186,8 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     file.tunnelListen ??
     DEFAULTS.tunnelListen;
   checkTls(tunnelListen, file.tunnelCert, file.tunnelKey);
+  const store: StoreLocation = flagOrEnv('store', 'store', parseStore, flags.store, env) ??
+    file.store ?? { kind: 'sqlite' };
   const config: ControllerConfig = {
     listen: flagOrEnv('listen', 'listen', parseHostPort, flags.listen, env) ?? file.listen ?? DEFAULTS.listen,
     tunnelListen,
@@ -163,6 +201,8 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     ),
     dataDir: flagOrEnv('dataDir', 'data', parseDir, flags.data, env) ?? file.dataDir ?? DEFAULTS.dataDir,
     ...adminTokenFrom(env),
+    store,
+    ...peerFrom(store, flags, env, file),
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
@@ -182,6 +222,120 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
       DEFAULTS.logLevel,
   };
   return deepFreeze(maskWhenSerialized(config, maskTokens));
+}
+
+/**
+ * The peer listener and its advertised URL: both required with a Redis store (a fleet), where a
+ * controller without a local tunnel for a cluster forwards to a peer that has one; meaningless, and so
+ * refused, with the single-controller SQLite store.
+ */
+function peerFrom(
+  store: StoreLocation,
+  flags: ControllerFlags,
+  env: NodeJS.ProcessEnv,
+  file: FileSettings,
+): { peer?: PeerConfig } {
+  const listen =
+    flagOrEnv('peerListen', 'peer-listen', parseTunnelListen, flags.peerListen, env) ?? file.peerListen;
+  const advertise =
+    flagOrEnv('peerAdvertise', 'peer-advertise', parsePeerAdvertise, flags.peerAdvertise, env) ??
+    file.peerAdvertise;
+  if (store.kind === 'sqlite') {
+    if (listen !== undefined || advertise !== undefined) {
+      const key = listen !== undefined ? 'peerListen' : 'peerAdvertise';
+      throw new ConfigError(key, 'needs a shared store: set store (--store redis://HOST:PORT) as well');
+    }
+    return {};
+  }
+  if (listen === undefined) {
+    throw new ConfigError(
+      'peerListen',
+      'is required with a Redis store: the address peers dial (--peer-listen)',
+    );
+  }
+  if (advertise === undefined) {
+    throw new ConfigError(
+      'peerAdvertise',
+      'is required with a Redis store: the URL peers dial this controller at (--peer-advertise)',
+    );
+  }
+  if (isSecureScheme(parseTransportUrl(listen).scheme)) checkTls(listen, file.tunnelCert, file.tunnelKey);
+  const secret = envValue(env, 'SLUICE_PEER_SECRET');
+  if (secret !== undefined && !PLAIN_TOKEN.test(secret)) {
+    throw new ConfigError(
+      'peerSecret',
+      'must be at least 16 visible ASCII characters without spaces (from $SLUICE_PEER_SECRET; the value is not shown)',
+    );
+  }
+  return { peer: { listen, advertise, ...(secret === undefined ? {} : { secret }) } };
+}
+
+const STORE_RULE =
+  'must be redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss://… for TLS, or ' +
+  'redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER[/DB]';
+
+/** A store URL: redis://, rediss://, or the Sentinel form redis+sentinel:// (rediss+sentinel://). */
+export function parseStore(value: unknown): StoreLocation | Refusal {
+  if (typeof value !== 'string' || value === '') return new Refusal(`${STORE_RULE}, got ${show(value)}`);
+  const scheme = /^([a-z+]+):\/\//.exec(value)?.[1];
+  if (scheme === 'redis' || scheme === 'rediss') {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      return new Refusal(`${STORE_RULE}, got ${show(redactUrl(value))}`);
+    }
+    if (url.hostname === '') return new Refusal(`${STORE_RULE}: the host is missing`);
+    const db = url.pathname.replace(/^\//, '');
+    if (db !== '' && parseDb(db) === undefined)
+      return new Refusal(`has a database ${show(db)}: it must be 0 to 15`);
+    return { kind: 'redis', url: value };
+  }
+  if (scheme === 'redis+sentinel' || scheme === 'rediss+sentinel') {
+    const rest = value.slice(scheme.length + 3);
+    const at = rest.lastIndexOf('@', rest.indexOf('/') === -1 ? rest.length : rest.indexOf('/'));
+    const [hosts = '', name = '', db = '', ...extra] = rest.slice(at + 1).split('/');
+    const sentinels: HostPort[] = [];
+    for (const part of hosts.split(',')) {
+      const hostPort = parseHostPort(part);
+      if (hostPort instanceof Refusal)
+        return new Refusal(`${STORE_RULE}: Sentinel ${show(part)} ${hostPort.reason}`);
+      sentinels.push(hostPort);
+    }
+    if (name === '' || extra.length > 0) return new Refusal(`${STORE_RULE}: the master name is missing`);
+    const number = db === '' ? 0 : parseDb(db);
+    if (number === undefined) return new Refusal(`has a database ${show(db)}: it must be 0 to 15`);
+    return { kind: 'sentinel', url: value, sentinels, name, db: number, tls: scheme === 'rediss+sentinel' };
+  }
+  return new Refusal(`${STORE_RULE}, got ${show(redactUrl(value))}`);
+}
+
+function parseDb(text: string): number | undefined {
+  return /^\d{1,2}$/.test(text) && Number(text) <= 15 ? Number(text) : undefined;
+}
+
+/** A URL with its password replaced, for messages and logs. */
+export function redactUrl(value: string): string {
+  return value.replace(/^([a-z+]+:\/\/[^:/@]*:)[^@/]*@/, '$1***@');
+}
+
+/** The URL peers dial: an absolute tcp://, tls://, ws:// or wss:// URL with a host other peers can reach. */
+function parsePeerAdvertise(value: unknown): string | Refusal {
+  if (typeof value !== 'string' || !value.includes('://')) {
+    return new Refusal(
+      `must be a tcp://, tls://, ws:// or wss:// URL other controllers can dial, got ${show(value)}`,
+    );
+  }
+  try {
+    const target = parseTransportUrl(value);
+    if (['0.0.0.0', '::', '[::]'].includes(target.host)) {
+      return new Refusal(`must name an address peers can dial, not the wildcard ${target.host}`);
+    }
+    return formatTransportUrl(target);
+  } catch (err) {
+    if (!(err instanceof SluiceError && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
+    return new Refusal(`is not a usable URL: ${err.message}`, 'SLUICE_ERR_INVALID_URL');
+  }
 }
 
 function adminTokenFrom(env: NodeJS.ProcessEnv): { adminToken?: string } {
@@ -214,7 +368,16 @@ function maskTokens(config: ControllerConfig): ControllerConfig {
     ...c,
     tokens: c.tokens.map((t) => (DIGEST.test(t) ? t : MASKED)),
   }));
-  return { ...config, clusters, ...(config.adminToken === undefined ? {} : { adminToken: MASKED }) };
+  const store =
+    config.store.kind === 'sqlite' ? config.store : { ...config.store, url: redactUrl(config.store.url) };
+  const peer = config.peer?.secret === undefined ? config.peer : { ...config.peer, secret: MASKED };
+  return {
+    ...config,
+    clusters,
+    store,
+    ...(peer === undefined ? {} : { peer }),
+    ...(config.adminToken === undefined ? {} : { adminToken: MASKED }),
+  };
 }
 
 // --- Leaf rules -----------------------------------------------------------------------------------
@@ -347,6 +510,9 @@ const fileSchema = z.strictObject({
   tunnelCert: leaf(parsePath).optional(),
   tunnelKey: leaf(parsePath).optional(),
   dataDir: leaf(parseDir).optional(),
+  store: leaf(parseStore).optional(),
+  peerListen: leaf(parseNonEmpty('host:port or a tunnel URL')).optional(),
+  peerAdvertise: leaf(parsePeerAdvertise).optional(),
   clusters: z.array(clusterSchema).optional(),
   // Checked by validateRoute, whose messages name the route field.
   routes: z.array(z.unknown()).optional(),
@@ -378,6 +544,9 @@ interface FileSettings {
   tunnelCert?: string;
   tunnelKey?: string;
   dataDir?: string;
+  store?: StoreLocation;
+  peerListen?: string;
+  peerAdvertise?: string;
   clusters?: ClusterConfig[];
   routes?: Route[];
   http?: HttpOptions;
@@ -429,6 +598,10 @@ function checkFile(data: object): FileSettings {
     tunnelCert: file.tunnelCert,
     tunnelKey: file.tunnelKey,
     dataDir: file.dataDir,
+    store: file.store,
+    peerListen:
+      file.peerListen === undefined ? undefined : orThrow(parseTunnelListen(file.peerListen), 'peerListen'),
+    peerAdvertise: file.peerAdvertise,
     clusters,
     routes: file.routes === undefined ? undefined : checkRoutes(file.routes, clusters ?? []),
     http: file.http === undefined ? undefined : resolveHttp(file.http),

@@ -50,7 +50,7 @@ export async function startController(
 ): Promise<ControllerHandle> {
   // Files first: a missing or unusable certificate is found before anything is bound.
   const tunnelTls = readTunnelTls(config);
-  const store = options.store ?? (await openStore(config.dataDir));
+  const store = options.store ?? (await openStore(config));
   const registry = new TunnelRegistry();
   let control: ControlPlane;
   try {

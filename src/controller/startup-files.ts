@@ -28,7 +28,16 @@ export function readTunnelTls(config: ControllerConfig): { cert?: Buffer; key?: 
  * The SQLite store, loaded only here: a process that never runs a controller with its own store (an
  * agent) needs no native module.
  */
-export async function openStore(dataDir: string): Promise<Store> {
+export async function openStore(config: Pick<ControllerConfig, 'dataDir' | 'store'>): Promise<Store> {
+  const { dataDir } = config;
+  if (config.store.kind !== 'sqlite') {
+    // The Redis store lands with the fleet (docs/fleet.md); until then the setting is refused, not ignored.
+    throw new ConfigError(
+      'store',
+      'Redis stores are not supported by this build yet',
+      'SLUICE_ERR_INVALID_OPTION',
+    );
+  }
   const { openSqliteStore } = await import('../store/sqlite.js');
   try {
     return openSqliteStore(dataDir);

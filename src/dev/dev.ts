@@ -46,6 +46,7 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
     tunnelListen: 'tcp://127.0.0.1:0',
     adminListen: options.adminListen === undefined ? { host: '127.0.0.1', port: 8081 } : options.adminListen,
     dataDir: ':memory:',
+    store: { kind: 'sqlite' },
     adminToken,
     clusters: [{ name: DEV_CLUSTER, tokens: [token] }],
     routes: [{ host: DEV_HOST, path: '/', cluster: DEV_CLUSTER, target: demo.url }],

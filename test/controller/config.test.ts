@@ -636,3 +636,78 @@ describe('loadControllerConfig: refusals', () => {
     assert.deepEqual(load({ yaml: 'http: {}' }).http, DEFAULT_HTTP_OPTIONS);
   });
 });
+
+describe('loadControllerConfig: the store and the peer listener (a fleet)', () => {
+  const FLEET = { peerListen: 'tcp://0.0.0.0:7001', peerAdvertise: 'tcp://10.0.0.5:7001' };
+
+  test('SQLite in the data dir without --store; no peer listener', () => {
+    const config = load();
+    assert.deepEqual(config.store, { kind: 'sqlite' });
+    assert.equal(config.peer, undefined);
+  });
+
+  test('redis:// and rediss:// from the flag, $SLUICE_STORE and the file, in that order', () => {
+    assert.deepEqual(load({ flags: { store: 'redis://127.0.0.1:6379/2', ...FLEET } }).store, {
+      kind: 'redis',
+      url: 'redis://127.0.0.1:6379/2',
+    });
+    const env = { SLUICE_STORE: 'rediss://r.internal:6380', SLUICE_PEER_LISTEN: '0.0.0.0:7001' };
+    const fromEnv = load({ env: { ...env, SLUICE_PEER_ADVERTISE: 'tls://10.0.0.5:7001' } });
+    assert.deepEqual(fromEnv.store, { kind: 'redis', url: 'rediss://r.internal:6380' });
+    assert.deepEqual(fromEnv.peer, { listen: 'tcp://0.0.0.0:7001', advertise: 'tls://10.0.0.5:7001' });
+    const yaml =
+      'store: redis://file:6379\npeerListen: 127.0.0.1:7001\npeerAdvertise: tcp://127.0.0.1:7001\n';
+    assert.equal(load({ yaml }).store.kind, 'redis');
+    assert.equal(load({ yaml, flags: { store: 'redis://flag:1' } }).store.kind, 'redis');
+    assert.deepEqual(load({ yaml, flags: { store: 'redis://flag:1' } }).store, {
+      kind: 'redis',
+      url: 'redis://flag:1',
+    });
+  });
+
+  test('the Sentinel form names its Sentinels, the master and the database', () => {
+    const store = 'redis+sentinel://:pw@s1:26379,s2:26380/mymaster/3';
+    assert.deepEqual(load({ flags: { store, ...FLEET } }).store, {
+      kind: 'sentinel',
+      url: store,
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26380 },
+      ],
+      name: 'mymaster',
+      db: 3,
+      tls: false,
+    });
+  });
+
+  test('bad store URLs are refused, and a password never shows in the message', () => {
+    refuses({ flags: { store: 'mysql://db:3306' } }, 'store', /must be redis:\/\//);
+    refuses({ flags: { store: 'redis://:secret@h:1/99' } }, 'store', /database "99"/);
+    refuses({ flags: { store: 'redis+sentinel://s1:26379' } }, 'store', /master name is missing/);
+    const error = refuses({ flags: { store: 'memcache://u:hunter22@h:1' } }, 'store', /must be redis/);
+    assert.doesNotMatch(error.message, /hunter22/);
+  });
+
+  test('a Redis store requires both peer settings; SQLite refuses them', () => {
+    const store = 'redis://127.0.0.1:6379';
+    refuses({ flags: { store } }, 'peerListen', /required with a Redis store/);
+    refuses({ flags: { store, peerListen: FLEET.peerListen } }, 'peerAdvertise', /required/);
+    refuses({ flags: { store, ...FLEET, peerAdvertise: 'tcp://0.0.0.0:7001' } }, 'peerAdvertise', /wildcard/);
+    refuses({ flags: { peerListen: FLEET.peerListen } }, 'peerListen', /needs a shared store/);
+  });
+
+  test('the store password and the peer secret are masked when the config is printed', () => {
+    const config = load({
+      flags: { store: 'redis://:hunter22@127.0.0.1:6379', ...FLEET },
+      env: { SLUICE_PEER_SECRET: 'fleet-secret-0123456789' },
+    });
+    assert.equal(config.peer?.secret, 'fleet-secret-0123456789');
+    const printed = JSON.stringify(config);
+    assert.doesNotMatch(printed, /hunter22|fleet-secret/);
+    refuses(
+      { flags: { store: 'redis://h:1', ...FLEET }, env: { SLUICE_PEER_SECRET: 'short' } },
+      'peerSecret',
+      /16/,
+    );
+  });
+});

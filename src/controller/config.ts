@@ -27,7 +27,9 @@ import {
   show,
 } from '../config/values.js';
 import { ConfigError, SluiceError } from '../errors.js';
-import { hashToken, type Route } from '../store/model.js';
+import { hashToken, type Route, type StoreLocation } from '../store/model.js';
+
+export type { StoreLocation } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import { RouteTable, validateRoute } from './routes.js';
@@ -73,26 +75,6 @@ export interface HttpOptions {
    */
   readonly trustedProxies: readonly string[];
 }
-
-/**
- * Where the controller keeps its state: SQLite in the data dir (one controller), or Redis, which a
- * fleet of controllers shares (docs/fleet.md). `url` is as typed, credentials included; it is masked
- * when the config is serialized.
- */
-export type StoreLocation =
-  | { readonly kind: 'sqlite' }
-  | { readonly kind: 'redis'; readonly url: string }
-  | {
-      readonly kind: 'sentinel';
-      readonly url: string;
-      /** host:port of each Sentinel. */
-      readonly sentinels: readonly HostPort[];
-      /** The monitored master's name. */
-      readonly name: string;
-      readonly db: number;
-      /** `rediss+sentinel://`: TLS to the Sentinels and to the master. */
-      readonly tls: boolean;
-    };
 
 /** The listener other controllers of a fleet dial, and the URL they dial it at. */
 export interface PeerConfig {

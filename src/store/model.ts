@@ -1,7 +1,9 @@
-// The records the controller's state is made of, and the digest a token is kept as, shared by the store
-// that keeps them and the controller code that validates and serves them. A leaf: it imports no Sluice
-// module, so neither the store nor the config loader reaches into the controller's runtime for them.
+// The records the controller's state is made of, the digest a token is kept as, and where the store
+// lives, shared by the store that keeps them and the controller code that validates and serves them.
+// A leaf: it imports only the config leaf's value types, so neither the store nor the config loader
+// reaches into the controller's runtime for them.
 import { createHash } from 'node:crypto';
+import type { HostPort } from '../config/values.js';
 
 export interface Route {
   /** An exact hostname (`app.example.test`) or a wildcard (`*.example.test`), lowercase. */
@@ -17,3 +19,23 @@ export interface Route {
 export function hashToken(token: string): string {
   return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
+
+/**
+ * Where the controller keeps its state: SQLite in the data dir (one controller), or Redis, which a
+ * fleet of controllers shares (docs/fleet.md). `url` is as typed, credentials included; it is masked
+ * when the config is serialized.
+ */
+export type StoreLocation =
+  | { readonly kind: 'sqlite' }
+  | { readonly kind: 'redis'; readonly url: string }
+  | {
+      readonly kind: 'sentinel';
+      readonly url: string;
+      /** host:port of each Sentinel. */
+      readonly sentinels: readonly HostPort[];
+      /** The monitored master's name. */
+      readonly name: string;
+      readonly db: number;
+      /** `rediss+sentinel://`: TLS to the Sentinels and to the master. */
+      readonly tls: boolean;
+    };

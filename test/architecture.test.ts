@@ -45,6 +45,7 @@ const LEAF = (name: string): Layer => ({ name, rank: 0, leaf: true });
  * | logging.ts      | leaf       | logger helpers                                                     |
  * | metrics.ts      | leaf       | the Prometheus registry and the /metrics answer                    |
  * | diagnostics.ts  | leaf       | the memory report                                                  |
+ * | version.ts      | leaf       | the package version (CLI, HELLO, status)                           |
  */
 const LAYERS: readonly (readonly [prefix: string, layer: Layer])[] = [
   ['protocol/', PROTOCOL],
@@ -62,6 +63,7 @@ const LAYERS: readonly (readonly [prefix: string, layer: Layer])[] = [
   ['logging.ts', LEAF('logging')],
   ['metrics.ts', LEAF('metrics')],
   ['diagnostics.ts', LEAF('diagnostics')],
+  ['version.ts', LEAF('version')],
 ];
 
 const HTTP_MODULES = new Set(['http', 'https', 'http2', 'node:http', 'node:https', 'node:http2']);

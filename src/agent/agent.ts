@@ -20,6 +20,7 @@ import type { Stream } from '../tunnel/stream.js';
 import type { AgentConfig } from './config.js';
 import { AgentMetrics } from './metrics.js';
 import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
+import { sluiceVersion } from '../version.js';
 
 export interface AgentHandle {
   /** Tunnels up right now (draining ones not counted). */
@@ -307,6 +308,7 @@ class TunnelSlot {
         agent: config.name,
         replica: config.replica,
         caps: slotCaps({ index: this.index, generation: this.#generation }),
+        version: sluiceVersion(),
       },
       options: config.tunnel,
       logger: this.#log,

@@ -4,7 +4,6 @@
 // (docs/configuration.md "Exit codes"). Commands that later issues build say so plainly rather than pretending. The
 // admin commands live in admin.ts. The controller and dev are imported only when run: they load the
 // SQLite store, which an agent neither needs nor may have installed.
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
@@ -24,6 +23,7 @@ import { type ControllerConfig, loadControllerConfig } from '../controller/confi
 import type { DevHandle, DevOptions } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
 import type { Io, Run } from './run.js';
+import { sluiceVersion } from '../version.js';
 
 const USAGE = `Usage: sluice <command> [flags]
 
@@ -118,13 +118,6 @@ const stdio: Io = {
   err: (text) => process.stderr.write(text),
 };
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
-
 /**
  * Runs one command. A service command runs until `signal` aborts; without one, until SIGINT or SIGTERM.
  * Resolves to the exit code.
@@ -136,7 +129,7 @@ export async function main(argv: readonly string[], io: Io = stdio, signal?: Abo
     return command === undefined ? 2 : 0;
   }
   if (command === '-v' || command === '--version') {
-    io.out(`sluice ${version()}\n`);
+    io.out(`sluice ${sluiceVersion()}\n`);
     return 0;
   }
   const run = { io, signal, env: process.env };

@@ -338,6 +338,7 @@ function listTunnels(registry: TunnelRegistry): unknown[] {
       cluster: t.cluster,
       agent: t.agent,
       replica: t.replica,
+      version: t.version ?? null,
       remote: t.remote ?? null,
       since: new Date(t.since).toISOString(),
       rttMs: stats.rttMs,

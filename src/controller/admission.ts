@@ -168,6 +168,7 @@ export class TunnelAdmission {
       cluster: candidate.cluster!,
       agent: peer.agent,
       replica: peer.replica,
+      ...(peer.version === undefined ? {} : { version: peer.version }),
       ...(slot === undefined ? {} : { slot }),
       since: Date.now(),
       tokenHash: hashToken(candidate.token),

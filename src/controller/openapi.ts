@@ -97,6 +97,11 @@ export const OPENAPI = Object.freeze({
           cluster: { type: 'string' },
           agent: { type: 'string' },
           replica: { type: 'string' },
+          version: {
+            type: 'string',
+            nullable: true,
+            description: "The agent's version from its HELLO; null for an agent that sends none",
+          },
           remote: { type: 'string', nullable: true },
           since: time,
           rttMs: { type: 'number' },

@@ -13,6 +13,8 @@ export interface Tunnel {
   readonly cluster: string;
   readonly agent: string;
   readonly replica: string;
+  /** The agent's software version from its HELLO; absent for agents that do not send one. */
+  readonly version?: string;
   /** Which of the agent's tunnels this is, and its dial count; absent when HELLO carried neither. */
   readonly slot?: TunnelSlotId;
   readonly since: number;

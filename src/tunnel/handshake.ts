@@ -15,6 +15,8 @@ export interface Hello {
   readonly replica: string;
   readonly caps: readonly string[];
   readonly window: number;
+  /** The client's software version, when it said one (optional; absent from older agents). */
+  readonly version?: string;
 }
 
 /** The peer as this side knows it after the handshake. The token is never kept. */
@@ -22,6 +24,8 @@ export interface PeerInfo {
   readonly agent: string;
   readonly replica: string;
   readonly caps: readonly string[];
+  /** The peer's software version, when its HELLO carried one. */
+  readonly version?: string;
 }
 
 export type AuthResult =
@@ -39,6 +43,8 @@ export interface ClientHello {
   agent: string;
   replica: string;
   caps?: readonly string[];
+  /** This side's software version, e.g. `0.1.0`; left out of HELLO when absent. */
+  version?: string;
 }
 
 /** The server side's part: who may open a session, and what it offers. */
@@ -70,9 +76,10 @@ export interface HandshakeHost {
 
 /** HELLO for `hello` and our window. Throws SLUICE_ERR_FRAME_SIZE if it is too large to send. */
 export function encodeHello(hello: ClientHello, window: number): Buffer {
-  const { token, agent, replica, caps = [] } = hello;
+  const { token, agent, replica, caps = [], version } = hello;
+  const body = { token, agent, replica, caps, window, ...(version === undefined ? {} : { version }) };
   try {
-    return encodeJsonFrame(FrameType.HELLO, 0, { token, agent, replica, caps, window });
+    return encodeJsonFrame(FrameType.HELLO, 0, body);
   } catch (err) {
     throw new SluiceError('SLUICE_ERR_FRAME_SIZE', `HELLO: ${(err as Error).message}`);
   }
@@ -179,7 +186,12 @@ export class ServerHandshake extends Handshake {
     host.write(encodeJsonFrame(FrameType.WELCOME, 0, { session: id, window: this.#window, caps }));
     host.established({
       id,
-      peer: { agent: hello.agent, replica: hello.replica, caps },
+      peer: {
+        agent: hello.agent,
+        replica: hello.replica,
+        caps,
+        ...(hello.version === undefined ? {} : { version: hello.version }),
+      },
       peerWindow: hello.window,
     });
   }
@@ -193,11 +205,16 @@ function isName(v: unknown): v is string {
   return typeof v === 'string' && v.length >= 1 && v.length <= 128;
 }
 
+/** A version is informational: one that is not 1 to 64 printable ASCII characters is dropped, never fatal. */
+function versionOf(v: unknown): { version?: string } {
+  return typeof v === 'string' && /^[\x21-\x7e]{1,64}$/.test(v) ? { version: v } : {};
+}
+
 function parseHello(o: Record<string, unknown>): Hello {
   if (typeof o.token !== 'string') throw new ProtocolError('HELLO without a token');
   if (!isName(o.agent)) throw new ProtocolError('HELLO agent must be a string of 1 to 128 characters');
   if (!isName(o.replica)) throw new ProtocolError('HELLO replica must be a string of 1 to 128 characters');
   if (!isWindow(o.window)) throw new ProtocolError('HELLO without a valid window');
   const caps = Array.isArray(o.caps) ? o.caps.filter((c): c is string => typeof c === 'string') : [];
-  return { token: o.token, agent: o.agent, replica: o.replica, caps, window: o.window };
+  return { token: o.token, agent: o.agent, replica: o.replica, caps, window: o.window, ...versionOf(o.version) };
 }

@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { ask, BIN, Stack } from '../helpers/sluice-procs.js';
 import { startOrigin } from '../helpers/origin.js';
 import { READY_MS, scaled } from '../helpers/wait.js';
+import { sluiceVersion } from '../../src/version.js';
 
 const ADMIN_TOKEN = 'cli-test-admin-token-0123456789';
 // The child must not pick up the settings of whoever runs the tests.
@@ -105,10 +106,11 @@ test('token create prints the token once; an agent connects with it; status list
   const status = await sluice(['status']);
   assert.match(
     status.stdout,
-    /^CLUSTER +AGENT +REPLICA +REMOTE +SINCE +RTT +STREAMS +BYTESIN +BYTESOUT\nweb +cli-agent /,
+    /^CLUSTER +AGENT +REPLICA +VERSION +REMOTE +SINCE +RTT +STREAMS +BYTESIN +BYTESOUT\nweb +cli-agent +\S+ +\d+\.\d+\.\d+\S* /,
   );
   const tunnels = JSON.parse((await sluice(['status', '--json'])).stdout).tunnels;
   assert.equal(tunnels.length, 1);
+  assert.equal(tunnels[0].version, sluiceVersion());
 
   const tokens = JSON.parse((await sluice(['token', 'ls', 'web', '--json'])).stdout).tokens;
   assert.equal(tokens.length, 1);

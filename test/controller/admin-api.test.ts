@@ -16,6 +16,7 @@ import { OPENAPI } from '../../src/controller/openapi.js';
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { ask } from '../helpers/sluice-procs.js';
 import { EVENT_MS, scaled, within } from '../helpers/wait.js';
+import { sluiceVersion } from '../../src/version.js';
 
 const silent = pino({ level: 'silent' });
 const SEED_TOKEN = 'seed-token-0123456789abcdef';
@@ -233,6 +234,7 @@ describe('tokens and tunnels', () => {
       assert.equal(reply.body.toString(), 'origin says hi');
       const [tunnel] = (await api('GET', '/api/tunnels')).json.tunnels;
       assert.equal(tunnel.agent, 'api-test');
+      assert.equal(tunnel.version, sluiceVersion(), 'the version the agent sent in HELLO');
       assert.equal(tunnel.cluster, 'agents');
       assert.match(tunnel.remote, /^127\.0\.0\.1:\d+$/);
       assert.ok(!Number.isNaN(Date.parse(tunnel.since)));

@@ -13,6 +13,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, Stack } from '../helpers/sluice-procs.js';
 import { EVENT_MS, READY_MS, scaled } from '../helpers/wait.js';
+import { sluiceVersion } from '../../src/version.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM)
@@ -97,7 +98,10 @@ describe('the dashboard in Chromium', { skip }, () => {
     await tunnelRows.nth(1).waitFor();
     const rows = await tunnelRows.allInnerTexts();
     assert.equal(rows.length, 2, rows.join('\n'));
-    for (const row of rows) assert.match(row, /^dash-agent\t[0-9a-f]{8}\t127\.0\.0\.1:\d+\t\d+ s ago\t/);
+    // The version column shows what the agent said in its HELLO: this package's version.
+    const version = sluiceVersion().replaceAll('.', '\\.');
+    const shape = new RegExp(`^dash-agent\\t[0-9a-f]{8}\\t${version}\\t127\\.0\\.0\\.1:\\d+\\t\\d+ s ago\\t`);
+    for (const row of rows) assert.match(row, shape);
     await page.locator('#tunnels tr.group', { hasText: 'c1' }).filter({ hasText: '2 tunnels' }).waitFor();
     assert.equal(await page.locator('#count-tunnels').innerText(), '2');
     assert.equal(await page.evaluate('window.sluiceTestMark'), 42, 'the page was not reloaded');

@@ -54,6 +54,8 @@ interface Tunnel {
   cluster: string;
   agent: string;
   replica: string;
+  /** null for an agent whose HELLO carried no version. */
+  version: string | null;
   remote: string | null;
   since: string;
   /** -1 until the first ping has come back. */
@@ -229,7 +231,7 @@ function renderTunnels(snapshot: Snapshot): void {
   for (const [name, tunnels] of byCluster) {
     const body = document.createElement('tbody');
     const heading = cell(name);
-    heading.colSpan = 8;
+    heading.colSpan = 9;
     const agents = new Set(tunnels.map((t) => `${t.agent}\u0000${t.replica}`)).size;
     const note = document.createElement('span');
     note.className = tunnels.length === 0 ? 'warn' : 'muted';
@@ -254,6 +256,7 @@ function renderTunnels(snapshot: Snapshot): void {
         row([
           agent,
           cell(t.replica, 'mono'),
+          cell(t.version ?? '–', 'mono'),
           cell(t.remote ?? '–', 'mono'),
           since,
           cell(t.rttMs < 0 ? '–' : `${t.rttMs.toFixed(1)} ms`, 'num'),
@@ -267,7 +270,7 @@ function renderTunnels(snapshot: Snapshot): void {
   }
   if (byCluster.size === 0) {
     const body = document.createElement('tbody');
-    body.append(spanning('No clusters yet.', 8, 'empty'));
+    body.append(spanning('No clusters yet.', 9, 'empty'));
     table.append(body);
   }
 }

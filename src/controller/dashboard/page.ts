@@ -75,6 +75,7 @@ export const INDEX_HTML: string = /* HTML */ `<!doctype html>
               <tr>
                 <th>Agent</th>
                 <th>Replica</th>
+                <th>Version</th>
                 <th>Remote address</th>
                 <th>Connected since</th>
                 <th class="num">RTT</th>

@@ -43,6 +43,8 @@ export function createAdminApi(
   registry: TunnelRegistry,
   adminToken: string,
   traffic: Traffic,
+  /** A fleet member's view of the fleet (docs/fleet.md); absent for a lone controller. */
+  fleet?: () => unknown[],
 ): AdminApi {
   const routes: Handler[] = [
     ['GET', /^\/api\/clusters$/, async () => ({ clusters: await control.store.listClusters() })],
@@ -56,6 +58,7 @@ export function createAdminApi(
     ['DELETE', /^\/api\/routes$/, (_m, body, query) => removeRoute(control, body, query)],
     ['GET', /^\/api\/tunnels$/, () => ({ tunnels: listTunnels(registry) })],
     ['GET', /^\/api\/traffic$/, async () => traffic.snapshot(await control.store.listRoutes())],
+    ['GET', /^\/api\/fleet$/, () => ({ fleet: fleet !== undefined, instances: fleet?.() ?? [] })],
   ];
   return {
     handle(req, res, path) {

@@ -17,18 +17,31 @@ export interface PublicSide {
   readonly http: HttpListener;
 }
 
+/** What the probes and /api/fleet read of the running controller. */
+export interface AdminHooks {
+  /** Whether to answer /readyz with 200, and why not (or what is degraded). */
+  ready(): { ready: boolean; reasons: string[] };
+}
+
 export function createAdminServer(
   registry: TunnelRegistry,
   front: PublicSide,
   api: AdminApi,
   metrics: ControllerMetrics,
+  hooks: AdminHooks = { ready: () => ({ ready: true, reasons: [] }) },
 ): Server {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     if (api.handle(req, res, path)) return;
     if (serveDashboard(req, res, path)) return;
-    if (path === '/healthz' || path === '/readyz') {
+    if (path === '/healthz') {
       sendJson(res, 200, { ok: true, tunnels: registry.all().length });
+      return;
+    }
+    if (path === '/readyz') {
+      const { ready, reasons } = hooks.ready();
+      const body = { ok: ready, tunnels: registry.all().length };
+      sendJson(res, ready ? 200 : 503, reasons.length === 0 ? body : { ...body, reasons });
       return;
     }
     // Without the admin token, like the probes: the admin listener is a private port Prometheus scrapes.

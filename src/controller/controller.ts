@@ -16,6 +16,7 @@ import { ControlPlane, loadAdminToken, seedFrom, seedSource } from './control.js
 import { ClusterDispatcher } from './dispatcher.js';
 import { PublicEdge } from './edge.js';
 import { closeHttp, HttpListener, listenHttp } from './http-listener.js';
+import { Fleet } from './fleet.js';
 import { ControllerMetrics } from './metrics.js';
 import type { PublicListener } from './public-listener.js';
 import { shutdown } from './shutdown.js';
@@ -71,9 +72,20 @@ export async function startController(
     inFlight: () => edge.inFlight,
   });
   const traffic = new Traffic();
+  // With a Redis store this controller is one of a fleet: a cluster with no tunnel here may have one
+  // on a peer (docs/fleet.md).
+  let fleet: Fleet | undefined;
+  if (config.peer !== undefined && config.store.kind !== 'sqlite') {
+    try {
+      fleet = await Fleet.start({ ...config, peer: config.peer }, registry, metrics, logger);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
   const edge = new PublicEdge({
     routes: () => control.routes,
-    dispatcher: new ClusterDispatcher(registry),
+    dispatcher: new ClusterDispatcher(fleet?.source ?? registry),
     http: config.http,
     logger: logger.child({ component: 'edge' }),
     proto: 'http',
@@ -87,6 +99,7 @@ export async function startController(
   const closers: (() => Promise<void>)[] = [];
   const ready = readinessLogger(logger);
   const closeStore = (): Promise<void> => store.close();
+  if (fleet !== undefined) closers.push(() => fleet.close());
   let stopping = false;
   try {
     http = await HttpListener.start(config, edge);
@@ -119,13 +132,22 @@ export async function startController(
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
       const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
-      const api = createAdminApi(control, registry, adminToken, traffic);
-      const admin = createAdminServer(registry, { edge, http }, api, metrics);
+      const api = createAdminApi(
+        control,
+        registry,
+        adminToken,
+        traffic,
+        fleet === undefined ? undefined : () => fleet.instances(),
+      );
+      const admin = createAdminServer(registry, { edge, http }, api, metrics, {
+        ready: () => readiness(stopping, fleet),
+      });
       adminUrl = await listenHttp(admin, config.adminListen, 'adminListen');
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
     }
-    const running = { frontEnds, requests: edge, registry, tunnels, closers };
+    const requests = fleet === undefined ? edge : inFlightOf(edge, fleet.relaying);
+    const running = { frontEnds, requests, registry, tunnels, closers, fleet };
     return {
       publicUrl: http.url,
       tunnelUrl: tunnels.url,
@@ -140,6 +162,32 @@ export async function startController(
     await closeStore();
     throw err;
   }
+}
+
+/**
+ * What /readyz answers: not ready while draining (a load balancer stops sending new connections). A
+ * fleet member whose Redis is away stays ready, serving from its caches, and says so.
+ */
+function readiness(stopping: boolean, fleet: Fleet | undefined): { ready: boolean; reasons: string[] } {
+  const reasons: string[] = [];
+  if (stopping) reasons.push('draining: the controller is stopping');
+  const problem = fleet?.problem;
+  if (problem !== undefined) reasons.push(`store unavailable, serving from the cache: ${problem}`);
+  return { ready: !stopping, reasons };
+}
+
+type InFlight = { readonly inFlight: number; whenIdle(): Promise<void> };
+
+/** Requests and relayed peer streams together, for the drain. */
+function inFlightOf(a: InFlight, b: InFlight): InFlight {
+  return {
+    get inFlight() {
+      return a.inFlight + b.inFlight;
+    },
+    async whenIdle() {
+      while (a.inFlight + b.inFlight > 0) await Promise.all([a.whenIdle(), b.whenIdle()]);
+    },
+  };
 }
 
 function announceOnStderr(token: string, file: string): void {

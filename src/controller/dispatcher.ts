@@ -20,6 +20,21 @@ export interface TunnelSource {
   pick(cluster: string, exclude: ReadonlySet<Tunnel>): Tunnel | undefined;
   /** Why pick() found none, in a sentence for an error page. */
   unavailableReason(cluster: string): string;
+  /**
+   * When pick() found none: resolves true when it may find one now (a tunnel of `cluster` was expected
+   * to land and something changed), false when none is expected or `deadline` (ms since the epoch)
+   * passed. Absent: the dispatcher never waits (one controller: a lost tunnel is 503 at once).
+   */
+  waitForTunnel?(cluster: string, deadline: number): Promise<boolean>;
+}
+
+/** The longest a request waits in waitForTunnel for its cluster's tunnels to land elsewhere. */
+export const TUNNEL_WAIT_MS = 5_000;
+
+/** What a stream opened to a peer controller carries: the cluster, and the open metadata for the agent. */
+export interface PeerStreamMeta {
+  readonly cluster: string;
+  readonly forwarded: StreamMeta;
 }
 
 /** A stream to the cluster, on the tunnel that carries it. */
@@ -93,7 +108,10 @@ export class ClusterDispatcher {
       if (tunnel === undefined) break;
       exclude.add(tunnel);
       try {
-        return { tunnel, stream: tunnel.session.open(meta), skipped: code };
+        // A peer controller relays the stream to its own tunnel of the cluster, which it reads from here.
+        const opening =
+          tunnel.peer === undefined ? meta : ({ cluster, forwarded: meta } satisfies PeerStreamMeta);
+        return { tunnel, stream: tunnel.session.open(opening), skipped: code };
       } catch (err) {
         failed = err as Error;
         if (err instanceof SluiceError) code = err.code;
@@ -127,9 +145,14 @@ export class ClusterDispatcher {
   async dispatch<R>(cluster: string, meta: StreamMeta, handler: DispatchHandler<R>): Promise<R> {
     const exclude = new Set<Tunnel>();
     let refused: R | undefined;
+    let deadline: number | undefined;
     for (;;) {
       const opened = this.open(cluster, meta, { exclude });
       if (opened.tunnel === undefined) {
+        if (opened.cause === 'none-left' && exclude.size < MAX_ATTEMPTS && this.#source.waitForTunnel) {
+          deadline ??= Date.now() + TUNNEL_WAIT_MS;
+          if (await this.#source.waitForTunnel(cluster, deadline)) continue;
+        }
         if (refused !== undefined && opened.cause === 'none-left') return refused;
         return handler.unavailable(opened);
       }

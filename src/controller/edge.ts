@@ -67,6 +67,8 @@ export interface RequestDone {
    * a stream that could not be opened); absent when none. A tunnel's own end is not repeated here.
    */
   readonly code?: SluiceErrorCode;
+  /** The peer controller (its instance id) the request went through; absent when served locally. */
+  readonly peer?: string;
   /** Why this edge refused it, for requests answered with an error page. */
   readonly reason?: string;
   /** `reason` as a stable code (docs/errors.md), the `code` of the JSON error page. */
@@ -101,6 +103,8 @@ interface LogFields {
   route: string | undefined;
   cluster: string | undefined;
   agent: string | undefined;
+  /** The peer controller a fleet forwarded it through (its instance id); undefined when local. */
+  peer: string | undefined;
   /** The client's address: the peer's, or what a trusted proxy in front said (http.trustedProxies). */
   client: string;
   status: number;
@@ -292,6 +296,7 @@ export class PublicEdge {
       route: undefined,
       cluster: undefined,
       agent: undefined,
+      peer: undefined,
       client: this.#client(req),
       status: 0,
       bytesIn: 0,
@@ -520,7 +525,11 @@ class TunnelAttempt implements DispatchHandler<Outcome> {
 
   run(opened: Opened): Promise<Outcome> {
     if (opened.skipped !== undefined) this.#stats.code = opened.skipped;
-    this.#exchange.log.agent = `${opened.tunnel.agent}/${opened.tunnel.replica}`;
+    const { tunnel } = opened;
+    const log = this.#exchange.log;
+    // Through a peer, the agent is one hop further and unknown here: the log names the peer instead.
+    log.agent = tunnel.peer === undefined ? `${tunnel.agent}/${tunnel.replica}` : undefined;
+    log.peer = tunnel.peer;
     return this.#exchange.run(opened.stream, this.#meta, this.#stats);
   }
 

@@ -39,6 +39,7 @@ export class ControllerMetrics {
   readonly #clusters = new Map<string, ClusterCounts>();
   readonly #duration: Histogram<'cluster'>;
   readonly #errors: Counter<'code'>;
+  readonly #peerStreams: Counter<'peer' | 'direction' | 'result'>;
 
   constructor(gauges: ControllerGauges) {
     const registers = [this.registry];
@@ -92,6 +93,14 @@ export class ControllerMetrics {
       labelNames: ['code'] as const,
       registers,
     });
+    this.#peerStreams = new Counter({
+      name: 'sluice_peer_streams_total',
+      help:
+        'Streams between the controllers of a fleet, by peer instance id, direction (out: sent to the peer; ' +
+        'in: from it) and result (relayed, or refused: no usable local tunnel).',
+      labelNames: ['peer', 'direction', 'result'] as const,
+      registers,
+    });
     this.#tunnelGauges(gauges);
     new Gauge({
       name: 'sluice_upgrades_open',
@@ -126,6 +135,13 @@ export class ControllerMetrics {
     // An upgrade lasts as long as its connection: its lifetime is no request latency.
     if (done.kind === 'http') counts.duration.observe(done.ms / 1000);
     if (done.code !== undefined) this.#errors.inc({ code: done.code });
+    if (done.peer !== undefined)
+      this.#peerStreams.inc({ peer: done.peer, direction: 'out', result: 'relayed' });
+  };
+
+  /** A stream a peer controller sent here: relayed to a local tunnel, or refused. */
+  readonly peerStreamReceived = (peer: string, relayed: boolean): void => {
+    this.#peerStreams.inc({ peer, direction: 'in', result: relayed ? 'relayed' : 'refused' });
   };
 
   /** Counts the code of a tunnel that closed with an error or failed its handshake. */

@@ -23,20 +23,29 @@ export interface Running {
   registry: TunnelRegistry;
   /** The tunnel listener. */
   tunnels: { stopAccepting(): void };
+  /**
+   * A fleet member's peer side: told first, so that peers stop sending streams here while the ones
+   * they sent (counted in `requests`) finish; what is left is cut with the tunnels.
+   */
+  fleet?: { drain(graceMs: number): Promise<unknown>; destroy(err: Error): void };
   /** Closes the rest once the tunnels are gone: the tunnel and admin listeners, timers. */
   closers: readonly (() => Promise<void>)[];
 }
 
 export async function shutdown(running: Running, graceMs: number, logger: Logger): Promise<void> {
-  const { frontEnds, requests, registry, tunnels, closers } = running;
+  const { frontEnds, requests, registry, tunnels, closers, fleet } = running;
   const live = registry.all();
   logger.info(
     { event: 'stopping', inFlight: requests.inFlight, tunnels: live.length, graceMs },
     'controller stopping',
   );
+  const peersDrained = fleet?.drain(graceMs + UPGRADE_CLOSE_MS);
   for (const front of frontEnds) front.startDrain();
   tunnels.stopAccepting();
-  const drained = Promise.allSettled(live.map((t) => t.session.close(graceMs + UPGRADE_CLOSE_MS)));
+  const drained = Promise.allSettled([
+    ...live.map((t) => t.session.close(graceMs + UPGRADE_CLOSE_MS)),
+    peersDrained,
+  ]);
   if (!(await idleWithin(requests, graceMs))) {
     let upgrades = 0;
     for (const front of frontEnds) upgrades += front.closeUpgraded();
@@ -49,6 +58,7 @@ export async function shutdown(running: Running, graceMs: number, logger: Logger
   }
   const cut = new SessionError('SLUICE_ERR_SHUTDOWN', 'the controller stopped: grace period ended');
   for (const tunnel of registry.all()) tunnel.session.destroy(cut);
+  fleet?.destroy(cut);
   await drained;
   await Promise.allSettled([...frontEnds.map((front) => front.close()), ...closers.map((close) => close())]);
   logger.info({ event: 'stopped' }, 'controller stopped');

@@ -20,8 +20,13 @@ export interface Tunnel {
   readonly since: number;
   /** `sha256:<hex>` of the token the agent authenticated with: revoking it closes this tunnel. */
   readonly tokenHash?: string;
-  /** The agent's address as the tunnel listener saw it, `host:port`. */
+  /** The agent's address as the tunnel listener saw it, `host:port`; a peer's URL for a peer tunnel. */
   readonly remote?: string;
+  /**
+   * Set on a session to a peer controller of the fleet (peers.ts), never in the registry: its instance
+   * id. A stream opened on it carries its cluster in the open metadata.
+   */
+  readonly peer?: string;
 }
 
 export class TokenIndex {
@@ -47,6 +52,7 @@ export class TokenIndex {
 
 export class TunnelRegistry {
   readonly #byCluster = new Map<string, Tunnel[]>();
+  readonly #listeners: ((tunnel: Tunnel, op: 'add' | 'remove') => void)[] = [];
   /** The newest tunnel of each agent slot: cluster, agent, replica and slot index → tunnel. */
   readonly #bySlot = new Map<string, Tunnel>();
 
@@ -73,7 +79,17 @@ export class TunnelRegistry {
     const list = this.#byCluster.get(tunnel.cluster);
     if (list === undefined) this.#byCluster.set(tunnel.cluster, [tunnel]);
     else list.push(tunnel);
+    this.#changed(tunnel, 'add');
     return replaced;
+  }
+
+  /** Calls `listener` after every tunnel added or removed (fleet presence, waiting requests). */
+  onChange(listener: (tunnel: Tunnel, op: 'add' | 'remove') => void): void {
+    this.#listeners.push(listener);
+  }
+
+  #changed(tunnel: Tunnel, op: 'add' | 'remove'): void {
+    for (const listener of this.#listeners) listener(tunnel, op);
   }
 
   remove(tunnel: Tunnel): void {
@@ -84,8 +100,17 @@ export class TunnelRegistry {
     const list = this.#byCluster.get(tunnel.cluster);
     if (list === undefined) return;
     const i = list.indexOf(tunnel);
-    if (i !== -1) list.splice(i, 1);
+    if (i === -1) return;
+    list.splice(i, 1);
     if (list.length === 0) this.#byCluster.delete(tunnel.cluster);
+    this.#changed(tunnel, 'remove');
+  }
+
+  /** Cluster name → tunnels held (draining ones too), for fleet presence. */
+  counts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const [cluster, list] of this.#byCluster) counts[cluster] = list.length;
+    return counts;
   }
 
   /**

@@ -220,6 +220,11 @@ export class Session extends EventEmitter implements StreamOwner {
     return this.#localGoAway || this.#remoteGoAway;
   }
 
+  /** True once this side sent GO_AWAY (it is draining the session), whether or not the peer did. */
+  get goAwaySent(): boolean {
+    return this.#localGoAway;
+  }
+
   get streamCount(): number {
     return this.#streams.size;
   }

@@ -3,9 +3,8 @@
 // several of them. Every controller seeds the same YAML (cluster `c1` with TOKEN, the given routes),
 // as a platform's fleet would. Ports are fixed at the first start, so that a restarted controller comes
 // back where its agents, its peers and the load balancer look for it.
-import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from './listen.js';
 import { join } from 'node:path';
 import { RedisServer } from './redis.js';
 import { SluiceProcess, TOKEN, tempDir } from './sluice-procs.js';
@@ -29,14 +28,6 @@ export interface FleetOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra flags for every controller, e.g. ['--grace-period', '2s']. */
   args?: string[];
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 export class FleetController {

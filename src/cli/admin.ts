@@ -162,7 +162,18 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
     if (json) return show(r);
     // rttMs is -1 until the first ping has measured it: shown as '-'.
     const rows = r.tunnels.map((t) => ({ ...t, rtt: rtt(Number(t.rttMs)) }));
-    const cols = ['cluster', 'agent', 'replica', 'version', 'remote', 'since', 'rtt', 'streams', 'bytesIn', 'bytesOut'];
+    const cols = [
+      'cluster',
+      'agent',
+      'replica',
+      'version',
+      'remote',
+      'since',
+      'rtt',
+      'streams',
+      'bytesIn',
+      'bytesOut',
+    ];
     return table(rows, cols);
   },
 };

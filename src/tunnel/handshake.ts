@@ -216,5 +216,12 @@ function parseHello(o: Record<string, unknown>): Hello {
   if (!isName(o.replica)) throw new ProtocolError('HELLO replica must be a string of 1 to 128 characters');
   if (!isWindow(o.window)) throw new ProtocolError('HELLO without a valid window');
   const caps = Array.isArray(o.caps) ? o.caps.filter((c): c is string => typeof c === 'string') : [];
-  return { token: o.token, agent: o.agent, replica: o.replica, caps, window: o.window, ...versionOf(o.version) };
+  return {
+    token: o.token,
+    agent: o.agent,
+    replica: o.replica,
+    caps,
+    window: o.window,
+    ...versionOf(o.version),
+  };
 }

@@ -17,7 +17,7 @@ export interface PublicSide {
   readonly http: HttpListener;
 }
 
-/** What the probes and /api/fleet read of the running controller. */
+/** What the probes read of the running controller. */
 export interface AdminHooks {
   /** Whether to answer /readyz with 200, and why not (or what is degraded). */
   ready(): { ready: boolean; reasons: string[] };

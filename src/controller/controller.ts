@@ -118,8 +118,13 @@ export async function startController(
 
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
-      const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
-      const api = createAdminApi(control, registry, adminToken, traffic);
+      const adminTokenHash = await loadAdminToken(
+        config,
+        store,
+        options.announceAdminToken ?? announceOnStderr,
+        (message) => logger.info({ event: 'admin-token' }, message),
+      );
+      const api = createAdminApi(control, registry, adminTokenHash, traffic);
       const admin = createAdminServer(registry, { edge, http }, api, metrics);
       adminUrl = await listenHttp(admin, config.adminListen, 'adminListen');
       closers.push(() => closeHttp(admin));

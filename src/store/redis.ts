@@ -126,6 +126,9 @@ export class RedisStore implements Store {
   #everSubscribed = false;
   #lastError: string | undefined;
   #closed = false;
+  /** What this store last seeded and the settings it holds: put back should Redis come back empty. */
+  #lastSeed: { seed: Seed; source: string } | undefined;
+  readonly #claims = new Map<string, string>();
 
   constructor(location: Exclude<StoreLocation, { kind: 'sqlite' }>, options: RedisStoreOptions = {}) {
     this.#logger = options.logger;
@@ -278,17 +281,20 @@ export class RedisStore implements Store {
     });
   }
 
-  seed(seed: Seed, source: string): Promise<void> {
-    return this.#write((s) => {
+  async seed(seed: Seed, source: string): Promise<void> {
+    await this.#write((s) => {
       claimSeed(s, seed, source);
       dropUnowned(s);
       upsertSeed(s, seed);
       return { result: undefined, change: { kind: 'seed', op: 'seed', source } };
     });
+    this.#lastSeed = { seed, source };
   }
 
   async claim(key: string, value: string): Promise<string> {
-    return this.#call(() => this.#client.sluiceClaim(SETTINGS_KEY, key, value));
+    const held = await this.#call(() => this.#client.sluiceClaim(SETTINGS_KEY, key, value));
+    this.#claims.set(key, held);
+    return held;
   }
 
   watch(onChange: (change: StoreChange) => void): () => void {
@@ -413,8 +419,28 @@ export class RedisStore implements Store {
       this.#everSubscribed = true;
       return;
     }
+    await this.#restoreIfEmpty();
     this.#logger?.info({ store: this.#where }, 'store connection restored; rebuilding caches');
     this.#emit({ kind: 'reset' });
+  }
+
+  /**
+   * A Redis that restarted without persistence comes back empty (no version key): put back this
+   * store's last seed and its claimed settings (every controller claimed the same values), so that the
+   * YAML's entries and the fleet's admin token survive. Entries made through the API are lost with it.
+   */
+  async #restoreIfEmpty(): Promise<void> {
+    try {
+      for (let i = 0; i < 250 && this.#client.status !== 'ready' && !this.#closed; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      if ((await this.#call(() => this.#client.exists(VERSION_KEY))) === 1) return;
+      this.#logger?.warn({ store: this.#where }, 'the store came back empty; seeding it again');
+      for (const [key, value] of this.#claims) await this.claim(key, value);
+      if (this.#lastSeed !== undefined) await this.seed(this.#lastSeed.seed, this.#lastSeed.source);
+    } catch (err) {
+      this.#logger?.warn({ store: this.#where, err: (err as Error).message }, 'store not restored');
+    }
   }
 
   #lost(what: string): void {

@@ -32,7 +32,9 @@ async function openStore(): Promise<RedisStore> {
   return store;
 }
 
+/** Empties Redis, and closes the stores of earlier tests, which would otherwise seed it again. */
 async function flush(): Promise<void> {
+  await Promise.all(open.splice(0).map((s) => s.close()));
   const raw = new Redis(redis.url, { lazyConnect: true });
   await raw.connect();
   await raw.flushall();
@@ -142,7 +144,9 @@ describe('redis only', () => {
   test('Redis killed: health says why, calls reject StoreUnavailable fast; back: reset, writes work', async () => {
     await flush();
     const store = await openStore();
+    await store.seed({ clusters: [{ name: 'seeded', hashes: [H1] }], routes: [] }, 'ctl-a');
     await store.addCluster('before');
+    assert.equal(await store.claim('admin-token-hash', 'digest-1'), 'digest-1');
     const events: StoreChange[] = [];
     store.watch((c) => events.push(c));
     await redis.kill();
@@ -165,12 +169,17 @@ describe('redis only', () => {
     await redis.restart();
     await waitFor('health to recover', () => store.health().ok, EVENT_MS);
     await waitFor('a reset event', () => events.some((c) => c.kind === 'reset'));
-    assert.deepEqual(events, [{ kind: 'reset' }]);
-    // The restarted Redis kept nothing (no persistence here); writes work again.
+    assert.deepEqual(events.at(-1), { kind: 'reset' });
+    assert.equal(events.filter((c) => c.kind === 'reset').length, 1);
+    // The restarted Redis kept nothing (no persistence here): the store put back its seed and its
+    // claims before the reset, so the YAML's entries are there again; the API-made cluster is lost.
+    // Writes work again.
     await store.addCluster('after');
     assert.deepEqual(
       (await store.listClusters()).map((c) => c.name),
-      ['after'],
+      ['after', 'seeded'],
     );
+    assert.deepEqual(await store.activeTokens(), [{ cluster: 'seeded', hash: H1 }]);
+    assert.equal(await store.claim('admin-token-hash', 'digest-2'), 'digest-1');
   });
 });

@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
+import { ConfigError } from '../../src/errors.js';
 import { ADMIN_TOKEN_FILE } from '../../src/controller/control.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
@@ -143,6 +144,36 @@ test('a route added through B is served by A; while Redis is down writes get 503
   assert.equal(posted, 201);
   assert.ok(Date.now() - back < scaled(5_000), `writes came back after ${Date.now() - back} ms`);
   assert.equal(await served('after.example.test'), 200);
-  // The restarted Redis had no persistence: the YAML's route was seeded again and still serves.
+  // The restarted Redis had no persistence: the YAML's route was seeded again and still serves, and
+  // the reset rebuilt A's caches from what Redis holds now, which no longer has the API-made route.
   assert.equal(await served('yaml.example.test'), 200);
+  let gone = 0;
+  for (let i = 0; i < 1_000 && Date.now() - back < scaled(EVENT_MS); i++) {
+    gone = await served('api.example.test');
+    if (gone === 404) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(gone, 404);
+});
+
+test('a Redis that does not answer at start is a ConfigError naming store, within a bounded time', async () => {
+  const dead = await RedisServer.start();
+  const url = dead.url;
+  await dead.stop();
+  const started = Date.now();
+  const cfg = inProcessControllerConfig('', join(dir, 'dead'), {
+    SLUICE_STORE: url,
+    SLUICE_PEER_LISTEN: '127.0.0.1:0',
+    SLUICE_PEER_ADVERTISE: 'tcp://127.0.0.1:7001',
+  });
+  await assert.rejects(
+    startController(cfg, silent, { announceAdminToken: () => {} }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.key === 'store' &&
+      err.code === 'SLUICE_ERR_STORE_UNAVAILABLE' &&
+      /is unreachable.*gave up after 10000 ms/.test(err.message),
+  );
+  const ms = Date.now() - started;
+  assert.ok(ms < scaled(15_000), `startup took ${ms} ms to fail`);
 });

@@ -528,21 +528,24 @@ function dropUnowned(s: State): void {
 
 function upsertSeed(s: State, seed: Seed): void {
   const created = now();
+  const byHash = new Map([...s.tokens.values()].map((t) => [t.hash, t]));
   for (const c of seed.clusters) {
     const cluster = s.clusters.get(c.name);
     s.clusters.set(c.name, { name: c.name, created: cluster?.created ?? created, source: 'config' });
     for (const hash of c.hashes) {
       // A token moves to the cluster the file names; a revoked one stays revoked.
-      const token = [...s.tokens.values()].find((t) => t.hash === hash);
+      const token = byHash.get(hash);
       const id = token?.id ?? tokenId();
-      s.tokens.set(id, {
+      const record: TokenRecord = {
         id,
         cluster: c.name,
         hash,
         created: token?.created ?? created,
         revoked: token?.revoked ?? null,
         source: 'config',
-      });
+      };
+      s.tokens.set(id, record);
+      byHash.set(hash, record);
     }
   }
   for (const r of seed.routes) {

@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   'SLUICE_ERR_INVALID_URL',
   'SLUICE_ERR_TLS_CONFIG',
   'SLUICE_ERR_STORE_CONFLICT',
+  'SLUICE_ERR_STORE_UNAVAILABLE',
 ] as const;
 export type SluiceErrorCode = (typeof ERROR_CODES)[number];
 

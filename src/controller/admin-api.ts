@@ -4,7 +4,7 @@
 // effect on the next request.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ConfigError } from '../errors.js';
-import { StoreConflict } from '../store/store.js';
+import { StoreConflict, StoreUnavailable } from '../store/store.js';
 import { adminTokenMatches, type ControlPlane } from './control.js';
 import { OPENAPI } from './openapi.js';
 import { validateRoute } from './routes.js';
@@ -41,6 +41,7 @@ export interface AdminApi {
 export function createAdminApi(
   control: ControlPlane,
   registry: TunnelRegistry,
+  /** The admin token's `sha256:` digest (loadAdminToken). */
   adminToken: string,
   traffic: Traffic,
   /** A fleet member's view of the fleet (docs/fleet.md); absent for a lone controller. */
@@ -143,6 +144,8 @@ function authorize(req: IncomingMessage, adminToken: string): void {
 function asApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof StoreConflict) return new ApiError(409, 'conflict', err.message, err.field);
+  // The store (Redis) is away: nothing was changed, and the same call works once it is back.
+  if (err instanceof StoreUnavailable) return new ApiError(503, 'store_unavailable', err.message);
   if (err instanceof ConfigError) {
     // validateRoute's keys are `route.<field>`; the message after the key is the rule. Any other key
     // is not an input field, so none is named.

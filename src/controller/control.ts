@@ -5,8 +5,8 @@
 // valid, revoked or deleted by anyone, closes the tunnels that authenticated with it, at once.
 import { hostname } from 'node:os';
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { SessionError } from '../errors.js';
 import { hashToken, type Route } from '../store/model.js';
 import type { ClusterRecord, Store, StoreChange, TokenRecord } from '../store/store.js';
@@ -66,7 +66,9 @@ function staleAfter(change: StoreChange): Stale {
     // A deleted cluster takes its tokens (and their revocations) with it.
     case 'cluster':
       return { ...NOTHING, clusters: true, tokens: change.op === 'remove' };
+    // A seed changes anything; a reset means changes were missed while the store was away.
     case 'seed':
+    case 'reset':
       return EVERYTHING;
   }
 }
@@ -273,32 +275,74 @@ export class ControlPlane {
   }
 }
 
+/** The setting a shared store keeps the generated admin token's digest under. */
+export const ADMIN_TOKEN_SETTING = 'admin-token-hash';
+
 /**
- * The admin API's bearer token: SLUICE_ADMIN_TOKEN when set; else the data dir's `admin-token` file,
- * created (mode 0600) with a new token on first start, which `announce` then shows once.
+ * The digest (`sha256:…`) of the admin API's bearer token: of SLUICE_ADMIN_TOKEN (`adminToken`) when
+ * set. Otherwise, with SQLite, of the data dir's `admin-token` file, created (mode 0600) with a new
+ * token on first start, which `announce` then shows once. With a shared (Redis) store, the first
+ * controller to start generates the token and claims its digest in the store; every other controller
+ * uses that digest (`note` says so: the token is in the first one's stderr and data dir).
  */
-export function loadAdminToken(
-  config: Pick<ControllerConfig, 'dataDir' | 'adminToken'>,
+export async function loadAdminToken(
+  config: Pick<ControllerConfig, 'dataDir' | 'adminToken' | 'store'>,
+  store: Pick<Store, 'claim'>,
   announce: (token: string, file: string) => void,
-): string {
-  if (config.adminToken !== undefined) return config.adminToken;
+  note: (message: string) => void = () => {},
+): Promise<string> {
+  if (config.adminToken !== undefined) return hashToken(config.adminToken);
   const file = join(config.dataDir, ADMIN_TOKEN_FILE);
-  try {
-    const token = readFileSync(file, 'utf8').trim();
-    if (token !== '') return token;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  const existing = readAdminTokenFile(file);
+  if (config.store.kind === 'sqlite') {
+    if (existing !== undefined) return hashToken(existing);
+    const token = newAdminToken();
+    writeAdminTokenFile(file, token);
+    announce(token, file);
+    return hashToken(token);
   }
-  const token = `sluadm_${randomBytes(32).toString('base64url')}`;
-  // `wx`: never overwrite a token another process wrote meanwhile.
-  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  announce(token, file);
-  return token;
+  const token = existing ?? newAdminToken();
+  const held = await store.claim(ADMIN_TOKEN_SETTING, hashToken(token));
+  if (held !== hashToken(token)) {
+    note(
+      'the admin token is the one another controller of the fleet generated first (shown on its stderr, ' +
+        'and in its data dir); set SLUICE_ADMIN_TOKEN to choose one',
+    );
+    return held;
+  }
+  if (existing === undefined) {
+    writeAdminTokenFile(file, token);
+    announce(token, file);
+  }
+  return held;
 }
 
-/** Compares a presented bearer token with the admin token in constant time (over their digests). */
-export function adminTokenMatches(presented: string, expected: string): boolean {
-  const a = createHash('sha256').update(presented).digest();
-  const b = createHash('sha256').update(expected).digest();
+function readAdminTokenFile(file: string): string | undefined {
+  try {
+    const token = readFileSync(file, 'utf8').trim();
+    return token === '' ? undefined : token;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return undefined;
+  }
+}
+
+function newAdminToken(): string {
+  return `sluadm_${randomBytes(32).toString('base64url')}`;
+}
+
+function writeAdminTokenFile(file: string, token: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  // `wx`: never overwrite a token another process wrote meanwhile.
+  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+}
+
+/**
+ * Whether a presented bearer token is the admin token, given the latter's `sha256:` digest; compared
+ * in constant time.
+ */
+export function adminTokenMatches(presented: string, expectedDigest: string): boolean {
+  const a = createHash('sha256').update(hashToken(presented)).digest();
+  const b = createHash('sha256').update(expectedDigest).digest();
   return timingSafeEqual(a, b);
 }

@@ -77,7 +77,7 @@ export async function startController(
   let fleet: Fleet | undefined;
   if (config.peer !== undefined && config.store.kind !== 'sqlite') {
     try {
-      fleet = await Fleet.start({ ...config, peer: config.peer }, registry, metrics, logger);
+      fleet = await Fleet.start({ ...config, peer: config.peer }, store, registry, metrics, logger);
     } catch (err) {
       await store.close();
       throw err;
@@ -131,16 +131,21 @@ export async function startController(
 
     let adminUrl: string | null = null;
     if (config.adminListen !== null) {
-      const adminToken = loadAdminToken(config, options.announceAdminToken ?? announceOnStderr);
+      const adminTokenHash = await loadAdminToken(
+        config,
+        store,
+        options.announceAdminToken ?? announceOnStderr,
+        (message) => logger.info({ event: 'admin-token' }, message),
+      );
       const api = createAdminApi(
         control,
         registry,
-        adminToken,
+        adminTokenHash,
         traffic,
         fleet === undefined ? undefined : () => fleet.instances(),
       );
       const admin = createAdminServer(registry, { edge, http }, api, metrics, {
-        ready: () => readiness(stopping, fleet),
+        ready: () => readiness(stopping, store, fleet),
       });
       adminUrl = await listenHttp(admin, config.adminListen, 'adminListen');
       closers.push(() => closeHttp(admin));
@@ -168,11 +173,17 @@ export async function startController(
  * What /readyz answers: not ready while draining (a load balancer stops sending new connections). A
  * fleet member whose Redis is away stays ready, serving from its caches, and says so.
  */
-function readiness(stopping: boolean, fleet: Fleet | undefined): { ready: boolean; reasons: string[] } {
+function readiness(
+  stopping: boolean,
+  store: Store,
+  fleet: Fleet | undefined,
+): { ready: boolean; reasons: string[] } {
   const reasons: string[] = [];
   if (stopping) reasons.push('draining: the controller is stopping');
+  const health = store.health();
+  if (!health.ok) reasons.push(`store unavailable, serving from the cache: ${health.reason}`);
   const problem = fleet?.problem;
-  if (problem !== undefined) reasons.push(`store unavailable, serving from the cache: ${problem}`);
+  if (problem !== undefined) reasons.push(`fleet presence unavailable: ${problem}`);
   return { ready: !stopping, reasons };
 }
 

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { bindFailure } from '../config/startup.js';
 import { readinessLogger } from '../logging.js';
 import { connectRedis } from '../store/redis-client.js';
+import type { Store } from '../store/store.js';
 import { listen, type TunnelListener } from '../transport/index.js';
 import type { ControllerConfig, PeerConfig } from './config.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -17,8 +18,9 @@ import { Presence, type PresenceRecord } from './presence.js';
 import { readTunnelTls } from './startup-files.js';
 import type { TunnelRegistry } from './tunnels.js';
 
-const SECRET_KEY = 'sluice:peer-secret';
-/** How long startup waits for Redis to answer the secret and the first presence round. */
+/** The shared setting (Store.claim) that holds the fleet secret when SLUICE_PEER_SECRET is unset. */
+const SECRET_SETTING = 'peer-secret';
+/** How long startup waits for Redis to answer the first presence round. */
 const STARTUP_MS = 10_000;
 
 /** One instance as /api/fleet lists it. */
@@ -45,6 +47,7 @@ export class Fleet {
 
   static async start(
     config: ControllerConfig & { peer: PeerConfig },
+    settings: Pick<Store, 'claim'>,
     registry: TunnelRegistry,
     metrics: ControllerMetrics,
     logger: Logger,
@@ -57,7 +60,9 @@ export class Fleet {
     redis.on('error', () => {});
     let listener: TunnelListener | undefined;
     try {
-      const secret = peer.secret ?? (await sharedSecret(redis));
+      // The first controller to start generates the secret; every other gets it back from the claim.
+      const secret =
+        peer.secret ?? (await settings.claim(SECRET_SETTING, randomBytes(32).toString('base64url')));
       let wake = (): void => {};
       const pool = new PeerPool({
         selfId: id,
@@ -193,27 +198,4 @@ export class Fleet {
 
 function shown(r: PresenceRecord): Omit<FleetInstance, 'self'> {
   return { id: r.id, advertise: r.advertise, since: r.since, draining: r.draining, clusters: r.clusters };
-}
-
-/**
- * The fleet secret when SLUICE_PEER_SECRET is not set: the first controller to start generates one
- * into Redis (SET NX), and every other reads it from there.
- */
-async function sharedSecret(redis: Redis): Promise<string> {
-  const deadline = Date.now() + STARTUP_MS;
-  for (;;) {
-    try {
-      await redis.set(SECRET_KEY, randomBytes(32).toString('base64url'), 'NX');
-      const secret = await redis.get(SECRET_KEY);
-      if (secret !== null && secret !== '') return secret;
-    } catch (err) {
-      if (Date.now() > deadline) {
-        throw new Error(
-          `the fleet's Redis did not answer within ${STARTUP_MS} ms: ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
 }

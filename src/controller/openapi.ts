@@ -38,6 +38,7 @@ export const OPENAPI = Object.freeze({
                   'method_not_allowed',
                   'payload_too_large',
                   'internal',
+                  'store_unavailable',
                 ],
               },
               message: { type: 'string' },

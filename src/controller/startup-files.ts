@@ -1,5 +1,5 @@
 // What the controller opens before it binds anything, so that a setting at fault is named before a port
-// is taken: the tunnel listener's certificate and key, and the SQLite store. Each failure is a
+// is taken: the tunnel listener's certificate and key, and the store (SQLite or Redis). Each failure is a
 // ConfigError naming the key (the CLI exits 2).
 import { readConfiguredFile } from '../config/startup.js';
 import { ConfigError, SluiceError } from '../errors.js';
@@ -25,18 +25,23 @@ export function readTunnelTls(config: ControllerConfig): { cert?: Buffer; key?: 
 }
 
 /**
- * The SQLite store, loaded only here: a process that never runs a controller with its own store (an
- * agent) needs no native module.
+ * The store `config.store` names: the SQLite store in the data dir, or the Redis store a fleet shares,
+ * each loaded only here (a process that never runs a controller with its own store, an agent, needs
+ * neither the native module nor a Redis client). A Redis that does not answer within a bounded time is a
+ * ConfigError naming `store`, not a hang.
  */
 export async function openStore(config: Pick<ControllerConfig, 'dataDir' | 'store'>): Promise<Store> {
-  const { dataDir } = config;
-  if (config.store.kind !== 'sqlite') {
-    // The Redis store lands with the fleet (docs/fleet.md); until then the setting is refused, not ignored.
-    throw new ConfigError(
-      'store',
-      'Redis stores are not supported by this build yet',
-      'SLUICE_ERR_INVALID_OPTION',
-    );
+  const { dataDir, store } = config;
+  if (store.kind !== 'sqlite') {
+    const { openRedisStore } = await import('../store/redis.js');
+    try {
+      return await openRedisStore(store);
+    } catch (err) {
+      if (!(err instanceof SluiceError)) throw err;
+      throw new ConfigError('store', `cannot be used: ${err.message}`, 'SLUICE_ERR_STORE_UNAVAILABLE', {
+        cause: err,
+      });
+    }
   }
   const { openSqliteStore } = await import('../store/sqlite.js');
   try {

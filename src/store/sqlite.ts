@@ -16,6 +16,7 @@ import {
   type Store,
   type StoreChange,
   StoreConflict,
+  type StoreHealth,
   type TokenRecord,
 } from './store.js';
 
@@ -51,6 +52,11 @@ CREATE TABLE IF NOT EXISTS seed_owners (
   key     TEXT NOT NULL,
   source  TEXT NOT NULL,
   PRIMARY KEY (kind, key, source)
+);
+-- Shared settings (Store.claim): set once, never changed.
+CREATE TABLE IF NOT EXISTS settings (
+  key     TEXT PRIMARY KEY,
+  value   TEXT NOT NULL
 );
 `;
 
@@ -227,6 +233,15 @@ export class SqliteStore implements Store {
       this.#upsert(seed);
     })();
     this.#emit({ kind: 'seed', op: 'seed', source });
+  }
+
+  async claim(key: string, value: string): Promise<string> {
+    this.#db.prepare('INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)').run(key, value);
+    return (this.#db.prepare('SELECT value FROM settings WHERE key = ?').get(key) as { value: string }).value;
+  }
+
+  health(): StoreHealth {
+    return { ok: true };
   }
 
   watch(onChange: (change: StoreChange) => void): () => void {

@@ -49,7 +49,15 @@ export type StoreChange =
   | { readonly kind: 'cluster'; readonly op: 'add' | 'remove'; readonly name: string }
   | { readonly kind: 'token'; readonly op: 'add' | 'revoke'; readonly id: string; readonly cluster: string }
   | { readonly kind: 'route'; readonly op: 'add' | 'remove'; readonly host: string; readonly path: string }
-  | { readonly kind: 'seed'; readonly op: 'seed'; readonly source: string };
+  | { readonly kind: 'seed'; readonly op: 'seed'; readonly source: string }
+  /**
+   * The store's connection came back after it was lost: changes made meanwhile were not reported,
+   * so every cache built from the store must be rebuilt.
+   */
+  | { readonly kind: 'reset' };
+
+/** Whether the store can be used now, and if not why (for /readyz and logs). */
+export type StoreHealth = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
 /** A write refused because of what the store holds; `field` names the input at fault. */
 export class StoreConflict extends SluiceError {
@@ -59,6 +67,17 @@ export class StoreConflict extends SluiceError {
   ) {
     super('SLUICE_ERR_STORE_CONFLICT', message);
     this.name = 'StoreConflict';
+  }
+}
+
+/**
+ * The store cannot be reached (Redis down or not answering). Every method rejects with this quickly
+ * rather than hang; the admin API answers it as `503 store_unavailable`.
+ */
+export class StoreUnavailable extends SluiceError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('SLUICE_ERR_STORE_UNAVAILABLE', message, undefined, options);
+    this.name = 'StoreUnavailable';
   }
 }
 
@@ -110,6 +129,15 @@ export interface Store {
    * Calls `onChange` after every change, whoever made it (for a shared store, other controllers too),
    * until the returned function is called. A throwing watcher does not fail the write.
    */
+  /**
+   * A shared setting, set if absent: resolves to the value that holds, `value` or the one set before
+   * (by this controller or another sharing the store). Once set, a setting never changes.
+   */
+  claim(key: string, value: string): Promise<string>;
+
+  /** Whether the store is reachable now; an embedded store always is. Never waits. */
+  health(): StoreHealth;
+
   watch(onChange: (change: StoreChange) => void): () => void;
 
   close(): Promise<void>;

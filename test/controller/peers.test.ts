@@ -3,8 +3,8 @@
 // plain request, the second and the hundredth on one kept-alive connection, a streamed upload, and a
 // WebSocket; the log line names the peer. A stream that comes from a peer never goes to another peer
 // (no loop), a peer with the wrong fleet secret is refused with a clear line, and a request for a
-// cluster no controller holds is 503 at once. (Each controller keeps its own SQLite store here, with
-// the same YAML; sharing the store itself is the Redis store's test.)
+// cluster no controller holds is 503 at once. The controllers share the Redis store, which also
+// hands the second one the fleet secret the first generated.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -18,7 +18,6 @@ import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { loadControllerConfig } from '../../src/controller/config.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
 import { freePort } from '../helpers/listen.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { RedisServer } from '../helpers/redis.js';
@@ -87,7 +86,7 @@ async function controller(name: string, env: Record<string, string> = {}): Promi
     readFile: () => yaml,
   });
   const log = capture();
-  const handle = await startController(config, log.logger, { store: openSqliteStore(join(root, name)) });
+  const handle = await startController(config, log.logger);
   controllers.push(handle);
   return { handle, log, port: Number(new URL(handle.publicUrl).port) };
 }

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { bindFailure } from '../config/startup.js';
 import { readinessLogger } from '../logging.js';
+import { closeHttp, listenHttp } from '../ops.js';
 import type { Store } from '../store/store.js';
 import { listen } from '../transport/index.js';
 import { createAdminApi } from './admin-api.js';
@@ -15,7 +16,7 @@ import type { ControllerConfig } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom, seedSource } from './control.js';
 import { ClusterDispatcher } from './dispatcher.js';
 import { PublicEdge } from './edge.js';
-import { closeHttp, HttpListener, listenHttp } from './http-listener.js';
+import { HttpListener } from './http-listener.js';
 import { ControllerMetrics } from './metrics.js';
 import type { PublicListener } from './public-listener.js';
 import { shutdown } from './shutdown.js';

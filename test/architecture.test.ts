@@ -46,6 +46,8 @@ const LEAF = (name: string): Layer => ({ name, rank: 0, leaf: true });
  * | metrics.ts      | leaf       | the Prometheus registry and the /metrics answer                    |
  * | diagnostics.ts  | leaf       | the memory report                                                  |
  * | version.ts      | leaf       | the package version (CLI, HELLO, status)                           |
+ * | syntax.ts       | leaf       | small grammars: RFC 9110 token, DNS labels, cluster names, tokens  |
+ * | ops.ts          | leaf       | /healthz, /readyz, /metrics, /debug/memory and the listen helper   |
  */
 const LAYERS: readonly (readonly [prefix: string, layer: Layer])[] = [
   ['protocol/', PROTOCOL],
@@ -64,6 +66,8 @@ const LAYERS: readonly (readonly [prefix: string, layer: Layer])[] = [
   ['metrics.ts', LEAF('metrics')],
   ['diagnostics.ts', LEAF('diagnostics')],
   ['version.ts', LEAF('version')],
+  ['syntax.ts', LEAF('syntax')],
+  ['ops.ts', LEAF('ops')],
 ];
 
 const HTTP_MODULES = new Set(['http', 'https', 'http2', 'node:http', 'node:https', 'node:http2']);

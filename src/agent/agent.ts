@@ -2,17 +2,16 @@
 // and full jitter, and serves every stream the controller opens by delivering it to its target
 // (DESIGN §4). Each dial of a tunnel slot carries the slot and a generation in HELLO, so the controller
 // can replace a stale tunnel of the slot the moment its successor arrives.
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import type { Logger } from 'pino';
-import { listenerUrl } from '../config/values.js';
 import { readinessLogger } from '../logging.js';
-import { memoryReport } from '../diagnostics.js';
-import { bindFailure, readConfiguredFile } from '../config/startup.js';
+import { readConfiguredFile } from '../config/startup.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
-import { sendMetrics } from '../metrics.js';
+import { ALWAYS_READY, createOpsServer, listenHttp } from '../ops.js';
 import { createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
 import { guardedLookup } from '../proxy/target.js';
+import { UPGRADE_CLOSE_MS } from '../proxy/upgrade.js';
 import { checkDialOptions, dial, watchHandshake } from '../transport/index.js';
 import { Session } from '../tunnel/session.js';
 import { slotCaps } from '../tunnel/slot.js';
@@ -48,12 +47,6 @@ export const BACKOFF = {
   /** After a refused token: retrying cannot help until someone fixes it, so wait long. */
   refusedMs: 5 * 60_000,
 } as const;
-
-/**
- * After the upgrade grace, how long upgraded connections get to finish the close the agent starts (a
- * FIN each way) before they are reset.
- */
-export const UPGRADE_CLOSE_MS = 1000;
 
 /**
  * The wait before the next dial: uniform in [0, ceiling], where the ceiling doubles with each failed
@@ -123,15 +116,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
     health = createHealthServer(slots, pool, metrics);
-    const at = `${config.healthListen.host}:${config.healthListen.port}`;
-    healthUrl = await new Promise<string>((resolve, reject) => {
-      health!.once('error', (err) => reject(bindFailure('healthListen', at, err)));
-      health!.listen(config.healthListen!.port, config.healthListen!.host, () => {
-        const a = health!.address();
-        const port = typeof a === 'object' && a !== null ? a.port : 0;
-        resolve(listenerUrl(config.healthListen!.host, port));
-      });
-    });
+    healthUrl = await listenHttp(health, config.healthListen, 'healthListen');
     readinessLogger(logger).info(
       { event: 'listening', listener: 'health', url: healthUrl },
       'health listener ready',
@@ -451,44 +436,23 @@ function createHealthServer(
   pool: { sockets: NodeJS.Dict<unknown[]>; freeSockets: NodeJS.Dict<unknown[]> },
   metrics: AgentMetrics,
 ): Server {
-  const server = createServer((req, res) => {
-    const path = (req.url ?? '').split('?', 1)[0];
-    const up = slots.filter((s) => s.up).length;
-    if (path === '/healthz' || path === '/readyz') {
-      // Ready means traffic can reach this agent: at least one tunnel is up.
-      const ok = path === '/healthz' || up > 0;
-      sendJson(res, ok ? 200 : 503, { ok, tunnelsUp: up, tunnels: slots.length });
-      return;
-    }
-    if (path === '/metrics') {
-      sendMetrics(metrics.registry, res);
-      return;
-    }
-    if (path === '/debug/memory') {
-      // For leak checks: with --expose-gc the heap figure is taken after a full collection.
+  const up = (): number => slots.filter((s) => s.up).length;
+  const count = (d: NodeJS.Dict<unknown[]>): number =>
+    Object.values(d).reduce((n, list) => n + (list?.length ?? 0), 0);
+  return createOpsServer({
+    status: () => ({ tunnelsUp: up(), tunnels: slots.length }),
+    // Ready means traffic can reach this agent: at least one tunnel is up.
+    readiness: () => (up() > 0 ? ALWAYS_READY : { ready: false, reasons: ['no tunnel is up'] }),
+    metrics: metrics.registry,
+    memory: () => {
       const sessions = slots.flatMap((s) => [...s.sessions]);
-      const count = (d: NodeJS.Dict<unknown[]>): number =>
-        Object.values(d).reduce((n, list) => n + (list?.length ?? 0), 0);
-      void memoryReport(server).then(
-        (report) =>
-          sendJson(res, 200, {
-            ...report,
-            tunnelsUp: up,
-            sessions: sessions.length,
-            streams: sessions.reduce((n, s) => n + s.streamCount, 0),
-            targetSockets: count(pool.sockets),
-            targetFreeSockets: count(pool.freeSockets),
-          }),
-        (err: Error) => sendJson(res, 500, { error: err.message }),
-      );
-      return;
-    }
-    sendJson(res, 404, { error: 'not found' });
+      return {
+        tunnelsUp: up(),
+        sessions: sessions.length,
+        streams: sessions.reduce((n, s) => n + s.streamCount, 0),
+        targetSockets: count(pool.sockets),
+        targetFreeSockets: count(pool.freeSockets),
+      };
+    },
   });
-  return server;
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
-  res.end(JSON.stringify(body));
 }

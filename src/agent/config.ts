@@ -10,6 +10,7 @@ import {
   type HostPort,
   type LogLevel,
   MASKED,
+  maskUserinfo,
   maskWhenSerialized,
   orThrow,
   parseFlagDuration,
@@ -20,6 +21,7 @@ import {
   show,
 } from '../config/values.js';
 import { ConfigError, SluiceError } from '../errors.js';
+import { isPlainToken } from '../syntax.js';
 import { formatTransportUrl, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions } from '../tunnel/options.js';
 import { TargetPolicy } from './policy.js';
@@ -185,12 +187,10 @@ function scrub(err: unknown, token: string): unknown {
   return new ConfigError(err.key, reason, err.code);
 }
 
-const PLAIN_TOKEN = /^[\x21-\x7e]{16,}$/;
-
 // Never echo the value: say what is wrong with it.
 function parseToken(value: unknown): string | Refusal {
   if (typeof value !== 'string') return new Refusal('must be a string (the value is not shown)');
-  if (PLAIN_TOKEN.test(value)) {
+  if (isPlainToken(value)) {
     if (!value.startsWith('sha256:')) return value;
     return new Refusal('is a digest (sha256:...); the agent needs the plain token it was made from');
   }
@@ -205,7 +205,9 @@ const SCHEMES = 'a tcp://, tls://, ws:// or wss:// URL, e.g. tls://sluice.exampl
 
 function parseControllerUrl(value: unknown): string | Refusal {
   if (typeof value !== 'string' || !value.includes('://')) {
-    return new Refusal(`must be ${SCHEMES}, got ${show(typeof value === 'string' ? redact(value) : value)}`);
+    return new Refusal(
+      `must be ${SCHEMES}, got ${show(typeof value === 'string' ? maskUserinfo(value) : value)}`,
+    );
   }
   try {
     const target = parseTransportUrl(value);
@@ -215,11 +217,6 @@ function parseControllerUrl(value: unknown): string | Refusal {
     if (!(err instanceof SluiceError && err.code === 'SLUICE_ERR_INVALID_URL')) throw err;
     return new Refusal(`is not usable: ${err.message}`, 'SLUICE_ERR_INVALID_URL');
   }
-}
-
-// Credentials belong in the token, not in a URL that ends up in logs.
-function redact(value: string): string {
-  return value.replace(/^([^/@]*\/\/)?[^/@]*@/, '$1***@');
 }
 
 const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;

@@ -22,7 +22,9 @@
 // it says `exempt`. It must also dial the host and port the check returns rather than parse the target
 // again, so that both read the URL the same way.
 import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
+import { maskUserinfo } from '../config/values.js';
 import { ConfigError } from '../errors.js';
+import { isInClusterHostname } from '../syntax.js';
 import type { TargetCheck, TargetVerdict } from './deliver-types.js';
 
 /**
@@ -45,9 +47,6 @@ export interface AllowPattern {
   source: string;
 }
 
-// Labels as in RFC 1123 §2.1, plus `_`, which in-cluster names (Docker Compose services) use. The regex
-// is tested before lowercasing: toLowerCase maps some non-ASCII letters to ASCII (U+212A KELVIN SIGN).
-const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
 const PORT = /^[1-9]\d{0,4}$/;
 const MAX_REASON_INPUT = 200;
 const MAX_CACHED_VERDICTS = 4096;
@@ -235,7 +234,8 @@ function parseTarget(target: string): Target | { reason: string } {
   try {
     url = new URL(target);
   } catch {
-    return { reason: `target ${quote(redact(target))} is not a URL` };
+    // Best effort for a string the URL parser refused: hide what looks like userinfo.
+    return { reason: `target ${quote(maskUserinfo(target))} is not a URL` };
   }
   if (url.username !== '' || url.password !== '') {
     return { reason: `target ${quote(`${url.protocol}//${url.host}`)} must not carry credentials` };
@@ -312,12 +312,11 @@ function nat64(v4: string): string {
   return `64:ff9b::${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
 }
 
-// A DNS name (not an address): valid labels, at most 253 characters, and a last label that is not all
-// digits (RFC 3696 §2), which also keeps `*.0.0.1` from passing for a pattern over IP addresses.
+// A DNS name (not an address): labels as in-cluster names spell them (RFC 1123 plus `_`, checked before
+// lowercasing), at most 253 characters, and a last label that is not all digits (RFC 3696 §2), which
+// also keeps `*.0.0.1` from passing for a pattern over IP addresses.
 function isDnsName(name: string): boolean {
-  const labels = name.split('.');
-  const last = labels[labels.length - 1] ?? '';
-  return name.length <= 253 && labels.every((label) => LABEL.test(label)) && !/^\d+$/.test(last);
+  return isInClusterHostname(name) && !/^\d+$/.test(name.slice(name.lastIndexOf('.') + 1));
 }
 
 // RFC 5952 text form, the one the URL parser gives targets, so that `[0:0::1]` and `[::1]` compare equal.
@@ -335,11 +334,6 @@ function hostPort(key: string, port: number): string {
 
 function stripDot(name: string): string {
   return name.endsWith('.') ? name.slice(0, -1) : name;
-}
-
-// Best effort for a string the URL parser refused: hide what looks like userinfo.
-function redact(value: string): string {
-  return value.replace(/\/\/[^/?#]*@/, '//***@');
 }
 
 // The target comes from the controller, which is not trusted: bound what reaches the log, and let

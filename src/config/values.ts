@@ -3,6 +3,7 @@
 // YAML key, a flag and an environment variable alike, and the caller names the key and the source.
 import { isIPv4, isIPv6 } from 'node:net';
 import { ConfigError, type SluiceErrorCode } from '../errors.js';
+import { isHostname } from '../syntax.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -44,8 +45,6 @@ export function show(value: unknown): string {
   return String(value);
 }
 
-// RFC 1123 §2.1 labels. The regex runs before any case mapping (see routes.ts on U+212A).
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
 const PORT = /^\d{1,5}$/;
 const HOST_PORT_RULE = 'must be host:port (e.g. 127.0.0.1:8080 or [::1]:8080; port 0 picks a free port)';
 
@@ -62,7 +61,7 @@ export function parseHostPort(value: unknown): HostPort | Refusal {
     const ip = host.slice(1, -1);
     return isIPv6(ip) ? { host: ip, port: Number(port) } : refusal;
   }
-  const valid = isIPv4(host) || (host.length <= 253 && host.split('.').every((label) => LABEL.test(label)));
+  const valid = isIPv4(host) || isHostname(host);
   return valid ? { host, port: Number(port) } : refusal;
 }
 
@@ -157,11 +156,24 @@ export function parseBoundedInteger(
       : new Refusal(`must be an integer between ${format(min)} and ${format(max)}, got ${show(value)}`);
 }
 
+/** A duration for a message, in the largest unit that divides it: `1h`, `90s`, `1500ms`. */
 export function formatMs(ms: number): string {
   if (ms >= HOUR && ms % HOUR === 0) return `${ms / HOUR}h`;
   if (ms >= MINUTE && ms % MINUTE === 0) return `${ms / MINUTE}m`;
   if (ms >= SECOND && ms % SECOND === 0) return `${ms / SECOND}s`;
   return `${ms}ms`;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+/** A size for a message, in the largest binary unit that divides it: `64 KiB`, `1 MiB`, `1000`. */
+export function formatBytes(n: number): string {
+  if (n >= GiB && n % GiB === 0) return `${n / GiB} GiB`;
+  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
+  if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
+  return String(n);
 }
 
 /** Freezes `value` and everything reachable from it. */
@@ -183,6 +195,14 @@ export function maskWhenSerialized<T extends object>(config: T, mask: (copy: T) 
 }
 
 export const MASKED = '***';
+
+/**
+ * `value` with the userinfo of the URL it holds (`user:password@`) replaced by MASKED, for messages and
+ * logs; also for a string that no URL parser accepts, and for a bare `user@host`.
+ */
+export function maskUserinfo(value: string): string {
+  return value.replace(/(^|\/\/)[^/?#]*@/, `$1${MASKED}@`);
+}
 
 /**
  * The value of flag `--name` if given, else of SLUICE_NAME (name upper-cased, dashes as underscores),

@@ -4,7 +4,9 @@
 // effect on the next request.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ConfigError } from '../errors.js';
+import { sendJson } from '../ops.js';
 import { StoreConflict, StoreUnavailable } from '../store/store.js';
+import { CLUSTER_NAME_RULE, isClusterName } from '../syntax.js';
 import { adminTokenMatches, type ControlPlane } from './control.js';
 import { OPENAPI } from './openapi.js';
 import { validateRoute } from './routes.js';
@@ -18,8 +20,6 @@ export const MAX_BODY_BYTES = 64 * 1024;
  * read and thrown away to keep the connection; a longer body is answered with `Connection: close`.
  */
 export const MAX_DRAIN_BYTES = 1024 * 1024;
-
-const CLUSTER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** An API error: the HTTP status, a stable code, a message and maybe the input field at fault. */
 export class ApiError extends Error {
@@ -252,13 +252,8 @@ function object(body: unknown): Record<string, unknown> {
 }
 
 function clusterName(value: unknown, field: string): string {
-  if (typeof value === 'string' && CLUSTER_NAME.test(value)) return value;
-  throw new ApiError(
-    400,
-    'invalid_input',
-    'must be a cluster name: 1 to 63 lowercase letters, digits and hyphens, with no hyphen at either end',
-    field,
-  );
+  if (isClusterName(value)) return value;
+  throw new ApiError(400, 'invalid_input', `must be a cluster name: ${CLUSTER_NAME_RULE}`, field);
 }
 
 async function existingCluster(control: ControlPlane, name: string): Promise<string> {
@@ -354,14 +349,4 @@ function listTunnels(registry: TunnelRegistry): unknown[] {
       draining: t.session.draining,
     };
   });
-}
-
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  // nosniff: the bodies carry hosts and paths that clients chose; never let a browser read them as HTML.
-  res.writeHead(status, {
-    'Content-Type': 'application/json',
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-  });
-  res.end(JSON.stringify(body));
 }

@@ -1,10 +1,9 @@
 // The admin listener's HTTP server: the admin API and dashboard behind the admin token, and beside them,
-// without it, the probes (/healthz, /readyz), /metrics for Prometheus and /debug/memory for leak checks.
-// The admin listener is a private port.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { memoryReport } from '../diagnostics.js';
-import { sendMetrics } from '../metrics.js';
-import { type AdminApi, sendJson } from './admin-api.js';
+// without it, the ops endpoints (ops.ts): the probes (/healthz, /readyz), /metrics for Prometheus and
+// /debug/memory for leak checks. The admin listener is a private port.
+import type { Server } from 'node:http';
+import { createOpsServer, type Readiness } from '../ops.js';
+import type { AdminApi } from './admin-api.js';
 import { serveDashboard } from './dashboard.js';
 import type { HttpListener } from './http-listener.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -17,57 +16,32 @@ export interface PublicSide {
   readonly http: HttpListener;
 }
 
-/** What the probes read of the running controller. */
-export interface AdminHooks {
-  /** Whether to answer /readyz with 200, and why not (or what is degraded). */
-  ready(): { ready: boolean; reasons: string[] };
-}
-
+/**
+ * `readiness` is what /readyz answers: 503 with reasons while draining, 200 with reasons while
+ * degraded (a store outage); without it the controller is ready whenever it answers.
+ */
 export function createAdminServer(
   registry: TunnelRegistry,
   front: PublicSide,
   api: AdminApi,
   metrics: ControllerMetrics,
-  hooks: AdminHooks = { ready: () => ({ ready: true, reasons: [] }) },
+  readiness?: () => Readiness,
 ): Server {
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '').split('?', 1)[0]!;
-    if (api.handle(req, res, path)) return;
-    if (serveDashboard(req, res, path)) return;
-    if (path === '/healthz') {
-      sendJson(res, 200, { ok: true, tunnels: registry.all().length });
-      return;
-    }
-    if (path === '/readyz') {
-      const { ready, reasons } = hooks.ready();
-      const body = { ok: ready, tunnels: registry.all().length };
-      sendJson(res, ready ? 200 : 503, reasons.length === 0 ? body : { ...body, reasons });
-      return;
-    }
-    // Without the admin token, like the probes: the admin listener is a private port Prometheus scrapes.
-    if (path === '/metrics') {
-      sendMetrics(metrics.registry, res);
-      return;
-    }
-    if (path === '/debug/memory') {
-      // For leak checks: with --expose-gc the heap figure is taken after a full collection.
-      void Promise.all([memoryReport(server), front.http.connectionCount()]).then(
-        ([report, publicConnections]) => {
-          const tunnels = registry.all();
-          sendJson(res, 200, {
-            ...report,
-            registry: registry.size(),
-            streams: tunnels.reduce((n, t) => n + t.session.streamCount, 0),
-            inFlight: front.edge.inFlight,
-            publicConnections,
-            ...front.http.counts,
-          });
-        },
-        (err: Error) => sendJson(res, 500, { error: err.message }),
-      );
-      return;
-    }
-    sendJson(res, 404, { error: 'not found' });
+  return createOpsServer({
+    routes: (req, res, path) => api.handle(req, res, path) || serveDashboard(req, res, path),
+    status: () => ({ tunnels: registry.all().length }),
+    ...(readiness === undefined ? {} : { readiness }),
+    metrics: metrics.registry,
+    memory: async () => {
+      const publicConnections = await front.http.connectionCount();
+      const tunnels = registry.all();
+      return {
+        registry: registry.size(),
+        streams: tunnels.reduce((n, t) => n + t.session.streamCount, 0),
+        inFlight: front.edge.inFlight,
+        publicConnections,
+        ...front.http.counts,
+      };
+    },
   });
-  return server;
 }

@@ -9,10 +9,12 @@ import {
   deepFreeze,
   envValue,
   flagOrEnv,
+  formatBytes,
   formatMs,
   type HostPort,
   type LogLevel,
   MASKED,
+  maskUserinfo,
   maskWhenSerialized,
   orThrow,
   parseBoundedDuration,
@@ -28,6 +30,7 @@ import {
 } from '../config/values.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { hashToken, type Route, type StoreLocation } from '../store/model.js';
+import { CLUSTER_NAME_RULE, isClusterName, isPlainToken, isTokenDigest, TOKEN } from '../syntax.js';
 
 export type { StoreLocation } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
@@ -243,7 +246,7 @@ function peerFrom(
   }
   if (isSecureScheme(parseTransportUrl(listen).scheme)) checkTls(listen, file.tunnelCert, file.tunnelKey);
   const secret = envValue(env, 'SLUICE_PEER_SECRET');
-  if (secret !== undefined && !PLAIN_TOKEN.test(secret)) {
+  if (secret !== undefined && !isPlainToken(secret)) {
     throw new ConfigError(
       'peerSecret',
       'must be at least 16 visible ASCII characters without spaces (from $SLUICE_PEER_SECRET; the value is not shown)',
@@ -265,7 +268,7 @@ export function parseStore(value: unknown): StoreLocation | Refusal {
     try {
       url = new URL(value);
     } catch {
-      return new Refusal(`${STORE_RULE}, got ${show(redactUrl(value))}`);
+      return new Refusal(`${STORE_RULE}, got ${show(maskUserinfo(value))}`);
     }
     if (url.hostname === '') return new Refusal(`${STORE_RULE}: the host is missing`);
     const db = url.pathname.replace(/^\//, '');
@@ -289,16 +292,11 @@ export function parseStore(value: unknown): StoreLocation | Refusal {
     if (number === undefined) return new Refusal(`has a database ${show(db)}: it must be 0 to 15`);
     return { kind: 'sentinel', url: value, sentinels, name, db: number, tls: scheme === 'rediss+sentinel' };
   }
-  return new Refusal(`${STORE_RULE}, got ${show(redactUrl(value))}`);
+  return new Refusal(`${STORE_RULE}, got ${show(maskUserinfo(value))}`);
 }
 
 function parseDb(text: string): number | undefined {
   return /^\d{1,2}$/.test(text) && Number(text) <= 15 ? Number(text) : undefined;
-}
-
-/** A URL with its password replaced, for messages and logs. */
-export function redactUrl(value: string): string {
-  return value.replace(/^([a-z+]+:\/\/[^:/@]*:)[^@/]*@/, '$1***@');
 }
 
 /** The URL peers dial: an absolute tcp://, tls://, ws:// or wss:// URL with a host other peers can reach. */
@@ -323,7 +321,7 @@ function parsePeerAdvertise(value: unknown): string | Refusal {
 function adminTokenFrom(env: NodeJS.ProcessEnv): { adminToken?: string } {
   const token = envValue(env, 'SLUICE_ADMIN_TOKEN');
   if (token === undefined) return {};
-  if (!PLAIN_TOKEN.test(token)) {
+  if (!isPlainToken(token)) {
     throw new ConfigError(
       'adminToken',
       'must be at least 16 visible ASCII characters without spaces (from $SLUICE_ADMIN_TOKEN; the value is not shown)',
@@ -348,10 +346,10 @@ function firstDefined<T>(...values: (T | undefined)[]): T {
 function maskTokens(config: ControllerConfig): ControllerConfig {
   const clusters = config.clusters.map((c) => ({
     ...c,
-    tokens: c.tokens.map((t) => (DIGEST.test(t) ? t : MASKED)),
+    tokens: c.tokens.map((t) => (isTokenDigest(t) ? t : MASKED)),
   }));
   const store =
-    config.store.kind === 'sqlite' ? config.store : { ...config.store, url: redactUrl(config.store.url) };
+    config.store.kind === 'sqlite' ? config.store : { ...config.store, url: maskUserinfo(config.store.url) };
   const peer = config.peer?.secret === undefined ? config.peer : { ...config.peer, secret: MASKED };
   return {
     ...config,
@@ -382,36 +380,27 @@ function parseTunnelListen(value: unknown): string | Refusal {
   }
 }
 
-// DNS labels, so that a cluster name can appear in hostnames, metrics and URLs without escaping.
-const CLUSTER_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-
 function parseClusterName(value: unknown): string | Refusal {
-  if (typeof value === 'string' && CLUSTER_NAME.test(value)) return value;
-  const rule = '1 to 63 lowercase letters, digits and hyphens, with no hyphen at either end';
-  return new Refusal(`must be a cluster name: ${rule}, got ${show(value)}`);
+  if (isClusterName(value)) return value;
+  return new Refusal(`must be a cluster name: ${CLUSTER_NAME_RULE}, got ${show(value)}`);
 }
-
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
-const PLAIN_TOKEN = /^[\x21-\x7e]{16,}$/;
 
 // A token is a secret: the reason never shows the value.
 function parseToken(value: unknown): string | Refusal {
   if (typeof value === 'string' && value.startsWith('sha256:')) {
-    if (DIGEST.test(value)) return value;
+    if (isTokenDigest(value)) return value;
     return new Refusal('must be "sha256:" followed by 64 lowercase hex digits (the value is not shown)');
   }
-  if (typeof value === 'string' && PLAIN_TOKEN.test(value)) return value;
+  if (typeof value === 'string' && isPlainToken(value)) return value;
   return new Refusal(
     'must be "sha256:" followed by 64 lowercase hex digits, or a plain token of at least 16 visible ' +
       'ASCII characters without spaces (the value is not shown)',
   );
 }
 
-// RFC 9110 §5.6.2 token: Via's received-by is a pseudonym, and a pseudonym is a token (§7.6.3).
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/;
-
+// Via's received-by is a pseudonym, and a pseudonym is an RFC 9110 token (§7.6.3).
 function parseVia(value: unknown): string | Refusal {
-  if (typeof value === 'string' && TOKEN.test(value)) return value;
+  if (typeof value === 'string' && value.length <= 64 && TOKEN.test(value)) return value;
   return new Refusal(`must be an RFC 9110 token of 1 to 64 characters (e.g. sluice), got ${show(value)}`);
 }
 
@@ -445,12 +434,6 @@ function parseCidr(value: unknown): string | Refusal {
     );
   }
   return `${address}/${Number(prefix)}`;
-}
-
-function formatBytes(n: number): string {
-  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
-  if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
-  return String(n);
 }
 
 // --- The YAML file --------------------------------------------------------------------------------
@@ -622,7 +605,7 @@ function checkClusters(
     cluster.tokens?.forEach((token, j) => {
       const key = `clusters[${i}].tokens[${j}]`;
       // A plain token and its digest are the same token; an agent's token must name one cluster.
-      const digest = DIGEST.test(token) ? token : hashToken(token);
+      const digest = isTokenDigest(token) ? token : hashToken(token);
       const seen = tokens.get(digest);
       if (seen !== undefined)
         throw new ConfigError(key, `is the same token as ${seen} (the value is not shown)`);

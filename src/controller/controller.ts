@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { bindFailure } from '../config/startup.js';
 import { readinessLogger } from '../logging.js';
+import { closeHttp, listenHttp, type Readiness } from '../ops.js';
 import type { Store } from '../store/store.js';
 import { listen } from '../transport/index.js';
 import { createAdminApi } from './admin-api.js';
@@ -15,8 +16,8 @@ import type { ControllerConfig } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom, seedSource } from './control.js';
 import { ClusterDispatcher } from './dispatcher.js';
 import { PublicEdge } from './edge.js';
-import { closeHttp, HttpListener, listenHttp } from './http-listener.js';
 import { Fleet } from './fleet.js';
+import { HttpListener } from './http-listener.js';
 import { ControllerMetrics } from './metrics.js';
 import type { PublicListener } from './public-listener.js';
 import { shutdown } from './shutdown.js';
@@ -144,9 +145,9 @@ export async function startController(
         traffic,
         fleet === undefined ? undefined : () => fleet.instances(),
       );
-      const admin = createAdminServer(registry, { edge, http }, api, metrics, {
-        ready: () => readiness(stopping, store, fleet),
-      });
+      const admin = createAdminServer(registry, { edge, http }, api, metrics, () =>
+        readiness(stopping, store, fleet),
+      );
       adminUrl = await listenHttp(admin, config.adminListen, 'adminListen');
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
@@ -173,11 +174,7 @@ export async function startController(
  * What /readyz answers: not ready while draining (a load balancer stops sending new connections). A
  * fleet member whose Redis is away stays ready, serving from its caches, and says so.
  */
-function readiness(
-  stopping: boolean,
-  store: Store,
-  fleet: Fleet | undefined,
-): { ready: boolean; reasons: string[] } {
+function readiness(stopping: boolean, store: Store, fleet: Fleet | undefined): Readiness {
   const reasons: string[] = [];
   if (stopping) reasons.push('draining: the controller is stopping');
   const health = store.health();

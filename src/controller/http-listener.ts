@@ -5,8 +5,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { bindFailure } from '../config/startup.js';
-import { type HostPort, listenerUrl } from '../config/values.js';
+import type { HostPort } from '../config/values.js';
+import { closeHttp, listenHttp } from '../ops.js';
 import type { HttpOptions } from './config.js';
 import type { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
@@ -174,30 +174,4 @@ class PublicConnections {
   destroyUpgraded(): void {
     for (const socket of this.#upgraded) socket.destroy();
   }
-}
-
-/**
- * Binds `server` at `at`; resolves with the URL actually bound (port 0 becomes the port chosen). A
- * failure the address causes is a ConfigError naming `key`, the setting to change.
- */
-export function listenHttp(server: Server, at: HostPort, key: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const host = at.host.includes(':') ? `[${at.host}]` : at.host;
-    const onError = (err: Error): void => reject(bindFailure(key, `${host}:${at.port}`, err));
-    server.once('error', onError);
-    server.listen(at.port, at.host, () => {
-      server.off('error', onError);
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : at.port;
-      resolve(listenerUrl(at.host, port));
-    });
-  });
-}
-
-/** Stops `server` and cuts every connection it still has; resolves once it is closed. */
-export function closeHttp(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
 }

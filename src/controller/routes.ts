@@ -7,22 +7,17 @@
 // the exact host matches, the wildcards are still tried (as Gateway API's HTTPRoute does), so adding
 // `app.example.test/api` never takes the rest of `app.example.test` away from `*.example.test`.
 import { isIPv4, isIPv6 } from 'node:net';
+import { maskUserinfo } from '../config/values.js';
 import { ConfigError } from '../errors.js';
 import type { Route } from '../store/model.js';
+import { isHostname, isInClusterHostname, MAX_HOSTNAME } from '../syntax.js';
 
 const FIELDS = ['host', 'path', 'cluster', 'target'];
 
-// RFC 1123 §2.1 labels: letters, digits and hyphens, 1-63 characters, no hyphen at either end. The
-// regexes are tested before lowercasing, because toLowerCase maps some non-ASCII letters to ASCII
-// (U+212A KELVIN SIGN becomes "k").
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
-// Target hosts are inside the cluster, where names such as Docker Compose's `my_service` occur.
-const TARGET_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/i;
 // RFC 3986 §3.3 segment characters (pchar), percent-encoded octets kept as they are.
 const SEGMENT = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+$/;
 // RFC 3986 §3.2.3: the port is any number of digits, even none.
 const PORT_SUFFIX = /^(?::\d*)?$/;
-const MAX_NAME = 253;
 
 /** Checks one route from config or the store; returns it normalized and frozen. */
 export function validateRoute(input: unknown, key: string): Route {
@@ -166,7 +161,7 @@ function routeHost(value: unknown): string | undefined {
   const host = stripDot(value);
   const name = host.startsWith('*.') ? host.slice(2) : host;
   // The `*` counts towards the length: it stands for at least one label.
-  return host.length <= MAX_NAME && isHostname(name) ? host.toLowerCase() : undefined;
+  return host.length <= MAX_HOSTNAME && isHostname(name) ? host.toLowerCase() : undefined;
 }
 
 // A trailing slash adds nothing to a segment prefix (as in Kubernetes Ingress `Prefix` paths), so
@@ -198,14 +193,10 @@ function parseUrl(value: string): URL | undefined {
   }
 }
 
+// Target hosts are inside the cluster, where names such as Docker Compose's `my_service` occur.
 function isTargetHost(hostname: string): boolean {
   if (hostname.startsWith('[') || isIPv4(hostname)) return true; // the URL parser checked the address
-  const name = stripDot(hostname);
-  return name.length <= MAX_NAME && name.split('.').every((label) => TARGET_LABEL.test(label));
-}
-
-function isHostname(name: string): boolean {
-  return name.length <= MAX_NAME && name.split('.').every((label) => LABEL.test(label));
+  return isInClusterHostname(stripDot(hostname));
 }
 
 function stripDot(name: string): string {
@@ -214,7 +205,7 @@ function stripDot(name: string): string {
 
 // Credentials in a target would end up in the error message and so in logs.
 function redact(value: unknown): unknown {
-  return typeof value === 'string' ? value.replace(/\/\/[^/?#]*@/, '//***@') : value;
+  return typeof value === 'string' ? maskUserinfo(value) : value;
 }
 
 function show(value: unknown): string {

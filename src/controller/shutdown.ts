@@ -5,14 +5,11 @@
 // whatever runs after that is cut with its tunnel.
 import type { Logger } from 'pino';
 import { SessionError } from '../errors.js';
+import { UPGRADE_CLOSE_MS } from '../proxy/upgrade.js';
 import type { PublicListener } from './public-listener.js';
 import type { TunnelRegistry } from './tunnels.js';
 
-/**
- * After the grace period, how long upgraded connections get to finish the close the drain starts (a FIN
- * each way) before what is left is cut.
- */
-export const UPGRADE_CLOSE_MS = 1000;
+export { UPGRADE_CLOSE_MS };
 
 /** What the drain ends, and in what order. */
 export interface Running {

@@ -237,8 +237,14 @@ function parseJson(payload: Buffer, what: string): unknown {
   }
 }
 
-function isRawList(value: unknown): value is string[] {
-  return Array.isArray(value) && value.length % 2 === 0 && value.every((item) => typeof item === 'string');
+/**
+ * A raw header list as Node keeps it (`rawHeaders`: name, value, name, value, ...): an even-length
+ * array of strings, of at most `maxFields` fields.
+ */
+export function isRawList(value: unknown, maxFields = Infinity): value is string[] {
+  if (!Array.isArray(value) || value.length % 2 !== 0 || value.length > 2 * maxFields) return false;
+  for (const item of value) if (typeof item !== 'string') return false;
+  return true;
 }
 
 function validateRawList(value: unknown, what: string): string[] {

@@ -4,6 +4,7 @@
 // representation the client's Accept prefers (RFC 9110 §12.5.1). Pure: no I/O, no sockets.
 import { STATUS_CODES } from 'node:http';
 import type { ReasonCode } from '../errors.js';
+import { TOKEN } from '../syntax.js';
 
 export interface ErrorPageInput {
   /** 400..599. */
@@ -239,7 +240,6 @@ function matchRank(range: MediaRange, type: string, subtype: string): number {
   return 3;
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const QVALUE = /^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/;
 
 /** The well-formed ranges of an Accept value; a malformed element is skipped, not fatal. */

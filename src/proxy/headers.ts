@@ -4,6 +4,7 @@
 //
 // RFC references: RFC 9110 (HTTP Semantics), RFC 9112 (HTTP/1.1), RFC 7239 (Forwarded).
 import { BlockList, isIP } from 'node:net';
+import { TOKEN } from '../syntax.js';
 
 /** What the controller knows about the client's request, for the headers this hop adds. */
 export interface ForwardContext {
@@ -82,7 +83,6 @@ const INTERNAL_PREFIX = 'x-sluice-';
 const FORWARDING_PREFIX = 'x-forwarded-';
 const FORWARDING: ReadonlySet<string> = new Set(['x-real-ip', 'forwarded']);
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // RFC 9110 §5.6.2
 const BAD_VALUE = /[\r\n\0]/;
 const QUOTABLE = /^[\t -~\u0080-\u00ff]+$/; // what a quoted-string can carry (RFC 9110 §5.6.4)
 const OBFUSCATED = /^_[A-Za-z0-9._-]+$/; // obfnode, RFC 7239 §6.3

@@ -26,6 +26,13 @@ type TunnelStream = import('node:stream').Duplex & { reset(code: number, reason:
 /** TCP keepalive probes on upgraded client sockets: an idle WebSocket is kept, a dead peer found. */
 export const UPGRADE_KEEPALIVE_MS = 30_000;
 
+/**
+ * When a drain's grace period (the controller's, or the agent's upgrade grace) ends, how long upgraded
+ * connections get to finish the close it starts (a FIN each way) before what is left is cut. The same
+ * on both sides, so that neither cuts what the other is still closing in order.
+ */
+export const UPGRADE_CLOSE_MS = 1000;
+
 /** How long a finished upgraded connection waits for the client to close its side. */
 const LINGER_MS = 5_000;
 

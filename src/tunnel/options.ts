@@ -1,25 +1,13 @@
 // Session options: one schema holds the defaults and the bounds, validation fails fast with the exact
 // key, unknown keys are rejected, and the resolved options are frozen (STYLE.md lesson 6).
 import { z } from 'zod';
+import { formatBytes, formatMs } from '../config/values.js';
 import { ConfigError } from '../errors.js';
 import { Defaults, Limits } from '../protocol/constants.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
-
-function formatBytes(n: number): string {
-  if (n >= GiB && n % GiB === 0) return `${n / GiB} GiB`;
-  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
-  if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
-  return `${n}`;
-}
-
-function formatMs(ms: number): string {
-  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms >= 1000 && ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
 
 function bounded(min: number, max: number, fmt: (n: number) => string, fallback: number) {
   return z

@@ -6,7 +6,6 @@ import { hostname } from 'node:os';
 import {
   deepFreeze,
   envValue,
-  flagOrEnv,
   type HostPort,
   type LogLevel,
   MASKED,
@@ -20,6 +19,7 @@ import {
   Refusal,
   show,
 } from '../config/values.js';
+import { flag, type Flag, type FlagValues, readFlag } from '../config/flags.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { isPlainToken } from '../syntax.js';
 import { formatTransportUrl, parseTransportUrl } from '../transport/url.js';
@@ -60,32 +60,13 @@ export interface AgentConfig {
 }
 
 /** The `sluice agent` flags as parsed from argv; each one overrides its SLUICE_* variable. */
-export interface AgentFlags {
-  controller?: string;
-  token?: string;
-  name?: string;
-  /** As typed; the loader checks it is an integer from 1 to 16. */
-  tunnels?: string;
-  /** Repeatable; when given, SLUICE_ALLOW (comma-separated) is ignored. */
-  allow?: string[];
-  healthListen?: string;
-  ca?: string;
-  servername?: string;
-  /** Durations as typed (`500ms`, `15s`); the tunnel's ping period and dead-peer timeout. */
-  pingInterval?: string;
-  pingTimeout?: string;
-  /** How long a drain (SIGTERM) lets in-flight streams run. */
-  gracePeriod?: string;
-  /** How long a drain lets upgraded connections stay open (a duration as typed). */
-  upgradeGrace?: string;
-  /** As typed; the loader checks it is an integer from 1 to MAX_SOCKETS_PER_TARGET. */
-  maxSocketsPerTarget?: string;
-  logLevel?: string;
-}
+export type AgentFlags = FlagValues<typeof AGENT_FLAGS>;
 
 export interface AgentConfigInput {
   flags: AgentFlags;
   env: NodeJS.ProcessEnv;
+  /** Settings that replace what the environment and the flags say (`sluice dev`'s own agent). */
+  overrides?: Partial<Pick<AgentConfig, 'replica'>>;
 }
 
 const DEFAULT_TUNNELS = 2;
@@ -98,61 +79,49 @@ export const DEFAULT_UPGRADE_GRACE_MS = 5_000;
 /** Loads, validates and freezes the agent's configuration. Throws ConfigError naming the key. */
 export function loadAgentConfig(input: AgentConfigInput): AgentConfig {
   const { flags, env } = input;
+  const read = <T>(spec: Flag<keyof AgentFlags, T>): T | undefined => readFlag(spec, flags, env);
+  // Present, not parsed: a bad URL is reported after the token is known, so it can be scrubbed.
   if (flags.controller === undefined && envValue(env, 'SLUICE_CONTROLLER') === undefined) {
     throw new ConfigError('controller', 'is required: pass --controller URL or set SLUICE_CONTROLLER');
   }
   // The token is checked before anything else, so that every later message can be scrubbed of it.
-  const token = flagOrEnv('token', 'token', parseToken, flags.token, env);
+  const token = read(F.token);
   if (token === undefined)
     throw new ConfigError('token', 'is required: pass --token TOKEN or set SLUICE_TOKEN');
   try {
-    return build(flags, env, token);
+    return build(read, flags, env, token, input.overrides);
   } catch (err) {
     throw scrub(err, token);
   }
 }
 
-function build(flags: AgentFlags, env: NodeJS.ProcessEnv, token: string): AgentConfig {
-  const ca = flagOrEnv('ca', 'ca', parseNonEmpty('a PEM file path'), flags.ca, env);
-  const servername = flagOrEnv(
-    'servername',
-    'servername',
-    parseNonEmpty('a host name'),
-    flags.servername,
-    env,
-  );
+type Read = <T>(spec: Flag<keyof AgentFlags, T>) => T | undefined;
+
+function build(
+  read: Read,
+  flags: AgentFlags,
+  env: NodeJS.ProcessEnv,
+  token: string,
+  overrides: AgentConfigInput['overrides'],
+): AgentConfig {
+  const ca = read(F.ca);
+  const servername = read(F.servername);
   const config: AgentConfig = {
-    controller: flagOrEnv('controller', 'controller', parseControllerUrl, flags.controller, env)!,
+    controller: read(F.controller)!,
     token,
-    name:
-      flagOrEnv('name', 'name', parseName, flags.name, env) ??
-      orThrow(parseName(hostname()), 'name', 'the host name; pass --name'),
+    name: read(F.name) ?? orThrow(parseName(hostname()), 'name', 'the host name; pass --name'),
     replica: randomBytes(4).toString('hex'),
-    tunnels: flagOrEnv('tunnels', 'tunnels', parseTunnels, flags.tunnels, env) ?? DEFAULT_TUNNELS,
+    tunnels: read(F.tunnels) ?? DEFAULT_TUNNELS,
     allow: allowPatterns(flags.allow, env),
-    healthListen:
-      flagOrEnv('healthListen', 'health-listen', parseOptionalHostPort, flags.healthListen, env) ?? null,
+    healthListen: read(F.healthListen) ?? null,
     ...(ca === undefined ? {} : { ca }),
     ...(servername === undefined ? {} : { servername }),
     connectTimeoutMs: CONNECT_TIMEOUT_MS,
-    maxSocketsPerTarget:
-      flagOrEnv(
-        'maxSocketsPerTarget',
-        'max-sockets-per-target',
-        parseSocketsPerTarget,
-        flags.maxSocketsPerTarget,
-        env,
-      ) ?? DEFAULT_SOCKETS_PER_TARGET,
-    upgradeGraceMs:
-      flagOrEnv(
-        'upgradeGrace',
-        'upgrade-grace',
-        parseFlagDuration({ min: 0, max: 60 * 60_000 }),
-        flags.upgradeGrace,
-        env,
-      ) ?? DEFAULT_UPGRADE_GRACE_MS,
-    tunnel: tunnelOptions(flags, env),
-    logLevel: flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ?? 'info',
+    maxSocketsPerTarget: read(F.maxSocketsPerTarget) ?? DEFAULT_SOCKETS_PER_TARGET,
+    upgradeGraceMs: read(F.upgradeGrace) ?? DEFAULT_UPGRADE_GRACE_MS,
+    tunnel: tunnelOptions(read),
+    logLevel: read(F.logLevel) ?? 'info',
+    ...overrides,
   };
   return deepFreeze(maskWhenSerialized(config, (copy) => ({ ...copy, token: MASKED })));
 }
@@ -161,14 +130,10 @@ function build(flags: AgentFlags, env: NodeJS.ProcessEnv, token: string): AgentC
  * The session options the flags set. A ping timeout left unset is three ping intervals, so that
  * `--ping-interval` alone keeps the usual ratio (and never falls below the interval).
  */
-function tunnelOptions(flags: AgentFlags, env: NodeJS.ProcessEnv): SessionOptions {
-  const duration = (key: string, name: string, min: number, max: number, flag: string | undefined) =>
-    flagOrEnv(`tunnel.${key}`, name, parseFlagDuration({ min, max }), flag, env);
-  const pingInterval = duration('pingInterval', 'ping-interval', 100, 5 * 60_000, flags.pingInterval);
-  const pingTimeout =
-    duration('pingTimeout', 'ping-timeout', 100, 30 * 60_000, flags.pingTimeout) ??
-    (pingInterval === undefined ? undefined : 3 * pingInterval);
-  const gracePeriod = duration('gracePeriod', 'grace-period', 0, 60 * 60_000, flags.gracePeriod);
+function tunnelOptions(read: Read): SessionOptions {
+  const pingInterval = read(F.pingInterval);
+  const pingTimeout = read(F.pingTimeout) ?? (pingInterval === undefined ? undefined : 3 * pingInterval);
+  const gracePeriod = read(F.gracePeriod);
   return resolveSessionOptions(
     {
       ...(pingInterval === undefined ? {} : { pingInterval }),
@@ -258,3 +223,129 @@ function allowPatterns(flag: readonly string[] | undefined, env: NodeJS.ProcessE
   }
   return patterns;
 }
+
+// --- The flags --------------------------------------------------------------------------------------
+
+const LEVELS = 'fatal, error, warn, info, debug, trace or silent';
+
+// `sluice agent`'s flags, each declared once: the usage text, the parseArgs spec and the flags object
+// come from this table (config/flags.ts). Last in the file, after the parsers it names.
+const F = {
+  controller: flag({
+    name: 'controller',
+    key: 'controller',
+    value: 'URL',
+    parse: parseControllerUrl,
+    required: true,
+    help: "the controller's tunnel listener: tcp://, tls://, ws:// or wss://",
+  }),
+  token: flag({
+    name: 'token',
+    key: 'token',
+    value: 'TOKEN',
+    parse: parseToken,
+    required: true,
+    help: 'the agent token',
+  }),
+  name: flag({
+    name: 'name',
+    key: 'name',
+    value: 'NAME',
+    parse: parseName,
+    shown: 'the host name',
+    help: 'agent name',
+  }),
+  tunnels: flag({
+    name: 'tunnels',
+    key: 'tunnels',
+    value: 'N',
+    parse: parseTunnels,
+    shown: String(DEFAULT_TUNNELS),
+    help: `tunnels to hold open, 1 to ${MAX_TUNNELS}`,
+  }),
+  allow: flag({
+    name: 'allow',
+    key: 'allow',
+    value: 'PATTERN',
+    multiple: true,
+    shown: '*.svc.cluster.local:*, *.svc:*',
+    help:
+      "a target the agent may dial, host:port with * wildcards; repeatable, e.g. --allow '*.svc.cluster.local:*' " +
+      '--allow 127.0.0.1:3000; the variable is comma-separated',
+  }),
+  healthListen: flag({
+    name: 'health-listen',
+    key: 'healthListen',
+    value: 'ADDR',
+    parse: parseOptionalHostPort,
+    shown: 'off',
+    help: 'host:port for /healthz, /readyz and /metrics',
+  }),
+  ca: flag({
+    name: 'ca',
+    key: 'ca',
+    value: 'FILE',
+    parse: parseNonEmpty('a PEM file path'),
+    help: 'PEM CA to trust for tls:// and wss://',
+  }),
+  servername: flag({
+    name: 'servername',
+    key: 'servername',
+    value: 'NAME',
+    parse: parseNonEmpty('a host name'),
+    help: "name the controller's certificate must carry",
+  }),
+  gracePeriod: flag({
+    name: 'grace-period',
+    key: 'gracePeriod',
+    configKey: 'tunnel.gracePeriod',
+    value: 'DUR',
+    parse: parseFlagDuration({ min: 0, max: 60 * 60_000 }),
+    shown: '30s',
+    help: 'on SIGTERM, how long in-flight streams may finish',
+  }),
+  upgradeGrace: flag({
+    name: 'upgrade-grace',
+    key: 'upgradeGrace',
+    value: 'DUR',
+    parse: parseFlagDuration({ min: 0, max: 60 * 60_000 }),
+    shown: '5s',
+    help: 'on SIGTERM, how long upgraded connections (WebSockets) stay open before they are closed, at most the grace period',
+  }),
+  maxSocketsPerTarget: flag({
+    name: 'max-sockets-per-target',
+    key: 'maxSocketsPerTarget',
+    value: 'N',
+    parse: parseSocketsPerTarget,
+    shown: String(DEFAULT_SOCKETS_PER_TARGET),
+    help: 'connections to one target at once; more requests wait for a free one',
+  }),
+  pingInterval: flag({
+    name: 'ping-interval',
+    key: 'pingInterval',
+    configKey: 'tunnel.pingInterval',
+    value: 'DUR',
+    parse: parseFlagDuration({ min: 100, max: 5 * 60_000 }),
+    shown: '15s',
+    help: 'how often each tunnel is pinged',
+  }),
+  pingTimeout: flag({
+    name: 'ping-timeout',
+    key: 'pingTimeout',
+    configKey: 'tunnel.pingTimeout',
+    value: 'DUR',
+    parse: parseFlagDuration({ min: 100, max: 30 * 60_000 }),
+    shown: '3 ping intervals',
+    help: 'silence after which a tunnel is dead and redialed',
+  }),
+  logLevel: flag({
+    name: 'log-level',
+    key: 'logLevel',
+    value: 'LEVEL',
+    parse: parseLogLevel,
+    shown: 'info',
+    help: LEVELS,
+  }),
+} as const;
+
+export const AGENT_FLAGS = Object.values(F);

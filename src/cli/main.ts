@@ -6,21 +6,27 @@
 // SQLite store, which an agent neither needs nor may have installed.
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
-import { type AgentConfig, loadAgentConfig } from '../agent/config.js';
+import { AGENT_FLAGS, type AgentConfig, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/agent.js';
 import { ADMIN_COMMANDS, adminCommand } from './admin.js';
 import { flagProblem } from './flags.js';
 import {
-  flagOrEnv,
-  type HostPort,
-  type LogLevel,
-  MASKED,
-  parseHostPort,
-  parseLogLevel,
-  parseOptionalHostPort,
-} from '../config/values.js';
-import { type ControllerConfig, loadControllerConfig } from '../controller/config.js';
-import type { DevHandle, DevOptions } from '../dev/dev.js';
+  envOf,
+  type Flag,
+  type FlagValues,
+  flagsUsage,
+  flagValues,
+  parseArgsOptions,
+} from '../config/flags.js';
+import { type LogLevel, MASKED } from '../config/values.js';
+import {
+  CONTROLLER_FLAGS,
+  type ControllerConfig,
+  DEV_FLAGS,
+  loadControllerConfig,
+} from '../controller/config.js';
+import { type DevConfig, loadDevConfig } from '../dev/config.js';
+import type { DevHandle } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
 import type { Io, Run } from './run.js';
 import { sluiceVersion } from '../version.js';
@@ -43,75 +49,26 @@ Flags:
 Run 'sluice <command> --help' for the flags of a command.
 `;
 
-const LEVELS = 'fatal, error, warn, info, debug, trace or silent';
-
 const CONTROLLER_USAGE = `Usage: sluice controller [flags]
 
 Runs the public gateway: HTTP clients on --listen, agents on --tunnel-listen.
 A flag overrides its environment variable, which overrides the config file.
 
-Flags:
-  --config FILE          YAML config file ($SLUICE_CONFIG)
-  --listen ADDR          public HTTP host:port, default 127.0.0.1:8080 ($SLUICE_LISTEN)
-  --tunnel-listen ADDR   where agents dial: host:port (plain TCP) or a tcp://, tls://, ws:// or
-                         wss:// URL, default tcp://127.0.0.1:7000 ($SLUICE_TUNNEL_LISTEN)
-  --admin-listen ADDR    admin API host:port, or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
-  --data DIR             data directory (store, admin token), default ./.sluice ($SLUICE_DATA)
-  --store URL            shared store for a fleet: redis://HOST:PORT[/DB], rediss://… or
-                         redis+sentinel://HOST:PORT,…/MASTER; default SQLite in --data ($SLUICE_STORE)
-  --peer-listen ADDR     with --store: where peer controllers dial, as --tunnel-listen
-                         ($SLUICE_PEER_LISTEN)
-  --peer-advertise URL   with --store: the URL peers dial this controller at, e.g.
-                         tcp://10.0.0.5:7001 ($SLUICE_PEER_ADVERTISE)
-  --grace-period DUR     on SIGTERM, how long in-flight requests may finish, e.g. 30s; overrides
-                         tunnel.gracePeriod, default 30s ($SLUICE_GRACE_PERIOD)
-  --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
-  -h, --help             show this help
-`;
+${flagsUsage(CONTROLLER_FLAGS)}`;
 
 const AGENT_USAGE = `Usage: sluice agent --controller URL --token TOKEN [flags]
 
 Runs an agent: it dials the controller, holds tunnels open and sends each stream to its target.
 A flag overrides its environment variable.
 
-Flags:
-  --controller URL       the controller's tunnel listener: tcp://, tls://, ws:// or wss://
-                         (required, $SLUICE_CONTROLLER)
-  --token TOKEN          the agent token (required, $SLUICE_TOKEN)
-  --name NAME            agent name, default the host name ($SLUICE_NAME)
-  --tunnels N            tunnels to hold open, 1 to 16, default 2 ($SLUICE_TUNNELS)
-  --allow PATTERN        a target the agent may dial, host:port with * wildcards; repeatable,
-                         e.g. --allow '*.svc.cluster.local:*' --allow 127.0.0.1:3000
-                         ($SLUICE_ALLOW, comma-separated; default *.svc.cluster.local:*, *.svc:*)
-  --health-listen ADDR   host:port for /healthz, /readyz and /metrics, default off
-                         ($SLUICE_HEALTH_LISTEN)
-  --ca FILE              PEM CA to trust for tls:// and wss:// ($SLUICE_CA)
-  --servername NAME      name the controller's certificate must carry ($SLUICE_SERVERNAME)
-  --grace-period DUR     on SIGTERM, how long in-flight streams may finish, default 30s
-                         ($SLUICE_GRACE_PERIOD)
-  --upgrade-grace DUR    on SIGTERM, how long upgraded connections (WebSockets) stay open before
-                         they are closed, default 5s, at most the grace period ($SLUICE_UPGRADE_GRACE)
-  --max-sockets-per-target N
-                         connections to one target at once; more requests wait for a free one,
-                         default 256 ($SLUICE_MAX_SOCKETS_PER_TARGET)
-  --ping-interval DUR    how often each tunnel is pinged, default 15s ($SLUICE_PING_INTERVAL)
-  --ping-timeout DUR     silence after which a tunnel is dead and redialed, default 3 ping
-                         intervals ($SLUICE_PING_TIMEOUT)
-  --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
-  -h, --help             show this help
-`;
+${flagsUsage(AGENT_FLAGS)}`;
 
 const DEV_USAGE = `Usage: sluice dev [flags]
 
 Runs a controller, an agent and a demo service on this machine, with embedded defaults.
 A flag overrides its environment variable.
 
-Flags:
-  --listen ADDR          public HTTP host:port, default 127.0.0.1:8080 ($SLUICE_LISTEN)
-  --admin-listen ADDR    admin host:port or off, default 127.0.0.1:8081 ($SLUICE_ADMIN_LISTEN)
-  --log-level LEVEL      ${LEVELS}, default info ($SLUICE_LOG_LEVEL)
-  -h, --help             show this help
-`;
+${flagsUsage(DEV_FLAGS)}`;
 
 const stdio: Io = {
   out: (text) => process.stdout.write(text),
@@ -147,41 +104,30 @@ export async function main(argv: readonly string[], io: Io = stdio, signal?: Abo
   return 2;
 }
 
-const HELP = { type: 'boolean', short: 'h' } as const;
-const STRING = { type: 'string' } as const;
+/**
+ * The flags of a service command, parsed by its table; a number is the exit code to return instead
+ * (after --help, or a bad flag with the usage).
+ */
+function commandFlags<F extends readonly Flag[]>(
+  command: string,
+  usage: string,
+  table: F,
+  args: string[],
+  io: Io,
+): FlagValues<F> | number {
+  const options = parseArgsOptions(table);
+  const parsed = parseFlags(command, usage, io, options, () => parseArgs({ args, options }));
+  if (parsed === undefined) return 2;
+  if (parsed.values.help === true) {
+    io.out(usage);
+    return 0;
+  }
+  return flagValues(table, parsed.values);
+}
 
 function controllerCommand(args: string[], run: Run): Promise<number> {
-  const options = {
-    config: STRING,
-    listen: STRING,
-    'tunnel-listen': STRING,
-    'admin-listen': STRING,
-    data: STRING,
-    store: STRING,
-    'peer-listen': STRING,
-    'peer-advertise': STRING,
-    'grace-period': STRING,
-    'log-level': STRING,
-    help: HELP,
-  };
-  const parsed = parseFlags('controller', CONTROLLER_USAGE, run.io, options, () =>
-    parseArgs({ args, options }),
-  );
-  if (parsed === undefined) return Promise.resolve(2);
-  const { values } = parsed;
-  if (values.help === true) return help(run.io, CONTROLLER_USAGE);
-  const flags = {
-    config: values.config,
-    listen: values.listen,
-    tunnelListen: values['tunnel-listen'],
-    adminListen: values['admin-listen'],
-    data: values.data,
-    store: values.store,
-    peerListen: values['peer-listen'],
-    peerAdvertise: values['peer-advertise'],
-    gracePeriod: values['grace-period'],
-    logLevel: values['log-level'],
-  };
+  const flags = commandFlags('controller', CONTROLLER_USAGE, CONTROLLER_FLAGS, args, run.io);
+  if (typeof flags === 'number') return Promise.resolve(flags);
   return serve(
     'controller',
     run,
@@ -191,78 +137,23 @@ function controllerCommand(args: string[], run: Run): Promise<number> {
 }
 
 function agentCommand(args: string[], run: Run): Promise<number> {
-  const options = {
-    controller: STRING,
-    token: STRING,
-    name: STRING,
-    tunnels: STRING,
-    allow: { type: 'string', multiple: true },
-    'health-listen': STRING,
-    ca: STRING,
-    servername: STRING,
-    'grace-period': STRING,
-    'upgrade-grace': STRING,
-    'max-sockets-per-target': STRING,
-    'ping-interval': STRING,
-    'ping-timeout': STRING,
-    'log-level': STRING,
-    help: HELP,
-  } as const;
-  const parsed = parseFlags('agent', AGENT_USAGE, run.io, options, () => parseArgs({ args, options }));
-  if (parsed === undefined) return Promise.resolve(2);
-  const { values } = parsed;
-  if (values.help === true) return help(run.io, AGENT_USAGE);
-  const flags = {
-    controller: values.controller,
-    token: values.token,
-    name: values.name,
-    tunnels: values.tunnels,
-    allow: values.allow,
-    healthListen: values['health-listen'],
-    ca: values.ca,
-    servername: values.servername,
-    gracePeriod: values['grace-period'],
-    upgradeGrace: values['upgrade-grace'],
-    maxSocketsPerTarget: values['max-sockets-per-target'],
-    pingInterval: values['ping-interval'],
-    pingTimeout: values['ping-timeout'],
-    logLevel: values['log-level'],
-  };
+  const flags = commandFlags('agent', AGENT_USAGE, AGENT_FLAGS, args, run.io);
+  if (typeof flags === 'number') return Promise.resolve(flags);
   return serve('agent', run, (): AgentConfig => loadAgentConfig({ flags, env: run.env }), startAgent);
 }
 
-interface DevConfig {
-  options: DevOptions;
-  logLevel: LogLevel;
-}
-
 function devCommand(args: string[], run: Run): Promise<number> {
-  const options = { listen: STRING, 'admin-listen': STRING, 'log-level': STRING, help: HELP };
-  const parsed = parseFlags('dev', DEV_USAGE, run.io, options, () => parseArgs({ args, options }));
-  if (parsed === undefined) return Promise.resolve(2);
-  const { values } = parsed;
-  if (values.help === true) return help(run.io, DEV_USAGE);
-  const load = (): DevConfig => {
-    const listen = flagOrEnv('listen', 'listen', parseHostPort, values.listen, run.env);
-    const adminListen = flagOrEnv(
-      'adminListen',
-      'admin-listen',
-      parseOptionalHostPort,
-      values['admin-listen'],
-      run.env,
-    );
-    const logLevel = flagOrEnv('logLevel', 'log-level', parseLogLevel, values['log-level'], run.env);
-    // null (`off`) turns the admin listener off; undefined keeps the default.
-    const adminToken = run.env.SLUICE_ADMIN_TOKEN;
-    const options: DevOptions = { ...(listen && { listen }), ...(adminToken ? { adminToken } : {}) };
-    if (adminListen !== undefined) options.adminListen = adminListen as HostPort | null;
-    return { options, logLevel: logLevel ?? 'info' };
-  };
+  const flags = commandFlags('dev', DEV_USAGE, DEV_FLAGS, args, run.io);
+  if (typeof flags === 'number') return Promise.resolve(flags);
+  // Dev reads only its own flags' variables: SLUICE_CONFIG or SLUICE_STORE meant for a controller
+  // must not change what dev runs.
+  const env = { ...envOf(DEV_FLAGS, run.env), SLUICE_ADMIN_TOKEN: run.env.SLUICE_ADMIN_TOKEN };
+  const load = (): DevConfig => loadDevConfig(flags, env);
   return serve(
     'dev',
     run,
     load,
-    async (config: DevConfig, logger) => (await import('../dev/dev.js')).startDev(config.options, logger),
+    async (config: DevConfig, logger) => (await import('../dev/dev.js')).startDev(config, logger),
     announceDev,
   );
 }
@@ -290,11 +181,6 @@ function parseFlags<T>(
     io.err(`sluice ${command}: ${flagProblem(err, Object.keys(options))}\n\n${usage}`);
     return undefined;
   }
-}
-
-function help(io: Io, usage: string): Promise<number> {
-  io.out(usage);
-  return Promise.resolve(0);
 }
 
 interface Service {

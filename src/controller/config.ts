@@ -8,7 +8,6 @@ import { z } from 'zod';
 import {
   deepFreeze,
   envValue,
-  flagOrEnv,
   formatBytes,
   formatMs,
   type HostPort,
@@ -28,6 +27,7 @@ import {
   Refusal,
   show,
 } from '../config/values.js';
+import { flag, type Flag, type FlagValues, readFlag } from '../config/flags.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { hashToken, type Route, type StoreLocation } from '../store/model.js';
 import { CLUSTER_NAME_RULE, isClusterName, isPlainToken, isTokenDigest, TOKEN } from '../syntax.js';
@@ -112,25 +112,18 @@ export interface ControllerConfig {
 }
 
 /** The `sluice controller` flags as parsed from argv; each one overrides its SLUICE_* variable. */
-export interface ControllerFlags {
-  config?: string;
-  listen?: string;
-  tunnelListen?: string;
-  adminListen?: string;
-  data?: string;
-  store?: string;
-  peerListen?: string;
-  peerAdvertise?: string;
-  /** As typed (`30s`); overrides the config file's tunnel.gracePeriod, the drain's length. */
-  gracePeriod?: string;
-  logLevel?: string;
-}
+export type ControllerFlags = FlagValues<typeof CONTROLLER_FLAGS>;
 
 export interface ControllerConfigInput {
   flags: ControllerFlags;
   env: NodeJS.ProcessEnv;
   /** Reads the config file as UTF-8; fs.readFileSync by default. */
   readFile?: (path: string) => string;
+  /**
+   * Settings that replace what the file, the environment and the flags say, for a caller that runs a
+   * controller of its own making (`sluice dev`): its clusters, routes and admin token.
+   */
+  overrides?: Partial<Pick<ControllerConfig, 'clusters' | 'routes' | 'adminToken'>>;
 }
 
 const KiB = 1024;
@@ -160,51 +153,34 @@ const DEFAULTS = {
   dataDir: './.sluice',
   logLevel: 'info',
 } as const;
+const LEVELS = 'fatal, error, warn, info, debug, trace or silent';
 
 /** Loads, validates and freezes the controller's configuration. Throws ConfigError naming the key. */
 export function loadControllerConfig(input: ControllerConfigInput): ControllerConfig {
   const { flags, env } = input;
-  const path = flags.config ?? envValue(env, 'SLUICE_CONFIG');
+  const read = <T>(spec: Flag<keyof ControllerFlags, T>): T | undefined => readFlag(spec, flags, env);
+  const path = read(F.config);
   const file = path === undefined ? {} : loadFile(path, input.readFile ?? readUtf8);
-  const tunnelListen =
-    flagOrEnv('tunnelListen', 'tunnel-listen', parseTunnelListen, flags.tunnelListen, env) ??
-    file.tunnelListen ??
-    DEFAULTS.tunnelListen;
+  const tunnelListen = read(F.tunnelListen) ?? file.tunnelListen ?? DEFAULTS.tunnelListen;
   checkTls(tunnelListen, file.tunnelCert, file.tunnelKey);
-  const store: StoreLocation = flagOrEnv('store', 'store', parseStore, flags.store, env) ??
-    file.store ?? { kind: 'sqlite' };
+  const store: StoreLocation = read(F.store) ?? file.store ?? { kind: 'sqlite' };
   const config: ControllerConfig = {
-    listen: flagOrEnv('listen', 'listen', parseHostPort, flags.listen, env) ?? file.listen ?? DEFAULTS.listen,
+    listen: read(F.listen) ?? file.listen ?? DEFAULTS.listen,
     tunnelListen,
     ...(file.tunnelCert === undefined ? {} : { tunnelCert: file.tunnelCert }),
     ...(file.tunnelKey === undefined ? {} : { tunnelKey: file.tunnelKey }),
     // null (off) is a value here, so `??` would not do.
-    adminListen: firstDefined(
-      flagOrEnv('adminListen', 'admin-listen', parseOptionalHostPort, flags.adminListen, env),
-      file.adminListen,
-      DEFAULTS.adminListen,
-    ),
-    dataDir: flagOrEnv('dataDir', 'data', parseDir, flags.data, env) ?? file.dataDir ?? DEFAULTS.dataDir,
+    adminListen: firstDefined(read(F.adminListen), file.adminListen, DEFAULTS.adminListen),
+    dataDir: read(F.data) ?? file.dataDir ?? DEFAULTS.dataDir,
     ...adminTokenFrom(env),
     store,
-    ...peerFrom(store, flags, env, file),
+    ...peerFrom(store, read(F.peerListen), read(F.peerAdvertise), env, file),
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
-    tunnel: withGracePeriod(
-      file.tunnel ?? resolveSessionOptions({}, 'tunnel'),
-      flagOrEnv(
-        'tunnel.gracePeriod',
-        'grace-period',
-        parseFlagDuration({ min: 0, max: HOUR }),
-        flags.gracePeriod,
-        env,
-      ),
-    ),
-    logLevel:
-      flagOrEnv('logLevel', 'log-level', parseLogLevel, flags.logLevel, env) ??
-      file.logLevel ??
-      DEFAULTS.logLevel,
+    tunnel: withGracePeriod(file.tunnel ?? resolveSessionOptions({}, 'tunnel'), read(F.gracePeriod)),
+    logLevel: read(F.logLevel) ?? file.logLevel ?? DEFAULTS.logLevel,
+    ...input.overrides,
   };
   return deepFreeze(maskWhenSerialized(config, maskTokens));
 }
@@ -216,15 +192,13 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
  */
 function peerFrom(
   store: StoreLocation,
-  flags: ControllerFlags,
+  listenSet: string | undefined,
+  advertiseSet: string | undefined,
   env: NodeJS.ProcessEnv,
   file: FileSettings,
 ): { peer?: PeerConfig } {
-  const listen =
-    flagOrEnv('peerListen', 'peer-listen', parseTunnelListen, flags.peerListen, env) ?? file.peerListen;
-  const advertise =
-    flagOrEnv('peerAdvertise', 'peer-advertise', parsePeerAdvertise, flags.peerAdvertise, env) ??
-    file.peerAdvertise;
+  const listen = listenSet ?? file.peerListen;
+  const advertise = advertiseSet ?? file.peerAdvertise;
   if (store.kind === 'sqlite') {
     if (listen !== undefined || advertise !== undefined) {
       const key = listen !== undefined ? 'peerListen' : 'peerAdvertise';
@@ -761,3 +735,90 @@ function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
   }
   return value;
 }
+
+// --- The flags --------------------------------------------------------------------------------------
+
+// `sluice controller`'s flags, each declared once: the usage text, the parseArgs spec and the flags
+// object above come from this table (config/flags.ts). Last in the file, after the parsers it names.
+const F = {
+  config: flag({ name: 'config', key: 'config', value: 'FILE', parse: parsePath, help: 'YAML config file' }),
+  listen: flag({
+    name: 'listen',
+    key: 'listen',
+    value: 'ADDR',
+    parse: parseHostPort,
+    shown: '127.0.0.1:8080',
+    help: 'public HTTP host:port',
+  }),
+  tunnelListen: flag({
+    name: 'tunnel-listen',
+    key: 'tunnelListen',
+    value: 'ADDR',
+    parse: parseTunnelListen,
+    shown: DEFAULTS.tunnelListen,
+    help: 'where agents dial: host:port (plain TCP) or a tcp://, tls://, ws:// or wss:// URL',
+  }),
+  adminListen: flag({
+    name: 'admin-listen',
+    key: 'adminListen',
+    value: 'ADDR',
+    parse: parseOptionalHostPort,
+    shown: '127.0.0.1:8081',
+    help: 'admin API host:port, or off',
+  }),
+  data: flag({
+    name: 'data',
+    key: 'data',
+    configKey: 'dataDir',
+    value: 'DIR',
+    parse: parseDir,
+    shown: DEFAULTS.dataDir,
+    help: 'data directory (store, admin token)',
+  }),
+  store: flag({
+    name: 'store',
+    key: 'store',
+    value: 'URL',
+    parse: parseStore,
+    shown: 'SQLite in --data',
+    help:
+      'shared store for a fleet: redis://HOST:PORT[/DB], rediss://… or ' +
+      'redis+sentinel://HOST:PORT,…/MASTER',
+  }),
+  peerListen: flag({
+    name: 'peer-listen',
+    key: 'peerListen',
+    value: 'ADDR',
+    parse: parseTunnelListen,
+    help: 'with --store: where peer controllers dial, as --tunnel-listen',
+  }),
+  peerAdvertise: flag({
+    name: 'peer-advertise',
+    key: 'peerAdvertise',
+    value: 'URL',
+    parse: parsePeerAdvertise,
+    help: 'with --store: the URL peers dial this controller at, e.g. tcp://10.0.0.5:7001',
+  }),
+  gracePeriod: flag({
+    name: 'grace-period',
+    key: 'gracePeriod',
+    configKey: 'tunnel.gracePeriod',
+    value: 'DUR',
+    parse: parseFlagDuration({ min: 0, max: HOUR }),
+    shown: '30s',
+    help: 'on SIGTERM, how long in-flight requests may finish, e.g. 30s; overrides tunnel.gracePeriod',
+  }),
+  logLevel: flag({
+    name: 'log-level',
+    key: 'logLevel',
+    value: 'LEVEL',
+    parse: parseLogLevel,
+    shown: 'info',
+    help: LEVELS,
+  }),
+} as const;
+
+export const CONTROLLER_FLAGS = Object.values(F);
+
+/** The flags `sluice dev` takes: the controller's own, the same rules. */
+export const DEV_FLAGS = [F.listen, F.adminListen, F.logLevel] as const;

@@ -6,21 +6,10 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { startAgent } from '../agent/agent.js';
-import { DEFAULT_SOCKETS_PER_TARGET, DEFAULT_UPGRADE_GRACE_MS } from '../agent/config.js';
-import type { HostPort } from '../config/values.js';
-import { type ControllerConfig, DEFAULT_HTTP_OPTIONS } from '../controller/config.js';
+import { loadAgentConfig } from '../agent/config.js';
 import { startController } from '../controller/controller.js';
-import { resolveSessionOptions } from '../tunnel/options.js';
+import { controllerConfig, type DevConfig } from './config.js';
 import { startDemoService } from './demo.js';
-
-export interface DevOptions {
-  /** Public listener, default 127.0.0.1:8080. */
-  listen?: HostPort;
-  /** Admin listener, default 127.0.0.1:8081; null turns it off. */
-  adminListen?: HostPort | null;
-  /** The admin API's bearer token; default one made up for this run. */
-  adminToken?: string;
-}
 
 export interface DevHandle {
   readonly publicUrl: string;
@@ -35,48 +24,32 @@ export interface DevHandle {
 export const DEV_HOST = 'demo.localhost';
 export const DEV_CLUSTER = 'dev';
 
-export async function startDev(options: DevOptions, logger: Logger): Promise<DevHandle> {
+export async function startDev(dev: DevConfig, logger: Logger): Promise<DevHandle> {
   const demo = await startDemoService();
   const token = randomBytes(24).toString('base64url');
-  const adminToken = options.adminToken ?? `sluadm_${randomBytes(32).toString('base64url')}`;
-  const tunnel = resolveSessionOptions();
-  const config: ControllerConfig = {
-    listen: options.listen ?? { host: '127.0.0.1', port: 8080 },
-    // The agent is in this process: the tunnel needs no fixed port.
-    tunnelListen: 'tcp://127.0.0.1:0',
-    adminListen: options.adminListen === undefined ? { host: '127.0.0.1', port: 8081 } : options.adminListen,
-    dataDir: ':memory:',
-    store: { kind: 'sqlite' },
-    adminToken,
+  const config = controllerConfig(dev, {
     clusters: [{ name: DEV_CLUSTER, tokens: [token] }],
     routes: [{ host: DEV_HOST, path: '/', cluster: DEV_CLUSTER, target: demo.url }],
-    http: DEFAULT_HTTP_OPTIONS,
-    tunnel,
-    logLevel: 'info',
-  };
+  });
   const closers: (() => Promise<void>)[] = [() => demo.close()];
   const closeAll = async () => {
     for (const close of closers.reverse()) await close().catch(() => {});
   };
   try {
-    // dataDir ':memory:': the controller's SQLite store keeps the state in memory.
     const controller = await startController(config, logger.child({ role: 'controller' }));
     closers.push(() => controller.close(1000));
     const agent = await startAgent(
-      {
-        controller: controller.tunnelUrl,
-        token,
-        name: 'dev-agent',
-        replica: 'dev',
-        tunnels: 2,
-        allow: [`127.0.0.1:${demo.port}`],
-        healthListen: null,
-        connectTimeoutMs: 10_000,
-        maxSocketsPerTarget: DEFAULT_SOCKETS_PER_TARGET,
-        upgradeGraceMs: DEFAULT_UPGRADE_GRACE_MS,
-        tunnel,
-        logLevel: 'info',
-      },
+      loadAgentConfig({
+        flags: {
+          controller: controller.tunnelUrl,
+          token,
+          name: 'dev-agent',
+          allow: [`127.0.0.1:${demo.port}`],
+          logLevel: dev.logLevel,
+        },
+        env: {},
+        overrides: { replica: 'dev' },
+      }),
       logger.child({ role: 'agent' }),
     );
     closers.push(() => agent.close(1000));
@@ -96,7 +69,7 @@ export async function startDev(options: DevOptions, logger: Logger): Promise<Dev
       publicUrl: controller.publicUrl,
       demoUrl,
       adminUrl: controller.adminUrl,
-      adminToken,
+      adminToken: dev.adminToken,
       close: closeAll,
     };
   } catch (err) {

@@ -3,6 +3,7 @@
 // flags or a missing admin token print usage and exit 2.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { flag, type Flag, flagsUsage, parseArgsOptions } from '../config/flags.js';
 import { flagProblem } from './flags.js';
 import type { Run } from './run.js';
 
@@ -11,29 +12,64 @@ export const ADMIN_COMMANDS = ['cluster', 'token', 'route', 'status'] as const;
 const DEFAULT_ADMIN = 'http://127.0.0.1:8081';
 const DEFAULT_TOKEN_FILE = './.sluice/admin-token';
 
-const COMMON_FLAGS = `Flags:
-  --admin URL               the controller's admin listener, default ${DEFAULT_ADMIN} ($SLUICE_ADMIN)
-  --admin-token-file FILE   read the admin token from FILE; default $SLUICE_ADMIN_TOKEN, else
-                            ${DEFAULT_TOKEN_FILE} when it exists
-  --json                    print the API's JSON instead of a table
-  -h, --help                show this help
-`;
+// Each command's flags, declared once (config/flags.ts): the usage and the parseArgs spec come from
+// these tables.
+const COMMON_FLAGS = [
+  flag({
+    name: 'admin',
+    key: 'admin',
+    value: 'URL',
+    shown: DEFAULT_ADMIN,
+    help: "the controller's admin listener",
+  }),
+  flag({
+    name: 'admin-token-file',
+    key: 'adminTokenFile',
+    value: 'FILE',
+    env: false,
+    shown: `$SLUICE_ADMIN_TOKEN, else ${DEFAULT_TOKEN_FILE} when it exists`,
+    help: 'read the admin token from FILE',
+  }),
+  flag({ name: 'json', key: 'json', env: false, help: "print the API's JSON instead of a table" }),
+] as const;
+
+const ROUTE_FLAGS = [
+  flag({
+    name: 'cluster',
+    key: 'cluster',
+    value: 'NAME',
+    env: false,
+    help: 'the cluster whose agents serve the route (add)',
+  }),
+  flag({
+    name: 'target',
+    key: 'target',
+    value: 'URL',
+    env: false,
+    help: 'where the agent sends requests, http://host:port (add)',
+  }),
+  flag({ name: 'path', key: 'path', value: 'P', env: false, shown: '/', help: 'path prefix' }),
+  ...COMMON_FLAGS,
+] as const;
+
+const TABLES: Record<(typeof ADMIN_COMMANDS)[number], readonly Flag[]> = {
+  cluster: COMMON_FLAGS,
+  token: COMMON_FLAGS,
+  route: ROUTE_FLAGS,
+  status: COMMON_FLAGS,
+};
 
 const USAGES: Record<(typeof ADMIN_COMMANDS)[number], string> = {
-  cluster: `Usage: sluice cluster add NAME | ls | rm NAME [flags]\n\n${COMMON_FLAGS}`,
+  cluster: `Usage: sluice cluster add NAME | ls | rm NAME [flags]\n\n${flagsUsage(COMMON_FLAGS)}`,
   token: `Usage: sluice token create CLUSTER | ls CLUSTER | revoke ID [flags]
 
 create prints the new agent token once; only its hash is stored.
 
-${COMMON_FLAGS}`,
+${flagsUsage(COMMON_FLAGS)}`,
   route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] | ls | rm HOST [--path P] [flags]
 
-  --cluster NAME            the cluster whose agents serve the route (add)
-  --target URL              where the agent sends requests, http://host:port (add)
-  --path P                  path prefix, default /
-
-${COMMON_FLAGS}`,
-  status: `Usage: sluice status [flags]\n\nLists the live tunnels.\n\n${COMMON_FLAGS}`,
+${flagsUsage(ROUTE_FLAGS)}`,
+  status: `Usage: sluice status [flags]\n\nLists the live tunnels.\n\n${flagsUsage(COMMON_FLAGS)}`,
 };
 
 /** What an API call failed with: printed, exit 1. */
@@ -51,15 +87,7 @@ export async function adminCommand(
   run: Run,
 ): Promise<number> {
   const usage = USAGES[command];
-  const options = {
-    admin: { type: 'string' },
-    'admin-token-file': { type: 'string' },
-    json: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-    cluster: { type: 'string' },
-    target: { type: 'string' },
-    path: { type: 'string' },
-  } as const;
+  const options = parseArgsOptions(TABLES[command]);
   let parsed;
   try {
     parsed = parseArgs({ args, allowPositionals: true, options });
@@ -67,7 +95,8 @@ export async function adminCommand(
     run.io.err(`sluice ${command}: ${flagProblem(err, Object.keys(options))}\n\n${usage}`);
     return 2;
   }
-  const { values, positionals } = parsed;
+  const { positionals } = parsed;
+  const values = parsed.values as Values & { admin?: string; json?: boolean; help?: boolean };
   if (values.help === true) {
     run.io.out(usage);
     return 0;

@@ -153,3 +153,29 @@ describe('sluice dev', () => {
     }
   });
 });
+
+describe('the admin commands', () => {
+  test('a route-only flag on another command is an unknown flag, not silently ignored', async () => {
+    const io = capture();
+    assert.equal(await main(['cluster', 'ls', '--target', 'http://x:1'], io), 2);
+    assert.match(io.stderr, /^sluice cluster: unknown flag --target\n\nUsage: sluice cluster/);
+  });
+
+  test('route --help lists its own flags, then the common ones', async () => {
+    const text = await usage('route');
+    const order = [
+      '--cluster NAME',
+      '--target URL',
+      '--path P',
+      '--admin URL',
+      '--admin-token-file FILE',
+      '--json',
+    ];
+    const at = order.map((head) => text.indexOf(head));
+    assert.ok(
+      at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1]!)),
+      text,
+    );
+    assert.ok(text.includes('$SLUICE_ADMIN)'));
+  });
+});

@@ -1,7 +1,9 @@
 // The agent process: holds N tunnels to the controller, each redialed on its own with exponential backoff
 // and full jitter, and serves every stream the controller opens by delivering it to its target
 // (DESIGN §4). Each dial of a tunnel slot carries the slot and a generation in HELLO, so the controller
-// can replace a stale tunnel of the slot the moment its successor arrives.
+// can replace a stale tunnel of the slot the moment its successor arrives. Given several controller
+// URLs (a fleet), slot i starts on URL i mod n; when its tunnel ends or a dial fails it dials the next
+// URL at once, and backs off only once every URL has failed in a row.
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
@@ -104,7 +106,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   logger.info(
     {
       event: 'starting',
-      controller: config.controller,
+      controllers: config.controllers,
       tunnels: config.tunnels,
       replica: config.replica,
       allow: policy.patterns,
@@ -175,7 +177,7 @@ function readCa(config: AgentConfig): Buffer | undefined {
   if (config.ca === undefined) return undefined;
   const ca = readConfiguredFile('ca', config.ca, 'SLUICE_ERR_TLS_CONFIG', '--ca, $SLUICE_CA');
   try {
-    checkDialOptions({ url: config.controller, ca });
+    for (const url of config.controllers) checkDialOptions({ url, ca });
   } catch (err) {
     if (!(err instanceof SluiceError) || err.code !== 'SLUICE_ERR_TLS_CONFIG') throw err;
     const reason = err.message.replace(/^ca /, '');
@@ -209,6 +211,10 @@ class TunnelSlot {
   readonly sessions = new Set<Session>();
   #generation = 0;
   #attempt = 0;
+  /** The controller URL this slot dials next: index into config.controllers. */
+  #target: number;
+  /** Dials failed in a row since a tunnel last came up; a full round of them means back off. */
+  #failedInRow = 0;
   /** When this slot last had no usable tunnel, for the backoff's ceiling. */
   #downSince = Date.now();
   #wake: (() => void) | null = null;
@@ -219,11 +225,30 @@ class TunnelSlot {
     readonly shared: SlotContext,
   ) {
     this.#log = shared.logger.child({ tunnel: index });
+    this.#target = index % shared.config.controllers.length;
     shared.signal.addEventListener('abort', () => this.#wake?.(), { once: true });
   }
 
   get up(): boolean {
     return this.session !== null && !this.session.closed && !this.session.draining;
+  }
+
+  /** The URL the next dial goes to. */
+  get controller(): string {
+    return this.shared.config.controllers[this.#target]!;
+  }
+
+  /**
+   * Moves to the next controller URL. With one URL it stays; with several, a tunnel that ended or a
+   * dial that failed is retried on another controller at once (0 ms), and only a full round of
+   * failures in a row takes the usual backoff.
+   */
+  #next(failed: boolean): { atOnce: boolean } {
+    const n = this.shared.config.controllers.length;
+    this.#target = (this.#target + 1) % n;
+    if (!failed) this.#failedInRow = 0;
+    else this.#failedInRow += 1;
+    return { atOnce: n > 1 && this.#failedInRow < n };
   }
 
   async run(): Promise<void> {
@@ -239,29 +264,42 @@ class TunnelSlot {
           break;
         }
         const upAt = Date.now();
+        const from = this.controller;
         this.#adopt(session);
+        this.#failedInRow = 0;
         const end = await sessionEnd(session);
         if (this.session === session) this.session = null;
         if (signal.aborted) break;
         if (Date.now() - upAt >= BACKOFF.stableMs) this.#attempt = 0;
         this.#downSince = Date.now();
+        const { atOnce } = this.#next(!end.goaway);
         if (end.goaway) {
           // The controller is going away (a restart, a scale-down): its in-flight streams finish on the
-          // old session while this slot dials a replacement, which a load balancer can send elsewhere.
-          delay = Math.round(Math.random() * BACKOFF.baseMs);
+          // old session while this slot dials a replacement, on the next controller when there are
+          // several, else through the same URL, which a load balancer can send elsewhere.
+          delay = atOnce ? 0 : Math.round(Math.random() * BACKOFF.baseMs);
           log.info(
-            { event: 'tunnel-draining', reason: end.reason, streams: session.streamCount, retryInMs: delay },
+            {
+              event: 'tunnel-draining',
+              controller: from,
+              reason: end.reason,
+              streams: session.streamCount,
+              next: this.controller,
+              retryInMs: delay,
+            },
             'controller is draining the tunnel; dialing a replacement',
           );
         } else {
-          delay = this.#backoff();
+          delay = atOnce ? 0 : this.#backoff();
           const code = end.err instanceof SluiceError ? end.err.code : undefined;
           log.warn(
             {
               event: 'tunnel-down',
+              controller: from,
               code,
               err: end.err?.message,
               upForMs: Date.now() - upAt,
+              next: this.controller,
               retryInMs: delay,
             },
             'tunnel down',
@@ -272,8 +310,18 @@ class TunnelSlot {
         this.shared.metrics.tunnelError(err);
         const code = err instanceof SluiceError ? err.code : (err as NodeJS.ErrnoException).code;
         const refused = code === 'SLUICE_ERR_UNAUTHORIZED' || code === 'SLUICE_ERR_FORBIDDEN';
-        delay = refused ? refusedDelay() : this.#backoff();
-        const fields = { event: 'tunnel-failed', code, err: (err as Error).message, retryInMs: delay };
+        const from = this.controller;
+        // A fleet shares its tokens: one controller's refusal is every controller's.
+        const { atOnce } = this.#next(true);
+        delay = refused ? refusedDelay() : atOnce ? 0 : this.#backoff();
+        const fields = {
+          event: 'tunnel-failed',
+          controller: from,
+          code,
+          err: (err as Error).message,
+          next: this.controller,
+          retryInMs: delay,
+        };
         if (refused) log.error(fields, 'controller refused the agent token; fix the token or the cluster');
         else log.warn(fields, 'tunnel dial failed');
       }
@@ -283,10 +331,11 @@ class TunnelSlot {
 
   async #connect(): Promise<Session> {
     const { config, ca, ctx, signal, upgrades } = this.shared;
-    const transport = await dial({ url: config.controller, ca, servername: config.servername, signal });
+    const url = this.controller;
+    const transport = await dial({ url, ca, servername: config.servername, signal });
     this.#generation += 1;
     // A plain dial to a TLS listener fails with no word of TLS: the watch adds the hint.
-    const handshake = watchHandshake(transport, config.controller);
+    const handshake = watchHandshake(transport, url);
     const connecting = Session.connect(transport, {
       hello: {
         token: config.token,
@@ -338,7 +387,7 @@ class TunnelSlot {
     readinessLogger(this.#log).info(
       {
         event: 'tunnel-up',
-        controller: this.shared.config.controller,
+        controller: this.controller,
         session: session.id,
         generation: this.#generation,
       },

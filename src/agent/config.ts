@@ -27,8 +27,12 @@ import { resolveSessionOptions, type SessionOptions } from '../tunnel/options.js
 import { TargetPolicy } from './policy.js';
 
 export interface AgentConfig {
-  /** Transport URL of the controller's tunnel listener: tcp://, tls://, ws:// or wss://. */
-  readonly controller: string;
+  /**
+   * Transport URLs of the controllers' tunnel listeners (tcp://, tls://, ws:// or wss://), at least
+   * one: a fleet's members, or one load balancer in front of them. Tunnel slot i starts on URL i mod n
+   * and moves to the next URL when its tunnel ends or a dial fails (docs/fleet.md).
+   */
+  readonly controllers: readonly string[];
   /** The agent token. Never logged. */
   readonly token: string;
   readonly name: string;
@@ -107,7 +111,7 @@ function build(
   const ca = read(F.ca);
   const servername = read(F.servername);
   const config: AgentConfig = {
-    controller: read(F.controller)!,
+    controllers: read(F.controller)!,
     token,
     name: read(F.name) ?? orThrow(parseName(hostname()), 'name', 'the host name; pass --name'),
     replica: randomBytes(4).toString('hex'),
@@ -168,6 +172,28 @@ function parseToken(value: unknown): string | Refusal {
 
 const SCHEMES = 'a tcp://, tls://, ws:// or wss:// URL, e.g. tls://sluice.example.com:7000';
 
+/** At most this many --controller URLs: more than the tunnels an agent can hold is no use. */
+const MAX_CONTROLLERS = 16;
+
+/** One or more controller URLs, comma-separated (the flag's repeats are joined so). */
+function parseControllerUrls(value: unknown): string[] | Refusal {
+  if (typeof value !== 'string') return new Refusal(`must be ${SCHEMES}, got ${show(value)}`);
+  const urls: string[] = [];
+  for (const [i, part] of value.split(',').entries()) {
+    const url = parseControllerUrl(part.trim());
+    if (url instanceof Refusal) {
+      if (!value.includes(',')) return url;
+      return new Refusal(`URL ${i + 1} ${url.reason}`, url.code);
+    }
+    if (urls.includes(url)) return new Refusal(`names ${show(maskUserinfo(url))} twice`);
+    urls.push(url);
+  }
+  if (urls.length > MAX_CONTROLLERS) {
+    return new Refusal(`may name at most ${MAX_CONTROLLERS} URLs, got ${urls.length}`);
+  }
+  return urls;
+}
+
 function parseControllerUrl(value: unknown): string | Refusal {
   if (typeof value !== 'string' || !value.includes('://')) {
     return new Refusal(
@@ -206,7 +232,8 @@ function parseSocketsPerTarget(value: unknown): number | Refusal {
 }
 
 /** --allow (repeatable) wins over SLUICE_ALLOW (comma-separated); none means the policy's defaults. */
-function allowPatterns(flag: readonly string[] | undefined, env: NodeJS.ProcessEnv): string[] {
+function allowPatterns(given: string | readonly string[] | undefined, env: NodeJS.ProcessEnv): string[] {
+  const flag = typeof given === 'string' ? [given] : given;
   const fromFlags = flag !== undefined && flag.length > 0;
   const patterns = fromFlags
     ? [...flag]
@@ -235,9 +262,12 @@ const F = {
     name: 'controller',
     key: 'controller',
     value: 'URL',
-    parse: parseControllerUrl,
+    multiple: true,
+    parse: parseControllerUrls,
     required: true,
-    help: "the controller's tunnel listener: tcp://, tls://, ws:// or wss://",
+    help:
+      "the controller's tunnel listener: tcp://, tls://, ws:// or wss://; repeatable for the members " +
+      'of a fleet, each tunnel on its own, moving to the next when one goes; the variable is comma-separated',
   }),
   token: flag({
     name: 'token',

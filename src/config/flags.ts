@@ -35,9 +35,14 @@ export function flag<const K extends string, T = string, const M extends boolean
   return spec;
 }
 
-/** The flags object a table's command parses into: each flag's value as typed, by key. */
+/**
+ * The flags object a table's command parses into: each flag's value as typed, by key. A repeatable
+ * flag's is the list argv gave, or one value (a caller's convenience).
+ */
 export type FlagValues<F extends readonly Flag[]> = {
-  -readonly [S in F[number] as S['key']]?: S extends Flag<string, unknown, true> ? string[] : string;
+  -readonly [S in F[number] as S['key']]?: S extends Flag<string, unknown, true>
+    ? string | readonly string[]
+    : string;
 };
 
 /** The flag's SLUICE_* variable, or undefined when it has none. */

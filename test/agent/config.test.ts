@@ -36,7 +36,7 @@ function refuses(
 describe('loadAgentConfig: defaults', () => {
   test('with only the controller and the token', () => {
     const config = load();
-    assert.equal(config.controller, 'tls://sluice.example.com:7000');
+    assert.deepEqual(config.controllers, ['tls://sluice.example.com:7000']);
     assert.equal(config.token, TOKEN);
     assert.equal(config.name, hostname());
     assert.match(config.replica, /^[0-9a-f]{8}$/);
@@ -61,9 +61,53 @@ describe('loadAgentConfig: defaults', () => {
   });
 
   test('the controller URL is normalized with its port', () => {
-    assert.equal(load({ controller: 'ws://c.example/tunnel' }).controller, 'ws://c.example:80/tunnel');
-    assert.equal(load({ controller: 'wss://c.example' }).controller, 'wss://c.example:443/');
-    assert.equal(load({ controller: 'tcp://[::1]:7000' }).controller, 'tcp://[::1]:7000');
+    assert.deepEqual(load({ controller: 'ws://c.example/tunnel' }).controllers, ['ws://c.example:80/tunnel']);
+    assert.deepEqual(load({ controller: 'wss://c.example' }).controllers, ['wss://c.example:443/']);
+    assert.deepEqual(load({ controller: 'tcp://[::1]:7000' }).controllers, ['tcp://[::1]:7000']);
+  });
+
+  test('several controllers: repeated flags or a comma-separated variable, in order, each normalized', () => {
+    assert.deepEqual(load({ controller: ['tcp://a.example:7000', 'wss://b.example'] }).controllers, [
+      'tcp://a.example:7000',
+      'wss://b.example:443/',
+    ]);
+    const fromEnv = loadAgentConfig({
+      flags: { token: TOKEN },
+      env: { SLUICE_CONTROLLER: 'tcp://a.example:7000, tcp://b.example:7000,tcp://c.example:7000' },
+    });
+    assert.deepEqual(fromEnv.controllers, [
+      'tcp://a.example:7000',
+      'tcp://b.example:7000',
+      'tcp://c.example:7000',
+    ]);
+    // The flags win over the variable, all of them together.
+    const both = loadAgentConfig({
+      flags: { token: TOKEN, controller: ['tcp://f.example:7000'] },
+      env: { SLUICE_CONTROLLER: 'tcp://a.example:7000,tcp://b.example:7000' },
+    });
+    assert.deepEqual(both.controllers, ['tcp://f.example:7000']);
+  });
+
+  test('several controllers: a bad second one, a repeat and too many are refused by position', () => {
+    assert.throws(
+      () => load({ controller: ['tcp://a.example:7000', 'http://b.example'] }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.key === 'controller' &&
+        /^controller URL 2 is not usable: .*unsupported scheme http:/.test(err.message) &&
+        /from --controller/.test(err.message),
+    );
+    assert.throws(
+      () => load({ controller: ['tcp://a.example:7000', 'tcp://a.example:7000'] }),
+      /controller names "tcp:\/\/a.example:7000" twice/,
+    );
+    const many = Array.from({ length: 17 }, (_, i) => `tcp://c${i}.example:7000`);
+    assert.throws(() => load({ controller: many }), /at most 16 URLs, got 17/);
+    assert.throws(
+      () =>
+        loadAgentConfig({ flags: { token: TOKEN }, env: { SLUICE_CONTROLLER: 'tcp://a.example:7000,,' } }),
+      /controller URL 2 .*\(from SLUICE_CONTROLLER\)/,
+    );
   });
 
   test('serializing the config masks the token', () => {
@@ -89,7 +133,7 @@ describe('loadAgentConfig: flags and environment', () => {
 
   test('every setting comes from its SLUICE_* variable', () => {
     const config = loadAgentConfig({ flags: {}, env });
-    assert.equal(config.controller, 'tcp://env.example:7000');
+    assert.deepEqual(config.controllers, ['tcp://env.example:7000']);
     assert.equal(config.token, 'env-token-0123456789abcdef');
     assert.equal(config.name, 'env-name');
     assert.equal(config.tunnels, 3);
@@ -113,7 +157,7 @@ describe('loadAgentConfig: flags and environment', () => {
       logLevel: 'trace',
     };
     const config = loadAgentConfig({ flags, env });
-    assert.equal(config.controller, 'tcp://flag.example:7000');
+    assert.deepEqual(config.controllers, ['tcp://flag.example:7000']);
     assert.equal(config.token, TOKEN);
     assert.equal(config.name, 'flag-name');
     assert.equal(config.tunnels, 16);

@@ -11,9 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request, Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { type Logger, pino } from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
@@ -25,25 +23,13 @@ import { ask } from '../helpers/sluice-procs.js';
 import { startUpgradeOrigin, type UpgradeOrigin } from '../helpers/upgrade-origin.js';
 import { wsConnect, wsEcho, wsOpened } from '../helpers/ws-client.js';
 import { EVENT_MS, READY_MS, scaled, within } from '../helpers/wait.js';
+import { type CapturedLog, captureLog } from '../helpers/log-capture.js';
 
 const TOKEN = 'peer-test-token-0123456789abcdef';
 const ADMIN = 'peer-test-admin-token-0123456789';
 
-interface Lines {
-  readonly lines: Record<string, unknown>[];
-}
-
-/** A logger that keeps its lines, for asserting what a controller said. */
-function capture(): Lines & { logger: Logger } {
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line));
-      cb();
-    },
-  });
-  return { lines, logger: pino({ level: 'info' }, sink) as unknown as Logger };
-}
+type Lines = Pick<CapturedLog, 'lines'>;
+const capture = (): CapturedLog => captureLog();
 
 let redis: RedisServer;
 let origin: Origin;
@@ -130,7 +116,7 @@ before(async () => {
       },
       env: {},
     }),
-    pino({ level: 'silent' }),
+    captureLog('silent').logger,
   );
   await within(agent.whenUp(), READY_MS, 'the agent to connect to A');
   await until(

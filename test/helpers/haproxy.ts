@@ -1,7 +1,9 @@
 // A real haproxy (Debian's, installed by .ci/run) in front of several controllers, for the fleet's
 // tests: one frontend on a port of 127.0.0.1, one backend server per controller, health-checked on the
 // controller's admin /readyz, with retries and redispatch so that a draining controller's refused
-// connections go to another one, as a production load balancer is set up. Ready when its frontend
+// connections go to another one, as a production load balancer is set up. It retries only what never
+// reached a controller's edge (a refused connection, a connection closed before any byte of answer),
+// never a 503 or a timeout, so that it cannot hide a request Sluice failed. Ready when its frontend
 // accepts connections; the servers' states come from its stats socket, never from a sleep.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -73,7 +75,7 @@ defaults
   option http-server-close
   retries 3
   option redispatch 1
-  retry-on conn-failure empty-response response-timeout 503
+  retry-on conn-failure empty-response
 
 frontend public
   bind 127.0.0.1:${port}

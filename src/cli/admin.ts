@@ -69,7 +69,7 @@ ${flagsUsage(COMMON_FLAGS)}`,
   route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] | ls | rm HOST [--path P] [flags]
 
 ${flagsUsage(ROUTE_FLAGS)}`,
-  status: `Usage: sluice status [flags]\n\nLists the live tunnels.\n\n${flagsUsage(COMMON_FLAGS)}`,
+  status: `Usage: sluice status [flags]\n\nLists the live tunnels; on a fleet member, the fleet's controllers after them.\n\n${flagsUsage(COMMON_FLAGS)}`,
 };
 
 /** What an API call failed with: printed, exit 1. */
@@ -187,8 +187,11 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
 
   async status(args, _values, client, json) {
     expect(args, 0);
-    const r = (await client.call('GET', '/api/tunnels')) as { tunnels: Row[] };
-    if (json) return show(r);
+    const [r, fleet] = (await Promise.all([
+      client.call('GET', '/api/tunnels'),
+      client.call('GET', '/api/fleet'),
+    ])) as [{ tunnels: Row[] }, FleetView];
+    if (json) return show(fleet.fleet ? { ...r, fleet: fleet.instances } : r);
     // rttMs is -1 until the first ping has measured it: shown as '-'.
     const rows = r.tunnels.map((t) => ({ ...t, rtt: rtt(Number(t.rttMs)) }));
     const cols = [
@@ -203,9 +206,27 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
       'bytesIn',
       'bytesOut',
     ];
-    return table(rows, cols);
+    return fleet.fleet ? `${table(rows, cols)}\n${fleetTable(fleet.instances)}` : table(rows, cols);
   },
 };
+
+interface FleetView {
+  fleet: boolean;
+  instances: { id: string; self: boolean; clusters: Record<string, number>; [field: string]: unknown }[];
+}
+
+/** A fleet member's view of the fleet: one row per controller, this one marked, its clusters' counts. */
+function fleetTable(instances: FleetView['instances']): string {
+  const rows = instances.map((i) => ({
+    ...i,
+    instance: i.self ? `${i.id} (this)` : i.id,
+    state: i.draining === true ? 'draining' : 'serving',
+    clusters: Object.entries(i.clusters)
+      .map(([name, n]) => `${name}:${n}`)
+      .join(' '),
+  }));
+  return table(rows, ['instance', 'advertise', 'since', 'state', 'sessions', 'clusters']);
+}
 
 type Row = Record<string, unknown>;
 

@@ -88,6 +88,8 @@ describe('the dashboard in Chromium', { skip }, () => {
     await page.locator('#tunnels tr.group', { hasText: 'c1' }).filter({ hasText: 'no agent' }).waitFor();
     await page.locator('#routes tbody tr', { hasText: HOST }).waitFor();
     assert.equal(await page.locator('#count-tunnels').innerText(), '0');
+    // A lone controller is no fleet: the fleet view stays hidden.
+    assert.equal(await page.locator('#fleet-view').isVisible(), false);
   });
 
   test('an agent started now shows up with its tunnels, without a reload', async () => {

@@ -6,12 +6,15 @@
 // peers, says so, and answers 503 at once instead of hanging.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { request } from 'node:http';
+import { chromium } from 'playwright-core';
 import { after, before, describe, test } from 'node:test';
 import { MiB, writePattern } from '../helpers/data.js';
-import { Fleet, type FleetController } from '../helpers/fleet.js';
+import { ADMIN_TOKEN, Fleet, type FleetController } from '../helpers/fleet.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
-import { ask } from '../helpers/sluice-procs.js';
+import { ask, BIN } from '../helpers/sluice-procs.js';
 import { startUpgradeOrigin, type UpgradeOrigin } from '../helpers/upgrade-origin.js';
 import { wsConnect, wsEcho, wsOpened } from '../helpers/ws-client.js';
 import { EVENT_MS, READY_MS, scaled, waitFor, within } from '../helpers/wait.js';
@@ -170,6 +173,74 @@ describe('three controllers on one Redis, an agent on A only', () => {
     assert.equal(reply.status, 200);
     const line = await b.proc.waitLine('the request log line', (l) => l.requestId === id, EVENT_MS);
     assert.ok(line.peer !== undefined && line.peer !== null, `no peer in ${JSON.stringify(line)}`);
+  });
+});
+
+describe('sluice status on a fleet member', () => {
+  test("lists the fleet's three controllers, this one marked, and which holds c1's tunnels", async () => {
+    const b = fleet.at('b');
+    const run = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          [BIN, 'status', '--admin', b.adminUrl, ...args],
+          { timeout: scaled(READY_MS), env: { ...process.env, SLUICE_ADMIN_TOKEN: ADMIN_TOKEN } },
+          (err, stdout, stderr) =>
+            resolve({ code: err === null ? 0 : Number(err.code ?? -1), stdout, stderr }),
+        );
+      });
+    const text = await run([]);
+    assert.equal(text.code, 0, text.stderr);
+    const [tunnels, instances] = text.stdout.split('\n\n');
+    assert.match(tunnels!, /^CLUSTER/);
+    const rows = instances!.trim().split('\n');
+    assert.match(rows[0]!, /^INSTANCE\s+ADVERTISE\s+SINCE\s+STATE\s+SESSIONS\s+CLUSTERS$/);
+    assert.equal(rows.length, 4, instances);
+    assert.match(rows[1]!, /\(this\)/);
+    assert.equal(rows.filter((r) => /\bc1:2\b/.test(r)).length, 1, instances);
+    assert.ok(
+      rows.slice(1).every((r) => /\bserving\b/.test(r)),
+      instances,
+    );
+
+    const json = await run(['--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout) as { tunnels: unknown[]; fleet: { self: boolean }[] };
+    assert.equal(parsed.fleet.length, 3);
+    assert.equal(parsed.fleet.filter((i) => i.self).length, 1);
+  });
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+const noChromium = existsSync(CHROMIUM)
+  ? false
+  : `${CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)`;
+
+describe("the dashboard's fleet view in Chromium", { skip: noChromium }, () => {
+  test("C's dashboard lists the three controllers, itself first, and A holding c1's tunnels", async () => {
+    const c = fleet.at('c');
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox'],
+      timeout: scaled(READY_MS),
+    });
+    try {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(scaled(EVENT_MS));
+      const errors: string[] = [];
+      page.on('pageerror', (err) => errors.push(err.message));
+      await page.goto(`${c.adminUrl}/`);
+      await page.fill('#token', ADMIN_TOKEN);
+      await page.click('#login-submit');
+      await page.locator('#fleet-view').waitFor();
+      const rows = page.locator('#fleet tbody tr');
+      await page.waitForFunction("document.querySelectorAll('#fleet tbody tr').length === 3");
+      assert.match(await rows.nth(0).innerText(), /\(this controller\)/);
+      assert.equal(await page.locator('#fleet tbody tr', { hasText: 'c1 (2)' }).count(), 1);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
   });
 });
 

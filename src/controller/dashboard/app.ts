@@ -100,6 +100,21 @@ interface Snapshot {
   clusters: Cluster[];
   tunnels: Tunnel[];
   traffic: TrafficSnapshot;
+  fleet: FleetView;
+}
+
+/** GET /api/fleet: a lone controller answers `fleet: false` and no instances. */
+interface FleetView {
+  fleet: boolean;
+  instances: {
+    id: string;
+    advertise: string;
+    since: string;
+    draining: boolean;
+    self: boolean;
+    clusters: Record<string, number>;
+    sessions?: number;
+  }[];
 }
 
 const TOKEN_KEY = 'sluice.adminToken';
@@ -129,12 +144,13 @@ async function getJson<T>(path: string, token: string): Promise<T> {
 }
 
 async function fetchSnapshot(token: string): Promise<Snapshot> {
-  const [clusters, tunnels, traffic] = await Promise.all([
+  const [clusters, tunnels, traffic, fleet] = await Promise.all([
     getJson<{ clusters: Cluster[] }>('/api/clusters', token),
     getJson<{ tunnels: Tunnel[] }>('/api/tunnels', token),
     getJson<TrafficSnapshot>('/api/traffic', token),
+    getJson<FleetView>('/api/fleet', token),
   ]);
-  return { clusters: clusters.clusters, tunnels: tunnels.tunnels, traffic };
+  return { clusters: clusters.clusters, tunnels: tunnels.tunnels, traffic, fleet };
 }
 
 // ---- formatting: every function returns plain text, which goes in with textContent
@@ -332,9 +348,34 @@ function renderRequests(traffic: TrafficSnapshot): void {
   $('requests').tBodies[0]!.replaceChildren(...rows);
 }
 
+/** The fleet's controllers, shown only on a fleet member. */
+function renderFleet(view: FleetView): void {
+  $('fleet-view').hidden = !view.fleet;
+  if (!view.fleet) return;
+  const now = Date.now();
+  const rows = view.instances.map((i) => {
+    const clusters = Object.entries(i.clusters)
+      .map(([name, n]) => `${name} (${n})`)
+      .join(', ');
+    return row(
+      [
+        cell(i.self ? `${i.id} (this controller)` : i.id, 'clip'),
+        cell(i.advertise, 'clip'),
+        cell(ago(i.since, now)),
+        cell(i.draining ? 'draining' : 'serving', i.draining ? 'warn' : ''),
+        cell(i.sessions === undefined ? '–' : String(i.sessions), 'num'),
+        cell(clusters === '' ? 'none' : clusters, 'clip'),
+      ],
+      i.self ? 'self' : '',
+    );
+  });
+  $('fleet').tBodies[0]!.replaceChildren(...rows);
+}
+
 function render(snapshot: Snapshot): void {
   renderCounts(snapshot);
   renderTunnels(snapshot);
+  renderFleet(snapshot.fleet);
   renderRoutes(snapshot.traffic);
   renderRequests(snapshot.traffic);
 }

@@ -86,6 +86,27 @@ export const INDEX_HTML: string = /* HTML */ `<!doctype html>
             </thead>
           </table>
 
+          <div id="fleet-view" hidden>
+            <h2>Fleet</h2>
+            <p class="note">
+              The controllers sharing this one's Redis, as its presence view has them: this one first. A
+              controller without a tunnel for a cluster serves it through one that has.
+            </p>
+            <table id="fleet">
+              <thead>
+                <tr>
+                  <th>Instance</th>
+                  <th>Peer address</th>
+                  <th>Started</th>
+                  <th>State</th>
+                  <th class="num" title="Peer sessions this controller holds to it">Sessions</th>
+                  <th>Clusters (tunnels)</th>
+                </tr>
+              </thead>
+              <tbody></tbody>
+            </table>
+          </div>
+
           <h2>Routes</h2>
           <p class="note">
             Over the last <span id="window">10</span> s: <b>req/s</b> is the requests that finished in that
@@ -370,6 +391,9 @@ export const STYLE_CSS: string = css`
   .s4,
   .warn {
     color: var(--warn);
+  }
+  tr.self td:first-child {
+    font-weight: 600;
   }
   .s5,
   .s0,

@@ -25,8 +25,14 @@ export interface TunnelSource {
    * to land and something changed), false when none is expected or `deadline` (ms since the epoch)
    * passed. Absent: the dispatcher never waits (one controller: a lost tunnel is 503 at once).
    */
-  waitForTunnel?(cluster: string, deadline: number): Promise<boolean>;
+  waitForTunnel?(cluster: string, deadline: number, gone?: ClientGone): Promise<boolean>;
 }
+
+/**
+ * Calls `listener` once the client that is waiting has left (its connection closed); returns the
+ * function that stops listening. A wait for a tunnel ends then: no one is left to answer.
+ */
+export type ClientGone = (listener: () => void) => () => void;
 
 /** The longest a request waits in waitForTunnel for its cluster's tunnels to land elsewhere. */
 export const TUNNEL_WAIT_MS = 5_000;
@@ -142,7 +148,12 @@ export class ClusterDispatcher {
    * was refused unprocessed. The answer is the last thing that happened: a result, or why no (further)
    * stream could be opened; a refused result stands when simply no tunnel was left to try.
    */
-  async dispatch<R>(cluster: string, meta: StreamMeta, handler: DispatchHandler<R>): Promise<R> {
+  async dispatch<R>(
+    cluster: string,
+    meta: StreamMeta,
+    handler: DispatchHandler<R>,
+    gone?: ClientGone,
+  ): Promise<R> {
     const exclude = new Set<Tunnel>();
     let refused: R | undefined;
     let deadline: number | undefined;
@@ -151,7 +162,7 @@ export class ClusterDispatcher {
       if (opened.tunnel === undefined) {
         if (opened.cause === 'none-left' && exclude.size < MAX_ATTEMPTS && this.#source.waitForTunnel) {
           deadline ??= Date.now() + TUNNEL_WAIT_MS;
-          if (await this.#source.waitForTunnel(cluster, deadline)) continue;
+          if (await this.#source.waitForTunnel(cluster, deadline, gone)) continue;
         }
         if (refused !== undefined && opened.cause === 'none-left') return refused;
         return handler.unavailable(opened);

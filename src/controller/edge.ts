@@ -388,6 +388,7 @@ export class PublicEdge {
       route.cluster,
       meta as unknown as StreamMeta,
       new TunnelAttempt(exchange, meta, stats),
+      (listener) => clientGone(exchange.req, listener),
     );
     log.bytesIn = stats.bytesIn;
     log.bytesOut = stats.bytesOut;
@@ -734,4 +735,15 @@ function closeQueued(this: QueuedSocket): void {
     res.destroy();
     res.emit('close');
   }
+}
+
+/** Calls `listener` once the client's connection closes (already closed: at once); returns the undo. */
+function clientGone(req: IncomingMessage, listener: () => void): () => void {
+  const socket = req.socket;
+  if (socket.destroyed) {
+    queueMicrotask(listener);
+    return () => {};
+  }
+  socket.once('close', listener);
+  return () => socket.off('close', listener);
 }

@@ -17,7 +17,13 @@ import type { AuthResult, Hello } from '../tunnel/handshake.js';
 import type { SessionOptions } from '../tunnel/options.js';
 import { Session } from '../tunnel/session.js';
 import type { Stream } from '../tunnel/stream.js';
-import { MAX_ATTEMPTS, type PeerStreamMeta, TUNNEL_WAIT_MS, type TunnelSource } from './dispatcher.js';
+import {
+  type ClientGone,
+  MAX_ATTEMPTS,
+  type PeerStreamMeta,
+  TUNNEL_WAIT_MS,
+  type TunnelSource,
+} from './dispatcher.js';
 import type { PresenceRecord } from './presence.js';
 import type { Tunnel, TunnelRegistry } from './tunnels.js';
 
@@ -52,6 +58,7 @@ export class PeerPool {
   readonly #options: PoolOptions;
   readonly #links = new Map<string, PeerLink>();
   #view: ReadonlyMap<string, PresenceRecord> = new Map();
+  #closed = false;
 
   constructor(options: PoolOptions) {
     this.#options = options;
@@ -59,6 +66,8 @@ export class PeerPool {
 
   /** Follows the presence view: dials peers that appeared, lets go of those that left or moved. */
   update(view: ReadonlyMap<string, PresenceRecord>): void {
+    // A presence round that lands during shutdown must not dial peers no one will stop again.
+    if (this.#closed) return;
     this.#view = view;
     for (const [id, link] of this.#links) {
       const record = view.get(id);
@@ -119,6 +128,7 @@ export class PeerPool {
   }
 
   close(): void {
+    this.#closed = true;
     for (const link of this.#links.values()) link.stop();
     this.#links.clear();
   }
@@ -412,20 +422,23 @@ export class FleetSource implements TunnelSource {
    * Resolves true at the next change while tunnels of `cluster` are expected to land before
    * `deadline`; false at once when none are expected, and at the deadline.
    */
-  waitForTunnel(cluster: string, deadline: number): Promise<boolean> {
+  waitForTunnel(cluster: string, deadline: number, gone?: ClientGone): Promise<boolean> {
     const left = deadline - Date.now();
     if (left <= 0 || !this.#expects(cluster)) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
+      let stopListening = (): void => {};
+      const end = (found: boolean): void => {
+        clearTimeout(timer);
+        stopListening();
         const i = this.#waiters.indexOf(wake);
         if (i !== -1) this.#waiters.splice(i, 1);
-        resolve(false);
-      }, left);
-      const wake = (): void => {
-        clearTimeout(timer);
-        resolve(true);
+        resolve(found);
       };
+      const timer = setTimeout(() => end(false), left);
+      const wake = (): void => end(true);
       this.#waiters.push(wake);
+      // A client that leaves ends its wait at once: nothing holds its request for the rest of it.
+      if (gone !== undefined) stopListening = gone(() => end(false));
     });
   }
 

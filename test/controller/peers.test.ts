@@ -231,6 +231,49 @@ describe('peer forwarding', () => {
     assert.ok(performance.now() - started < 2_000, 'no handoff wait for a cluster never seen');
   });
 
+  test('a request waiting for a moving tunnel stops waiting when its client leaves', async () => {
+    // A lonely agent comes and goes on A: for the next 5 s A expects lonely's tunnel to land again,
+    // so a request for lonely.test waits for it instead of a 503 at once.
+    const lonely = await startAgent(
+      loadAgentConfig({
+        flags: {
+          controller: a.handle.tunnelUrl,
+          token: `${TOKEN}-lonely`,
+          name: 'lonely-agent',
+          tunnels: '1',
+          allow: `127.0.0.1:${origin.port}`,
+        },
+        env: {},
+      }),
+      captureLog('silent').logger,
+    );
+    await within(lonely.whenUp(), READY_MS, 'the lonely agent to connect to A');
+    await lonely.close(0);
+    const id = `leaver-${randomBytes(4).toString('hex')}`;
+    const req = request({
+      host: '127.0.0.1',
+      port: a.port,
+      path: '/status?code=200',
+      headers: { host: 'lonely.test', 'x-request-id': id },
+      agent: false,
+    });
+    req.on('error', () => {});
+    req.end();
+    // The request is in the wait (it has no answer yet); then the client leaves.
+    await until('the request to be in flight', async () => {
+      const memory = (await (await fetch(new URL('/debug/memory', a.handle.adminUrl!))).json()) as {
+        inFlight: number;
+      };
+      return memory.inFlight > 0;
+    });
+    const left = performance.now();
+    req.destroy();
+    await until('the request to be logged', async () => a.log.lines.some((l) => l.requestId === id));
+    const took = performance.now() - left;
+    // The wait is 5 s; the request ends with its client, long before that.
+    assert.ok(took < 3_000, `the request ended ${Math.round(took)} ms after its client left`);
+  });
+
   test('a controller with the wrong fleet secret is refused with a clear line, and answers 503 fast', async () => {
     const wrong = await controller('wrong', { SLUICE_PEER_SECRET: 'not-the-fleet-secret' });
     await until('A to log the refusal', async () => a.log.lines.some((l) => l.event === 'peer-refused'));

@@ -1,5 +1,5 @@
 // The proxy bench (`npm run bench`): the workloads of DESIGN §7 over four paths to the same origin,
-// direct, nginx, node-proxy and sluice, every process separate. See bench/README.md.
+// direct, nginx, node-proxy, sluice and sluice-peer, every process separate. See bench/README.md.
 //   node dist/bench/run.js [--quick | --smoke] [--only WORKLOADS] [--paths PATHS] [--out DIR]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { installCleanup, killAll, openFileLimit } from './common/proc.js';
 import { nginxBinary } from './suite/nginx.js';
 import { type Plan, plan, type WorkloadName } from './suite/plan.js';
+import { redisBinary } from './suite/redis.js';
 import { type Figure, figures, LEGEND, markdownTable, terminalTable } from './suite/report.js';
 import { type Rounds, runWorkload, workloadPaths } from './suite/runner.js';
 import { wrkBinary } from './suite/wrk.js';
@@ -22,6 +23,8 @@ function missingTools(p: Plan): string[] {
   const missing: string[] = [];
   if (p.paths.includes('nginx') && nginxBinary() === null)
     missing.push('nginx (apt-get install nginx-light)');
+  if (p.paths.includes('sluice-peer') && redisBinary() === null)
+    missing.push('redis-server (apt-get install redis-server)');
   const wrkNeeded = p.workloads.some((w) => w.startsWith('http-'));
   if (wrkNeeded && wrkBinary() === null) missing.push('wrk (apt-get install wrk)');
   return missing;

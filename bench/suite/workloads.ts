@@ -3,6 +3,7 @@
 // figures plus notes. The recovery workloads are in recovery.ts.
 import type { Args } from '../common/ipc.js';
 import { MB, sleep } from '../common/stats.js';
+import { throughAgent } from './common.js';
 import type { Sizes } from './plan.js';
 import { rssBytes } from './procfs.js';
 import type { Rig } from './rig.js';
@@ -181,7 +182,7 @@ export const idleWorkload = {
       metrics: {
         idleWsOriginKiB: per('origin'),
         idleWsProxyKiB: per(proxyRole(rig)),
-        idleWsAgentKiB: rig.path === 'sluice' ? per('agent') : null,
+        idleWsAgentKiB: throughAgent(rig.path) ? per('agent') : null,
       },
       notes,
     };
@@ -261,7 +262,7 @@ export const slowWorkload = {
     return {
       metrics: {
         slowPeakProxyMB: peak(proxyRole(rig)),
-        slowPeakAgentMB: rig.path === 'sluice' ? peak('agent') : null,
+        slowPeakAgentMB: throughAgent(rig.path) ? peak('agent') : null,
         slowFastMBps: fast.MBps as number,
       },
       notes,

@@ -1,5 +1,5 @@
 // The proxy bench (`npm run bench`): the workloads of DESIGN §7 over four paths to the same origin,
-// direct, nginx, node-proxy and sluice, every process separate. See bench/README.md.
+// direct, nginx, node-proxy, sluice and sluice-peer, every process separate. See bench/README.md.
 //   node dist/bench/run.js [--quick | --smoke] [--only WORKLOADS] [--paths PATHS] [--out DIR]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
@@ -9,7 +9,19 @@ import { fileURLToPath } from 'node:url';
 import { installCleanup, killAll, openFileLimit } from './common/proc.js';
 import { nginxBinary } from './suite/nginx.js';
 import { type Plan, plan, type WorkloadName } from './suite/plan.js';
-import { type Figure, figures, LEGEND, markdownTable, terminalTable } from './suite/report.js';
+import { redisBinary } from './suite/redis.js';
+import {
+  type Figure,
+  figures,
+  LEGEND,
+  markdownTable,
+  type PeerComparison,
+  peerComparisons,
+  peerMarkdown,
+  peerTerminal,
+  peerVerdict,
+  terminalTable,
+} from './suite/report.js';
 import { type Rounds, runWorkload, workloadPaths } from './suite/runner.js';
 import { wrkBinary } from './suite/wrk.js';
 
@@ -22,6 +34,8 @@ function missingTools(p: Plan): string[] {
   const missing: string[] = [];
   if (p.paths.includes('nginx') && nginxBinary() === null)
     missing.push('nginx (apt-get install nginx-light)');
+  if (p.paths.includes('sluice-peer') && redisBinary() === null)
+    missing.push('redis-server (apt-get install redis-server)');
   const wrkNeeded = p.workloads.some((w) => w.startsWith('http-'));
   if (wrkNeeded && wrkBinary() === null) missing.push('wrk (apt-get install wrk)');
   return missing;
@@ -84,6 +98,8 @@ interface Report {
   paths: Plan['paths'];
   workloads: Plan['workloads'];
   figures: Figure[];
+  /** sluice-peer against sluice in this run; null unless both ran. */
+  peerHop: { comparisons: PeerComparison[]; verdict: string | null } | null;
   notes: string[];
   failures: string[];
 }
@@ -104,7 +120,7 @@ function markdown(r: Report, figs: Figure[]): string {
 ${markdownTable(figs)}
 
 ${list(LEGEND)}
-
+${peerSection(r, peerMarkdown)}
 See bench/README.md for what each workload does and how to read it.
 
 ## Failures
@@ -115,6 +131,13 @@ ${list(r.failures)}
 
 ${list(r.notes)}
 `;
+}
+
+/** The peer hop's table and verdict, or nothing when sluice and sluice-peer did not both run. */
+function peerSection(r: Report, render: (c: PeerComparison[]) => string): string {
+  if (r.peerHop === null) return '';
+  const heading = 'The peer hop: sluice-peer against sluice, same run';
+  return `\n## ${heading}\n\n${render(r.peerHop.comparisons)}\n\n${r.peerHop.verdict ?? 'No req/s or MB/s row.'}\n`;
 }
 
 async function main(): Promise<void> {
@@ -147,6 +170,8 @@ async function main(): Promise<void> {
     progress(w, r.rounds, r.failures.length, performance.now() - t);
   }
   const figs = figures(p.sizes, rounds, p.paths);
+  const comparisons = peerComparisons(figs);
+  const bothSluice = p.paths.includes('sluice') && p.paths.includes('sluice-peer');
   const report: Report = {
     date: new Date().toISOString(),
     mode: p.sizes.mode,
@@ -159,6 +184,7 @@ async function main(): Promise<void> {
     paths: p.paths,
     workloads: p.workloads,
     figures: figs,
+    peerHop: bothSluice ? { comparisons, verdict: peerVerdict(comparisons) } : null,
     notes,
     failures,
   };
@@ -167,7 +193,9 @@ async function main(): Promise<void> {
   await writeFile(join(dir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
   await writeFile(join(dir, 'latest.md'), markdown(report, figs));
   const failed = failures.length === 0 ? '' : `\nFailures:\n${failures.join('\n')}\n`;
-  console.log(`\n${terminalTable(figs)}\n\n${LEGEND.join('\n')}\n${failed}`);
+  console.log(
+    `\n${terminalTable(figs)}\n\n${LEGEND.join('\n')}\n${peerSection(report, peerTerminal)}${failed}`,
+  );
   console.log(`bench: ${Math.round(report.durationS)} s; wrote ${join(dir, 'latest.json')} and latest.md`);
   process.exit(failures.length > 0 ? 1 : 0);
 }

@@ -1,37 +1,16 @@
 // The `nginx` path: one nginx reverse-proxy hop with upstream keep-alive, from a config the bench
 // writes into a temp dir of its own (no daemon, no master process, one worker, logs in that dir).
-import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import { Proc } from '../common/proc.js';
-import { sleep } from '../common/stats.js';
 import { HOST } from './common.js';
-import { listeningPorts } from './procfs.js';
+import { binaryOnPath, listensWithin, startOnFreePort } from './ports.js';
 
 const READY_TIMEOUT_MS = 10_000;
-const BIND_ATTEMPTS = 3;
 
 /** The nginx binary: on PATH, or in the sbin dirs a non-root PATH often lacks. */
 export function nginxBinary(): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin'];
-  for (const dir of dirs) if (dir !== '' && existsSync(join(dir, 'nginx'))) return join(dir, 'nginx');
-  return null;
-}
-
-/**
- * nginx cannot listen on port 0, so the kernel picks a free port here, which is released and handed
- * to nginx. Another process could take it in between; startNginx then retries with a new one.
- */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen({ host: HOST, port: 0 }, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
+  return binaryOnPath('nginx', ['/usr/sbin', '/usr/local/sbin', '/sbin']);
 }
 
 /**
@@ -112,32 +91,21 @@ export interface Nginx {
 }
 
 /** Starts nginx in `dir` and resolves once it listens on its port. */
-export async function startNginx(dir: string, originPort: number, fileLimit: number): Promise<Nginx> {
+export function startNginx(dir: string, originPort: number, fileLimit: number): Promise<Nginx> {
   const binary = nginxBinary();
   if (binary === null) throw new Error('nginx not found (apt-get install nginx-light)');
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const conf = join(dir, 'nginx.conf');
-    const errorLog = join(dir, 'error.log');
+  const conf = join(dir, 'nginx.conf');
+  const errorLog = join(dir, 'error.log');
+  // nginx cannot listen on port 0.
+  return startOnFreePort<Nginx>('nginx', async (port) => {
     await writeFile(conf, nginxConf(dir, port, originPort, fileLimit));
     const proc = new Proc('nginx', binary, ['-p', dir, '-c', conf, '-e', errorLog], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
     proc.stderr?.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    if (await listening(proc, port)) return { proc, port };
+    if (await listensWithin(proc, port, READY_TIMEOUT_MS)) return { started: { proc, port } };
     await proc.stop(1000);
-    const log = (await readFile(errorLog, 'utf8').catch(() => '')) + stderr;
-    if (attempt < BIND_ATTEMPTS && log.includes('Address already in use')) continue;
-    throw new Error(`nginx did not start: ${log.trim().split('\n').slice(-3).join(' | ')}`);
-  }
-}
-
-async function listening(proc: Proc, port: number): Promise<boolean> {
-  const deadline = performance.now() + READY_TIMEOUT_MS;
-  while (performance.now() < deadline && proc.exit === null) {
-    if ((await listeningPorts(proc.pid!)).includes(port)) return true;
-    await sleep(20);
-  }
-  return false;
+    return { output: (await readFile(errorLog, 'utf8').catch(() => '')) + stderr };
+  });
 }

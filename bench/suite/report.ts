@@ -24,7 +24,10 @@ export function rows(s: Sizes): Row[] {
     row(`httpC${c}Rps`, `HTTP GET /small, c=${c}`, 'req/s'),
     row(`httpC${c}P50Ms`, `HTTP GET /small, c=${c}, p50`, 'ms', true),
     row(`httpC${c}P99Ms`, `HTTP GET /small, c=${c}, p99`, 'ms', true),
+    row(`httpC${c}CpuUs`, `HTTP GET /small, c=${c}, hops' CPU per request`, 'µs', true),
   ];
+  const cpuPerMB = (key: string, what: string) =>
+    row(`${key}CpuMsPerMB`, `${what}, hops' CPU per MB`, 'ms', true);
   const ws = (key: string, conns: number): Row[] => [
     row(`${key}MsgPerSec`, `WebSocket echo, ${conns} conns`, 'msg/s'),
     row(`${key}P50Ms`, `WebSocket echo, ${conns} conns, p50 RTT`, 'ms', true),
@@ -34,8 +37,11 @@ export function rows(s: Sizes): Row[] {
     ...http(10),
     ...http(100),
     row('downloadMBps', `download ${size(s.bulkBytes)}`, 'MB/s'),
+    cpuPerMB('download', 'download'),
     row('uploadMBps', `upload ${size(s.bulkBytes)}`, 'MB/s'),
+    cpuPerMB('upload', 'upload'),
     row('parallel8MBps', `${s.parallelStreams} parallel downloads of ${size(s.parallelBytes)}`, 'MB/s'),
+    cpuPerMB('parallel8', 'parallel downloads'),
     ...ws('wsEcho100', s.wsConns.small),
     ...ws('wsEcho1000', s.wsConns.large),
     row('idleWsOriginKiB', `idle WebSockets (${s.idleConns}): RSS/conn, origin`, 'KiB', true),
@@ -97,21 +103,122 @@ function shownPaths(figs: Figure[]): PathName[] {
   return PATHS.filter((p) => figs.some((f) => p in f.rounds));
 }
 
-export function terminalTable(figs: Figure[]): string {
-  const paths = shownPaths(figs);
-  const header = ['figure', 'unit', ...paths];
-  const body = figs.map((f) => [f.label, f.unit, ...paths.map((p) => cell(f, p))]);
+/** Columns padded to their widest cell: the first two left-aligned, the numbers right-aligned. */
+function aligned(header: string[], body: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
   const line = (cols: string[]) =>
-    cols.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    cols
+      .map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), '-'.repeat(widths.reduce((a, b) => a + b + 2, -2)), ...body.map(line)].join('\n');
 }
 
-export function markdownTable(figs: Figure[]): string {
-  const paths = shownPaths(figs);
-  const out = [`| figure | unit | ${paths.join(' | ')} |`, `|---|---|${paths.map(() => '---:').join('|')}|`];
-  for (const f of figs) out.push(`| ${f.label} | ${f.unit} | ${paths.map((p) => cell(f, p)).join(' | ')} |`);
+function markdownRows(header: string[], body: string[][]): string {
+  const out = [
+    `| ${header.join(' | ')} |`,
+    `|---|---|${header
+      .slice(2)
+      .map(() => '---:')
+      .join('|')}|`,
+  ];
+  for (const cols of body) out.push(`| ${cols.join(' | ')} |`);
   return out.join('\n');
+}
+
+function table(figs: Figure[]): { header: string[]; body: string[][] } {
+  const paths = shownPaths(figs);
+  const body = figs.map((f) => [f.label, f.unit, ...paths.map((p) => cell(f, p))]);
+  return { header: ['figure', 'unit', ...paths], body };
+}
+
+export function terminalTable(figs: Figure[]): string {
+  const t = table(figs);
+  return aligned(t.header, t.body);
+}
+
+export function markdownTable(figs: Figure[]): string {
+  const t = table(figs);
+  return markdownRows(t.header, t.body);
+}
+
+// --- the peer hop: sluice-peer against sluice ---
+
+/** What the peer hop may cost against `sluice` in the same run (issue #13), by unit. */
+export const PEER_LIMITS: Readonly<Record<string, number>> = { 'req/s': 0.25, 'MB/s': 0.3 };
+
+export interface PeerComparison {
+  key: string;
+  label: string;
+  unit: string;
+  sluice: number;
+  peer: number;
+  /** sluice-peer / sluice. */
+  ratio: number;
+  /** What the extra hop costs: the share of throughput lost, or the share of latency, memory or CPU added. */
+  cost: number;
+  /** The most it may cost, for req/s and MB/s rows; null where the issue sets no target. */
+  limit: number | null;
+}
+
+/** Every figure both Sluice paths have, as sluice-peer's ratio to sluice. */
+export function peerComparisons(figs: Figure[]): PeerComparison[] {
+  const out: PeerComparison[] = [];
+  for (const f of figs) {
+    const sluice = f.values.sluice;
+    const peer = f.values['sluice-peer'];
+    if (typeof sluice !== 'number' || typeof peer !== 'number' || sluice === 0) continue;
+    const ratio = peer / sluice;
+    const cost = f.lower ? ratio - 1 : 1 - ratio;
+    out.push({
+      key: f.key,
+      label: f.label,
+      unit: f.unit,
+      sluice,
+      peer,
+      ratio,
+      cost,
+      limit: PEER_LIMITS[f.unit] ?? null,
+    });
+  }
+  return out;
+}
+
+const pct = (n: number) => `${Math.round(n * 100)}%`;
+
+/** One line: whether the peer hop is within its target on every measured req/s and MB/s row. */
+export function peerVerdict(c: PeerComparison[]): string | null {
+  const targeted = c.filter((x) => x.limit !== null);
+  if (targeted.length === 0) return null;
+  const over = targeted.filter((x) => x.cost > x.limit!);
+  const target = `at most ${pct(PEER_LIMITS['req/s']!)} of req/s and ${pct(PEER_LIMITS['MB/s']!)} of MB/s`;
+  if (over.length === 0) return `Peer hop target (${target}): met on all ${targeted.length} rows.`;
+  const which = over.map((x) => `${x.label} costs ${pct(x.cost)} (limit ${pct(x.limit!)})`).join('; ');
+  return `Peer hop target (${target}): NOT met on ${over.length} of ${targeted.length} rows: ${which}.`;
+}
+
+function peerTable(c: PeerComparison[]): { header: string[]; body: string[][] } {
+  const header = ['figure', 'unit', 'sluice', 'sluice-peer', 'peer/sluice', 'hop costs', 'target'];
+  const body = c.map((x) => [
+    x.label,
+    x.unit,
+    fmt(x.sluice),
+    fmt(x.peer),
+    `${x.ratio.toFixed(2)}×`,
+    pct(x.cost),
+    x.limit === null ? '' : `≤ ${pct(x.limit)}: ${x.cost <= x.limit ? 'met' : 'NOT met'}`,
+  ]);
+  return { header, body };
+}
+
+export function peerTerminal(c: PeerComparison[]): string {
+  const t = peerTable(c);
+  return aligned(t.header, t.body);
+}
+
+export function peerMarkdown(c: PeerComparison[]): string {
+  const t = peerTable(c);
+  return markdownRows(t.header, t.body);
 }
 
 export const LEGEND = [
@@ -119,5 +226,6 @@ export const LEGEND = [
   'req/s, msg/s and MB/s: higher is better, and a ratio below 1 is what the hop costs.',
   'Latency, memory and time: lower is better, and a ratio above 1 is what the hop costs.',
   '"Proxy or controller" is nginx, node-proxy or Sluice\'s controller; only the origin has a `direct` memory figure.',
-  'The recovery rows are Sluice only.',
+  "CPU rows: user plus system time of the path's hops (not the origin or the load generator) from /proc/PID/stat, over the measured run, divided by its requests or MB.",
+  'The recovery rows are Sluice only; `sluice-peer` is client → controller B → peer → controller A → agent.',
 ];

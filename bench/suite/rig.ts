@@ -1,29 +1,35 @@
 // One set of processes for one workload on one path: the origin, the load generator and the path's
 // hops. Every run gets a fresh set, so that one run's heap does not colour the next one's RSS, and
 // every process is checked to exit when the run stops it.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Child, describeExit, type Proc, type Stopped } from '../common/proc.js';
 import type { ChildMessage } from '../common/ipc.js';
 import type { PathName } from './common.js';
 import { startNginx } from './nginx.js';
+import { freePort } from './ports.js';
+import { startRedis } from './redis.js';
 import {
   type Controller,
+  type ControllerOptions,
   type SluiceProc,
   startAgent,
   startController,
   TUNNELS,
+  waitServes,
   waitTunnels,
 } from './sluice.js';
 
 const TUNNEL_TIMEOUT_MS = 15_000;
+/** How long controller B may take to learn from Redis presence that A holds the cluster's tunnels. */
+const PRESENCE_TIMEOUT_MS = 30_000;
 /** Sluice drains in-flight streams on SIGTERM; by then the load generator has closed them all. */
 const STOP_GRACE_MS = 10_000;
 
 /** A proxy process whose memory the workloads measure. */
 export interface Hop {
-  /** `nginx`, `node-proxy`, `controller` or `agent`. */
+  /** `nginx`, `node-proxy`, `controller`, `peer controller` (sluice-peer's A) or `agent`. */
   role: string;
   pid: number;
 }
@@ -40,6 +46,7 @@ export interface Rig {
   /** Every process of the rig, stopped in this order: load generator first, origin last. */
   procs: Proc[];
   dir: string;
+  /** The controller the agent dials: on sluice-peer, A, not the one the load generator talks to. */
   controller?: Controller;
   agent?: SluiceProc;
   /** Extra agent flags, kept for a restarted agent too. */
@@ -112,20 +119,40 @@ async function startHops(rig: Rig, o: RigOptions): Promise<void> {
       rig.hops.push({ role: 'node-proxy', pid: proxy.pid! });
       return;
     }
-    case 'sluice':
-      return startSluice(rig, o);
+    case 'sluice': {
+      const controller = await rigController(rig, rig.dir, o);
+      rig.port = controller.publicPort;
+      await rigAgent(rig, controller, o);
+      rig.hops.push(
+        { role: 'controller', pid: controller.proc.pid! },
+        { role: 'agent', pid: rig.agent!.pid! },
+      );
+      return;
+    }
+    case 'sluice-peer':
+      return startSluicePeer(rig, o);
   }
 }
 
-async function startSluice(rig: Rig, o: RigOptions): Promise<void> {
-  const logLevel = o.logLevel ?? 'warn';
-  const controller = await startController(rig.dir, rig.originPort, {
-    logLevel,
+/** A controller with the path's YAML in `dir`, stopped with the rig (after whatever starts later). */
+async function rigController(
+  rig: Rig,
+  dir: string,
+  o: RigOptions,
+  extra: Pick<ControllerOptions, 'name' | 'fleet'> = {},
+): Promise<Controller> {
+  const controller = await startController(dir, rig.originPort, {
+    logLevel: o.logLevel ?? 'warn',
     ...(o.tunnel === undefined ? {} : { tunnel: o.tunnel }),
+    ...extra,
   });
   rig.procs.splice(1, 0, controller.proc);
+  return controller;
+}
+
+/** The agent, dialing `controller` (or the relay in front of it), once its tunnels are up. */
+async function rigAgent(rig: Rig, controller: Controller, o: RigOptions): Promise<void> {
   rig.controller = controller;
-  rig.port = controller.publicPort;
   const dial = o.agentDial === undefined ? controller.tunnelPort : await o.agentDial(controller.tunnelPort);
   const agent = startAgent(dial, 'warn', rig.agentArgs);
   rig.procs.splice(1, 0, agent);
@@ -136,7 +163,32 @@ async function startSluice(rig: Rig, o: RigOptions): Promise<void> {
       throw new Error(`agent ${describeExit(exit)}: ${agent.errorText.trim()}`);
     }),
   ]);
-  rig.hops.push({ role: 'controller', pid: controller.proc.pid! }, { role: 'agent', pid: agent.pid! });
+}
+
+/**
+ * Client → controller B → peer session → controller A → agent → origin: two fleet members on one
+ * redis-server, with the same YAML; the agent dials A only, and the load generator talks to B.
+ */
+async function startSluicePeer(rig: Rig, o: RigOptions): Promise<void> {
+  const redis = await startRedis(rig.dir);
+  rig.procs.splice(1, 0, redis.proc);
+  const member = async (name: 'a' | 'b') => {
+    const dir = join(rig.dir, name);
+    await mkdir(dir);
+    const fleet = { store: redis.url, peerPort: await freePort() };
+    return rigController(rig, dir, o, { name: `controller ${name.toUpperCase()}`, fleet });
+  };
+  // One after the other: the first one generates the fleet's peer secret into Redis.
+  const a = await member('a');
+  const b = await member('b');
+  await rigAgent(rig, a, o);
+  await waitServes(b.proc.name, b.publicPort, PRESENCE_TIMEOUT_MS);
+  rig.port = b.publicPort;
+  rig.hops.push(
+    { role: 'controller', pid: b.proc.pid! },
+    { role: 'peer controller', pid: a.proc.pid! },
+    { role: 'agent', pid: rig.agent!.pid! },
+  );
 }
 
 /** Replaces the rig's agent (the old one must have exited): the agent-restart workload. */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS, Proc, readLines } from '../common/proc.js';
 import { sleep, withTimeout } from '../common/stats.js';
-import { BENCH_HOST, HOST } from './common.js';
+import { BENCH_HOST, HOST, SMALL_BODY } from './common.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -73,6 +73,17 @@ export interface ControllerOptions {
   logLevel: 'warn' | 'info';
   /** The YAML `tunnel:` section, e.g. { pingInterval: '1s', pingTimeout: '3s' }. */
   tunnel?: Record<string, string>;
+  /** The process's name in notes and errors; `controller` unless given. */
+  name?: string;
+  /** A fleet member (the `sluice-peer` path): the shared store and the port its peer listener binds. */
+  fleet?: { store: string; peerPort: number };
+}
+
+/** The flags that make a controller a fleet member: the same YAML, plus a store and a peer listener. */
+function fleetFlags(o: ControllerOptions): string[] {
+  if (o.fleet === undefined) return [];
+  const peer = `${HOST}:${o.fleet.peerPort}`;
+  return ['--store', o.fleet.store, '--peer-listen', peer, '--peer-advertise', `tcp://${peer}`];
 }
 
 function controllerYaml(dir: string, originPort: number, o: ControllerOptions): string {
@@ -115,7 +126,7 @@ export async function startController(
   const yaml = controllerYaml(dir, originPort, o);
   const file = join(dir, 'sluice.yaml');
   await writeFile(file, yaml);
-  const proc = new SluiceProc('controller', ['controller', '--config', file]);
+  const proc = new SluiceProc(o.name ?? 'controller', ['controller', '--config', file, ...fleetFlags(o)]);
   try {
     const [publicPort, tunnelPort, adminPort] = await Promise.all(
       ['public', 'tunnel', 'admin'].map((listener) => listeningPort(proc, listener)),
@@ -141,8 +152,8 @@ interface Answer {
   body: string;
 }
 
-/** GET /readyz on `port`; null when what comes back is not HTTP (the tunnel listener). */
-function askReadyz(port: number, timeoutMs: number): Promise<Answer | null> {
+/** GET `path` on `port` with the bench's Host; null when what comes back is not HTTP (the tunnel listener). */
+function ask(port: number, path: string, timeoutMs: number): Promise<Answer | null> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: HOST, port });
     let text = '';
@@ -158,7 +169,7 @@ function askReadyz(port: number, timeoutMs: number): Promise<Answer | null> {
     socket.on('data', (t: string) => (text += t));
     socket.on('error', () => {});
     socket.on('close', done);
-    socket.write(`GET /readyz HTTP/1.1\r\nHost: ${BENCH_HOST}\r\nConnection: close\r\n\r\n`);
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${BENCH_HOST}\r\nConnection: close\r\n\r\n`);
   });
 }
 
@@ -171,7 +182,7 @@ function isAdmin(a: Answer): boolean {
 
 /** Tunnels the controller counts now, from the admin listener's /readyz. */
 export async function tunnelCount(adminPort: number): Promise<number> {
-  const a = await askReadyz(adminPort, 2000);
+  const a = await ask(adminPort, '/readyz', 2000);
   if (a === null || !isAdmin(a)) throw new Error(`admin /readyz answered ${JSON.stringify(a)}`);
   return Number(TUNNELS_FIELD.exec(a.body)![1]);
 }
@@ -185,6 +196,22 @@ export async function waitTunnels(adminPort: number, n: number, timeoutMs: numbe
     await sleep(10);
   }
   throw new Error(`controller: ${last} tunnels, not ${n}, after ${timeoutMs} ms`);
+}
+
+/**
+ * Waits until the public listener on `port` answers GET /small with the origin's body: on a fleet
+ * member without the tunnels, once Redis presence says which peer holds them (503 until then).
+ */
+export async function waitServes(name: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let last: Answer | null = null;
+  for (let n = 0; performance.now() < deadline && n < 10_000; n++) {
+    last = await ask(port, '/small', 2000);
+    if (last?.status === 200 && last.body.endsWith(SMALL_BODY)) return;
+    await sleep(50);
+  }
+  const said = last === null ? 'no HTTP answer' : `${last.status} ${JSON.stringify(last.body.slice(0, 200))}`;
+  throw new Error(`${name} does not serve ${BENCH_HOST} after ${timeoutMs} ms: ${said}`);
 }
 
 let agentHelp: string | null = null;

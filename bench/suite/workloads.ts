@@ -3,8 +3,9 @@
 // figures plus notes. The recovery workloads are in recovery.ts.
 import type { Args } from '../common/ipc.js';
 import { MB, sleep } from '../common/stats.js';
+import { throughAgent } from './common.js';
 import type { Sizes } from './plan.js';
-import { rssBytes } from './procfs.js';
+import { cpuMs, rssBytes } from './procfs.js';
 import type { Rig } from './rig.js';
 import { runWrk } from './wrk.js';
 
@@ -33,6 +34,40 @@ export async function probe(rig: Rig): Promise<void> {
   await rig.client.request('probe', { port: rig.port }, 15_000);
 }
 
+// --- CPU of the hops ---
+
+/** CPU time (user plus system, from /proc) of each hop, by role, in ms. */
+async function cpuByRole(rig: Rig): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const hop of rig.hops) out[hop.role] = (await cpuMs(hop.pid)) ?? Number.NaN;
+  return out;
+}
+
+/**
+ * Runs `load` and gives the CPU ms all the path's hops used meanwhile (null on `direct`, which has
+ * none), with a note splitting it by hop. The origin and the load generator are not counted.
+ */
+async function hopsCpu<T>(
+  rig: Rig,
+  what: string,
+  load: () => Promise<T>,
+): Promise<{ r: T; ms: number | null; note: string | null }> {
+  const before = await cpuByRole(rig);
+  const r = await load();
+  const after = await cpuByRole(rig);
+  const roles = Object.keys(before);
+  if (roles.length === 0) return { r, ms: null, note: null };
+  const used = roles.map((role) => [role, after[role]! - before[role]!] as const);
+  const ms = used.reduce((sum, [, v]) => sum + v, 0);
+  const note = `${what}: hops' CPU ${fmt(ms)} ms: ${used.map(([role, v]) => `${role} ${fmt(v)}`).join(', ')}`;
+  return { r, ms: Number.isFinite(ms) ? ms : null, note };
+}
+
+/** `ms` of CPU over `count` units, scaled (1000: µs per unit); null without a CPU figure. */
+function perUnit(ms: number | null, count: number, scale = 1): number | null {
+  return ms === null || count <= 0 ? null : (ms * scale) / count;
+}
+
 // --- small GETs with wrk ---
 
 export function httpWorkload(connections: number) {
@@ -43,12 +78,21 @@ export function httpWorkload(connections: number) {
       if (c.sizes.httpWarmSeconds > 0) await runWrk(rig.port, connections, c.sizes.httpWarmSeconds);
     },
     async measure(rig: Rig, c: Context): Promise<Outcome> {
-      const r = await runWrk(rig.port, connections, c.sizes.httpSeconds);
-      const notes: string[] = [];
+      const what = `wrk c=${connections}`;
+      const { r, ms, note } = await hopsCpu(rig, what, () =>
+        runWrk(rig.port, connections, c.sizes.httpSeconds),
+      );
+      const notes = note === null ? [] : [`${note} for ${r.requests} requests`];
       if (r.errors > 0 || r.non2xx > 0) {
-        notes.push(`wrk c=${connections}: ${r.errors} socket errors, ${r.non2xx} non-2xx of ${r.requests}`);
+        notes.push(`${what}: ${r.errors} socket errors, ${r.non2xx} non-2xx of ${r.requests}`);
       }
-      return { metrics: { [`${key}Rps`]: r.rps, [`${key}P50Ms`]: r.p50ms, [`${key}P99Ms`]: r.p99ms }, notes };
+      const metrics = {
+        [`${key}Rps`]: r.rps,
+        [`${key}P50Ms`]: r.p50ms,
+        [`${key}P99Ms`]: r.p99ms,
+        [`${key}CpuUs`]: perUnit(ms, r.requests, 1000),
+      };
+      return { metrics, notes };
     },
   };
 }
@@ -66,8 +110,11 @@ export function bulkWorkload(cmd: 'download' | 'upload') {
     warm: (rig: Rig, c: Context) => warmBulk(rig, c, cmd),
     async measure(rig: Rig, c: Context): Promise<Outcome> {
       const bytes = c.sizes.bulkBytes;
-      const r = await rig.client.request(cmd, { port: rig.port, bytes }, transferTimeout(bytes));
-      return { metrics: { [`${cmd}MBps`]: r.MBps as number }, notes: [] };
+      const { r, ms, note } = await hopsCpu(rig, cmd, () =>
+        rig.client.request(cmd, { port: rig.port, bytes }, transferTimeout(bytes)),
+      );
+      const metrics = { [`${cmd}MBps`]: r.MBps as number, [`${cmd}CpuMsPerMB`]: perUnit(ms, mb(bytes)) };
+      return { metrics, notes: note === null ? [] : [note] };
     },
   };
 }
@@ -77,8 +124,14 @@ export const parallelWorkload = {
   async measure(rig: Rig, c: Context): Promise<Outcome> {
     const { parallelBytes: bytes, parallelStreams: streams } = c.sizes;
     const args = { port: rig.port, bytes, streams };
-    const r = await rig.client.request('parallel', args, transferTimeout(bytes * streams));
-    return { metrics: { parallel8MBps: r.MBps as number }, notes: [] };
+    const { r, ms, note } = await hopsCpu(rig, 'parallel', () =>
+      rig.client.request('parallel', args, transferTimeout(bytes * streams)),
+    );
+    const metrics = {
+      parallel8MBps: r.MBps as number,
+      parallel8CpuMsPerMB: perUnit(ms, mb(bytes * streams)),
+    };
+    return { metrics, notes: note === null ? [] : [note] };
   },
 };
 
@@ -181,7 +234,7 @@ export const idleWorkload = {
       metrics: {
         idleWsOriginKiB: per('origin'),
         idleWsProxyKiB: per(proxyRole(rig)),
-        idleWsAgentKiB: rig.path === 'sluice' ? per('agent') : null,
+        idleWsAgentKiB: throughAgent(rig.path) ? per('agent') : null,
       },
       notes,
     };
@@ -261,7 +314,7 @@ export const slowWorkload = {
     return {
       metrics: {
         slowPeakProxyMB: peak(proxyRole(rig)),
-        slowPeakAgentMB: rig.path === 'sluice' ? peak('agent') : null,
+        slowPeakAgentMB: throughAgent(rig.path) ? peak('agent') : null,
         slowFastMBps: fast.MBps as number,
       },
       notes,

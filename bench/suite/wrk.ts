@@ -1,14 +1,10 @@
 // wrk as the load generator for small keep-alive GETs: one process per run, its report parsed.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { Proc } from '../common/proc.js';
 import { BENCH_HOST, HOST } from './common.js';
+import { binaryOnPath } from './ports.js';
 
 export function wrkBinary(): string | null {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (dir !== '' && existsSync(join(dir, 'wrk'))) return join(dir, 'wrk');
-  }
-  return null;
+  return binaryOnPath('wrk');
 }
 
 export interface WrkResult {

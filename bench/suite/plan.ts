@@ -66,7 +66,10 @@ export const QUICK: Sizes = {
   httpWarmSeconds: 1,
   bulkBytes: 256 * MiB,
   parallelBytes: 32 * MiB,
-  warmBytes: 64 * MiB,
+  // Fresh processes need a few hundred MB before the JIT has the relay optimized: after 64 MiB a
+  // controller still spent about twice its warmed-up CPU per MB, so a 256 MiB figure after a 64 MiB
+  // warm-up measured mostly the warm-up (and moved with how much code a build loads).
+  warmBytes: 512 * MiB,
   wsWarmMs: 500,
   wsMs: 2000,
   idleConns: 2000,

@@ -185,6 +185,7 @@ function parseFlags<T>(
 
 interface Service {
   close(): Promise<void>;
+  reload?(): Promise<unknown>;
 }
 
 /**
@@ -227,7 +228,17 @@ export async function serve<C extends { logLevel: LogLevel }, S extends Service>
       return failed(io, command, err);
     }
     announce?.(service, io);
-    await aborted(shutdown.signal);
+    // SIGHUP reloads what the service can reload (the controller's TLS certificates); else ignored.
+    const reload = (): void => {
+      logger.info({ event: 'sighup' }, 'SIGHUP: reloading');
+      void service.reload?.();
+    };
+    if (run.signal === undefined) process.on('SIGHUP', reload);
+    try {
+      await aborted(shutdown.signal);
+    } finally {
+      process.off('SIGHUP', reload);
+    }
     logger.info({ reason: String(shutdown.signal.reason) }, 'shutting down');
     try {
       await service.close();

@@ -35,6 +35,7 @@ import { CLUSTER_NAME_RULE, isClusterName, isPlainToken, isTokenDigest, TOKEN } 
 export type { StoreLocation } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
+import type { CertFiles } from './certificates.js';
 import { RouteTable, validateRoute } from './routes.js';
 
 export interface ClusterConfig {
@@ -89,8 +90,19 @@ export interface PeerConfig {
   readonly secret?: string;
 }
 
+/** The public TLS listener: HTTPS (and WebSockets over it) beside the plain listener. */
+export interface TlsConfig {
+  readonly listen: HostPort;
+  /** PEM file pairs; each serves the names in its subjectAltName (certificates.ts). */
+  readonly certs: readonly CertFiles[];
+  /** A handshake for a name no certificate serves: the first certificate, or refused. */
+  readonly unknownName: 'first' | 'refuse';
+}
+
 export interface ControllerConfig {
   readonly listen: HostPort;
+  /** The public TLS listener, when configured. */
+  readonly tls?: TlsConfig;
   /** Transport URL agents dial: tcp://, tls://, ws:// or wss://. */
   readonly tunnelListen: string;
   /** PEM file paths, required for a tls:// or wss:// tunnel listener. */
@@ -175,6 +187,7 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     ...adminTokenFrom(env),
     store,
     ...peerFrom(store, read(F.peerListen), read(F.peerAdvertise), env, file),
+    ...tlsFrom(read(F.tlsListen), read(F.tlsCert), read(F.tlsKey), file.tls),
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
@@ -183,6 +196,41 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     ...input.overrides,
   };
   return deepFreeze(maskWhenSerialized(config, maskTokens));
+}
+
+/**
+ * The public TLS listener: `tls` in the file, and --tls-listen with one more pair from --tls-cert and
+ * --tls-key (both or neither). A listener needs a certificate, and a certificate a listener.
+ */
+function tlsFrom(
+  listenSet: HostPort | undefined,
+  cert: string | undefined,
+  key: string | undefined,
+  file: FileSettings['tls'],
+): { tls?: TlsConfig } {
+  if ((cert === undefined) !== (key === undefined)) {
+    const [given, missing] = cert === undefined ? ['tlsKey', 'tlsCert'] : ['tlsCert', 'tlsKey'];
+    throw new ConfigError(
+      missing,
+      `is required with ${given}: pass --tls-cert FILE and --tls-key FILE together`,
+    );
+  }
+  const certs = [...(file?.certs ?? []), ...(cert === undefined ? [] : [{ cert, key: key! }])];
+  const listen = listenSet ?? file?.listen;
+  if (listen === undefined) {
+    if (certs.length === 0 && file?.unknownName === undefined) return {};
+    throw new ConfigError(
+      'tls.listen',
+      'is required with TLS certificates: the address of the HTTPS listener (--tls-listen)',
+    );
+  }
+  if (certs.length === 0) {
+    throw new ConfigError(
+      'tls.certs',
+      'needs at least one certificate: tls.certs in the file, or --tls-cert and --tls-key',
+    );
+  }
+  return { tls: { listen, certs, unknownName: file?.unknownName ?? 'first' } };
 }
 
 /**
@@ -373,6 +421,13 @@ function parseToken(value: unknown): string | Refusal {
 }
 
 // Via's received-by is a pseudonym, and a pseudonym is an RFC 9110 token (§7.6.3).
+function parseUnknownName(value: unknown): 'first' | 'refuse' | Refusal {
+  if (value === 'first' || value === 'refuse') return value;
+  return new Refusal(
+    `must be first (serve the first certificate) or refuse (end the handshake), got ${show(value)}`,
+  );
+}
+
 function parseVia(value: unknown): string | Refusal {
   if (typeof value === 'string' && value.length <= 64 && TOKEN.test(value)) return value;
   return new Refusal(`must be an RFC 9110 token of 1 to 64 characters (e.g. sluice), got ${show(value)}`);
@@ -437,6 +492,12 @@ const httpSchema = z.strictObject({
   trustedProxies: z.array(leaf(parseCidr)).optional(),
 });
 
+const tlsSchema = z.strictObject({
+  listen: leaf(parseHostPort).optional(),
+  certs: z.array(z.strictObject({ cert: leaf(parsePath), key: leaf(parsePath) })).optional(),
+  unknownName: leaf(parseUnknownName).optional(),
+});
+
 const clusterSchema = z.strictObject({
   name: leaf(parseClusterName),
   tokens: z.array(leaf(parseToken)).optional(),
@@ -456,6 +517,7 @@ const fileSchema = z.strictObject({
   // Checked by validateRoute, whose messages name the route field.
   routes: z.array(z.unknown()).optional(),
   http: httpSchema.optional(),
+  tls: tlsSchema.optional(),
   // Checked by resolveSessionOptions, which holds the session options' schema.
   tunnel: z.record(z.string(), z.unknown()).optional(),
   logLevel: leaf(parseLogLevel).optional(),
@@ -465,6 +527,8 @@ const KNOWN_KEYS = new Map<string, readonly string[]>([
   ['', Object.keys(fileSchema.shape)],
   ['clusters[]', Object.keys(clusterSchema.shape)],
   ['http', Object.keys(httpSchema.shape)],
+  ['tls', Object.keys(tlsSchema.shape)],
+  ['tls.certs[]', ['cert', 'key']],
 ]);
 
 const KINDS: Readonly<Record<string, string>> = {
@@ -489,6 +553,7 @@ interface FileSettings {
   clusters?: ClusterConfig[];
   routes?: Route[];
   http?: HttpOptions;
+  tls?: { listen?: HostPort; certs?: CertFiles[]; unknownName?: 'first' | 'refuse' };
   tunnel?: SessionOptions;
   logLevel?: LogLevel;
 }
@@ -544,6 +609,7 @@ function checkFile(data: object): FileSettings {
     clusters,
     routes: file.routes === undefined ? undefined : checkRoutes(file.routes, clusters ?? []),
     http: file.http === undefined ? undefined : resolveHttp(file.http),
+    tls: file.tls,
     tunnel: file.tunnel === undefined ? undefined : resolveTunnel(file.tunnel),
     logLevel: file.logLevel,
   };
@@ -798,6 +864,28 @@ const F = {
     value: 'URL',
     parse: parsePeerAdvertise,
     help: 'with --store: the URL peers dial this controller at, e.g. tcp://10.0.0.5:7001',
+  }),
+  tlsListen: flag({
+    name: 'tls-listen',
+    key: 'tlsListen',
+    configKey: 'tls.listen',
+    value: 'ADDR',
+    parse: parseHostPort,
+    help: 'public HTTPS host:port, e.g. 0.0.0.0:8443; off unless set',
+  }),
+  tlsCert: flag({
+    name: 'tls-cert',
+    key: 'tlsCert',
+    value: 'FILE',
+    parse: parsePath,
+    help: 'a PEM certificate (chain) for the HTTPS listener, added to tls.certs; with --tls-key',
+  }),
+  tlsKey: flag({
+    name: 'tls-key',
+    key: 'tlsKey',
+    value: 'FILE',
+    parse: parsePath,
+    help: 'the PEM private key of --tls-cert',
   }),
   gracePeriod: flag({
     name: 'grace-period',

@@ -18,6 +18,7 @@ import { ClusterDispatcher } from './dispatcher.js';
 import { PublicEdge } from './edge.js';
 import { Fleet } from './fleet.js';
 import { HttpListener } from './http-listener.js';
+import { FileCertificates } from './certificates.js';
 import { ControllerMetrics } from './metrics.js';
 import type { PublicListener } from './public-listener.js';
 import { shutdown } from './shutdown.js';
@@ -34,6 +35,10 @@ export interface ControllerHandle {
   readonly tunnelUrl: string;
   /** http://host:port of the admin listener, or null when it is off. */
   readonly adminUrl: string | null;
+  /** https://host:port of the public TLS listener, or null when there is none. */
+  readonly tlsUrl: string | null;
+  /** Reads the TLS certificate files again (SIGHUP); resolves whether the new ones are in use. */
+  reload(): Promise<boolean>;
   /** Stops accepting, drains tunnels and in-flight requests for up to `graceMs`, then tears down. */
   close(graceMs?: number): Promise<void>;
 }
@@ -52,7 +57,22 @@ export async function startController(
 ): Promise<ControllerHandle> {
   // Files first: a missing or unusable certificate is found before anything is bound.
   const tunnelTls = readTunnelTls(config);
-  const store = options.store ?? (await openStore(config));
+  const certificates =
+    config.tls === undefined
+      ? undefined
+      : new FileCertificates({
+          files: config.tls.certs,
+          unknownName: config.tls.unknownName,
+          key: 'tls.certs',
+          log: logger.child({ component: 'tls' }),
+        });
+  let store: Store;
+  try {
+    store = options.store ?? (await openStore(config));
+  } catch (err) {
+    certificates?.close();
+    throw err;
+  }
   const registry = new TunnelRegistry();
   let control: ControlPlane;
   try {
@@ -71,6 +91,7 @@ export async function startController(
     clusters: () => control.clusters,
     upgradesOpen: () => http?.counts.upgraded ?? 0,
     inFlight: () => edge.inFlight,
+    ...(certificates === undefined ? {} : { certificates: () => certificates.all() }),
   });
   const traffic = new Traffic();
   // With a Redis store this controller is one of a fleet: a cluster with no tunnel here may have one
@@ -89,7 +110,6 @@ export async function startController(
     dispatcher: new ClusterDispatcher(fleet?.source ?? registry),
     http: config.http,
     logger: logger.child({ component: 'edge' }),
-    proto: 'http',
     onRequestDone: (done) => {
       metrics.requestDone(done);
       traffic.record(done);
@@ -100,12 +120,23 @@ export async function startController(
   const closers: (() => Promise<void>)[] = [];
   const ready = readinessLogger(logger);
   const closeStore = (): Promise<void> => store.close();
+  if (certificates !== undefined) closers.push(async () => certificates.close());
   if (fleet !== undefined) closers.push(() => fleet.close());
   let stopping = false;
   try {
     http = await HttpListener.start(config, edge);
     frontEnds.push(http);
     ready.info({ event: 'listening', listener: 'public', url: http.url }, 'public listener ready');
+    let tlsUrl: string | null = null;
+    if (config.tls !== undefined) {
+      const listener = await HttpListener.start(
+        { listen: config.tls.listen, http: config.http, certificates: certificates!, key: 'tls.listen' },
+        edge,
+      );
+      frontEnds.push(listener);
+      tlsUrl = listener.url;
+      ready.info({ event: 'listening', listener: 'tls', url: tlsUrl }, 'TLS listener ready');
+    }
 
     const tunnelLog = logger.child({ component: 'tunnel' });
     const admission = new TunnelAdmission({
@@ -158,6 +189,8 @@ export async function startController(
       publicUrl: http.url,
       tunnelUrl: tunnels.url,
       adminUrl,
+      tlsUrl,
+      reload: () => certificates?.reload() ?? Promise.resolve(false),
       close: once((graceMs = config.tunnel.gracePeriod) => {
         stopping = true;
         return shutdown(running, graceMs, logger).finally(closeStore);

@@ -38,7 +38,6 @@ export interface EdgeOptions {
   registry?: TunnelSource;
   http: HttpOptions;
   logger: Logger;
-  proto: 'http' | 'https';
   /** Told of every request once it is over, after its log line: for metrics and the dashboard. */
   onRequestDone?: (done: RequestDone) => void;
 }
@@ -449,7 +448,8 @@ export class PublicEdge {
       clientPort: socket.remotePort,
       trustedPeer,
       forwarded: http.forwarded,
-      proto: this.#options.proto,
+      // The TLS listener's sockets are TLS sockets: its requests were made over https.
+      proto: (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
       host: req.headers.host ?? '',
       requestId,
       via: http.via,

@@ -1,21 +1,29 @@
 // The public HTTP/1.1 listener, the first PublicListener: Node's HTTP server with the edge's limits
 // (slow-loris timeouts, header size and count), its requests and upgrades handed to the PublicEdge,
 // and the connections it holds tracked so that a drain can end them in order. An h2c upgrade is
-// served as the plain HTTP/1.1 request it also is (h2c.ts).
+// served as the plain HTTP/1.1 request it also is (h2c.ts). Given a CertificateSource it is the TLS
+// listener instead: the same server over TLS, each handshake's certificate chosen by its SNI name
+// (certificates.ts), the default one (for a client that sends no name) replaced on each reload.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { HostPort } from '../config/values.js';
 import { closeHttp, listenHttp } from '../ops.js';
+import { type CertificateSource, MIN_TLS_VERSION } from './certificates.js';
 import type { HttpOptions } from './config.js';
 import type { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
 import type { PublicListener } from './public-listener.js';
 
 export interface HttpListenerOptions {
-  /** Where to listen: the `listen` setting, which a bind failure names. */
+  /** Where to listen. */
   listen: HostPort;
   http: HttpOptions;
+  /** For the TLS listener: its certificates. */
+  certificates?: CertificateSource;
+  /** The setting a bind failure names; `listen` by default. */
+  key?: string;
 }
 
 export class HttpListener implements PublicListener {
@@ -32,9 +40,13 @@ export class HttpListener implements PublicListener {
   /** Binds the listener; resolves once it listens, rejects when it cannot bind. */
   static async start(options: HttpListenerOptions, edge: PublicEdge): Promise<HttpListener> {
     const connections = new PublicConnections(edge);
-    const server = createPublicServer(options.http, edge, connections);
-    const url = await listenHttp(server, options.listen, 'listen');
-    return new HttpListener(url, server, connections);
+    const server = createPublicServer(options.http, edge, connections, options.certificates);
+    const url = await listenHttp(server, options.listen, options.key ?? 'listen');
+    return new HttpListener(
+      options.certificates === undefined ? url : url.replace(/^http:/, 'https:'),
+      server,
+      connections,
+    );
   }
 
   /** Responses being written, and upgraded connections open. */
@@ -68,8 +80,13 @@ export class HttpListener implements PublicListener {
   }
 }
 
-function createPublicServer(http: HttpOptions, edge: PublicEdge, connections: PublicConnections): Server {
-  const server = createServer({
+function createPublicServer(
+  http: HttpOptions,
+  edge: PublicEdge,
+  connections: PublicConnections,
+  certificates: CertificateSource | undefined,
+): Server {
+  const options = {
     // Slow-loris limits: the head must arrive whole in time, and so must the request when set.
     headersTimeout:
       http.requestTimeoutMs > 0
@@ -82,7 +99,8 @@ function createPublicServer(http: HttpOptions, edge: PublicEdge, connections: Pu
     connectionsCheckingInterval: 1000,
     noDelay: true,
     requireHostHeader: true,
-  });
+  };
+  const server = certificates === undefined ? createServer(options) : tlsServer(options, certificates);
   // One above the limit, so the edge can see that it was exceeded (Node drops fields past the count).
   server.maxHeadersCount = http.maxHeaders + 1;
   server.on('request', connections.onRequest);
@@ -96,6 +114,25 @@ function createPublicServer(http: HttpOptions, edge: PublicEdge, connections: Pu
     else connections.onUpgrade(req, socket, head);
   });
   return server;
+}
+
+/** The HTTPS server: SNI picks each handshake's certificate; no SNI gets the first certificate. */
+function tlsServer(options: object, certificates: CertificateSource): Server {
+  const first = (): { cert: Buffer; key: Buffer } => certificates.all()[0]!.pem;
+  const server = createTlsServer({
+    ...options,
+    ...first(),
+    minVersion: MIN_TLS_VERSION,
+    SNICallback: (servername, done) => {
+      const cert = certificates.select(servername);
+      if (cert === undefined) done(new Error(`no certificate serves ${servername}`));
+      else done(null, cert.context);
+    },
+  });
+  certificates.onChange(() => server.setSecureContext({ ...first(), minVersion: MIN_TLS_VERSION }));
+  // A handshake that fails (a refused name, a client that speaks no TLS) is the client's affair.
+  server.on('tlsClientError', () => {});
+  return server as unknown as Server;
 }
 
 /**

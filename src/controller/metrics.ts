@@ -23,6 +23,8 @@ export interface ControllerGauges {
   upgradesOpen(): number;
   /** Requests being served. */
   inFlight(): number;
+  /** The public TLS listener's certificates, when there is one. */
+  certificates?(): readonly { readonly names: readonly string[]; readonly notAfter: number }[];
 }
 
 /** One cluster's request counts: per route, a count per status class; and its bytes. */
@@ -102,6 +104,19 @@ export class ControllerMetrics {
       registers,
     });
     this.#tunnelGauges(gauges);
+    new Gauge({
+      name: 'sluice_tls_cert_expiry_seconds',
+      help: 'Seconds until each public TLS certificate expires (negative once it has), by the first name it serves.',
+      labelNames: ['name'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const cert of gauges.certificates?.() ?? []) {
+          this.set({ name: cert.names[0]! }, Math.round((cert.notAfter - now) / 1000));
+        }
+      },
+    });
     new Gauge({
       name: 'sluice_upgrades_open',
       help: 'Upgraded public connections (WebSocket or other) open.',

@@ -97,7 +97,6 @@ before(async () => {
     registry,
     http: DEFAULT_HTTP_OPTIONS,
     logger: pino({ level: 'silent' }),
-    proto: 'http',
     onRequestDone: (d) => done.push(d),
   });
   server = createServer(edge.onRequest);

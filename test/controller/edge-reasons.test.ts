@@ -98,7 +98,6 @@ before(async () => {
     registry,
     http: { ...DEFAULT_HTTP_OPTIONS, responseTimeoutMs: 500, maxHeaders: 20 },
     logger,
-    proto: 'http',
     onRequestDone: (d) => done.push(d),
   });
   // As the controller's public server does: a small head limit, and timeouts checked often.

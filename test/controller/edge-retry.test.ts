@@ -58,7 +58,6 @@ before(async () => {
     registry,
     http: DEFAULT_HTTP_OPTIONS,
     logger,
-    proto: 'http',
   });
   server = createServer(edge.onRequest);
   port = await listenOnLoopback(server);

@@ -72,3 +72,56 @@ async function generate(): Promise<TestCerts> {
   );
   return { ca: ca!, cert: cert!, key: key!, dir };
 }
+
+export interface IssuedCert {
+  /** PEM file paths in the CA's directory. */
+  certFile: string;
+  keyFile: string;
+  cert: string;
+}
+
+let serial = 0;
+
+/**
+ * A server certificate for `names` (DNS names, wildcards allowed), signed by the test CA, written as
+ * `<file>.pem` and `<file>.key` in the CA's directory (or `dir`). `days` may be 1 for one about to
+ * expire; the subject's CN is `cn` (default the first name).
+ */
+export async function issueCert(
+  names: readonly string[],
+  options: { file?: string; dir?: string; days?: number; cn?: string } = {},
+): Promise<IssuedCert> {
+  const certs = await makeTestCerts();
+  const dir = options.dir ?? certs.dir;
+  const file = options.file ?? `leaf-${++serial}`;
+  const openssl = (...args: string[]) => run(OPENSSL, args, { cwd: certs.dir });
+  const ext = join(certs.dir, `${file}-${serial}.ext`);
+  await writeFile(
+    ext,
+    SERVER_EXTENSIONS.replace(
+      'subjectAltName = DNS:localhost, IP:127.0.0.1',
+      `subjectAltName = ${names.map((n) => `DNS:${n}`).join(', ')}`,
+    ),
+  );
+  const keyFile = join(dir, `${file}.key`);
+  const certFile = join(dir, `${file}.pem`);
+  const csr = join(certs.dir, `${file}-${serial}.csr`);
+  await openssl(
+    'req',
+    '-config',
+    'openssl.cnf',
+    ...EC_P256,
+    '-new',
+    '-keyout',
+    keyFile,
+    '-out',
+    csr,
+    '-subj',
+    `/CN=${options.cn ?? names[0]}`,
+  );
+  await openssl(
+    ...['x509', '-req', '-in', csr, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial'],
+    ...['-out', certFile, '-days', String(options.days ?? 2), '-extfile', ext],
+  );
+  return { certFile, keyFile, cert: await readFile(certFile, 'utf8') };
+}

@@ -24,7 +24,7 @@ import {
   TUNNEL_WAIT_MS,
   type TunnelSource,
 } from './dispatcher.js';
-import type { PresenceRecord } from './presence.js';
+import { PRESENCE_TTL_MS, type PresenceRecord } from './presence.js';
 import type { Tunnel, TunnelRegistry } from './tunnels.js';
 
 /** Sessions kept to each peer: streams spread over them, and one can be redialed while the other serves. */
@@ -58,16 +58,31 @@ export class PeerPool {
   readonly #options: PoolOptions;
   readonly #links = new Map<string, PeerLink>();
   #view: ReadonlyMap<string, PresenceRecord> = new Map();
+  /** When each peer was last in a fresh view. */
+  readonly #seenAt = new Map<string, number>();
   #closed = false;
 
   constructor(options: PoolOptions) {
     this.#options = options;
   }
 
-  /** Follows the presence view: dials peers that appeared, lets go of those that left or moved. */
-  update(view: ReadonlyMap<string, PresenceRecord>): void {
+  /**
+   * Follows the presence view: dials peers that appeared, lets go of those that left or moved. A peer
+   * missing from one view is kept for a presence TTL first: after a Redis restart every entry is gone
+   * until its controller writes it again, and a view read in between must not tear down working
+   * sessions (a dead peer's sessions close by themselves, and pick() skips them).
+   */
+  update(fresh: ReadonlyMap<string, PresenceRecord>): void {
     // A presence round that lands during shutdown must not dial peers no one will stop again.
     if (this.#closed) return;
+    const now = Date.now();
+    const view = new Map(fresh);
+    for (const id of fresh.keys()) this.#seenAt.set(id, now);
+    for (const [id, record] of this.#view) {
+      const seen = this.#seenAt.get(id) ?? 0;
+      if (!view.has(id) && now - seen < PRESENCE_TTL_MS) view.set(id, record);
+      if (!view.has(id)) this.#seenAt.delete(id);
+    }
     this.#view = view;
     for (const [id, link] of this.#links) {
       const record = view.get(id);

@@ -419,23 +419,28 @@ export class RedisStore implements Store {
       this.#everSubscribed = true;
       return;
     }
-    await this.#restoreIfEmpty();
+    await this.#restore();
     this.#logger?.info({ store: this.#where }, 'store connection restored; rebuilding caches');
     this.#emit({ kind: 'reset' });
   }
 
   /**
-   * A Redis that restarted without persistence comes back empty (no version key): put back this
-   * store's last seed and its claimed settings (every controller claimed the same values), so that the
-   * YAML's entries and the fleet's admin token survive. Entries made through the API are lost with it.
+   * Before the caches are rebuilt after an outage: put back this store's claimed settings and its
+   * last seed. A Redis that restarted without persistence comes back empty, and every controller of
+   * the fleet comes back at its own moment: a controller that rebuilt from what another had only
+   * begun to write back (its claims, say, and not yet its seed) would serve an empty route table until
+   * the next change. Each one seeds again itself (a seed that changes nothing writes nothing), so its
+   * rebuild always sees its own YAML's entries. Entries made through the API are lost with an empty
+   * Redis.
    */
-  async #restoreIfEmpty(): Promise<void> {
+  async #restore(): Promise<void> {
     try {
       for (let i = 0; i < 250 && this.#client.status !== 'ready' && !this.#closed; i++) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      if ((await this.#call(() => this.#client.exists(VERSION_KEY))) === 1) return;
-      this.#logger?.warn({ store: this.#where }, 'the store came back empty; seeding it again');
+      if ((await this.#call(() => this.#client.exists(VERSION_KEY))) === 0) {
+        this.#logger?.warn({ store: this.#where }, 'the store came back empty; seeding it again');
+      }
       for (const [key, value] of this.#claims) await this.claim(key, value);
       if (this.#lastSeed !== undefined) await this.seed(this.#lastSeed.seed, this.#lastSeed.source);
     } catch (err) {

@@ -4,8 +4,10 @@
 // - a 256 MiB download and a 64 MiB upload over HTTP/2 keep their sha256, trailers included;
 // - SSE over HTTP/2 arrives event by event;
 // - an error page (no route: 404) carries no connection-specific field, and the request's id;
+// - a head above http.maxHeaderBytes is refused over HTTP/1.1 (431) and HTTP/2;
 // - a client that opens and resets streams in a loop has its session closed, while another client
-//   keeps getting 200s.
+//   keeps getting 200s;
+// - a drain (SIGTERM) sends GOAWAY, and the stream open then still finishes.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import {
@@ -22,7 +24,7 @@ import { MiB, readAll, writePattern } from '../helpers/data.js';
 import { rapidReset } from '../helpers/h2-rapid-reset.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { Stack, tempDir } from '../helpers/sluice-procs.js';
-import { EVENT_MS, scaled } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 const CURL = '/usr/bin/curl';
 const H2LOAD = '/usr/bin/h2load';
@@ -177,6 +179,39 @@ describe('HTTP/2 on the TLS listener', () => {
     }
   });
 
+  test('a head above http.maxHeaderBytes is refused over both protocols', async () => {
+    const big = 'x'.repeat(32 * 1024);
+    const r = await run(CURL, [
+      '--silent',
+      '--http1.1',
+      '--cacert',
+      join(ca.dir, 'ca.pem'),
+      '--resolve',
+      `${HOST}:${tlsPort}:127.0.0.1`,
+      '--header',
+      `X-Big: ${big}`,
+      '--output',
+      '/dev/null',
+      '--write-out',
+      '%{http_code}',
+      `https://${HOST}:${tlsPort}/status?code=200`,
+    ]);
+    assert.equal(r.stdout, '431');
+    // Over HTTP/2 the header list is bounded by SETTINGS_MAX_HEADER_LIST_SIZE: the stream is not served.
+    const s = session();
+    try {
+      const req = s.request({ ':path': '/status?code=200', 'x-big': big });
+      const outcome = await new Promise<string>((resolve) => {
+        req.once('response', (h) => resolve(String(h[':status'])));
+        req.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+        req.once('close', () => resolve(`closed ${req.rstCode}`));
+      });
+      assert.notEqual(outcome, '200');
+    } finally {
+      s.destroy();
+    }
+  });
+
   test('h2load -n 20000 -c 10 -m 10 gets no failed or errored request', async () => {
     const r = await run(
       H2LOAD,
@@ -305,6 +340,32 @@ describe('HTTP/2 on the TLS listener', () => {
     } finally {
       attacking = false;
       other.close();
+    }
+  });
+
+  // Last: it stops the controller.
+  test('a drain sends GOAWAY on an HTTP/2 connection and lets its open stream finish', async () => {
+    const s = session();
+    try {
+      const req = s.request({ ':path': '/sse', accept: 'text/event-stream' });
+      req.setEncoding('utf8');
+      let text = '';
+      const first = new Promise<void>((resolve) =>
+        req.on('data', (c: string) => {
+          text += c;
+          if (text.includes('data: first')) resolve();
+        }),
+      );
+      const ended = new Promise<void>((resolve) => req.once('end', resolve));
+      await within(first, scaled(EVENT_MS), 'the first event');
+      const goaway = new Promise<number>((resolve) => s.once('goaway', resolve));
+      stack.controller.child.kill('SIGTERM');
+      assert.equal(await within(goaway, scaled(EVENT_MS), 'the GOAWAY'), constants.NGHTTP2_NO_ERROR);
+      origin.releaseSse();
+      await within(ended, scaled(EVENT_MS), 'the end of the event stream');
+      assert.equal(text, 'data: first\n\ndata: last\n\n');
+    } finally {
+      s.destroy();
     }
   });
 });

@@ -53,7 +53,10 @@ export class HttpListener implements PublicListener {
   static async start(options: HttpListenerOptions, edge: PublicEdge): Promise<HttpListener> {
     const connections = new PublicConnections(edge);
     const { certificates } = options;
-    const sessions = certificates === undefined ? undefined : new Http2Sessions(options.log);
+    const sessions =
+      certificates === undefined
+        ? undefined
+        : new Http2Sessions(options.log, options.http.keepAliveTimeoutMs);
     const server = createPublicServer(options.http, edge, connections, certificates, sessions);
     const url = await listenHttp(server, options.listen, options.key ?? 'listen');
     return new HttpListener(

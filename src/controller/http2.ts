@@ -84,10 +84,13 @@ export function asHttp1Head(req: IncomingMessage): void {
 export class Http2Sessions {
   readonly #sessions = new Set<Http2Session>();
   readonly #log: Logger | undefined;
+  readonly #idleMs: number;
   #draining = false;
 
-  constructor(log: Logger | undefined) {
+  /** `idleMs`: a session with no open stream and no frame for this long is closed (keep-alive). */
+  constructor(log: Logger | undefined, idleMs: number) {
     this.#log = log;
+    this.#idleMs = idleMs;
   }
 
   readonly onSession = (session: Http2Session): void => {
@@ -101,12 +104,33 @@ export class Http2Sessions {
     session.on('error', ignore);
     const guard = new ResetGuard(session, this.#log);
     session.on('stream', guard.onStream);
+    if (this.#idleMs > 0) closeWhenIdle(session, this.#idleMs);
   };
 
   startDrain(): void {
     this.#draining = true;
     for (const session of this.#sessions) session.close();
   }
+}
+
+/**
+ * An idle HTTP/2 connection holds a socket as an idle HTTP/1.1 one does, and is closed after the same
+ * http.keepAliveTimeout: once no frame came for that long while no stream was open. A stream that is
+ * merely quiet (an event stream between events) keeps its session.
+ */
+function closeWhenIdle(session: Http2Session, idleMs: number): void {
+  let open = 0;
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    open++;
+    stream.once('close', () => {
+      // The timer fires once: one that fired while streams were open is armed again now.
+      if (--open === 0 && !session.closed) session.setTimeout(idleMs);
+    });
+  });
+  session.on('timeout', () => {
+    if (open === 0) session.close();
+  });
+  session.setTimeout(idleMs);
 }
 
 /** Counts one session's streams the client reset before their response began; ends it past the limit. */

@@ -7,6 +7,7 @@
 // - a head above http.maxHeaderBytes is refused over HTTP/1.1 (431) and HTTP/2;
 // - a client that opens and resets streams in a loop has its session closed, while another client
 //   keeps getting 200s;
+// - an idle HTTP/2 connection is closed after http.keepAliveTimeout, one with a quiet stream is not;
 // - a drain (SIGTERM) sends GOAWAY, and the stream open then still finishes.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -29,6 +30,8 @@ import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 const CURL = '/usr/bin/curl';
 const H2LOAD = '/usr/bin/h2load';
 const HOST = 'shop.test';
+// Short, so that the idle-session test need not wait a minute.
+const KEEP_ALIVE_MS = 2000;
 // RFC 9113 §8.2.2: fields an HTTP/2 message must not carry.
 const CONNECTION_SPECIFIC = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'];
 
@@ -95,6 +98,8 @@ before(async () => {
     routes: [{ host: HOST, target: origin.url }],
     admin: true,
     extraYaml: [
+      'http:',
+      `  keepAliveTimeout: ${KEEP_ALIVE_MS}`,
       'tls:',
       '  listen: 127.0.0.1:0',
       '  certs:',
@@ -207,6 +212,30 @@ describe('HTTP/2 on the TLS listener', () => {
         req.once('close', () => resolve(`closed ${req.rstCode}`));
       });
       assert.notEqual(outcome, '200');
+    } finally {
+      s.destroy();
+    }
+  });
+
+  test('an HTTP/2 connection idle for http.keepAliveTimeout is closed; a quiet stream keeps it', async () => {
+    const s = session();
+    try {
+      const closed = new Promise<void>((resolve) => s.once('close', resolve));
+      // An event stream quiet for longer than the timeout: its session stays.
+      const req = s.request({ ':path': '/sse' });
+      req.resume();
+      await responseOf(req);
+      const quiet = await Promise.race([
+        closed.then(() => 'closed'),
+        new Promise<string>((resolve) => setTimeout(resolve, 2 * KEEP_ALIVE_MS, 'open')),
+      ]);
+      assert.equal(quiet, 'open');
+      origin.releaseSse();
+      await new Promise<void>((resolve) => req.once('close', resolve));
+      // Then nothing open: closed after the timeout, well within the bound.
+      const idleSince = Date.now();
+      await within(closed, scaled(EVENT_MS), 'the idle session to close');
+      assert.ok(Date.now() - idleSince >= KEEP_ALIVE_MS / 2, 'closed before it was idle');
     } finally {
       s.destroy();
     }

@@ -130,7 +130,13 @@ export async function startController(
     let tlsUrl: string | null = null;
     if (config.tls !== undefined) {
       const listener = await HttpListener.start(
-        { listen: config.tls.listen, http: config.http, certificates: certificates!, key: 'tls.listen' },
+        {
+          listen: config.tls.listen,
+          http: config.http,
+          certificates: certificates!,
+          key: 'tls.listen',
+          log: logger.child({ component: 'tls' }),
+        },
         edge,
       );
       frontEnds.push(listener);

@@ -28,6 +28,7 @@ import {
   type TunnelSource,
   type Unavailable,
 } from './dispatcher.js';
+import { clientChannel, isHttp2 } from './http2.js';
 import { normalizeHost, type RouteTable } from './routes.js';
 
 export interface EdgeOptions {
@@ -164,9 +165,13 @@ export class PublicEdge {
 
   readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     // Node emits 'close' for a response queued behind a pipelined one only once the connection reaches
-    // it; if the connection dies first, the response is told here instead (see watchQueued).
-    if (res.socket === null) watchQueued(req.socket, res);
-    (req.socket as InFlightSocket)[LAST_REQUEST] = req;
+    // it; if the connection dies first, the response is told here instead (see watchQueued). An
+    // HTTP/2 stream has no pipeline: its req.socket stands for the session's, shared by every stream.
+    const http1 = !isHttp2(req);
+    if (http1) {
+      if (res.socket === null) watchQueued(req.socket, res);
+      (req.socket as InFlightSocket)[LAST_REQUEST] = req;
+    }
     const log = this.#begin(req, 'http');
     const exchange: Exchange = {
       req,
@@ -184,7 +189,7 @@ export class PublicEdge {
     };
     const served = this.#serve(exchange)
       .catch((err: unknown) => this.#internalError(exchange, err))
-      .finally(() => closeIfDropped(req.socket, res));
+      .finally(() => http1 && closeIfDropped(req.socket, res));
     res.once('close', () =>
       this.#end(exchange, served, () => (res.headersSent && !unsent.has(res) ? res.statusCode : 0)),
     );
@@ -491,6 +496,7 @@ export class PublicEdge {
       requestId: log.requestId,
       accept: req.headers.accept,
       method: req.method,
+      http2: isHttp2(req),
     });
     res.writeHead(page.status, page.headers);
     res.end(page.body);
@@ -739,7 +745,7 @@ function closeQueued(this: QueuedSocket): void {
 
 /** Calls `listener` once the client's connection closes (already closed: at once); returns the undo. */
 function clientGone(req: IncomingMessage, listener: () => void): () => void {
-  const socket = req.socket;
+  const socket = clientChannel(req);
   if (socket.destroyed) {
     queueMicrotask(listener);
     return () => {};

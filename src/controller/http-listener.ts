@@ -3,17 +3,20 @@
 // and the connections it holds tracked so that a drain can end them in order. An h2c upgrade is
 // served as the plain HTTP/1.1 request it also is (h2c.ts). Given a CertificateSource it is the TLS
 // listener instead: the same server over TLS, each handshake's certificate chosen by its SNI name
-// (certificates.ts), the default one (for a client that sends no name) replaced on each reload.
+// (certificates.ts), the default one (for a client that sends no name) replaced on each reload, and
+// HTTP/2 beside HTTP/1.1 through ALPN (http2.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createTlsServer } from 'node:https';
+import { createSecureServer } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
 import type { HostPort } from '../config/values.js';
 import { closeHttp, listenHttp } from '../ops.js';
 import { type CertificateSource, MIN_TLS_VERSION } from './certificates.js';
 import type { HttpOptions } from './config.js';
 import type { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
+import { asHttp1Head, http2Settings, Http2Sessions, isHttp2 } from './http2.js';
 import type { PublicListener } from './public-listener.js';
 
 export interface HttpListenerOptions {
@@ -24,28 +27,43 @@ export interface HttpListenerOptions {
   certificates?: CertificateSource;
   /** The setting a bind failure names; `listen` by default. */
   key?: string;
+  /** Where the TLS listener reports HTTP/2 sessions it cut off. */
+  log?: Logger;
 }
 
 export class HttpListener implements PublicListener {
   readonly url: string;
   readonly #server: Server;
   readonly #connections: PublicConnections;
+  readonly #sessions: Http2Sessions | undefined;
 
-  private constructor(url: string, server: Server, connections: PublicConnections) {
+  private constructor(
+    url: string,
+    server: Server,
+    connections: PublicConnections,
+    sessions: Http2Sessions | undefined,
+  ) {
     this.url = url;
     this.#server = server;
     this.#connections = connections;
+    this.#sessions = sessions;
   }
 
   /** Binds the listener; resolves once it listens, rejects when it cannot bind. */
   static async start(options: HttpListenerOptions, edge: PublicEdge): Promise<HttpListener> {
     const connections = new PublicConnections(edge);
-    const server = createPublicServer(options.http, edge, connections, options.certificates);
+    const { certificates } = options;
+    const sessions =
+      certificates === undefined
+        ? undefined
+        : new Http2Sessions(options.log, options.http.keepAliveTimeoutMs);
+    const server = createPublicServer(options.http, edge, connections, certificates, sessions);
     const url = await listenHttp(server, options.listen, options.key ?? 'listen');
     return new HttpListener(
-      options.certificates === undefined ? url : url.replace(/^http:/, 'https:'),
+      certificates === undefined ? url : url.replace(/^http:/, 'https:'),
       server,
       connections,
+      sessions,
     );
   }
 
@@ -63,6 +81,7 @@ export class HttpListener implements PublicListener {
 
   startDrain(): void {
     this.#connections.startDrain();
+    this.#sessions?.startDrain();
     this.#server.close();
     this.#server.closeIdleConnections();
   }
@@ -85,6 +104,7 @@ function createPublicServer(
   edge: PublicEdge,
   connections: PublicConnections,
   certificates: CertificateSource | undefined,
+  sessions: Http2Sessions | undefined,
 ): Server {
   const options = {
     // Slow-loris limits: the head must arrive whole in time, and so must the request when set.
@@ -100,7 +120,10 @@ function createPublicServer(
     noDelay: true,
     requireHostHeader: true,
   };
-  const server = certificates === undefined ? createServer(options) : tlsServer(options, certificates);
+  const server =
+    certificates === undefined || sessions === undefined
+      ? createServer(options)
+      : tlsServer(options, http, certificates, sessions);
   // One above the limit, so the edge can see that it was exceeded (Node drops fields past the count).
   server.maxHeadersCount = http.maxHeaders + 1;
   server.on('request', connections.onRequest);
@@ -116,12 +139,22 @@ function createPublicServer(
   return server;
 }
 
-/** The HTTPS server: SNI picks each handshake's certificate; no SNI gets the first certificate. */
-function tlsServer(options: object, certificates: CertificateSource): Server {
+/**
+ * The HTTPS server, HTTP/2 and HTTP/1.1 by ALPN: SNI picks each handshake's certificate; no SNI gets
+ * the first certificate. Its HTTP/1.1 connections run on Node's HTTP/1.1 server code, which reads the
+ * limits from the server's fields and not from the constructor's options, so they are set on it.
+ */
+function tlsServer(
+  options: Record<string, unknown>,
+  http: HttpOptions,
+  certificates: CertificateSource,
+  sessions: Http2Sessions,
+): Server {
   const first = (): { cert: Buffer; key: Buffer } => certificates.all()[0]!.pem;
-  const server = createTlsServer({
-    ...options,
+  const server = createSecureServer({
     ...first(),
+    allowHTTP1: true,
+    settings: http2Settings(http),
     minVersion: MIN_TLS_VERSION,
     SNICallback: (servername, done) => {
       const cert = certificates.select(servername);
@@ -129,6 +162,16 @@ function tlsServer(options: object, certificates: CertificateSource): Server {
       else done(null, cert.context);
     },
   });
+  Object.assign(server, {
+    headersTimeout: options.headersTimeout,
+    requestTimeout: options.requestTimeout,
+    keepAliveTimeout: options.keepAliveTimeout,
+    maxHeaderSize: options.maxHeaderSize,
+    connectionsCheckingInterval: options.connectionsCheckingInterval,
+    requireHostHeader: options.requireHostHeader,
+  });
+  server.on('connection', (socket: Socket) => socket.setNoDelay(true));
+  server.on('session', sessions.onSession);
   certificates.onChange(() => server.setSecureContext({ ...first(), minVersion: MIN_TLS_VERSION }));
   // A handshake that fails (a refused name, a client that speaks no TLS) is the client's affair.
   server.on('tlsClientError', () => {});
@@ -167,7 +210,8 @@ class PublicConnections {
   }
 
   readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (this.#draining) res.shouldKeepAlive = false;
+    if (isHttp2(req)) asHttp1Head(req);
+    else if (this.#draining) res.shouldKeepAlive = false;
     this.#responses.add(res);
     res.once('close', this.#forgetResponse);
     this.#edge.onRequest(req, res);
@@ -183,6 +227,8 @@ class PublicConnections {
   startDrain(): void {
     this.#draining = true;
     for (const res of this.#responses) {
+      // An HTTP/2 stream is no connection: its session's GOAWAY is the drain's word (http2.ts).
+      if (isHttp2(res.req)) continue;
       if (!res.headersSent) {
         res.shouldKeepAlive = false;
       } else if (!res.writableFinished) {

@@ -18,6 +18,11 @@ export interface ErrorPageInput {
   accept?: string | undefined;
   /** The request method; for HEAD the body is left out (RFC 9110 §9.3.2). */
   method?: string;
+  /**
+   * The page goes on an HTTP/2 stream: no connection-specific field (RFC 9113 §8.2.2), and so no
+   * `Connection: close`; a stream's framing is its own, and the next one starts clean.
+   */
+  http2?: boolean;
 }
 
 export interface ErrorPage {
@@ -88,7 +93,7 @@ export function renderErrorPage(input: ErrorPageInput): ErrorPage {
     page.requestId,
   ];
   if (kind === 'html') headers.push('Content-Security-Policy', HTML_CSP);
-  if (CLOSES_CONNECTION.has(status)) headers.push('Connection', 'close');
+  if (CLOSES_CONNECTION.has(status) && input.http2 !== true) headers.push('Connection', 'close');
   // HEAD: the same header section as GET, Content-Length included, and no content (RFC 9110 §9.3.2).
   const body = input.method === 'HEAD' ? Buffer.alloc(0) : full;
   return { status, headers, body };

@@ -181,7 +181,7 @@ class Exchange {
   // unasked 101, a head Node refused): they must not reach a response already answered with a 502.
   #onHead(head: ResponseHead): void {
     if (this.#settled) return;
-    const { res } = this;
+    const { req, res } = this;
     if (head.status === 101) {
       // The request asked for no upgrade (those go through forwardUpgrade), so the target speaks some
       // other protocol on a connection the client still reads as HTTP/1.1: nothing can be relayed.
@@ -205,14 +205,15 @@ class Exchange {
     try {
       // Node validates names, values and the reason phrase; a target that sends what it refuses gets
       // a 502 rather than a half-written head.
-      if (head.statusText !== undefined && isReasonPhrase(head.statusText)) {
+      // HTTP/2 has no reason phrase (RFC 9113 §8.3.2); Node warns when given one.
+      if (head.statusText !== undefined && isReasonPhrase(head.statusText) && req.httpVersionMajor !== 2) {
         res.writeHead(head.status, head.statusText, headers);
       } else {
         res.writeHead(head.status, headers);
       }
     } catch (err) {
       // Node set the reason phrase before it refused the headers; the error page must not keep it.
-      res.statusMessage = '';
+      if (req.httpVersionMajor !== 2) res.statusMessage = '';
       const reason = 'the target sent a response head that cannot be relayed';
       this.#fail(502, 'bad_response', reason, errorDetail(err), false);
       this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'response head not relayable');
@@ -267,7 +268,9 @@ class Exchange {
     const pairs: [string, string][] = [];
     for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i]!, raw[i + 1]!]);
     try {
-      this.res.addTrailers(pairs);
+      // Node's HTTP/2 response reads its trailers as an object (an array would give fields 0, 1, ...).
+      if (this.req.httpVersionMajor === 2) this.res.addTrailers(trailerObject(pairs));
+      else this.res.addTrailers(pairs);
     } catch {
       // A trailer Node refuses (invalid characters) is dropped, as it would be for a header.
     }
@@ -442,6 +445,16 @@ export function failureBeforeAnswer(err: Error): {
       return { status: 502, code: 'stream_broken', reason, unprocessed: false };
     }
   }
+}
+
+/** Trailer fields by lower-case name, repeated ones joined as a list (RFC 9110 §5.3). */
+function trailerObject(pairs: readonly [string, string][]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of pairs) {
+    const key = name.toLowerCase();
+    out[key] = out[key] === undefined ? value : `${out[key]}, ${value}`;
+  }
+  return out;
 }
 
 function flushHead(res: ServerResponse): void {

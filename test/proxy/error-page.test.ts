@@ -60,6 +60,9 @@ describe('renderErrorPage: statuses', () => {
       const page = render({ status, reason: `reason for ${status}`, requestId: `id-${status}` });
       assert.equal(page.status, status);
       assert.equal(header(page, 'Connection'), closes ? 'close' : undefined);
+      // RFC 9113 §8.2.2: an HTTP/2 stream carries no connection-specific field.
+      const h2 = render({ status, reason: 'r', requestId: 'i', http2: true });
+      assert.equal(header(h2, 'Connection'), undefined);
       assert.equal(header(page, 'X-Request-Id'), `id-${status}`);
       const html = page.body.toString('utf8');
       assert.match(html, new RegExp(`<title>${status} ${title}</title>`));

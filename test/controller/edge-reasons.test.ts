@@ -52,10 +52,9 @@ async function agentTunnel(
 before(async () => {
   origin = await startOrigin('main');
   forbidden = await startOrigin('forbidden');
-  const probe = createServer().listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  closedPort = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  // Port 1 (tcpmux), where nothing listens: a port freed by a probe could be taken again meanwhile
+  // by another test's listener, which would accept the connection and leave it hanging (a 504).
+  closedPort = 1;
 
   const registry = new TunnelRegistry();
   const policy = new TargetPolicy([`127.0.0.1:${origin.port}`, `127.0.0.1:${closedPort}`]);
@@ -96,7 +95,9 @@ before(async () => {
   const edge = new PublicEdge({
     routes: () => routes,
     registry,
-    http: { ...DEFAULT_HTTP_OPTIONS, responseTimeoutMs: 500, maxHeaders: 20 },
+    // Long enough that a closed port's refusal, on a busy machine, comes before it (a 502, not a
+    // 504); the /hang test waits it out once.
+    http: { ...DEFAULT_HTTP_OPTIONS, responseTimeoutMs: 5_000, maxHeaders: 20 },
     logger,
     onRequestDone: (d) => done.push(d),
   });

@@ -13,13 +13,12 @@ import {
   maskWhenSerialized,
   orThrow,
   parseFlagDuration,
-  parseLogLevel,
   parseNonEmpty,
   parseOptionalHostPort,
   Refusal,
   show,
 } from '../config/values.js';
-import { flag, type Flag, type FlagValues, readFlag } from '../config/flags.js';
+import { flag, type Flag, type FlagValues, LOG_LEVEL_FLAG, readFlag } from '../config/flags.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { isPlainToken } from '../syntax.js';
 import { formatTransportUrl, parseTransportUrl } from '../transport/url.js';
@@ -253,8 +252,6 @@ function allowPatterns(given: string | readonly string[] | undefined, env: NodeJ
 
 // --- The flags --------------------------------------------------------------------------------------
 
-const LEVELS = 'fatal, error, warn, info, debug, trace or silent';
-
 // `sluice agent`'s flags, each declared once: the usage text, the parseArgs spec and the flags object
 // come from this table (config/flags.ts). Last in the file, after the parsers it names.
 const F = {
@@ -368,14 +365,7 @@ const F = {
     shown: '3 ping intervals',
     help: 'silence after which a tunnel is dead and redialed',
   }),
-  logLevel: flag({
-    name: 'log-level',
-    key: 'logLevel',
-    value: 'LEVEL',
-    parse: parseLogLevel,
-    shown: 'info',
-    help: LEVELS,
-  }),
+  logLevel: LOG_LEVEL_FLAG,
 } as const;
 
 export const AGENT_FLAGS = Object.values(F);

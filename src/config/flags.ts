@@ -3,7 +3,7 @@
 // command's usage text, its node:util parseArgs spec and the flags object its config loader reads, so
 // a new flag touches one place. The loaders (controller/config.ts, agent/config.ts) read a flag with
 // `readFlag`, which applies flag < environment precedence and names the flag or variable at fault.
-import { flagOrEnv, type Refusal } from './values.js';
+import { flagOrEnv, parseLogLevel, type Refusal } from './values.js';
 
 export interface Flag<K extends string = string, T = unknown, M extends boolean = boolean> {
   /** The long name, as typed after `--`. */
@@ -34,6 +34,16 @@ export function flag<const K extends string, T = string, const M extends boolean
 ): Flag<K, T, M> {
   return spec;
 }
+
+/** --log-level, the same for every service command. */
+export const LOG_LEVEL_FLAG = flag({
+  name: 'log-level',
+  key: 'logLevel',
+  value: 'LEVEL',
+  parse: parseLogLevel,
+  shown: 'info',
+  help: 'fatal, error, warn, info, debug, trace or silent',
+});
 
 /**
  * The flags object a table's command parses into: each flag's value as typed, by key. A repeatable

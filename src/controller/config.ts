@@ -27,7 +27,7 @@ import {
   Refusal,
   show,
 } from '../config/values.js';
-import { flag, type Flag, type FlagValues, readFlag } from '../config/flags.js';
+import { flag, type Flag, type FlagValues, LOG_LEVEL_FLAG, readFlag } from '../config/flags.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { hashToken, type Route, type StoreLocation } from '../store/model.js';
 import { CLUSTER_NAME_RULE, isClusterName, isPlainToken, isTokenDigest, TOKEN } from '../syntax.js';
@@ -165,7 +165,6 @@ const DEFAULTS = {
   dataDir: './.sluice',
   logLevel: 'info',
 } as const;
-const LEVELS = 'fatal, error, warn, info, debug, trace or silent';
 
 /** Loads, validates and freezes the controller's configuration. Throws ConfigError naming the key. */
 export function loadControllerConfig(input: ControllerConfigInput): ControllerConfig {
@@ -896,14 +895,7 @@ const F = {
     shown: '30s',
     help: 'on SIGTERM, how long in-flight requests may finish, e.g. 30s; overrides tunnel.gracePeriod',
   }),
-  logLevel: flag({
-    name: 'log-level',
-    key: 'logLevel',
-    value: 'LEVEL',
-    parse: parseLogLevel,
-    shown: 'info',
-    help: LEVELS,
-  }),
+  logLevel: LOG_LEVEL_FLAG,
 } as const;
 
 export const CONTROLLER_FLAGS = Object.values(F);

@@ -22,6 +22,7 @@ import {
   type Seed,
   type Source,
   type Store,
+  ChangeWatchers,
   type StoreChange,
   StoreConflict,
   type StoreHealth,
@@ -119,7 +120,7 @@ export class RedisStore implements Store {
   readonly instance = randomBytes(8).toString('hex');
   readonly #client: ApplyingRedis;
   readonly #subscriber: Redis;
-  readonly #watchers = new Set<(change: StoreChange) => void>();
+  readonly #watchers = new ChangeWatchers();
   readonly #logger: RedisStoreOptions['logger'];
   readonly #where: string;
   #subscribed = false;
@@ -298,9 +299,7 @@ export class RedisStore implements Store {
   }
 
   watch(onChange: (change: StoreChange) => void): () => void {
-    const watcher = (change: StoreChange): void => onChange(change);
-    this.#watchers.add(watcher);
-    return () => void this.#watchers.delete(watcher);
+    return this.#watchers.add(onChange);
   }
 
   async close(): Promise<void> {
@@ -348,7 +347,7 @@ export class RedisStore implements Store {
         ),
       );
       if (applied === 1) {
-        if (change !== undefined) this.#emit(change);
+        if (change !== undefined) this.#watchers.emit(change);
         return result;
       }
       if (attempt >= MAX_ATTEMPTS || Date.now() > deadline) {
@@ -421,7 +420,7 @@ export class RedisStore implements Store {
     }
     await this.#restore();
     this.#logger?.info({ store: this.#where }, 'store connection restored; rebuilding caches');
-    this.#emit({ kind: 'reset' });
+    this.#watchers.emit({ kind: 'reset' });
   }
 
   /**
@@ -465,17 +464,7 @@ export class RedisStore implements Store {
       return;
     }
     if (parsed.instance === this.instance || typeof parsed.change?.kind !== 'string') return;
-    this.#emit(parsed.change);
-  }
-
-  #emit(change: StoreChange): void {
-    for (const watcher of [...this.#watchers]) {
-      try {
-        watcher(change);
-      } catch {
-        // The write is committed; one watcher's bug must not make it look failed to the writer.
-      }
-    }
+    this.#watchers.emit(parsed.change);
   }
 
   #unreachable(): string {

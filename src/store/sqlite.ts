@@ -14,6 +14,7 @@ import {
   type Seed,
   type Source,
   type Store,
+  ChangeWatchers,
   type StoreChange,
   StoreConflict,
   type StoreHealth,
@@ -78,7 +79,7 @@ export function openSqliteStore(dataDir: string): SqliteStore {
 
 export class SqliteStore implements Store {
   readonly #db: Database.Database;
-  readonly #watchers = new Set<(change: StoreChange) => void>();
+  readonly #watchers = new ChangeWatchers();
 
   constructor(file: string) {
     this.#db = new Database(file);
@@ -107,7 +108,7 @@ export class SqliteStore implements Store {
     this.#db
       .prepare('INSERT INTO clusters (name, created, source) VALUES (@name, @created, @source)')
       .run(record);
-    this.#emit({ kind: 'cluster', op: 'add', name });
+    this.#watchers.emit({ kind: 'cluster', op: 'add', name });
     return record;
   }
 
@@ -126,7 +127,7 @@ export class SqliteStore implements Store {
       this.#db.prepare('DELETE FROM clusters WHERE name = ?').run(name);
       return true;
     })();
-    if (removed) this.#emit({ kind: 'cluster', op: 'remove', name });
+    if (removed) this.#watchers.emit({ kind: 'cluster', op: 'remove', name });
     return removed;
   }
 
@@ -145,7 +146,7 @@ export class SqliteStore implements Store {
           'VALUES (@id, @cluster, @hash, @created, @revoked, @source)',
       )
       .run(record);
-    this.#emit({ kind: 'token', op: 'add', id: record.id, cluster });
+    this.#watchers.emit({ kind: 'token', op: 'add', id: record.id, cluster });
     return record;
   }
 
@@ -161,7 +162,7 @@ export class SqliteStore implements Store {
       .run(now(), id).changes;
     const record = this.#db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as TokenRow | undefined;
     if (stamped > 0 && record !== undefined) {
-      this.#emit({ kind: 'token', op: 'revoke', id, cluster: record.cluster });
+      this.#watchers.emit({ kind: 'token', op: 'revoke', id, cluster: record.cluster });
     }
     return record;
   }
@@ -207,14 +208,14 @@ export class SqliteStore implements Store {
           'VALUES (@host, @path, @cluster, @target, @created, @source)',
       )
       .run(record);
-    this.#emit({ kind: 'route', op: 'add', host: record.host, path: record.path });
+    this.#watchers.emit({ kind: 'route', op: 'add', host: record.host, path: record.path });
     return record;
   }
 
   async removeRoute(host: string, path: string): Promise<boolean> {
     const removed =
       this.#db.prepare('DELETE FROM routes WHERE host = ? AND path = ?').run(host, path).changes > 0;
-    if (removed) this.#emit({ kind: 'route', op: 'remove', host, path });
+    if (removed) this.#watchers.emit({ kind: 'route', op: 'remove', host, path });
     return removed;
   }
 
@@ -232,7 +233,7 @@ export class SqliteStore implements Store {
       this.#dropUnowned();
       this.#upsert(seed);
     })();
-    this.#emit({ kind: 'seed', op: 'seed', source });
+    this.#watchers.emit({ kind: 'seed', op: 'seed', source });
   }
 
   async claim(key: string, value: string): Promise<string> {
@@ -245,10 +246,7 @@ export class SqliteStore implements Store {
   }
 
   watch(onChange: (change: StoreChange) => void): () => void {
-    // A wrapper per call, so that watching twice with one function is two subscriptions.
-    const watcher = (change: StoreChange): void => onChange(change);
-    this.#watchers.add(watcher);
-    return () => void this.#watchers.delete(watcher);
+    return this.#watchers.add(onChange);
   }
 
   async close(): Promise<void> {
@@ -259,16 +257,6 @@ export class SqliteStore implements Store {
   #cluster(name: string): ClusterRecord | undefined {
     return this.#db.prepare('SELECT name, created, source FROM clusters WHERE name = ?').get(name) as
       ClusterRecord | undefined;
-  }
-
-  #emit(change: StoreChange): void {
-    for (const watcher of [...this.#watchers]) {
-      try {
-        watcher(change);
-      } catch {
-        // The write is committed; one watcher's bug must not make it look failed to the writer.
-      }
-    }
   }
 
   /** Deletes the config entries no source lists any more: routes, then tokens, then clusters. */

@@ -126,10 +126,6 @@ export interface Store {
   seed(seed: Seed, source: string): Promise<void>;
 
   /**
-   * Calls `onChange` after every change, whoever made it (for a shared store, other controllers too),
-   * until the returned function is called. A throwing watcher does not fail the write.
-   */
-  /**
    * A shared setting, set if absent: resolves to the value that holds, `value` or the one set before
    * (by this controller or another sharing the store). Once set, a setting never changes.
    */
@@ -138,7 +134,37 @@ export interface Store {
   /** Whether the store is reachable now; an embedded store always is. Never waits. */
   health(): StoreHealth;
 
+  /**
+   * Calls `onChange` after every change, whoever made it (for a shared store, other controllers too),
+   * until the returned function is called. A throwing watcher does not fail the write.
+   */
   watch(onChange: (change: StoreChange) => void): () => void;
 
   close(): Promise<void>;
+}
+
+/** A store's watchers (Store.watch): every implementation tells them the same way. */
+export class ChangeWatchers {
+  readonly #watchers = new Set<(change: StoreChange) => void>();
+
+  /** A wrapper per call, so that watching twice with one function is two subscriptions. */
+  add(onChange: (change: StoreChange) => void): () => void {
+    const watcher = (change: StoreChange): void => onChange(change);
+    this.#watchers.add(watcher);
+    return () => void this.#watchers.delete(watcher);
+  }
+
+  emit(change: StoreChange): void {
+    for (const watcher of [...this.#watchers]) {
+      try {
+        watcher(change);
+      } catch {
+        // The write is committed; one watcher's bug must not make it look failed to the writer.
+      }
+    }
+  }
+
+  clear(): void {
+    this.#watchers.clear();
+  }
 }

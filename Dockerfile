@@ -2,13 +2,15 @@
 # Build: docker build -t sluice:0.1.0 .   Run: docker run sluice:0.1.0 agent --help
 # No HEALTHCHECK: Kubernetes probes /healthz and /readyz (deploy/kubernetes, docs/kubernetes.md).
 
-# The compiled JavaScript, from the full (dev) install.
-FROM node:20-bookworm-slim AS build
-WORKDIR /src
 # better-sqlite3 compiles from source when npm finds no prebuilt binary for this platform.
+FROM node:20-bookworm-slim AS toolchain
+WORKDIR /src
 RUN apt-get update \
   && apt-get install -y --no-install-recommends python3 make g++ \
   && rm -rf /var/lib/apt/lists/*
+
+# The compiled JavaScript, from the full (dev) install.
+FROM toolchain AS build
 COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
@@ -16,11 +18,7 @@ COPY src ./src
 RUN npx tsc -p tsconfig.build.json
 
 # The runtime dependencies only.
-FROM node:20-bookworm-slim AS deps
-WORKDIR /src
-RUN apt-get update \
-  && apt-get install -y --no-install-recommends python3 make g++ \
-  && rm -rf /var/lib/apt/lists/*
+FROM toolchain AS deps
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev
 

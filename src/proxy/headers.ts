@@ -288,7 +288,10 @@ function isWellFormedList(f: Field): boolean {
 
 function viaElement(httpVersion: string, pseudonym: string): string {
   // The protocol name is omitted for HTTP (RFC 9110 §7.6.3); an unrecognised version is reported as 1.1.
-  return `${VERSION.test(httpVersion) ? httpVersion : '1.1'} ${pseudonym}`;
+  // From HTTP/2 on a version has no minor number (RFC 9113 §3: `2`), though Node reports `2.0`.
+  if (!VERSION.test(httpVersion)) return `1.1 ${pseudonym}`;
+  const major = httpVersion.charAt(0);
+  return `${major >= '2' ? major : httpVersion} ${pseudonym}`;
 }
 
 // RFC 7239 §4: for=, host= and proto= of this hop, each value a token or a quoted-string.

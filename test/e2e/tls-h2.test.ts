@@ -155,6 +155,8 @@ describe('HTTP/2 on the TLS listener', () => {
         seen.rawHeaders.filter((_, i) => i % 2 === 1 && seen.rawHeaders[i - 1]!.toLowerCase() === name);
       assert.deepEqual(field('host'), [`${HOST}:${tlsPort}`]);
       assert.deepEqual(field('x-forwarded-proto'), ['https']);
+      // HTTP/2's version in Via is `2`, not Node's `2.0` (RFC 9110 §7.6.3, RFC 9113 §3).
+      assert.deepEqual(field('via'), ['2 sluice']);
       assert.deepEqual(field('x-test'), ['yes']);
       assert.ok(!seen.rawHeaders.some((h) => h.startsWith(':')), JSON.stringify(seen.rawHeaders));
       assert.ok(typeof r.headers['x-request-id'] === 'string');

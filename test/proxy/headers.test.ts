@@ -497,7 +497,10 @@ describe('forwardRequestHeaders', () => {
 
   describe('Via and loops (RFC 9110 §7.6.3)', () => {
     test('the Via version is the client request version', () => {
-      assert.equal(only(forward(frozen(), { httpVersion: '2.0' }), 'Via'), '2.0 sluice');
+      // Node says `2.0` for HTTP/2; the protocol's version is `2` (RFC 9113 §3, RFC 9110 §7.6.3).
+      assert.equal(only(forward(frozen(), { httpVersion: '2.0' }), 'Via'), '2 sluice');
+      assert.equal(only(forward(frozen(), { httpVersion: '2' }), 'Via'), '2 sluice');
+      assert.equal(only(forward(frozen(), { httpVersion: '3.0' }), 'Via'), '3 sluice');
       assert.equal(only(forward(frozen(), { httpVersion: '1.0' }), 'Via'), '1.0 sluice');
       assert.equal(only(forward(frozen(), { httpVersion: 'HTTP/9 x' }), 'Via'), '1.1 sluice');
     });

@@ -4,7 +4,13 @@
 // source and `drain` resumes it, at both hops.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type ReasonCode, SluiceError, type SluiceErrorCode, streamErrorCode } from '../errors.js';
+import {
+  type ReasonCode,
+  SluiceError,
+  type SluiceErrorCode,
+  StreamResetError,
+  streamErrorCode,
+} from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, EnvelopeError, encodeTrailers, type ResponseHead } from './envelope.js';
 import { forwardResponseHeaders } from './headers.js';
@@ -435,6 +441,13 @@ export function failureBeforeAnswer(err: Error): {
     case ErrorCode.TARGET_TIMEOUT: {
       const reason = 'the target did not answer in time';
       return { status: 504, code: 'target_timeout', reason, unprocessed: false };
+    }
+    case ErrorCode.TARGET_TLS: {
+      // The agent's reason names what failed (an unknown issuer, a name the certificate lacks): it is
+      // about the target's certificate, not the agent's policy, and it is what the operator must fix.
+      const detail = err instanceof StreamResetError && err.reason !== '' ? `: ${err.reason}` : '';
+      const reason = `TLS to the target failed${detail}`;
+      return { status: 502, code: 'target_tls', reason, unprocessed: false };
     }
     case ErrorCode.REFUSED_STREAM:
       return { status: 503, code: 'agent_draining', reason: 'the agent is shutting down', unprocessed: true };

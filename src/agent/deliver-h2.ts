@@ -42,6 +42,9 @@ const NOT_FORWARDED = new Set([
   'expect',
 ]);
 
+// The fields of a gRPC status (gRPC over HTTP/2, "Responses"): trailers, also in a trailers-only response.
+const GRPC_STATUS_FIELDS = new Set(['grpc-status', 'grpc-message', 'grpc-status-details-bin']);
+
 interface Entry {
   session: ClientHttp2Session;
   open: number;
@@ -262,10 +265,25 @@ class H2Delivery {
 
   // --- response direction: target → stream ---
 
-  readonly #onResponse = (headers: IncomingHttpHeaders): void => {
+  readonly #onResponse = (headers: IncomingHttpHeaders, flags: number): void => {
     const status = Number(headers[':status']);
     this.#status = status;
-    this.stream.write(encodeHead({ status, statusText: '', headers: rawFields(headers) }));
+    const raw = rawFields(headers);
+    // gRPC's trailers-only response (an error status with no message) is one HEADERS frame that ends
+    // the stream. The controller can only end its client's stream after the head it writes, so the
+    // status fields would arrive as headers of a stream that then ends with no trailers, which a gRPC
+    // client reads as a missing status (INTERNAL). They travel as the trailers they stand for instead.
+    if ((flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0 && headers['grpc-status'] !== undefined) {
+      const head: string[] = [];
+      const trailers: string[] = [];
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        (GRPC_STATUS_FIELDS.has(raw[i]!) ? trailers : head).push(raw[i]!, raw[i + 1]!);
+      }
+      this.stream.write(encodeHead({ status, statusText: '', headers: head }));
+      this.stream.write(encodeTrailers(trailers));
+      return;
+    }
+    this.stream.write(encodeHead({ status, statusText: '', headers: raw }));
   };
 
   readonly #onTargetData = (chunk: Buffer): void => {

@@ -307,7 +307,9 @@ class Exchange {
   };
 
   readonly #onResponseClose = (): void => {
-    if (this.res.writableFinished) {
+    // An HTTP/2 response reads as finished once its stream closed, also when the client reset it
+    // (a gRPC cancel or deadline): only one this side ended is done.
+    if (this.res.writableFinished && this.res.writableEnded) {
       // The response is complete. If the client never finished its body (the target answered early),
       // the request half of the stream has no end: reset it so the agent and the target let go.
       if (!this.stream.destroyed && !this.req.complete) this.stream.reset(ErrorCode.CANCEL, 'response done');

@@ -22,6 +22,7 @@ export const ERROR_CODES = [
   'SLUICE_ERR_GOING_AWAY',
   'SLUICE_ERR_STREAM_RESET',
   'SLUICE_ERR_STREAM_REFUSED',
+  'SLUICE_ERR_TARGET_TLS',
   'SLUICE_ERR_OPEN_TIMEOUT',
   'SLUICE_ERR_TOO_MANY_STREAMS',
   'SLUICE_ERR_TOO_MANY_PENDING_OPENS',
@@ -55,6 +56,7 @@ export const REASON_CODES = [
   'target_denied',
   'target_unreachable',
   'target_timeout',
+  'target_tls',
   'timeout',
   'bad_response',
   'stream_broken',
@@ -97,7 +99,9 @@ export class StreamResetError extends SluiceError {
         ? 'SLUICE_ERR_STREAM_REFUSED'
         : wireCode === ErrorCode.OVERLOAD
           ? 'SLUICE_ERR_OVERLOAD'
-          : 'SLUICE_ERR_STREAM_RESET';
+          : wireCode === ErrorCode.TARGET_TLS
+            ? 'SLUICE_ERR_TARGET_TLS'
+            : 'SLUICE_ERR_STREAM_RESET';
     super(code, `${who}: ${errorCodeName(wireCode)}${reason ? ` (${reason})` : ''}`, wireCode);
     this.name = 'StreamResetError';
     this.reason = reason;

@@ -5,16 +5,19 @@
 // URLs (a fleet), slot i starts on URL i mod n; when its tunnel ends or a dial fails it dials the next
 // URL at once, and backs off only once every URL has failed in a row.
 import type { Server } from 'node:http';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { readinessLogger } from '../logging.js';
 import { readConfiguredFile } from '../config/startup.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { ALWAYS_READY, createOpsServer, listenHttp } from '../ops.js';
-import { createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
+import { H2Sessions } from './deliver-h2.js';
+import { createHttpsTargetPool, createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
 import { guardedLookup } from '../proxy/target.js';
 import { UPGRADE_CLOSE_MS } from '../proxy/upgrade.js';
 import { checkDialOptions, dial, watchHandshake } from '../transport/index.js';
+import { checkCa } from '../transport/tls.js';
 import { Session } from '../tunnel/session.js';
 import { slotCaps } from '../tunnel/slot.js';
 import type { Stream } from '../tunnel/stream.js';
@@ -73,11 +76,17 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     kubernetesApi: kubernetesApiFromEnv(process.env),
   });
   const pool = createTargetPool(config.maxSocketsPerTarget);
+  const targetTls = readTargetCa(config);
+  const httpsPool = createHttpsTargetPool(config.maxSocketsPerTarget, targetTls);
+  const h2 = new H2Sessions();
   // Its gauges read the slots only when scraped, once they exist.
   const metrics = new AgentMetrics(() => slots);
   const ctx: DeliverContext = {
     policy,
     pool,
+    httpsPool,
+    targetTls,
+    h2,
     connectTimeoutMs: config.connectTimeoutMs,
     lookup: guardedLookup((ip) => policy.forbidsAddress(ip)),
     wildcardLookup: guardedLookup((ip) => policy.forbidsWildcardAddress(ip)),
@@ -161,6 +170,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         clearTimeout(upgradeTimer);
         clearTimeout(cutTimer);
         pool.destroy();
+        httpsPool.destroy();
+        h2.destroy();
         if (health !== null) {
           health.closeAllConnections();
           await new Promise<void>((resolve) => health!.close(() => resolve()));
@@ -170,6 +181,28 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       return closing;
     },
   };
+}
+
+/**
+ * The --target-ca file, read and checked once at startup, as a TLS context that trusts the system roots
+ * and its certificates; undefined without one (Node's defaults are the system roots).
+ */
+function readTargetCa(config: AgentConfig): SecureContext | undefined {
+  if (config.targetCa === undefined) return undefined;
+  const pem = readConfiguredFile(
+    'targetCa',
+    config.targetCa,
+    'SLUICE_ERR_TLS_CONFIG',
+    '--target-ca, $SLUICE_TARGET_CA',
+  );
+  try {
+    checkCa(pem);
+    return createSecureContext({ ca: [...rootCertificates, pem.toString('utf8')] });
+  } catch (err) {
+    const reason = (err as Error).message.replace(/^ca /, '');
+    const shown = JSON.stringify(config.targetCa);
+    throw new ConfigError('targetCa', `file ${shown} ${reason}`, 'SLUICE_ERR_TLS_CONFIG', { cause: err });
+  }
 }
 
 /** The --ca file, read and checked once at startup: a bad one would otherwise fail every dial. */

@@ -46,6 +46,8 @@ export interface AgentConfig {
   readonly ca?: string;
   /** Name the controller's certificate must carry, when it differs from the URL host. */
   readonly servername?: string;
+  /** PEM file path of CAs to trust for https:// targets, beside the system roots. */
+  readonly targetCa?: string;
   /** Connecting to a target must finish within this, or the stream fails with TARGET_UNREACHABLE. */
   readonly connectTimeoutMs: number;
   /**
@@ -109,6 +111,7 @@ function build(
 ): AgentConfig {
   const ca = read(F.ca);
   const servername = read(F.servername);
+  const targetCa = read(F.targetCa);
   const config: AgentConfig = {
     controllers: read(F.controller)!,
     token,
@@ -119,6 +122,7 @@ function build(
     healthListen: read(F.healthListen) ?? null,
     ...(ca === undefined ? {} : { ca }),
     ...(servername === undefined ? {} : { servername }),
+    ...(targetCa === undefined ? {} : { targetCa }),
     connectTimeoutMs: CONNECT_TIMEOUT_MS,
     maxSocketsPerTarget: read(F.maxSocketsPerTarget) ?? DEFAULT_SOCKETS_PER_TARGET,
     upgradeGraceMs: read(F.upgradeGrace) ?? DEFAULT_UPGRADE_GRACE_MS,
@@ -321,6 +325,14 @@ const F = {
     value: 'NAME',
     parse: parseNonEmpty('a host name'),
     help: "name the controller's certificate must carry",
+  }),
+  targetCa: flag({
+    name: 'target-ca',
+    key: 'targetCa',
+    value: 'FILE',
+    parse: parseNonEmpty('a PEM file path'),
+    shown: 'system roots only',
+    help: 'PEM CAs to trust for https:// targets, beside the system roots',
   }),
   gracePeriod: flag({
     name: 'grace-period',

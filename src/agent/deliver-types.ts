@@ -4,13 +4,17 @@
 
 /** The agent's verdict on a stream's target, asked before anything is dialed. */
 export interface TargetCheck {
-  /** Whether the agent may dial `target` (`http://host[:port]`); a refusal says why, for the log. */
+  /** Whether the agent may dial `target` (`http://`, `https://` or `h2c://host[:port]`); a refusal says why, for the log. */
   check(target: string): TargetVerdict;
 }
+
+/** What the agent speaks to a target: HTTP/1.1, HTTP/1.1 over TLS, or HTTP/2 cleartext. */
+export type TargetScheme = 'http' | 'https' | 'h2c';
 
 export type TargetVerdict =
   | {
       ok: true;
+      scheme: TargetScheme;
       /** The host to dial: lowercase, IPv6 without brackets, a trailing dot kept. */
       host: string;
       port: number;

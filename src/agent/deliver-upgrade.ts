@@ -5,6 +5,8 @@
 // stream's window until the target has answered, so none is lost and none reaches a target that
 // refused the upgrade.
 import { type ClientRequest, type IncomingMessage, request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { SecureContext } from 'node:tls';
 import type { LookupFunction, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -27,6 +29,8 @@ export interface UpgradeTarget {
   /** DNS that refuses protected addresses; undefined when the policy named this target exactly. */
   lookup: LookupFunction | undefined;
   connectTimeoutMs: number;
+  /** For an https:// target: TLS to it, verified with this context (undefined: the system roots). */
+  tls?: { servername: string; secureContext: SecureContext | undefined } | undefined;
 }
 
 export function deliverUpgrade(
@@ -65,7 +69,7 @@ class UpgradeDelivery {
     this.stream.on('close', this.#onStreamClose);
     let req: ClientRequest;
     try {
-      req = request({
+      const options = {
         host: this.target.host,
         port: this.target.port,
         method: head.method,
@@ -73,9 +77,19 @@ class UpgradeDelivery {
         headers: targetHeaders(head),
         setHost: false,
         // Its own connection: an upgraded socket never returns to a pool.
-        agent: false,
+        agent: false as const,
         lookup: this.target.lookup,
-      });
+      };
+      const tls = this.target.tls;
+      req =
+        tls === undefined
+          ? request(options)
+          : httpsRequest({
+              ...options,
+              servername: tls.servername,
+              rejectUnauthorized: true,
+              ...(tls.secureContext === undefined ? {} : { secureContext: tls.secureContext }),
+            });
     } catch (err) {
       // As in deliver.ts: what parseStreamMeta missed still resets only this stream.
       this.log.warn({ err: (err as Error).message }, 'stream refused: Node refused the request head');
@@ -136,7 +150,8 @@ class UpgradeDelivery {
   readonly #onRequestError = (err: NodeJS.ErrnoException): void => {
     if (this.#answered || this.#done) return;
     const [code, reason] = classify(err, this.meta.target);
-    this.log.warn({ target: this.meta.target, err: err.message, code: err.code }, 'target upgrade failed');
+    const what = code === ErrorCode.TARGET_TLS ? 'target TLS failed' : 'target upgrade failed';
+    this.log.warn({ target: this.meta.target, err: err.message, code: err.code }, what);
     this.#abort(code, reason);
   };
 

@@ -4,12 +4,15 @@
 // dialed, and again on every address DNS returns, so a name cannot smuggle the agent to a metadata
 // service.
 import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:http';
-import type { LookupFunction, Socket } from 'node:net';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { isIP, type LookupFunction, type Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
+import { deliverH2, H2Sessions } from './deliver-h2.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
-import type { DeliverObserver, TargetCheck } from './deliver-types.js';
+import type { DeliverObserver, TargetCheck, TargetScheme } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
 import { type HttpStreamMeta, parseStreamMeta } from '../proxy/meta.js';
 import { corkForThisTick, relayResponse } from '../proxy/relay.js';
@@ -18,6 +21,15 @@ import { armConnectTimeout, classify, targetHeaders } from '../proxy/target.js';
 export interface DeliverContext {
   policy: TargetCheck;
   pool: Agent;
+  /**
+   * The keep-alive pool for https:// targets; its connections verify against `targetTls`. The agent
+   * always passes it; a context without one (a test's) gets a pool of its own on first use.
+   */
+  httpsPool?: HttpsAgent;
+  /** The system roots plus --target-ca, for upgrades to https:// targets (which skip the pool). */
+  targetTls?: SecureContext | undefined;
+  /** One HTTP/2 session per h2c:// target; made on first use when absent, as `httpsPool`. */
+  h2?: H2Sessions;
   /** Connecting to the target must finish within this, or the stream fails with TARGET_TIMEOUT. */
   connectTimeoutMs: number;
   /** DNS for targets a pattern named exactly, refusing protected addresses (see guardedLookup). */
@@ -43,7 +55,26 @@ type TunnelStream = Duplex & {
  * agent hold unbounded connections to a target.
  */
 export function createTargetPool(maxSocketsPerTarget = 256): Agent {
-  return new Agent({
+  return new Agent(poolOptions(maxSocketsPerTarget));
+}
+
+/**
+ * The same for https:// targets. Node keys its free sockets by host, port and servername (and the TLS
+ * options), so a connection made for one route's serverName never serves another's.
+ */
+export function createHttpsTargetPool(
+  maxSocketsPerTarget = 256,
+  secureContext: SecureContext | undefined = undefined,
+): HttpsAgent {
+  return new HttpsAgent({
+    ...poolOptions(maxSocketsPerTarget),
+    ...(secureContext === undefined ? {} : { secureContext }),
+    rejectUnauthorized: true,
+  });
+}
+
+function poolOptions(maxSocketsPerTarget: number) {
+  return {
     keepAlive: true,
     keepAliveMsecs: 15_000,
     noDelay: true,
@@ -51,7 +82,16 @@ export function createTargetPool(maxSocketsPerTarget = 256): Agent {
     scheduling: 'lifo',
     maxSockets: maxSocketsPerTarget,
     maxFreeSockets: Math.min(256, maxSocketsPerTarget),
-  });
+  } as const;
+}
+
+/**
+ * The SNI name and the name the certificate is checked against: the route's serverName, else the
+ * target's host name. An IP address is sent as no SNI at all (RFC 6066 §3), and the certificate must
+ * then carry that address. Always set, or Node would take it from the Host header, the public name.
+ */
+export function targetServername(meta: HttpStreamMeta, host: string): string {
+  return meta.serverName ?? (isIP(host) === 0 ? host : '');
 }
 
 /** Serves one stream the controller opened. Never throws; failures reset the stream with a code. */
@@ -74,14 +114,31 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     ctx.observer?.streamDone(meta.kind, 0, ErrorCode.TARGET_DENIED, undefined);
     return;
   }
-  const { host, port } = verdict;
+  const { host, port, scheme } = verdict;
   const lookup = verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
+  if (scheme === 'h2c') {
+    if (meta.kind === 'upgrade') {
+      // HTTP/2 has no Upgrade (RFC 9113 §8.6); the exchange never reaches the target.
+      log.warn({ target: meta.target }, 'upgrade refused: an h2c:// target takes no upgrades');
+      stream.reset(ErrorCode.TARGET_UNREACHABLE, `${meta.target}: an h2c:// target takes no upgrades`);
+      ctx.observer?.streamDone('upgrade', 0, ErrorCode.TARGET_UNREACHABLE, undefined);
+      return;
+    }
+    ctx.h2 ??= new H2Sessions();
+    const target = { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs, sessions: ctx.h2 };
+    deliverH2(stream, meta, target, log, ctx.observer);
+    return;
+  }
   if (meta.kind === 'upgrade') {
-    const target = { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs };
+    const tls =
+      scheme === 'https'
+        ? { servername: targetServername(meta, host), secureContext: ctx.targetTls }
+        : undefined;
+    const target = { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs, tls };
     deliverUpgrade(stream, meta, target, log, ctx.observer);
     return;
   }
-  new Delivery(stream, meta, ctx, log, host, port, lookup).start();
+  new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
 }
 
 class Delivery {
@@ -104,6 +161,7 @@ class Delivery {
     private readonly meta: HttpStreamMeta,
     private readonly ctx: DeliverContext,
     private readonly log: Logger,
+    private readonly scheme: TargetScheme,
     private readonly host: string,
     private readonly port: number,
     /** The checking DNS lookup for this target; undefined when the policy exempted it. */
@@ -129,16 +187,23 @@ class Delivery {
     const headers = targetHeaders(head);
     let req: ClientRequest;
     try {
-      req = request({
+      const options = {
         host: this.host,
         port: this.port,
         method: head.method,
         path: head.path,
         headers,
         setHost: false,
-        agent: this.ctx.pool,
         lookup: this.lookup,
-      });
+      };
+      req =
+        this.scheme === 'https'
+          ? httpsRequest({
+              ...options,
+              agent: (this.ctx.httpsPool ??= createHttpsTargetPool(256, this.ctx.targetTls)),
+              servername: targetServername(this.meta, this.host),
+            })
+          : request({ ...options, agent: this.ctx.pool });
     } catch (err) {
       // parseStreamMeta refuses what Node's client is known to refuse; anything it missed still
       // resets only this stream, never the agent.
@@ -254,7 +319,8 @@ class Delivery {
       return;
     }
     const [code, reason] = classify(err, this.meta.target);
-    this.log.warn({ target: this.meta.target, err: err.message, code: err.code }, 'target request failed');
+    const what = code === ErrorCode.TARGET_TLS ? 'target TLS failed' : 'target request failed';
+    this.log.warn({ target: this.meta.target, err: err.message, code: err.code }, what);
     this.#abort(code, reason);
   };
 

@@ -25,7 +25,7 @@ import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
 import { maskUserinfo } from '../config/values.js';
 import { ConfigError } from '../errors.js';
 import { isInClusterHostname } from '../syntax.js';
-import type { TargetCheck, TargetVerdict } from './deliver-types.js';
+import type { TargetCheck, TargetScheme, TargetVerdict } from './deliver-types.js';
 
 /**
  * The patterns used when none are given: namespace-qualified Service names only. A bare `web` or
@@ -167,13 +167,13 @@ export class TargetPolicy implements TargetCheck {
   #check(target: string): PolicyResult {
     const parsed = parseTarget(target);
     if ('reason' in parsed) return { ok: false, reason: parsed.reason };
-    const { host, key, port } = parsed;
+    const { scheme, host, key, port } = parsed;
     const matching = this.#patterns.filter((p) => hostMatches(p, key) && (p.port === '*' || p.port === port));
     const kind = protectedKind(key) ?? this.#addressKind(key);
     if (matching.some((p) => p.kind === 'exact')) {
-      return { ok: true, host, port, exempt: kind !== undefined, viaWildcard: false };
+      return { ok: true, scheme, host, port, exempt: kind !== undefined, viaWildcard: false };
     }
-    const shown = `http://${hostPort(key, port)}`;
+    const shown = `${scheme}://${hostPort(key, port)}`;
     const hint = `allow it explicitly with --allow ${hostPort(key, port)}`;
     if (kind !== undefined) return { ok: false, reason: `target ${shown} is ${kind}; ${hint}` };
     if (matching.length === 0) {
@@ -184,7 +184,7 @@ export class TargetPolicy implements TargetCheck {
     }
     const local = localKind(key) ?? localName(key);
     if (local !== undefined) return { ok: false, reason: `target ${shown} is ${local}; ${hint}` };
-    return { ok: true, host, port, exempt: false, viaWildcard: true };
+    return { ok: true, scheme, host, port, exempt: false, viaWildcard: true };
   }
 }
 
@@ -221,6 +221,7 @@ function hostMatches(pattern: AllowPattern, key: string): boolean {
 }
 
 interface Target {
+  scheme: TargetScheme;
   host: string;
   /** The host as patterns see it: no trailing dot, IPv6 unbracketed. */
   key: string;
@@ -231,18 +232,22 @@ interface Target {
 // `2852039166`, `[::ffff:169.254.169.254]`), so the checks below see one form of each address.
 function parseTarget(target: string): Target | { reason: string } {
   let url: URL;
+  // h2c is no special scheme to the WHATWG parser, which would keep its host as written: its authority
+  // is read as http's, so that every scheme's host is canonicalized the same way.
+  const scheme = /^(https?|h2c):\/\//i.exec(target)?.[1]?.toLowerCase() as TargetScheme | undefined;
   try {
-    url = new URL(target);
+    url = new URL(scheme === undefined ? target : `http${target.slice(scheme.length)}`);
   } catch {
     // Best effort for a string the URL parser refused: hide what looks like userinfo.
     return { reason: `target ${quote(maskUserinfo(target))} is not a URL` };
   }
   if (url.username !== '' || url.password !== '') {
-    return { reason: `target ${quote(`${url.protocol}//${url.host}`)} must not carry credentials` };
+    const shownScheme = scheme === undefined ? url.protocol : `${scheme}:`;
+    return { reason: `target ${quote(`${shownScheme}//${url.host}`)} must not carry credentials` };
   }
   const shown = quote(target);
-  if (url.protocol !== 'http:') return { reason: `target ${shown} must be an http:// URL` };
-  const port = url.port === '' ? 80 : Number(url.port);
+  if (scheme === undefined) return { reason: `target ${shown} must be an http://, https:// or h2c:// URL` };
+  const port = url.port === '' ? DEFAULT_PORTS[scheme] : Number(url.port);
   if (port === 0) return { reason: `target ${shown} has port 0, outside 1-65535` };
   const bracketed = url.hostname.startsWith('[');
   const host = bracketed ? url.hostname.slice(1, -1) : url.hostname;
@@ -250,8 +255,10 @@ function parseTarget(target: string): Target | { reason: string } {
   if (!bracketed && !isIPv4(key) && !isDnsName(key)) {
     return { reason: `target ${shown} has an invalid host name` };
   }
-  return { host, key, port };
+  return { scheme, host, key, port };
 }
+
+const DEFAULT_PORTS: Readonly<Record<TargetScheme, number>> = { http: 80, https: 443, h2c: 80 };
 
 function protectedKind(key: string): string | undefined {
   const kind = addressKind(key);

@@ -46,7 +46,14 @@ const ROUTE_FLAGS = [
     key: 'target',
     value: 'URL',
     env: false,
-    help: 'where the agent sends requests, http://host:port (add)',
+    help: 'where the agent sends requests, http://, https:// or h2c://host:port (add)',
+  }),
+  flag({
+    name: 'server-name',
+    key: 'serverName',
+    value: 'NAME',
+    env: false,
+    help: 'for an https:// target, the name its certificate must carry (add)',
   }),
   flag({ name: 'path', key: 'path', value: 'P', env: false, shown: '/', help: 'path prefix' }),
   ...COMMON_FLAGS,
@@ -66,7 +73,7 @@ const USAGES: Record<(typeof ADMIN_COMMANDS)[number], string> = {
 create prints the new agent token once; only its hash is stored.
 
 ${flagsUsage(COMMON_FLAGS)}`,
-  route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] | ls | rm HOST [--path P] [flags]
+  route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] [--server-name NAME] | ls | rm HOST [--path P] [flags]
 
 ${flagsUsage(ROUTE_FLAGS)}`,
   status: `Usage: sluice status [flags]\n\nLists the live tunnels; on a fleet member, the fleet's controllers after them.\n\n${flagsUsage(COMMON_FLAGS)}`,
@@ -117,7 +124,13 @@ export async function adminCommand(
   }
 }
 
-type Values = { 'admin-token-file'?: string; cluster?: string; target?: string; path?: string };
+type Values = {
+  'admin-token-file'?: string;
+  cluster?: string;
+  target?: string;
+  path?: string;
+  'server-name'?: string;
+};
 type Action = (args: string[], values: Values, client: Client, json: boolean) => Promise<string>;
 
 const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
@@ -172,7 +185,14 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
       expect(args, 2);
       if (values.cluster === undefined) throw new UsageError('--cluster is required');
       if (values.target === undefined) throw new UsageError('--target is required');
-      const body = { host, cluster: values.cluster, target: values.target, ...pathOf(values) };
+      const serverName = values['server-name'];
+      const body = {
+        host,
+        cluster: values.cluster,
+        target: values.target,
+        ...pathOf(values),
+        ...(serverName === undefined ? {} : { serverName }),
+      };
       const r = (await client.call('POST', '/api/routes', body)) as { route: Row };
       return json ? show(r) : `route ${String(r.route.host)}${String(r.route.path)} added\n`;
     }

@@ -239,7 +239,11 @@ export class ControlPlane {
     // Only the route fields: a stored record also carries `created` and `source`, which no route has.
     const routes = await this.store.listRoutes();
     this.#routes = new RouteTable(
-      routes.map(({ host, path, cluster, target }) => ({ host, path, cluster, target })),
+      routes.map(({ host, path, cluster, target, serverName }) =>
+        serverName === undefined
+          ? { host, path, cluster, target }
+          : { host, path, cluster, target, serverName },
+      ),
     );
   }
 

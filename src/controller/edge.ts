@@ -472,6 +472,7 @@ export class PublicEdge {
       head: { method: req.method ?? 'GET', path, version: req.httpVersion, headers },
     };
     if (req.headers['transfer-encoding'] !== undefined) meta.head.chunked = true;
+    if (route.serverName !== undefined) meta.serverName = route.serverName;
     return meta;
   }
 

@@ -78,7 +78,15 @@ export const OPENAPI = Object.freeze({
           host: { type: 'string', example: 'app.example.test' },
           path: { type: 'string', default: '/' },
           cluster: { type: 'string' },
-          target: { type: 'string', example: 'http://127.0.0.1:9000' },
+          target: {
+            type: 'string',
+            example: 'http://127.0.0.1:9000',
+            description: 'http://, https:// or h2c:// (HTTP/2 cleartext, gRPC) host:port',
+          },
+          serverName: {
+            type: 'string',
+            description: 'For an https:// target: the SNI name its certificate must carry',
+          },
         },
       },
       Route: {
@@ -88,6 +96,7 @@ export const OPENAPI = Object.freeze({
           path: { type: 'string' },
           cluster: { type: 'string' },
           target: { type: 'string' },
+          serverName: { type: 'string' },
           created: time,
           source,
         },

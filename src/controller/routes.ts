@@ -12,7 +12,10 @@ import { ConfigError } from '../errors.js';
 import type { Route } from '../store/model.js';
 import { isHostname, isInClusterHostname, MAX_HOSTNAME } from '../syntax.js';
 
-const FIELDS = ['host', 'path', 'cluster', 'target'];
+const FIELDS = ['host', 'path', 'cluster', 'target', 'serverName'];
+
+// What the agent speaks to the target: HTTP/1.1, HTTP/1.1 over TLS, or HTTP/2 cleartext (gRPC).
+const TARGET_SCHEMES: Readonly<Record<string, number>> = { http: 80, https: 443, h2c: 80 };
 
 // RFC 3986 §3.3 segment characters (pchar), percent-encoded octets kept as they are.
 const SEGMENT = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+$/;
@@ -38,10 +41,20 @@ export function validateRoute(input: unknown, key: string): Route {
   }
   const target = routeTarget(record.target);
   if (target === undefined) {
-    const rule = 'must be an http:// URL with a host and port (no path, query or credentials)';
+    const rule =
+      'must be an http://, https:// or h2c:// URL with a host and port (no path, query or credentials)';
     throw new ConfigError(`${key}.target`, `${rule}, got ${show(redact(record.target))}`);
   }
-  return Object.freeze({ host, path, cluster, target });
+  if (record.serverName === undefined) return Object.freeze({ host, path, cluster, target });
+  const serverName = routeServerName(record.serverName);
+  if (serverName === undefined) {
+    const rule = 'must be a DNS name the target certificate carries';
+    throw new ConfigError(`${key}.serverName`, `${rule}, got ${show(record.serverName)}`);
+  }
+  if (!target.startsWith('https:')) {
+    throw new ConfigError(`${key}.serverName`, 'applies only to an https:// target');
+  }
+  return Object.freeze({ host, path, cluster, target, serverName });
 }
 
 /**
@@ -176,13 +189,24 @@ function routePath(value: unknown): string | undefined {
 
 function routeTarget(value: unknown): string | undefined {
   // The WHATWG parser also accepts `http:host` and `http:\\host`; ask for the plain spelling.
-  if (typeof value !== 'string' || !/^http:\/\//i.test(value)) return undefined;
-  const url = parseUrl(value);
+  const scheme =
+    typeof value === 'string' ? /^(https?|h2c):\/\//i.exec(value)?.[1]?.toLowerCase() : undefined;
+  if (scheme === undefined) return undefined;
+  // h2c is no special scheme to the WHATWG parser, which would keep its host as written: parse the
+  // authority as http's, so that every scheme normalizes its host (case, IPv4 spellings) the same way.
+  const url = parseUrl(`http${(value as string).slice(scheme.length)}`);
   if (url === undefined || url.username !== '' || url.password !== '') return undefined;
   if (url.pathname !== '/' || url.search !== '' || url.hash !== '') return undefined;
-  const port = url.port === '' ? 80 : Number(url.port);
+  const port = url.port === '' ? TARGET_SCHEMES[scheme]! : Number(url.port);
   if (port === 0 || !isTargetHost(url.hostname)) return undefined;
-  return `http://${url.hostname}:${port}`;
+  return `${scheme}://${url.hostname}:${port}`;
+}
+
+// SNI carries a DNS name, never an address (RFC 6066 §3).
+function routeServerName(value: unknown): string | undefined {
+  if (typeof value !== 'string' || isIPv4(value) || value.includes(':')) return undefined;
+  const name = stripDot(value);
+  return name.length <= MAX_HOSTNAME && isHostname(name) ? name.toLowerCase() : undefined;
 }
 
 function parseUrl(value: string): URL | undefined {

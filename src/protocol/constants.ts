@@ -40,6 +40,7 @@ export const ErrorCode = {
   TARGET_DENIED: 0x10,
   TARGET_UNREACHABLE: 0x11,
   TARGET_TIMEOUT: 0x12,
+  TARGET_TLS: 0x13,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -4,7 +4,13 @@
 // source and `drain` resumes it, at both hops.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type ReasonCode, SluiceError, type SluiceErrorCode, streamErrorCode } from '../errors.js';
+import {
+  type ReasonCode,
+  SluiceError,
+  type SluiceErrorCode,
+  StreamResetError,
+  streamErrorCode,
+} from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, EnvelopeError, encodeTrailers, type ResponseHead } from './envelope.js';
 import { forwardResponseHeaders } from './headers.js';
@@ -301,7 +307,9 @@ class Exchange {
   };
 
   readonly #onResponseClose = (): void => {
-    if (this.res.writableFinished) {
+    // An HTTP/2 response reads as finished once its stream closed, also when the client reset it
+    // (a gRPC cancel or deadline): only one this side ended is done.
+    if (this.res.writableFinished && this.res.writableEnded) {
       // The response is complete. If the client never finished its body (the target answered early),
       // the request half of the stream has no end: reset it so the agent and the target let go.
       if (!this.stream.destroyed && !this.req.complete) this.stream.reset(ErrorCode.CANCEL, 'response done');
@@ -435,6 +443,13 @@ export function failureBeforeAnswer(err: Error): {
     case ErrorCode.TARGET_TIMEOUT: {
       const reason = 'the target did not answer in time';
       return { status: 504, code: 'target_timeout', reason, unprocessed: false };
+    }
+    case ErrorCode.TARGET_TLS: {
+      // The agent's reason names what failed (an unknown issuer, a name the certificate lacks): it is
+      // about the target's certificate, not the agent's policy, and it is what the operator must fix.
+      const detail = err instanceof StreamResetError && err.reason !== '' ? `: ${err.reason}` : '';
+      const reason = `TLS to the target failed${detail}`;
+      return { status: 502, code: 'target_tls', reason, unprocessed: false };
     }
     case ErrorCode.REFUSED_STREAM:
       return { status: 503, code: 'agent_draining', reason: 'the agent is shutting down', unprocessed: true };

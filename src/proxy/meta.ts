@@ -17,7 +17,7 @@ const VERSIONS = new Set(['1.0', '1.1', '2.0']);
 // The request-target as sent on the agent's request line: origin-form or `*` (RFC 9112 §3.2). No
 // whitespace or control bytes, which would split the request line.
 const REQUEST_TARGET = /^(?:\/[!-~]*|\*)$/;
-const META_KEYS = new Set(['kind', 'target', 'client', 'requestId', 'head']);
+const META_KEYS = new Set(['kind', 'target', 'serverName', 'client', 'requestId', 'head']);
 const HEAD_KEYS = new Set(['method', 'path', 'version', 'headers', 'chunked']);
 const MAX_HEADER_FIELDS = 10_000;
 
@@ -37,6 +37,8 @@ export interface RequestHead {
 export interface HttpStreamMeta {
   kind: 'http' | 'upgrade';
   target: string;
+  /** For an https:// target: the name for SNI and the certificate check, when not the target's host. */
+  serverName?: string;
   client: string;
   requestId: string;
   head: RequestHead;
@@ -51,6 +53,8 @@ export function parseStreamMeta(meta: unknown): Result {
   if (extra !== undefined) return refuse(extra, 'is not a metadata field');
   if (meta.kind !== 'http' && meta.kind !== 'upgrade') return refuse('kind', 'must be "http" or "upgrade"');
   if (!isString(meta.target, 2048)) return refuse('target', 'must be a string of at most 2048 characters');
+  if (meta.serverName !== undefined && !isString(meta.serverName, 253))
+    return refuse('serverName', 'must be a string of at most 253 characters');
   if (!isString(meta.client, 128)) return refuse('client', 'must be a string of at most 128 characters');
   if (!isString(meta.requestId, 200))
     return refuse('requestId', 'must be a string of at most 200 characters');

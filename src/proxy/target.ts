@@ -30,9 +30,32 @@ const UNREACHABLE = new Set([
   'EAI_FAIL',
 ]);
 
+// OpenSSL's X509 verify results as Node names them (X509_V_ERR_* without the prefix), and Node's own
+// name check: the target's certificate did not pass.
+const CERTIFICATE_FAILURES =
+  /^(?:ERR_TLS_CERT_ALTNAME_INVALID|.*CERT.*|UNABLE_TO_.*|INVALID_.*|PATH_LENGTH_EXCEEDED)$/;
+
+/**
+ * Whether `err` is TLS failing to an https:// target: its certificate, or the handshake (an alert, a
+ * target that speaks no TLS on that port). Not for the controller's own TLS.
+ */
+export function isTargetTlsError(err: NodeJS.ErrnoException): boolean {
+  const code = err.code ?? '';
+  return (
+    CERTIFICATE_FAILURES.test(code) ||
+    code.startsWith('ERR_SSL_') ||
+    code === 'EPROTO' ||
+    code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
+  );
+}
+
 /** The RST code and the reason for a request that failed before the target answered. */
 export function classify(err: NodeJS.ErrnoException, target: string): [number, string] {
   if (err.code === FORBIDDEN_ADDRESS) return [ErrorCode.TARGET_DENIED, err.message];
+  // The message names what failed (`unable to verify the first certificate`, the names the certificate
+  // carries); the code is what docs and searches know it by.
+  if (isTargetTlsError(err))
+    return [ErrorCode.TARGET_TLS, `${target}: ${err.message} (${err.code})`.slice(0, 500)];
   if (err.code === CONNECT_TIMEOUT) return [ErrorCode.TARGET_TIMEOUT, `${target}: ${err.message}`];
   if (err.code !== undefined && UNREACHABLE.has(err.code))
     return [ErrorCode.TARGET_UNREACHABLE, `${target}: ${err.code}`];

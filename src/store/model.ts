@@ -11,8 +11,13 @@ export interface Route {
   /** A path prefix matched on segment boundaries. `/` (the default) matches every path. */
   path?: string;
   cluster: string;
-  /** Where the agent sends the stream: `http://host:port`, normalized, always with a port. */
+  /**
+   * Where the agent sends the stream: `http://`, `https://` or `h2c://host:port`, normalized, always
+   * with a port.
+   */
   target: string;
+  /** For an `https://` target: the name sent as SNI and checked in its certificate (default its host). */
+  serverName?: string;
 }
 
 /** `sha256:<hex>` of a token, the form configs and stores keep. */

@@ -257,6 +257,7 @@ export class RedisStore implements Store {
         path: route.path ?? '/',
         cluster: route.cluster,
         target: route.target,
+        ...(route.serverName === undefined ? {} : { serverName: route.serverName }),
         created: now(),
         source,
       };
@@ -551,6 +552,7 @@ function upsertSeed(s: State, seed: Seed): void {
       path,
       cluster: r.cluster,
       target: r.target,
+      ...(r.serverName === undefined ? {} : { serverName: r.serverName }),
       created: route?.created ?? created,
       source: 'config',
     });

@@ -88,6 +88,11 @@ export class SqliteStore implements Store {
     // Another connection (a second controller on the same file) may hold the write lock for a moment.
     this.#db.pragma('busy_timeout = 5000');
     this.#db.exec(SCHEMA);
+    // Added after the first release: a file made before it gets the column, empty for every route.
+    const columns = this.#db.prepare('PRAGMA table_info(routes)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'server_name')) {
+      this.#db.exec('ALTER TABLE routes ADD COLUMN server_name TEXT');
+    }
   }
 
   async listClusters(): Promise<ClusterRecord[]> {
@@ -182,9 +187,14 @@ export class SqliteStore implements Store {
   }
 
   async listRoutes(): Promise<RouteRecord[]> {
-    return this.#db
-      .prepare('SELECT host, path, cluster, target, created, source FROM routes ORDER BY host, path')
-      .all() as RouteRecord[];
+    const rows = this.#db
+      .prepare(
+        'SELECT host, path, cluster, target, server_name AS serverName, created, source FROM routes ' +
+          'ORDER BY host, path',
+      )
+      .all() as (RouteRecord & { serverName: string | null })[];
+    for (const row of rows) if (row.serverName === null) delete (row as { serverName?: unknown }).serverName;
+    return rows;
   }
 
   async addRoute(route: Route, source: Source = 'api'): Promise<RouteRecord> {
@@ -193,6 +203,7 @@ export class SqliteStore implements Store {
       path: route.path ?? '/',
       cluster: route.cluster,
       target: route.target,
+      ...(route.serverName === undefined ? {} : { serverName: route.serverName }),
       created: now(),
       source,
     };
@@ -204,10 +215,10 @@ export class SqliteStore implements Store {
     }
     this.#db
       .prepare(
-        'INSERT INTO routes (host, path, cluster, target, created, source) ' +
-          'VALUES (@host, @path, @cluster, @target, @created, @source)',
+        'INSERT INTO routes (host, path, cluster, target, server_name, created, source) ' +
+          'VALUES (@host, @path, @cluster, @target, @serverName, @created, @source)',
       )
-      .run(record);
+      .run({ serverName: null, ...record });
     this.#watchers.emit({ kind: 'route', op: 'add', host: record.host, path: record.path });
     return record;
   }
@@ -293,10 +304,12 @@ export class SqliteStore implements Store {
         upsertToken.run(`tok_${randomBytes(8).toString('hex')}`, c.name, hash, created);
     }
     const upsertRoute = db.prepare(
-      "INSERT INTO routes (host, path, cluster, target, created, source) VALUES (?, ?, ?, ?, ?, 'config') " +
-        "ON CONFLICT (host, path) DO UPDATE SET cluster = excluded.cluster, target = excluded.target, source = 'config'",
+      "INSERT INTO routes (host, path, cluster, target, server_name, created, source) VALUES (?, ?, ?, ?, ?, ?, 'config') " +
+        'ON CONFLICT (host, path) DO UPDATE SET cluster = excluded.cluster, target = excluded.target, ' +
+        "server_name = excluded.server_name, source = 'config'",
     );
-    for (const r of seed.routes) upsertRoute.run(r.host, r.path ?? '/', r.cluster, r.target, created);
+    for (const r of seed.routes)
+      upsertRoute.run(r.host, r.path ?? '/', r.cluster, r.target, r.serverName ?? null, created);
   }
 }
 

@@ -67,7 +67,7 @@ export function createTlsServer(
 
 // Node silently ignores a `ca` it cannot parse and then fails every handshake with a verify error,
 // which points the operator at the wrong end; check it here instead.
-function checkCa(ca: string | Buffer): void {
+export function checkCa(ca: string | Buffer): void {
   const blocks = String(ca).match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0)
     throw tlsConfigError('ca must hold PEM certificates (-----BEGIN CERTIFICATE-----)');

@@ -32,6 +32,7 @@ describe('TargetPolicy defaults', () => {
     assert.deepEqual(DEFAULT_ALLOW, defaults.patterns);
     assert.deepEqual(defaults.check('http://web.shop.svc.cluster.local:8080'), {
       ok: true,
+      scheme: 'http',
       host: 'web.shop.svc.cluster.local',
       port: 8080,
       exempt: false,
@@ -39,6 +40,7 @@ describe('TargetPolicy defaults', () => {
     });
     assert.deepEqual(defaults.check('http://web.shop.svc'), {
       ok: true,
+      scheme: 'http',
       host: 'web.shop.svc',
       port: 80,
       exempt: false,
@@ -83,6 +85,7 @@ describe('TargetPolicy patterns', () => {
     const policy = new TargetPolicy(['127.0.0.1:3000', 'localhost:4000', 'api.internal:*']);
     assert.deepEqual(policy.check('http://127.0.0.1:3000'), {
       ok: true,
+      scheme: 'http',
       host: '127.0.0.1',
       port: 3000,
       exempt: false,
@@ -107,6 +110,7 @@ describe('TargetPolicy patterns', () => {
     const policy = new TargetPolicy(['*.SVC.Cluster.Local.:*', 'Web.Internal:80']);
     assert.deepEqual(policy.check('http://WEB.shop.svc.cluster.local.:8080/'), {
       ok: true,
+      scheme: 'http',
       host: 'web.shop.svc.cluster.local.',
       port: 8080,
       exempt: false,
@@ -119,6 +123,7 @@ describe('TargetPolicy patterns', () => {
     const policy = new TargetPolicy(['[::1]:8080', '[2001:DB8:0:0::1]:*']);
     assert.deepEqual(policy.check('http://[::1]:8080'), {
       ok: true,
+      scheme: 'http',
       host: '::1',
       port: 8080,
       exempt: false,
@@ -243,6 +248,7 @@ describe('TargetPolicy protected targets', () => {
     ]);
     assert.deepEqual(policy.check('http://169.254.169.254'), {
       ok: true,
+      scheme: 'http',
       host: '169.254.169.254',
       port: 80,
       exempt: true,
@@ -251,6 +257,7 @@ describe('TargetPolicy protected targets', () => {
     assert.equal(allowed(policy, 'http://169.254.169.254:8080'), false);
     assert.deepEqual(policy.check('http://metadata.google.internal:8080'), {
       ok: true,
+      scheme: 'http',
       host: 'metadata.google.internal',
       port: 8080,
       exempt: true,
@@ -276,16 +283,16 @@ describe('TargetPolicy protected targets', () => {
 describe('TargetPolicy bad targets', () => {
   test('refuses what is not an http:// URL with a valid host and port', () => {
     const cases: [string, string][] = [
-      ['web.svc:80', 'target "web.svc:80" must be an http:// URL'],
+      ['web.svc:80', 'target "web.svc:80" must be an http://, https:// or h2c:// URL'],
       ['web.svc', 'target "web.svc" is not a URL'],
       ['http://user:pw@web.svc:99999', 'target "http://***@web.svc:99999" is not a URL'],
       ['', 'target "" is not a URL'],
       ['http://web.svc:65536', 'target "http://web.svc:65536" is not a URL'],
       ['http://web.svc:-1', 'target "http://web.svc:-1" is not a URL'],
-      ['https://web.svc', 'target "https://web.svc" must be an http:// URL'],
-      ['ws://web.svc', 'target "ws://web.svc" must be an http:// URL'],
-      ['file:///etc/passwd', 'target "file:///etc/passwd" must be an http:// URL'],
-      ['gopher://web.svc:70', 'target "gopher://web.svc:70" must be an http:// URL'],
+      ['h2://web.svc', 'target "h2://web.svc" must be an http://, https:// or h2c:// URL'],
+      ['ws://web.svc', 'target "ws://web.svc" must be an http://, https:// or h2c:// URL'],
+      ['file:///etc/passwd', 'target "file:///etc/passwd" must be an http://, https:// or h2c:// URL'],
+      ['gopher://web.svc:70', 'target "gopher://web.svc:70" must be an http://, https:// or h2c:// URL'],
       ['http://user:pw@web.svc:80', 'target "http://web.svc" must not carry credentials'],
       ['https://user@web.svc:8443/x', 'target "https://web.svc:8443" must not carry credentials'],
       ['http://web.svc:0', 'target "http://web.svc:0" has port 0, outside 1-65535'],
@@ -468,6 +475,7 @@ describe('TargetPolicy and the Kubernetes API address', () => {
     const exact = new TargetPolicy(['10.96.0.1:443'], 'allow', { kubernetesApi: api });
     assert.deepEqual(exact.check('http://10.96.0.1:443'), {
       ok: true,
+      scheme: 'http',
       host: '10.96.0.1',
       port: 443,
       exempt: true,
@@ -551,6 +559,7 @@ describe('TargetPolicy loopback under a wildcard', () => {
     const policy = new TargetPolicy(['*.internal:*', 'db.internal:6000']);
     assert.deepEqual(policy.check('http://web.internal:8080'), {
       ok: true,
+      scheme: 'http',
       host: 'web.internal',
       port: 8080,
       exempt: false,
@@ -592,5 +601,37 @@ describe('TargetPolicy loopback under a wildcard', () => {
       assert.equal(isLocalAddress(ip), false, ip);
     }
     assert.equal(policy.forbidsAddress('127.0.0.1'), false, 'an exact pattern may still dial loopback');
+  });
+});
+
+describe('TargetPolicy schemes', () => {
+  test('https:// and h2c:// targets are checked as http:// ones, with their default ports', () => {
+    const policy = new TargetPolicy(['*.svc:*', '127.0.0.1:50051']);
+    assert.deepEqual(policy.check('https://api.shop.svc'), {
+      ok: true,
+      scheme: 'https',
+      host: 'api.shop.svc',
+      port: 443,
+      exempt: false,
+      viaWildcard: true,
+    });
+    assert.deepEqual(policy.check('h2c://127.0.0.1:50051'), {
+      ok: true,
+      scheme: 'h2c',
+      host: '127.0.0.1',
+      port: 50051,
+      exempt: false,
+      viaWildcard: false,
+    });
+    // h2c's host is canonicalized as http's: no spelling of a protected address slips through.
+    const metadata = policy.check('h2c://2852039166:80');
+    assert.equal(metadata.ok, false);
+    assert.match(
+      !metadata.ok ? metadata.reason : '',
+      /h2c:\/\/169\.254\.169\.254:80 is a cloud metadata address/,
+    );
+    const other = policy.check('https://127.0.0.1:8443');
+    assert.equal(other.ok, false);
+    assert.match(!other.ok ? other.reason : '', /https:\/\/127\.0\.0\.1:8443 matches no --allow pattern/);
   });
 });

@@ -79,7 +79,7 @@ test('controller with a bad route exits 2 naming the key and the line', async ()
   assert.equal(r.code, 2);
   assert.match(
     r.stderr,
-    /^sluice controller: routes\[0\]\.target must be an http:\/\/ URL .*bad-route\.yaml:6\)\n$/,
+    /^sluice controller: routes\[0\]\.target must be an http:\/\/, https:\/\/ or h2c:\/\/ URL .*bad-route\.yaml:6\)\n$/,
   );
 });
 

@@ -391,7 +391,7 @@ describe('loadControllerConfig: refusals', () => {
     refuses(
       { yaml },
       'routes[2].target',
-      /^routes\[2\]\.target must be an http:\/\/ URL .*, got "ftp:\/\/c" \(sluice\.yaml:8\)$/,
+      /^routes\[2\]\.target must be an http:\/\/, https:\/\/ or h2c:\/\/ URL .*, got "ftp:\/\/c" \(sluice\.yaml:8\)$/,
     );
     refuses(
       { yaml: `${CLUSTERS}routes: [{host: "bad host", cluster: a, target: "http://a:1"}]` },

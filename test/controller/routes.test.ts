@@ -274,7 +274,7 @@ describe('validateRoute', () => {
   test('refuses an unknown field', () => {
     refuses(
       { ...route('a.test'), paht: '/api' },
-      'routes[0].paht is not a route field (expected host, path, cluster, target)',
+      'routes[0].paht is not a route field (expected host, path, cluster, target, serverName)',
     );
   });
 
@@ -342,10 +342,12 @@ describe('validateRoute', () => {
 
   test('refuses bad targets, without echoing credentials', () => {
     const message = (got: string) =>
-      'routes[0].target must be an http:// URL with a host and port (no path, query or credentials), ' +
+      'routes[0].target must be an http://, https:// or h2c:// URL with a host and port (no path, query or credentials), ' +
       `got ${got}`;
     const cases: [unknown, string][] = [
-      ['https://web.svc:443', '"https://web.svc:443"'],
+      ['ftp://web.svc:21', '"ftp://web.svc:21"'],
+      ['h2://web.svc:80', '"h2://web.svc:80"'],
+      ['https:web.svc', '"https:web.svc"'],
       ['ws://web.svc:80', '"ws://web.svc:80"'],
       ['web.svc:8080', '"web.svc:8080"'],
       ['http:web.svc', '"http:web.svc"'],
@@ -365,6 +367,50 @@ describe('validateRoute', () => {
     for (const [target, got] of cases) {
       refuses({ host: 'a.test', cluster: 'c', target }, message(got));
     }
+  });
+
+  test('https:// and h2c:// targets normalize as http:// does, with their default ports', () => {
+    const target = (t: string) => validateRoute({ host: 'a.test', cluster: 'c', target: t }, 'r').target;
+    assert.equal(target('HTTPS://Api.Shop.SVC:8443/'), 'https://api.shop.svc:8443');
+    assert.equal(target('https://api.shop.svc'), 'https://api.shop.svc:443');
+    assert.equal(target('H2C://Grpc.Shop.SVC:50051'), 'h2c://grpc.shop.svc:50051');
+    assert.equal(target('h2c://grpc.shop.svc'), 'h2c://grpc.shop.svc:80');
+    // The same host canonicalization for every scheme (h2c is no special scheme to the URL parser).
+    assert.equal(target('h2c://0x7f.1:50051'), 'h2c://127.0.0.1:50051');
+    assert.equal(target('h2c://[0:0::1]:50051'), 'h2c://[::1]:50051');
+    assert.throws(
+      () => validateRoute({ host: 'a.test', cluster: 'c', target: 'h2c://user:pw@grpc.svc:1' }, 'r'),
+      (err: unknown) => err instanceof ConfigError && !err.message.includes('pw'),
+    );
+  });
+
+  test('serverName: a DNS name, lowercased, for https:// targets only', () => {
+    const route = validateRoute(
+      { host: 'a.test', cluster: 'c', target: 'https://10.0.0.5:8443', serverName: 'DB.Shop.Internal.' },
+      'r',
+    );
+    assert.equal(route.serverName, 'db.shop.internal');
+    assert.equal(
+      validateRoute({ host: 'a.test', cluster: 'c', target: 'https://x.svc:1' }, 'r').serverName,
+      undefined,
+    );
+    const rule = 'routes[0].serverName must be a DNS name the target certificate carries, got';
+    for (const [value, got] of [
+      ['10.0.0.5', '"10.0.0.5"'],
+      ['[::1]', '"[::1]"'],
+      ['a b', '"a b"'],
+      ['', '""'],
+      [7, '7'],
+    ] as const) {
+      refuses(
+        { host: 'a.test', cluster: 'c', target: 'https://x.svc:1', serverName: value },
+        `${rule} ${got}`,
+      );
+    }
+    refuses(
+      { host: 'a.test', cluster: 'c', target: 'http://x.svc:1', serverName: 'x.svc' },
+      'routes[0].serverName applies only to an https:// target',
+    );
   });
 
   test('normalizes target spellings to http://host:port', () => {

@@ -65,6 +65,7 @@ describe('constants pin the wire', () => {
       TARGET_DENIED: 0x10,
       TARGET_UNREACHABLE: 0x11,
       TARGET_TIMEOUT: 0x12,
+      TARGET_TLS: 0x13,
     });
   });
 

@@ -4,7 +4,11 @@
 // dialed, and again on every address DNS returns, so a name cannot smuggle the agent to a metadata
 // service.
 import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import {
+  Agent as HttpsAgent,
+  type RequestOptions as HttpsRequestOptions,
+  request as httpsRequest,
+} from 'node:https';
 import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -187,23 +191,22 @@ class Delivery {
     const headers = targetHeaders(head);
     let req: ClientRequest;
     try {
-      const options = {
+      // One options object, no spread: this runs for every request.
+      const https = this.scheme === 'https';
+      const options: HttpsRequestOptions = {
         host: this.host,
         port: this.port,
         method: head.method,
         path: head.path,
         headers,
         setHost: false,
+        agent: https
+          ? (this.ctx.httpsPool ??= createHttpsTargetPool(256, this.ctx.targetTls))
+          : this.ctx.pool,
         lookup: this.lookup,
       };
-      req =
-        this.scheme === 'https'
-          ? httpsRequest({
-              ...options,
-              agent: (this.ctx.httpsPool ??= createHttpsTargetPool(256, this.ctx.targetTls)),
-              servername: targetServername(this.meta, this.host),
-            })
-          : request({ ...options, agent: this.ctx.pool });
+      if (https) options.servername = targetServername(this.meta, this.host);
+      req = https ? httpsRequest(options) : request(options);
     } catch (err) {
       // parseStreamMeta refuses what Node's client is known to refuse; anything it missed still
       // resets only this stream, never the agent.

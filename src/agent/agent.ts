@@ -484,7 +484,7 @@ class UpgradeStreams {
   }
 
   track(stream: Stream): void {
-    if (stream.meta.kind !== 'upgrade') return;
+    if (stream.meta.kind !== 'upgrade' && stream.meta.kind !== 'tcp') return;
     this.#open.add(stream);
     stream.once('close', this.#forget);
   }

@@ -4,12 +4,12 @@
 
 /** The agent's verdict on a stream's target, asked before anything is dialed. */
 export interface TargetCheck {
-  /** Whether the agent may dial `target` (`http://`, `https://` or `h2c://host[:port]`); a refusal says why, for the log. */
+  /** Whether the agent may dial `target` (`http://`, `https://` or `h2c://host[:port]`, or `tcp://host:port`); a refusal says why, for the log. */
   check(target: string): TargetVerdict;
 }
 
-/** What the agent speaks to a target: HTTP/1.1, HTTP/1.1 over TLS, or HTTP/2 cleartext. */
-export type TargetScheme = 'http' | 'https' | 'h2c';
+/** What the agent speaks to a target: HTTP/1.1, HTTP/1.1 over TLS, HTTP/2 cleartext, or raw TCP. */
+export type TargetScheme = 'http' | 'https' | 'h2c' | 'tcp';
 
 export type TargetVerdict =
   | {
@@ -34,5 +34,5 @@ export interface DeliverObserver {
    * `status`: the target's answer (101 for a switched upgrade), 0 when none came. `reset`: the wire code
    * this agent reset the stream with, or -1. `err`: the error the stream failed with, if it did.
    */
-  streamDone(kind: 'http' | 'upgrade', status: number, reset: number, err: Error | undefined): void;
+  streamDone(kind: 'http' | 'upgrade' | 'tcp', status: number, reset: number, err: Error | undefined): void;
 }

@@ -15,10 +15,11 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverH2, H2Sessions } from './deliver-h2.js';
+import { deliverTcp } from './deliver-tcp.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
 import type { DeliverObserver, TargetCheck, TargetScheme } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
-import { type HttpStreamMeta, parseStreamMeta } from '../proxy/meta.js';
+import { type HttpStreamMeta, parseStreamMeta, parseTcpStreamMeta } from '../proxy/meta.js';
 import { corkForThisTick, relayResponse } from '../proxy/relay.js';
 import { armConnectTimeout, classify, targetHeaders } from '../proxy/target.js';
 
@@ -100,6 +101,10 @@ export function targetServername(meta: HttpStreamMeta, host: string): string {
 
 /** Serves one stream the controller opened. Never throws; failures reset the stream with a code. */
 export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
+  if (stream.meta.kind === 'tcp') {
+    deliverTcpStream(stream, ctx);
+    return;
+  }
   const parsed = parseStreamMeta(stream.meta);
   if (!parsed.ok) {
     ctx.logger.warn({ reason: parsed.reason }, 'stream refused: bad metadata');
@@ -120,6 +125,13 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
   }
   const { host, port, scheme } = verdict;
   const lookup = verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
+  if (scheme === 'tcp') {
+    // A tcp:// target speaks no HTTP: only a TCP route's stream goes there.
+    log.warn({ target: meta.target }, 'stream refused: a tcp:// target takes only tcp streams');
+    stream.reset(ErrorCode.TARGET_UNREACHABLE, `${meta.target}: a tcp:// target takes only tcp streams`);
+    ctx.observer?.streamDone(meta.kind, 0, ErrorCode.TARGET_UNREACHABLE, undefined);
+    return;
+  }
   if (scheme === 'h2c') {
     if (meta.kind === 'upgrade') {
       // HTTP/2 has no Upgrade (RFC 9113 §8.6); the exchange never reaches the target.
@@ -143,6 +155,29 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     return;
   }
   new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
+}
+
+/** A TCP route's stream (deliver-tcp.ts): checked as every other kind, then dialed as raw TCP. */
+function deliverTcpStream(stream: TunnelStream, ctx: DeliverContext): void {
+  const parsed = parseTcpStreamMeta(stream.meta);
+  if (!parsed.ok) {
+    ctx.logger.warn({ reason: parsed.reason }, 'stream refused: bad metadata');
+    stream.reset(ErrorCode.PROTOCOL_ERROR, parsed.reason.slice(0, 200));
+    ctx.observer?.streamDone('tcp', 0, ErrorCode.PROTOCOL_ERROR, undefined);
+    return;
+  }
+  const meta = parsed.meta;
+  const log = ctx.logger.child({ requestId: meta.requestId });
+  const verdict = ctx.policy.check(meta.target);
+  if (!verdict.ok) {
+    log.warn({ target: meta.target, reason: verdict.reason }, 'target refused by policy');
+    stream.reset(ErrorCode.TARGET_DENIED, 'target not allowed by the agent policy');
+    ctx.observer?.streamDone('tcp', 0, ErrorCode.TARGET_DENIED, undefined);
+    return;
+  }
+  const { host, port } = verdict;
+  const lookup = verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
+  deliverTcp(stream, meta, { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs }, log, ctx.observer);
 }
 
 class Delivery {

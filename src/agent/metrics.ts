@@ -35,7 +35,11 @@ function resetResult(code: number): string {
 export class AgentMetrics implements DeliverObserver {
   readonly registry: Registry = createMetricsRegistry();
   /** Streams served: kind → result → count. */
-  readonly #streams = { http: new Map<string, number>(), upgrade: new Map<string, number>() };
+  readonly #streams = {
+    http: new Map<string, number>(),
+    upgrade: new Map<string, number>(),
+    tcp: new Map<string, number>(),
+  };
   readonly #errors: Counter<'code'>;
 
   constructor(slots: () => readonly SlotView[]) {
@@ -50,7 +54,7 @@ export class AgentMetrics implements DeliverObserver {
       registers,
       collect() {
         this.reset();
-        for (const kind of ['http', 'upgrade'] as const) {
+        for (const kind of ['http', 'upgrade', 'tcp'] as const) {
           for (const [result, n] of streams[kind]) this.inc({ kind, result }, n);
         }
       },
@@ -94,7 +98,7 @@ export class AgentMetrics implements DeliverObserver {
     });
   }
 
-  streamDone(kind: 'http' | 'upgrade', status: number, reset: number, err: Error | undefined): void {
+  streamDone(kind: 'http' | 'upgrade' | 'tcp', status: number, reset: number, err: Error | undefined): void {
     const result =
       status > 0 ? STATUS_CLASSES[statusClass(status)]! : reset >= 0 ? resetResult(reset) : 'aborted';
     const counts = this.#streams[kind];

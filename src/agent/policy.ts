@@ -152,7 +152,7 @@ export class TargetPolicy implements TargetCheck {
     return this.#patterns.map((p) => p.source);
   }
 
-  /** Whether the agent may dial `target` (`http://host[:port]`); a refusal says why, for the log. */
+  /** Whether the agent may dial `target` (`http://host[:port]`, `tcp://host:port`, …); a refusal says why. */
   check(target: string): PolicyResult {
     // A few routes send every request to the same targets: remember the verdicts, within a bound.
     let result = this.#verdicts.get(target);
@@ -234,7 +234,7 @@ function parseTarget(target: string): Target | { reason: string } {
   let url: URL;
   // h2c is no special scheme to the WHATWG parser, which would keep its host as written: its authority
   // is read as http's, so that every scheme's host is canonicalized the same way.
-  const scheme = /^(https?|h2c):\/\//i.exec(target)?.[1]?.toLowerCase() as TargetScheme | undefined;
+  const scheme = /^(https?|h2c|tcp):\/\//i.exec(target)?.[1]?.toLowerCase() as TargetScheme | undefined;
   try {
     url = new URL(scheme === undefined ? target : `http${target.slice(scheme.length)}`);
   } catch {
@@ -246,7 +246,13 @@ function parseTarget(target: string): Target | { reason: string } {
     return { reason: `target ${quote(`${shownScheme}//${url.host}`)} must not carry credentials` };
   }
   const shown = quote(target);
-  if (scheme === undefined) return { reason: `target ${shown} must be an http://, https:// or h2c:// URL` };
+  if (scheme === undefined)
+    return { reason: `target ${shown} must be an http://, https://, h2c:// or tcp:// URL` };
+  // A raw TCP target has no default port, and nothing after host:port means anything to it.
+  if (scheme === 'tcp' && url.port === '') return { reason: `target ${shown} must name a port` };
+  if (scheme === 'tcp' && (url.pathname !== '/' || url.search !== '' || url.hash !== '')) {
+    return { reason: `target ${shown} must be tcp://host:port, with nothing after the port` };
+  }
   const port = url.port === '' ? DEFAULT_PORTS[scheme] : Number(url.port);
   if (port === 0) return { reason: `target ${shown} has port 0, outside 1-65535` };
   const bracketed = url.hostname.startsWith('[');
@@ -258,7 +264,7 @@ function parseTarget(target: string): Target | { reason: string } {
   return { scheme, host, key, port };
 }
 
-const DEFAULT_PORTS: Readonly<Record<TargetScheme, number>> = { http: 80, https: 443, h2c: 80 };
+const DEFAULT_PORTS: Readonly<Record<TargetScheme, number>> = { http: 80, https: 443, h2c: 80, tcp: 0 };
 
 function protectedKind(key: string): string | undefined {
   const kind = addressKind(key);

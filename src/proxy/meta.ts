@@ -4,6 +4,7 @@
 // Checked by hand rather than with a schema library: this runs once per request on the agent, and a
 // schema parse that copies the object cost about 2 us and a tenth of the agent's garbage per request.
 // A method and a field name are RFC 9110 tokens (syntax.ts).
+import { isIP } from 'node:net';
 import { TOKEN } from '../syntax.js';
 import { isRawList } from './envelope.js';
 
@@ -45,6 +46,64 @@ export interface HttpStreamMeta {
 }
 
 type Result = { ok: true; meta: HttpStreamMeta } | { ok: false; reason: string };
+
+/** The client's and the listener's addresses, for a PROXY protocol v2 header to the target. */
+export interface ProxyAddresses {
+  clientAddress: string;
+  clientPort: number;
+  listenAddress: string;
+  listenPort: number;
+}
+
+/** A TCP route's connection (docs/tcp.md): raw bytes both ways, no head. */
+export interface TcpStreamMeta {
+  kind: 'tcp';
+  /** `tcp://host:port`. */
+  target: string;
+  client: string;
+  requestId: string;
+  /** Set when the route asks for a PROXY protocol v2 header in front of the client's bytes. */
+  proxyProtocol?: 'v2';
+  /** With proxyProtocol: where the connection came from and where it arrived; absent: LOCAL. */
+  addresses?: ProxyAddresses;
+}
+
+const TCP_META_KEYS = new Set(['kind', 'target', 'client', 'requestId', 'proxyProtocol', 'addresses']);
+const ADDRESS_KEYS = new Set(['clientAddress', 'clientPort', 'listenAddress', 'listenPort']);
+
+type TcpResult = { ok: true; meta: TcpStreamMeta } | { ok: false; reason: string };
+
+/** The metadata of a `tcp` stream as a TcpStreamMeta (the same object), or a one-line reason. */
+export function parseTcpStreamMeta(meta: unknown): TcpResult {
+  if (!isRecord(meta)) return refuse('(root)', 'is not an object');
+  const extra = unknownKey(meta, TCP_META_KEYS);
+  if (extra !== undefined) return refuse(extra, 'is not a tcp metadata field');
+  if (meta.kind !== 'tcp') return refuse('kind', 'must be "tcp"');
+  if (!isString(meta.target, 2048) || !meta.target.startsWith('tcp://'))
+    return refuse('target', 'must be a tcp:// URL of at most 2048 characters');
+  if (!isString(meta.client, 128)) return refuse('client', 'must be a string of at most 128 characters');
+  if (!isString(meta.requestId, 200))
+    return refuse('requestId', 'must be a string of at most 200 characters');
+  if (meta.proxyProtocol !== undefined && meta.proxyProtocol !== 'v2')
+    return refuse('proxyProtocol', 'must be "v2"');
+  const addresses = meta.addresses;
+  if (addresses !== undefined) {
+    if (meta.proxyProtocol === undefined) return refuse('addresses', 'is only sent with proxyProtocol');
+    if (!isRecord(addresses)) return refuse('addresses', 'is not an object');
+    const extraAddress = unknownKey(addresses, ADDRESS_KEYS);
+    if (extraAddress !== undefined) return refuse(`addresses.${extraAddress}`, 'is not an address field');
+    for (const key of ['clientAddress', 'listenAddress'] as const) {
+      if (!isString(addresses[key], 64) || isIP(addresses[key]) === 0)
+        return refuse(`addresses.${key}`, 'must be an IP address');
+    }
+    for (const key of ['clientPort', 'listenPort'] as const) {
+      const port = addresses[key];
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
+        return refuse(`addresses.${key}`, 'must be a port number');
+    }
+  }
+  return { ok: true, meta: meta as unknown as TcpStreamMeta };
+}
 
 /** The metadata as an HttpStreamMeta (the same object, not a copy), or a one-line reason it is not. */
 export function parseStreamMeta(meta: unknown): Result {
@@ -92,7 +151,7 @@ function badField(raw: readonly string[]): number | undefined {
   return undefined;
 }
 
-function refuse(key: string, rule: string): Result {
+function refuse(key: string, rule: string): { ok: false; reason: string } {
   return { ok: false, reason: `stream metadata ${key}: ${rule}` };
 }
 

@@ -283,16 +283,22 @@ describe('TargetPolicy protected targets', () => {
 describe('TargetPolicy bad targets', () => {
   test('refuses what is not an http:// URL with a valid host and port', () => {
     const cases: [string, string][] = [
-      ['web.svc:80', 'target "web.svc:80" must be an http://, https:// or h2c:// URL'],
+      ['web.svc:80', 'target "web.svc:80" must be an http://, https://, h2c:// or tcp:// URL'],
       ['web.svc', 'target "web.svc" is not a URL'],
       ['http://user:pw@web.svc:99999', 'target "http://***@web.svc:99999" is not a URL'],
       ['', 'target "" is not a URL'],
       ['http://web.svc:65536', 'target "http://web.svc:65536" is not a URL'],
       ['http://web.svc:-1', 'target "http://web.svc:-1" is not a URL'],
-      ['h2://web.svc', 'target "h2://web.svc" must be an http://, https:// or h2c:// URL'],
-      ['ws://web.svc', 'target "ws://web.svc" must be an http://, https:// or h2c:// URL'],
-      ['file:///etc/passwd', 'target "file:///etc/passwd" must be an http://, https:// or h2c:// URL'],
-      ['gopher://web.svc:70', 'target "gopher://web.svc:70" must be an http://, https:// or h2c:// URL'],
+      ['h2://web.svc', 'target "h2://web.svc" must be an http://, https://, h2c:// or tcp:// URL'],
+      ['ws://web.svc', 'target "ws://web.svc" must be an http://, https://, h2c:// or tcp:// URL'],
+      [
+        'file:///etc/passwd',
+        'target "file:///etc/passwd" must be an http://, https://, h2c:// or tcp:// URL',
+      ],
+      [
+        'gopher://web.svc:70',
+        'target "gopher://web.svc:70" must be an http://, https://, h2c:// or tcp:// URL',
+      ],
       ['http://user:pw@web.svc:80', 'target "http://web.svc" must not carry credentials'],
       ['https://user@web.svc:8443/x', 'target "https://web.svc:8443" must not carry credentials'],
       ['http://web.svc:0', 'target "http://web.svc:0" has port 0, outside 1-65535'],

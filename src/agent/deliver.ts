@@ -17,7 +17,7 @@ import { ErrorCode } from '../protocol/constants.js';
 import { deliverH2, H2Sessions } from './deliver-h2.js';
 import { deliverTcp } from './deliver-tcp.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
-import type { DeliverObserver, TargetCheck, TargetScheme } from './deliver-types.js';
+import type { DeliverObserver, TargetCheck, TargetScheme, TargetVerdict } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
 import { type HttpStreamMeta, parseStreamMeta, parseTcpStreamMeta } from '../proxy/meta.js';
 import { corkForThisTick, relayResponse } from '../proxy/relay.js';
@@ -107,37 +107,28 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
   }
   const parsed = parseStreamMeta(stream.meta);
   if (!parsed.ok) {
-    ctx.logger.warn({ reason: parsed.reason }, 'stream refused: bad metadata');
-    stream.reset(ErrorCode.PROTOCOL_ERROR, parsed.reason.slice(0, 200));
     const kind = stream.meta.kind === 'upgrade' ? 'upgrade' : 'http';
-    ctx.observer?.streamDone(kind, 0, ErrorCode.PROTOCOL_ERROR, undefined);
+    refuseBadMeta(stream, ctx, kind, parsed.reason);
     return;
   }
   const meta = parsed.meta;
   const log = ctx.logger.child({ requestId: meta.requestId });
   const verdict = ctx.policy.check(meta.target);
   if (!verdict.ok) {
-    // The reason names the agent's patterns: it goes to the agent's log, the controller sees the code.
-    log.warn({ target: meta.target, reason: verdict.reason }, 'target refused by policy');
-    stream.reset(ErrorCode.TARGET_DENIED, 'target not allowed by the agent policy');
-    ctx.observer?.streamDone(meta.kind, 0, ErrorCode.TARGET_DENIED, undefined);
+    refuseByPolicy(stream, ctx, log, meta.kind, meta.target, verdict.reason);
     return;
   }
   const { host, port, scheme } = verdict;
-  const lookup = verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
+  const lookup = lookupFor(verdict, ctx);
   if (scheme === 'tcp') {
     // A tcp:// target speaks no HTTP: only a TCP route's stream goes there.
-    log.warn({ target: meta.target }, 'stream refused: a tcp:// target takes only tcp streams');
-    stream.reset(ErrorCode.TARGET_UNREACHABLE, `${meta.target}: a tcp:// target takes only tcp streams`);
-    ctx.observer?.streamDone(meta.kind, 0, ErrorCode.TARGET_UNREACHABLE, undefined);
+    refuseWrongScheme(stream, ctx, log, meta.kind, meta.target, 'a tcp:// target takes only tcp streams');
     return;
   }
   if (scheme === 'h2c') {
     if (meta.kind === 'upgrade') {
       // HTTP/2 has no Upgrade (RFC 9113 §8.6); the exchange never reaches the target.
-      log.warn({ target: meta.target }, 'upgrade refused: an h2c:// target takes no upgrades');
-      stream.reset(ErrorCode.TARGET_UNREACHABLE, `${meta.target}: an h2c:// target takes no upgrades`);
-      ctx.observer?.streamDone('upgrade', 0, ErrorCode.TARGET_UNREACHABLE, undefined);
+      refuseWrongScheme(stream, ctx, log, 'upgrade', meta.target, 'an h2c:// target takes no upgrades');
       return;
     }
     ctx.h2 ??= new H2Sessions();
@@ -161,23 +152,72 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
 function deliverTcpStream(stream: TunnelStream, ctx: DeliverContext): void {
   const parsed = parseTcpStreamMeta(stream.meta);
   if (!parsed.ok) {
-    ctx.logger.warn({ reason: parsed.reason }, 'stream refused: bad metadata');
-    stream.reset(ErrorCode.PROTOCOL_ERROR, parsed.reason.slice(0, 200));
-    ctx.observer?.streamDone('tcp', 0, ErrorCode.PROTOCOL_ERROR, undefined);
+    refuseBadMeta(stream, ctx, 'tcp', parsed.reason);
     return;
   }
   const meta = parsed.meta;
   const log = ctx.logger.child({ requestId: meta.requestId });
   const verdict = ctx.policy.check(meta.target);
   if (!verdict.ok) {
-    log.warn({ target: meta.target, reason: verdict.reason }, 'target refused by policy');
-    stream.reset(ErrorCode.TARGET_DENIED, 'target not allowed by the agent policy');
-    ctx.observer?.streamDone('tcp', 0, ErrorCode.TARGET_DENIED, undefined);
+    refuseByPolicy(stream, ctx, log, 'tcp', meta.target, verdict.reason);
     return;
   }
   const { host, port } = verdict;
-  const lookup = verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
+  const lookup = lookupFor(verdict, ctx);
   deliverTcp(stream, meta, { host, port, lookup, connectTimeoutMs: ctx.connectTimeoutMs }, log, ctx.observer);
+}
+
+type StreamKind = 'http' | 'upgrade' | 'tcp';
+type Allowed = Extract<TargetVerdict, { ok: true }>;
+
+/** The DNS a dial to an allowed target goes through: none for an exempt one, the stricter for a wildcard's. */
+function lookupFor(verdict: Allowed, ctx: DeliverContext): LookupFunction | undefined {
+  return verdict.exempt ? undefined : verdict.viaWildcard ? ctx.wildcardLookup : ctx.lookup;
+}
+
+/**
+ * Every refusal before a dial ends alike: a line in the agent's log, a reset the controller maps to its
+ * error page, and the stream counted once. The reset's reason crosses the tunnel; the log's may say more.
+ */
+function refuse(
+  stream: TunnelStream,
+  ctx: DeliverContext,
+  kind: StreamKind,
+  code: number,
+  reason: string,
+): void {
+  stream.reset(code, reason.slice(0, 200));
+  ctx.observer?.streamDone(kind, 0, code, undefined);
+}
+
+function refuseBadMeta(stream: TunnelStream, ctx: DeliverContext, kind: StreamKind, reason: string): void {
+  ctx.logger.warn({ reason }, 'stream refused: bad metadata');
+  refuse(stream, ctx, kind, ErrorCode.PROTOCOL_ERROR, reason);
+}
+
+function refuseByPolicy(
+  stream: TunnelStream,
+  ctx: DeliverContext,
+  log: Logger,
+  kind: StreamKind,
+  target: string,
+  reason: string,
+): void {
+  // The reason names the agent's patterns: it goes to the agent's log, the controller sees the code.
+  log.warn({ target, reason }, 'target refused by policy');
+  refuse(stream, ctx, kind, ErrorCode.TARGET_DENIED, 'target not allowed by the agent policy');
+}
+
+function refuseWrongScheme(
+  stream: TunnelStream,
+  ctx: DeliverContext,
+  log: Logger,
+  kind: StreamKind,
+  target: string,
+  why: string,
+): void {
+  log.warn({ target }, `stream refused: ${why}`);
+  refuse(stream, ctx, kind, ErrorCode.TARGET_UNREACHABLE, `${target}: ${why}`);
 }
 
 class Delivery {

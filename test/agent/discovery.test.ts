@@ -6,16 +6,25 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { V1Ingress } from '@kubernetes/client-node';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { computeRoutes, Discovery, loadKubeConfig, type RouteSnapshot } from '../../src/agent/discovery.js';
 import { TargetPolicy } from '../../src/agent/policy.js';
 import { decodeRouteSnapshot, encodeRouteSnapshot } from '../../src/protocol/route-snapshot.js';
-import { FakeKube, ingress, service } from '../helpers/fake-kube.js';
+import { FakeKube, ingress, type KubeObject, service } from '../helpers/fake-kube.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { scaled, waitFor } from '../helpers/wait.js';
 
 const SVC = (name: string, ns: string, port: number): string =>
   `http://${name}.${ns}.svc.cluster.local:${port}`;
+
+type LoadBalancerStatus = { loadBalancer?: { ingress?: { hostname?: string }[] } };
+
+/** The first path of an Ingress's first rule, to change in place. */
+function firstPath(o: KubeObject): { path: string } {
+  const spec = o.spec as unknown as { rules: { http: { paths: { path: string }[] } }[] };
+  return spec.rules[0]!.http.paths[0]!;
+}
 
 let kube: FakeKube;
 let log: CapturedLog;
@@ -85,7 +94,7 @@ describe('discovery against a fake API server', () => {
       },
     ]);
     kube.update('ingresses', 'shop', 'web', (o) => {
-      (o.spec as any).rules[0].http.paths[0].path = '/v2/';
+      firstPath(o).path = '/v2/';
     });
     await until('the new path', () => routeOf('app.example.test', '/v2') !== undefined);
     assert.equal(discovery.routes.length, 1, 'the old path is gone');
@@ -129,7 +138,7 @@ describe('discovery against a fake API server', () => {
     );
     await until('the route', () => routeOf('app.example.test')?.target === SVC('web', 'shop', 8080));
     kube.update('services', 'shop', 'web', (o) => {
-      (o.spec as any).ports[0].port = 8081;
+      (o.spec as unknown as { ports: { port: number }[] }).ports[0]!.port = 8081;
     });
     await until('the new port', () => routeOf('app.example.test')?.target === SVC('web', 'shop', 8081));
     // A port name the Service lacks: skipped, logged with the object.
@@ -283,7 +292,7 @@ describe('discovery against a fake API server', () => {
       // Changes while down, then the history they are in forgotten: only a new list can see them.
       kube.remove('ingresses', 'shop', 'a');
       kube.update('ingresses', 'shop', 'b', (o) => {
-        (o.spec as any).rules[0].http.paths[0].path = '/moved';
+        firstPath(o).path = '/moved';
       });
       kube.create(
         'ingresses',
@@ -517,7 +526,7 @@ describe('discovery against a fake API server', () => {
     // the re-read object already says so, and nothing is written.
     assert.equal(await discovery.writeStatus('shop/web', 'edge.example.test'), false);
     await waitFor('the informer to see the status', () => {
-      const status = kube.get('ingresses', 'shop', 'web')!.status as any;
+      const status = kube.get('ingresses', 'shop', 'web')!.status as LoadBalancerStatus | undefined;
       return status?.loadBalancer?.ingress?.[0]?.hostname === 'edge.example.test';
     });
     assert.equal(await discovery.writeStatus('shop/web', 'edge.example.test'), false);
@@ -590,7 +599,7 @@ describe('the route snapshot', () => {
       [
         ingress('shop', 'web', [
           { host: 'app.example.test', paths: [{ path: '/api', service: 'web', port: 8080 }] },
-        ]) as any,
+        ]) as unknown as V1Ingress,
       ],
       [],
     );

@@ -21,7 +21,8 @@ import { checkCa } from '../transport/tls.js';
 import { Session } from '../tunnel/session.js';
 import { slotCaps } from '../tunnel/slot.js';
 import type { Stream } from '../tunnel/stream.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig, DiscoveryConfig } from './config.js';
+import type { Discovery } from './discovery.js';
 import { AgentMetrics } from './metrics.js';
 import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
 import { sluiceVersion } from '../version.js';
@@ -33,6 +34,11 @@ export interface AgentHandle {
   whenUp(): Promise<void>;
   /** http://host:port of the health listener, or null when it is off. */
   readonly healthUrl: string | null;
+  /**
+   * Route discovery, when `--discover` is on: its `routes` event carries each whole snapshot, after
+   * the agent's policy has been widened by its targets. null when off.
+   */
+  readonly discovery: Discovery | null;
   /**
    * Sends GO_AWAY on every tunnel and lets in-flight requests finish for up to `graceMs`. Upgraded
    * connections get `config.upgradeGraceMs` of it (never more than `graceMs`): then they are closed with
@@ -123,6 +129,9 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     'agent starting',
   );
 
+  // Before anything listens: a kubeconfig that cannot be loaded stops the agent with nothing to undo.
+  const discovery =
+    config.discovery === null ? null : await prepareDiscovery(config.discovery, policy, logger);
   let health: Server | null = null;
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
@@ -133,7 +142,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       'health listener ready',
     );
   }
-  // Only now, so that a health listener that cannot bind leaves no tunnel dialing.
+  // Only now, so that a health listener that cannot bind leaves no tunnel dialing (nor watching).
+  discovery?.start();
   for (const slot of slots) void slot.run();
 
   let closing: Promise<void> | undefined;
@@ -143,6 +153,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       return slots.filter((s) => s.up).length;
     },
     healthUrl,
+    discovery,
     close(graceMs = config.tunnel.gracePeriod) {
       closing ??= (async () => {
         const sessions = slots.flatMap((s) => [...s.sessions]);
@@ -152,6 +163,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
           'agent stopping',
         );
         stopping.abort();
+        discovery?.close();
         // GO_AWAY now; each session closes by itself once its streams are done. Plain requests get the
         // whole grace period; the session resets what is left after it.
         const sessionGraceMs = Math.max(graceMs, upgradeGraceMs + UPGRADE_CLOSE_MS);
@@ -181,6 +193,34 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       return closing;
     },
   };
+}
+
+/**
+ * Route discovery (agent/discovery.ts), ready to start. Each snapshot widens the policy by its targets before
+ * anyone else hears of it, so that a route is never served before its target may be dialed.
+ */
+async function prepareDiscovery(
+  settings: DiscoveryConfig,
+  policy: TargetPolicy,
+  logger: Logger,
+): Promise<Discovery> {
+  // Loaded only when asked for: client-node takes about a second to import.
+  const { Discovery: DiscoveryClass, loadKubeConfig } = await import('./discovery.js');
+  let kubeConfig;
+  try {
+    kubeConfig = loadKubeConfig(settings.kubeconfig, process.env);
+  } catch (err) {
+    const where = settings.kubeconfig === undefined ? '' : `file ${JSON.stringify(settings.kubeconfig)} `;
+    throw new ConfigError('kubeconfig', `${where}cannot be loaded: ${(err as Error).message}`, undefined, {
+      cause: err,
+    });
+  }
+  const discovery = new DiscoveryClass({ kubeConfig, namespace: settings.namespace, logger });
+  discovery.on('routes', (routes) => {
+    policy.setDiscovered(discovery.allowedTargets());
+    logger.debug({ event: 'discovery-snapshot', routes }, 'route snapshot');
+  });
+  return discovery;
 }
 
 /**

@@ -62,6 +62,15 @@ export interface AgentConfig {
   readonly upgradeGraceMs: number;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
+  /** Route discovery from the cluster (`--discover`, docs/kubernetes.md); null when off. */
+  readonly discovery: DiscoveryConfig | null;
+}
+
+export interface DiscoveryConfig {
+  /** The one namespace watched; null: every namespace. */
+  readonly namespace: string | null;
+  /** A kubeconfig file; absent: the pod's service account, else $KUBECONFIG. */
+  readonly kubeconfig?: string;
 }
 
 /** The `sluice agent` flags as parsed from argv; each one overrides its SLUICE_* variable. */
@@ -128,6 +137,7 @@ function build(
     upgradeGraceMs: read(F.upgradeGrace) ?? DEFAULT_UPGRADE_GRACE_MS,
     tunnel: tunnelOptions(read),
     logLevel: read(F.logLevel) ?? 'info',
+    discovery: discoveryConfig(read),
     ...overrides,
   };
   return deepFreeze(maskWhenSerialized(config, (copy) => ({ ...copy, token: MASKED })));
@@ -148,6 +158,35 @@ function tunnelOptions(read: Read): SessionOptions {
       ...(gracePeriod === undefined ? {} : { gracePeriod }),
     },
     'tunnel',
+  );
+}
+
+/** --discover and the two flags that only make sense with it. */
+function discoveryConfig(read: Read): DiscoveryConfig | null {
+  const namespace = read(F.discoverNamespace);
+  const kubeconfig = read(F.kubeconfig);
+  if (read(F.discover) !== true) {
+    const stray =
+      namespace !== undefined ? 'discoverNamespace' : kubeconfig !== undefined ? 'kubeconfig' : undefined;
+    if (stray !== undefined)
+      throw new ConfigError(stray, 'applies only with --discover (or SLUICE_DISCOVER=true)');
+    return null;
+  }
+  return { namespace: namespace ?? null, ...(kubeconfig === undefined ? {} : { kubeconfig }) };
+}
+
+// A boolean flag comes from argv as true; its variable as text.
+function parseDiscover(value: unknown): boolean | Refusal {
+  if (value === true || value === 'true' || value === '1') return true;
+  if (value === false || value === 'false' || value === '0') return false;
+  return new Refusal(`must be true or false, got ${show(value)}`);
+}
+
+// A namespace name is an RFC 1123 label.
+function parseNamespace(value: unknown): string | Refusal {
+  if (typeof value === 'string' && /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(value)) return value;
+  return new Refusal(
+    `must be a namespace name (1 to 63 lowercase letters, digits and hyphens), got ${show(value)}`,
   );
 }
 
@@ -376,6 +415,31 @@ const F = {
     parse: parseFlagDuration({ min: 100, max: 30 * 60_000 }),
     shown: '3 ping intervals',
     help: 'silence after which a tunnel is dead and redialed',
+  }),
+  discover: flag({
+    name: 'discover',
+    key: 'discover',
+    parse: parseDiscover,
+    shown: 'off',
+    help:
+      'routes from the cluster: Ingresses of class sluice and Services annotated sluice.dev/host ' +
+      '(docs/kubernetes.md); the variable is true or false',
+  }),
+  discoverNamespace: flag({
+    name: 'discover-namespace',
+    key: 'discoverNamespace',
+    value: 'NS',
+    parse: parseNamespace,
+    shown: 'every namespace',
+    help: 'with --discover, watch this namespace only',
+  }),
+  kubeconfig: flag({
+    name: 'kubeconfig',
+    key: 'kubeconfig',
+    value: 'FILE',
+    parse: parseNonEmpty('a kubeconfig file path'),
+    shown: "the pod's service account, else $KUBECONFIG",
+    help: 'with --discover, the kubeconfig to reach the API server with',
   }),
   logLevel: LOG_LEVEL_FLAG,
 } as const;

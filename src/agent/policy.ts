@@ -111,6 +111,8 @@ export class TargetPolicy implements TargetCheck {
   readonly #patterns: readonly AllowPattern[];
   readonly #kubernetesApi: BlockList;
   readonly #verdicts = new Map<string, PolicyResult>();
+  /** `host:port` targets allowed beside the patterns: the discovered Services (setDiscovered). */
+  #discovered: ReadonlySet<string> = new Set();
 
   /** No patterns means DEFAULT_ALLOW. Throws ConfigError naming `${key}[i]` for a bad pattern. */
   constructor(patterns: readonly string[], key = 'agent.allow', options: PolicyOptions = {}) {
@@ -147,6 +149,25 @@ export class TargetPolicy implements TargetCheck {
     return this.#kubernetesApi.check(ip, family === 4 ? 'ipv4' : 'ipv6') ? 'the Kubernetes API' : undefined;
   }
 
+  /**
+   * Widens the policy by exactly these `host:port` targets, in place of the set given before: the
+   * Services that route discovery found (agent/discovery.ts). Each counts as a wildcard's match, never
+   * as an exact pattern: whoever may write an Ingress is not the operator who wrote --allow, so the
+   * protected and local addresses stay refused, by name and after DNS.
+   */
+  setDiscovered(targets: readonly string[]): void {
+    const next = new Set<string>();
+    for (const [i, target] of targets.entries()) {
+      const p = parseAllowPattern(target, `discovered[${i}]`);
+      if (p.kind !== 'exact' || p.port === '*' || !isDnsName(p.host)) {
+        throw new ConfigError(`discovered[${i}]`, `must be a host name and port, got ${quote(target)}`);
+      }
+      next.add(`${p.host}:${p.port}`);
+    }
+    this.#discovered = next;
+    this.#verdicts.clear();
+  }
+
   /** The patterns in force, as written. */
   get patterns(): readonly string[] {
     return this.#patterns.map((p) => p.source);
@@ -176,7 +197,7 @@ export class TargetPolicy implements TargetCheck {
     const shown = `${scheme}://${hostPort(key, port)}`;
     const hint = `allow it explicitly with --allow ${hostPort(key, port)}`;
     if (kind !== undefined) return { ok: false, reason: `target ${shown} is ${kind}; ${hint}` };
-    if (matching.length === 0) {
+    if (matching.length === 0 && !this.#discovered.has(`${key}:${port}`)) {
       return {
         ok: false,
         reason: `target ${shown} matches no --allow pattern (${this.patterns.join(', ')})`,

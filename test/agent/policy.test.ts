@@ -641,3 +641,41 @@ describe('TargetPolicy schemes', () => {
     assert.match(!other.ok ? other.reason : '', /https:\/\/127\.0\.0\.1:8443 matches no --allow pattern/);
   });
 });
+
+describe('TargetPolicy widened by discovered Services', () => {
+  test('allows exactly the targets given, as a wildcard would, and forgets them when replaced', () => {
+    const policy = new TargetPolicy(['127.0.0.1:3000']);
+    assert.match(reason(policy, 'http://web.shop.svc.cluster.local:8080'), /matches no --allow pattern/);
+    policy.setDiscovered(['web.shop.svc.cluster.local:8080', 'api.shop.svc.cluster.local:80']);
+    assert.deepEqual(policy.check('http://web.shop.svc.cluster.local:8080'), {
+      ok: true,
+      scheme: 'http',
+      host: 'web.shop.svc.cluster.local',
+      port: 8080,
+      exempt: false,
+      viaWildcard: true,
+    });
+    // The same name, another port or a trailing dot; another name: only the exact host and port.
+    assert.equal(allowed(policy, 'http://web.shop.svc.cluster.local.:8080'), true);
+    assert.equal(allowed(policy, 'http://web.shop.svc.cluster.local:8081'), false);
+    assert.equal(allowed(policy, 'http://db.shop.svc.cluster.local:8080'), false);
+    assert.equal(allowed(policy, 'http://api.shop.svc.cluster.local'), true);
+    // The patterns are untouched, and a new set replaces the old one (the cached verdicts too).
+    assert.deepEqual(policy.patterns, ['127.0.0.1:3000']);
+    assert.equal(allowed(policy, 'http://127.0.0.1:3000'), true);
+    policy.setDiscovered(['api.shop.svc.cluster.local:80']);
+    assert.equal(allowed(policy, 'http://web.shop.svc.cluster.local:8080'), false);
+    policy.setDiscovered([]);
+    assert.equal(allowed(policy, 'http://api.shop.svc.cluster.local'), false);
+  });
+
+  test('a discovered name never reaches a protected or local target', () => {
+    const policy = new TargetPolicy(['127.0.0.1:3000']);
+    policy.setDiscovered(['kubernetes.default.svc.cluster.local:443', 'localhost:3001']);
+    assert.match(reason(policy, 'https://kubernetes.default.svc.cluster.local'), /is the Kubernetes API/);
+    assert.match(reason(policy, 'http://localhost:3001'), /is a loopback name/);
+    assert.throws(() => policy.setDiscovered(['169.254.169.254:80']), ConfigError);
+    assert.throws(() => policy.setDiscovered(['*.svc:*']), ConfigError);
+    assert.throws(() => policy.setDiscovered(['web.shop.svc:*']), ConfigError);
+  });
+});

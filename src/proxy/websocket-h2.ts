@@ -80,7 +80,9 @@ export class Http2WebSocketClient implements UpgradeClient {
   }
 
   cut(): void {
-    // RFC 9113 §8.5: a tunnel's failure is a stream error of type CONNECT_ERROR.
+    // RFC 9113 §8.5: a tunnel's failure is a stream error of type CONNECT_ERROR. Node cannot reset a
+    // stream whose writable side is open without an END_STREAM just before the RST_STREAM: a client that
+    // half-closes at once on that END_STREAM closes the stream cleanly and misses the reset.
     if (!this.channel.destroyed) this.channel.close(constants.NGHTTP2_CONNECT_ERROR);
   }
 }

@@ -50,6 +50,7 @@ export const REASON_CODES = [
   'too_many_requests',
   'no_route',
   'loop',
+  'not_implemented',
   'no_tunnel',
   'agent_draining',
   'overloaded',

@@ -85,11 +85,12 @@ export async function startController(
     throw err;
   }
   let http: HttpListener | undefined;
+  let tls: HttpListener | undefined;
   // The gauges read the edge and the public connections only when scraped, once both exist.
   const metrics: ControllerMetrics = new ControllerMetrics({
     tunnels: registry,
     clusters: () => control.clusters,
-    upgradesOpen: () => http?.counts.upgraded ?? 0,
+    upgradesOpen: () => (http?.counts.upgraded ?? 0) + (tls?.counts.upgraded ?? 0),
     inFlight: () => edge.inFlight,
     ...(certificates === undefined ? {} : { certificates: () => certificates.all() }),
   });
@@ -140,6 +141,7 @@ export async function startController(
         edge,
       );
       frontEnds.push(listener);
+      tls = listener;
       tlsUrl = listener.url;
       ready.info({ event: 'listening', listener: 'tls', url: tlsUrl }, 'TLS listener ready');
     }

@@ -3,6 +3,7 @@
 // (DESIGN §3). One JSON log line per request.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerHttp2Stream } from 'node:http2';
 import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -17,7 +18,8 @@ import {
 } from '../proxy/headers.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
 import { pathRefusal } from '../proxy/request-target.js';
-import { forwardUpgrade, serializeHead } from '../proxy/upgrade.js';
+import { forwardUpgrade, relayUpgrade, serializeHead } from '../proxy/upgrade.js';
+import { closeWhenAnswered, Http2WebSocketClient } from '../proxy/websocket-h2.js';
 import type { Route } from '../store/model.js';
 import type { Stream, StreamMeta } from '../tunnel/stream.js';
 import type { HttpOptions } from './config.js';
@@ -28,7 +30,7 @@ import {
   type TunnelSource,
   type Unavailable,
 } from './dispatcher.js';
-import { clientChannel, isHttp2 } from './http2.js';
+import { asHttp1Head, asWebSocketUpgrade, clientChannel, connectProtocol, isHttp2 } from './http2.js';
 import { normalizeHost, type RouteTable } from './routes.js';
 
 export interface EdgeOptions {
@@ -234,6 +236,50 @@ export class PublicEdge {
       turn === undefined ? this.#serve(exchange) : turn.then(() => this.#serveUpgrade(exchange))
     ).catch((err: unknown) => this.#internalError(exchange, err));
     socket.once('close', () => this.#end(exchange, served, () => status || (running?.status ?? 0)));
+  };
+
+  /**
+   * A CONNECT stream on an HTTP/2 connection. With `:protocol websocket` it is a WebSocket (RFC 8441):
+   * served as the HTTP/1.1 upgrade it stands for, with the same routing, limits and log line, and
+   * answered `:status 200` once the target switched (websocket-h2.ts). A plain CONNECT asks for a
+   * forward proxy's tunnel and another `:protocol` for something this gateway does not relay: both
+   * get 501.
+   */
+  readonly onConnect = (req: IncomingMessage, res: ServerResponse): void => {
+    const stream = clientChannel(req) as ServerHttp2Stream;
+    const protocol = connectProtocol(req);
+    let key: string | undefined;
+    if (protocol === 'websocket') key = asWebSocketUpgrade(req);
+    else asHttp1Head(req);
+    const log = this.#begin(req, 'upgrade');
+    let status = 0;
+    let running: ExchangeStats | undefined;
+    const exchange: Exchange = {
+      req,
+      log,
+      slot: undefined,
+      run: (tunnel, meta, stats) => {
+        running = stats;
+        const options = {
+          ...this.#timing(meta),
+          idleTimeoutMs: this.#options.http.upgradeIdleTimeoutMs,
+          onSwitch: () => this.#releaseSlot(exchange),
+        };
+        return relayUpgrade(new Http2WebSocketClient(stream, key!), NO_BYTES, tunnel, options, stats);
+      },
+      fail: (code, reasonCode, reason) => {
+        status = code;
+        this.#sendError(req, res, log, code, reasonCode, reason);
+        closeWhenAnswered(stream);
+      },
+    };
+    stream.on('error', ignore);
+    const served = (
+      key === undefined
+        ? Promise.resolve(exchange.fail(501, 'not_implemented', unsupportedConnect(protocol)))
+        : this.#serve(exchange)
+    ).catch((err: unknown) => this.#internalError(exchange, err));
+    stream.once('close', () => this.#end(exchange, served, () => status || (running?.status ?? 0)));
   };
 
   /** An upgrade whose turn came: served, unless its connection closed while it waited. */
@@ -469,7 +515,7 @@ export class PublicEdge {
       // A client behind a trusted proxy has no port this hop knows.
       client: `${client}:${client === address ? (socket.remotePort ?? 0) : 0}`,
       requestId,
-      head: { method: req.method ?? 'GET', path, version: req.httpVersion, headers },
+      head: { method: targetMethod(req, kind), path, version: req.httpVersion, headers },
     };
     if (req.headers['transfer-encoding'] !== undefined) meta.head.chunked = true;
     if (route.serverName !== undefined) meta.serverName = route.serverName;
@@ -643,6 +689,20 @@ function writeRawError(
 }
 
 function ignore(): void {}
+
+const NO_BYTES = Buffer.alloc(0);
+
+/** The method the agent sends: the client's, but an RFC 8441 WebSocket's CONNECT is the GET of RFC 6455 §4.1. */
+function targetMethod(req: IncomingMessage, kind: RequestDone['kind']): string {
+  return kind === 'upgrade' && req.method === 'CONNECT' && isHttp2(req) ? 'GET' : (req.method ?? 'GET');
+}
+
+/** Why a CONNECT that is no WebSocket is refused, for its 501 page. */
+function unsupportedConnect(protocol: string | undefined): string {
+  return protocol === undefined
+    ? 'this gateway is no forward proxy: CONNECT is served only as a WebSocket (:protocol websocket)'
+    : `this gateway does not relay the ${JSON.stringify(protocol).slice(0, 80)} protocol over CONNECT, only websocket`;
+}
 
 // --- A connection's responses in flight -------------------------------------------------------------
 

@@ -6,7 +6,7 @@
 // (certificates.ts), the default one (for a client that sends no name) replaced on each reload, and
 // HTTP/2 beside HTTP/1.1 through ALPN (http2.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createSecureServer } from 'node:http2';
+import { constants, createSecureServer, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -16,7 +16,7 @@ import { type CertificateSource, MIN_TLS_VERSION } from './certificates.js';
 import type { HttpOptions } from './config.js';
 import type { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
-import { asHttp1Head, http2Settings, Http2Sessions, isHttp2 } from './http2.js';
+import { asHttp1Head, clientChannel, http2Settings, Http2Sessions, isHttp2 } from './http2.js';
 import type { PublicListener } from './public-listener.js';
 
 export interface HttpListenerOptions {
@@ -123,7 +123,7 @@ function createPublicServer(
   const server =
     certificates === undefined || sessions === undefined
       ? createServer(options)
-      : tlsServer(options, http, certificates, sessions);
+      : tlsServer(options, http, certificates, sessions, connections);
   // One above the limit, so the edge can see that it was exceeded (Node drops fields past the count).
   server.maxHeadersCount = http.maxHeaders + 1;
   server.on('request', connections.onRequest);
@@ -149,6 +149,7 @@ function tlsServer(
   http: HttpOptions,
   certificates: CertificateSource,
   sessions: Http2Sessions,
+  connections: PublicConnections,
 ): Server {
   const first = (): { cert: Buffer; key: Buffer } => certificates.all()[0]!.pem;
   const server = createSecureServer({
@@ -172,6 +173,12 @@ function tlsServer(
   });
   server.on('connection', (socket: Socket) => socket.setNoDelay(true));
   server.on('session', sessions.onSession);
+  // An HTTP/2 CONNECT stream (an RFC 8441 WebSocket, or a refusal), or an HTTP/1.1 CONNECT on its
+  // socket: that one is closed, as the plain listener does (Node's default with no listener).
+  server.on('connect', (req: IncomingMessage, second: ServerResponse | Duplex) => {
+    if (isHttp2(req)) connections.onConnect(req, second as ServerResponse);
+    else (second as Duplex).destroy();
+  });
   certificates.onChange(() => server.setSecureContext({ ...first(), minVersion: MIN_TLS_VERSION }));
   // A handshake that fails (a refused name, a client that speaks no TLS) is the client's affair.
   server.on('tlsClientError', () => {});
@@ -182,31 +189,41 @@ function tlsServer(
  * The public connections as a drain sees them. Responses begun once the drain has started carry
  * `Connection: close`, and a connection whose response was already under way is closed after it, so
  * keep-alive clients go elsewhere instead of sending requests that no tunnel will take. Upgraded
- * sockets are kept so that the drain can close them when the grace period ends.
+ * sockets, and the HTTP/2 streams of RFC 8441 WebSockets, are kept so that the drain can close them
+ * when the grace period ends.
  */
 class PublicConnections {
   #draining = false;
   readonly #responses = new Set<ServerResponse>();
   readonly #upgraded = new Set<Socket>();
+  readonly #upgradedStreams = new Set<ServerHttp2Stream>();
   readonly #edge: PublicEdge;
   // One listener function each, shared by every response and socket: `this` is the emitter.
   readonly #forgetResponse: (this: ServerResponse) => void;
   readonly #forgetUpgraded: (this: Socket) => void;
+  readonly #forgetStream: (this: ServerHttp2Stream) => void;
 
   constructor(edge: PublicEdge) {
     this.#edge = edge;
     const responses = this.#responses;
     const upgraded = this.#upgraded;
+    const streams = this.#upgradedStreams;
     this.#forgetResponse = function (this: ServerResponse) {
       responses.delete(this);
     };
     this.#forgetUpgraded = function (this: Socket) {
       upgraded.delete(this);
     };
+    this.#forgetStream = function (this: ServerHttp2Stream) {
+      streams.delete(this);
+    };
   }
 
   get counts(): { responses: number; upgraded: number } {
-    return { responses: this.#responses.size, upgraded: this.#upgraded.size };
+    return {
+      responses: this.#responses.size,
+      upgraded: this.#upgraded.size + this.#upgradedStreams.size,
+    };
   }
 
   readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -222,6 +239,13 @@ class PublicConnections {
     this.#upgraded.add(raw);
     raw.once('close', this.#forgetUpgraded);
     this.#edge.onUpgrade(req, socket, head);
+  };
+
+  readonly onConnect = (req: IncomingMessage, res: ServerResponse): void => {
+    const stream = clientChannel(req) as ServerHttp2Stream;
+    this.#upgradedStreams.add(stream);
+    stream.once('close', this.#forgetStream);
+    this.#edge.onConnect(req, res);
   };
 
   startDrain(): void {
@@ -247,7 +271,13 @@ class PublicConnections {
    */
   closeUpgraded(): number {
     for (const socket of this.#upgraded) socket.end();
-    return this.#upgraded.size;
+    // A stream's END_STREAM is its FIN (RFC 9113 §8.5); one still waiting for the target's answer has
+    // no response to end, and is cancelled instead.
+    for (const stream of this.#upgradedStreams) {
+      if (stream.headersSent) stream.end();
+      else stream.close(constants.NGHTTP2_CANCEL);
+    }
+    return this.#upgraded.size + this.#upgradedStreams.size;
   }
 
   /**
@@ -256,5 +286,10 @@ class PublicConnections {
    */
   destroyUpgraded(): void {
     for (const socket of this.#upgraded) socket.destroy();
+    // RST_STREAM: NO_ERROR when this side's END_STREAM went out (the client just did not end its own,
+    // RFC 9113 §8.1), CANCEL when even that did not.
+    for (const stream of this.#upgradedStreams) {
+      stream.close(stream.writableFinished ? constants.NGHTTP2_NO_ERROR : constants.NGHTTP2_CANCEL);
+    }
   }
 }

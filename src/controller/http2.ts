@@ -1,12 +1,14 @@
 // HTTP/2 on the TLS listener (DESIGN §3): ALPN offers `h2` and `http/1.1`, and Node's compatibility API
 // turns each HTTP/2 stream into a request/response pair the PublicEdge serves like an HTTP/1.1 one.
 // This file holds what differs: the session limits, the request's head made to read as HTTP/1.1 does
-// (pseudo-header fields out, `:authority` as Host), the rapid-reset guard (CVE-2023-44487) and the
-// sessions a drain must close with GOAWAY.
+// (pseudo-header fields out, `:authority` as Host), an RFC 8441 WebSocket's extended CONNECT made to
+// read as the HTTP/1.1 upgrade it stands for, the rapid-reset guard (CVE-2023-44487) and the sessions
+// a drain must close with GOAWAY.
 import type { IncomingMessage } from 'node:http';
 import { constants, type Http2Session, type ServerHttp2Stream, type Settings } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { newWebSocketKey } from '../proxy/websocket-h2.js';
 import type { HttpOptions } from './config.js';
 
 /** Streams one session may have open at once (RFC 9113 §6.5.2 SETTINGS_MAX_CONCURRENT_STREAMS). */
@@ -19,13 +21,23 @@ export const H2_MAX_CONCURRENT_STREAMS = 100;
  */
 export const H2_MAX_EARLY_RESETS_PER_SECOND = 200;
 
-/** The SETTINGS the listener sends: bounded streams and header lists, and no server push. */
+/**
+ * The SETTINGS the listener sends: bounded streams and header lists, no server push, and
+ * SETTINGS_ENABLE_CONNECT_PROTOCOL, which lets clients open WebSockets as streams (RFC 8441 §3).
+ */
 export function http2Settings(http: HttpOptions): Settings {
   return {
     maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS,
     maxHeaderListSize: http.maxHeaderBytes,
     enablePush: false,
+    enableConnectProtocol: true,
   };
+}
+
+/** The protocol an extended CONNECT asks for (RFC 8441 §4), or undefined for a plain CONNECT. */
+export function connectProtocol(req: IncomingMessage): string | undefined {
+  const protocol = req.headers[':protocol'];
+  return typeof protocol === 'string' ? protocol : undefined;
 }
 
 /** Whether the request came on an HTTP/2 stream (else HTTP/1.x, whose socket is the connection's). */
@@ -45,23 +57,53 @@ export function clientChannel(req: IncomingMessage): Duplex {
  * with no Content-Length is marked chunked, the framing it needs towards an HTTP/1.1 target.
  */
 export function asHttp1Head(req: IncomingMessage): void {
+  const raw = http1Fields(req);
+  const stream = (req as unknown as { stream: ServerHttp2Stream }).stream;
+  if (!stream.endAfterHeaders && req.headers['content-length'] === undefined) {
+    raw.push('transfer-encoding', 'chunked');
+    req.headers['transfer-encoding'] = 'chunked';
+  }
+  Object.defineProperty(req, 'rawHeaders', { value: raw, configurable: true });
+}
+
+/**
+ * Makes an RFC 8441 WebSocket (`:method CONNECT`, `:protocol websocket`) read as the HTTP/1.1
+ * upgrade of RFC 6455 §4.1 that the agent sends the target: its fields as asHttp1Head has them, then
+ * `Upgrade: websocket` and a Sec-WebSocket-Key, which the extended CONNECT has none of (RFC 8441 §5);
+ * Sec-WebSocket-Version, -Protocol and -Extensions are the client's. Its stream never ends after the
+ * head, yet it carries no body: none is marked. Returns the key, whose accept value the target's 101
+ * must carry.
+ */
+export function asWebSocketUpgrade(req: IncomingMessage): string {
+  const raw = http1Fields(req, UPGRADE_FIELDS);
+  const key = newWebSocketKey();
+  raw.push('upgrade', 'websocket', 'sec-websocket-key', key);
+  req.headers.upgrade = 'websocket';
+  Object.defineProperty(req, 'rawHeaders', { value: raw, configurable: true });
+  return key;
+}
+
+// What a WebSocket's extended CONNECT must not bring along: this hop sets both (Upgrade is not even
+// valid HTTP/2, and Node refuses it before this point).
+const UPGRADE_FIELDS: ReadonlySet<string> = new Set(['upgrade', 'sec-websocket-key']);
+
+/** An HTTP/2 request's fields as HTTP/1.1 has them (see asHttp1Head), without those in `skip`. */
+function http1Fields(req: IncomingMessage, skip?: ReadonlySet<string>): string[] {
   const raw: string[] = [];
   const cookies: string[] = [];
   let host: string | undefined;
   let authority: string | undefined;
-  let length = false;
   const given = req.rawHeaders;
   for (let i = 0; i + 1 < given.length; i += 2) {
     const name = given[i]!;
     const value = given[i + 1]!;
     if (name === ':authority') authority = value;
-    if (name.startsWith(':')) continue;
+    if (name.startsWith(':') || skip?.has(name) === true) continue;
     if (name === 'cookie') {
       cookies.push(value);
       continue;
     }
     if (name === 'host') host = value;
-    if (name === 'content-length') length = true;
     raw.push(name, value);
   }
   if (host === undefined && authority !== undefined) {
@@ -69,12 +111,7 @@ export function asHttp1Head(req: IncomingMessage): void {
     req.headers.host = authority;
   }
   if (cookies.length > 0) raw.push('cookie', cookies.join('; '));
-  const stream = (req as unknown as { stream: ServerHttp2Stream }).stream;
-  if (!length && !stream.endAfterHeaders) {
-    raw.push('transfer-encoding', 'chunked');
-    req.headers['transfer-encoding'] = 'chunked';
-  }
-  Object.defineProperty(req, 'rawHeaders', { value: raw, configurable: true });
+  return raw;
 }
 
 /**

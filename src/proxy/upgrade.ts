@@ -1,9 +1,12 @@
 // The controller's half of an upgraded connection (docs/http-over-streams.md, "Upgrades"): the client's
 // bytes after its request head go into the stream raw, from the first byte; the target's answer comes
 // back as one HEAD. After a 101 both directions are raw bytes, so WebSocket frames, compression and any
-// other protocol pass through untouched. FIN maps to FIN and a reset to a reset, each way.
+// other protocol pass through untouched. FIN maps to FIN and a reset to a reset, each way. The client's
+// side is an UpgradeClient: an HTTP/1.1 connection's socket here, or an RFC 8441 HTTP/2 stream
+// (websocket-h2.ts), which differ only in how the answer is written and how a connection is cut.
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { type ReasonCode, streamErrorCode } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import { EnvelopeDecoder, type ResponseHead } from './envelope.js';
@@ -21,7 +24,30 @@ export interface UpgradeOptions {
   onSwitch?: () => void;
 }
 
-type TunnelStream = import('node:stream').Duplex & { reset(code: number, reason: string): void };
+type TunnelStream = Duplex & { reset(code: number, reason: string): void };
+
+/** What the client was sent for the target's answer, or why the answer cannot be relayed at all. */
+export type UpgradeAnswer =
+  { status: number; refused?: undefined } | { refused: string; detail: string; status?: undefined };
+
+/**
+ * The client's end of an upgrade, as the relay drives it: its bytes both ways (`channel`: FIN for
+ * FIN, 'close' when it is gone), and the few things that depend on what kind of connection it is.
+ */
+export interface UpgradeClient {
+  readonly channel: Duplex;
+  /** Fits the channel for a long-lived, interactive relay: no idle cut of its own. */
+  prepare(): void;
+  /** After a switch: no byte either way for `ms` calls `onIdle`. */
+  idleAfter(ms: number, onIdle: () => void): void;
+  /**
+   * Writes the head for the target's answer (`headers` already this hop's, Upgrade kept for a 101);
+   * a refusal writes nothing, and the exchange fails with a 502.
+   */
+  answer(head: ResponseHead, headers: string[], switched: boolean): UpgradeAnswer;
+  /** Ends the connection so that the client sees a failure, not an orderly end. */
+  cut(): void;
+}
 
 /** TCP keepalive probes on upgraded client sockets: an idle WebSocket is kept, a dead peer found. */
 export const UPGRADE_KEEPALIVE_MS = 30_000;
@@ -60,24 +86,68 @@ export function forwardUpgrade(
   options: UpgradeOptions,
   stats: ExchangeStats,
 ): Promise<Outcome> {
-  return new Promise((resolve) => new UpgradeExchange(socket, head, stream, options, stats, resolve).start());
+  return relayUpgrade(new SocketClient(socket), head, stream, options, stats);
+}
+
+/** Runs one upgrade for any kind of client end; see forwardUpgrade. */
+export function relayUpgrade(
+  client: UpgradeClient,
+  head: Buffer,
+  stream: TunnelStream,
+  options: UpgradeOptions,
+  stats: ExchangeStats,
+): Promise<Outcome> {
+  return new Promise((resolve) => new UpgradeExchange(client, head, stream, options, stats, resolve).start());
+}
+
+/** An HTTP/1.1 connection that left Node's HTTP parser: the answer is an HTTP/1.1 head on it. */
+class SocketClient implements UpgradeClient {
+  constructor(readonly channel: Socket) {}
+
+  prepare(): void {
+    // Long-lived and interactive: no idle cut by Sluice, small writes go out at once, and the kernel
+    // probes a silent peer.
+    this.channel.setTimeout(0);
+    this.channel.setNoDelay(true);
+    this.channel.setKeepAlive(true, UPGRADE_KEEPALIVE_MS);
+  }
+
+  idleAfter(ms: number, onIdle: () => void): void {
+    this.channel.setTimeout(ms, onIdle);
+  }
+
+  answer(head: ResponseHead, headers: string[], switched: boolean): UpgradeAnswer {
+    // A refused upgrade is relayed as a plain response whose end is the connection's end: the client's
+    // socket left Node's HTTP parser, so there is no keep-alive to return to.
+    if (!switched) headers.push('Connection', 'close');
+    // Without chunked framing (hop-by-hop, removed above) the body runs to the close, or to its stated
+    // Content-Length.
+    this.channel.write(serializeHead(head.status, head.statusText, headers));
+    return { status: head.status };
+  }
+
+  cut(): void {
+    resetSocket(this.channel);
+  }
 }
 
 class UpgradeExchange {
   #answered = false;
-  #switched = false;
   #settled = false;
   #timer: NodeJS.Timeout | null = null;
   readonly #decoder: EnvelopeDecoder;
 
+  readonly #socket: Duplex;
+
   constructor(
-    private readonly socket: Socket,
+    private readonly client: UpgradeClient,
     private readonly head: Buffer,
     private readonly stream: TunnelStream,
     private readonly options: UpgradeOptions,
     private readonly stats: ExchangeStats,
     private readonly resolve: (outcome: Outcome) => void,
   ) {
+    this.#socket = client.channel;
     this.#decoder = new EnvelopeDecoder('response', {
       onHead: (h) => this.#onHead(h),
       onBody: (piece) => this.#toClient(piece),
@@ -87,12 +157,9 @@ class UpgradeExchange {
   }
 
   start(): void {
-    const { socket, stream } = this;
-    // Long-lived and interactive: no idle cut by Sluice, small writes go out at once, and the kernel
-    // probes a silent peer.
-    socket.setTimeout(0);
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, UPGRADE_KEEPALIVE_MS);
+    const { stream } = this;
+    const socket = this.#socket;
+    this.client.prepare();
     if (this.head.length > 0) this.#toTarget(this.head);
     socket.on('data', this.#onClientData);
     socket.on('end', this.#onClientEnd);
@@ -114,11 +181,11 @@ class UpgradeExchange {
 
   #toTarget(chunk: Buffer): void {
     this.stats.bytesIn += chunk.length;
-    if (!this.stream.write(chunk)) this.socket.pause();
+    if (!this.stream.write(chunk)) this.#socket.pause();
   }
 
   readonly #onStreamDrain = (): void => {
-    this.socket.resume();
+    this.#socket.resume();
   };
 
   readonly #onClientEnd = (): void => {
@@ -129,7 +196,7 @@ class UpgradeExchange {
   readonly #onClientClose = (): void => {
     if (this.#settled) return;
     // Closed without both FINs exchanged (or before the answer): a reset, so the target lets go at once.
-    const clean = this.socket.readableEnded && this.socket.writableEnded;
+    const clean = this.#socket.readableEnded && this.#socket.writableEnded;
     if (!clean && !this.stream.destroyed) this.stream.reset(ErrorCode.CANCEL, 'client closed the connection');
     this.#settle(this.#answered ? { kind: 'done' } : { kind: 'client-aborted' });
   };
@@ -149,30 +216,31 @@ class UpgradeExchange {
   #onHead(head: ResponseHead): void {
     if (head.status < 200 && head.status !== 101) return; // interim answers mean nothing on a raw socket
     this.#clearTimer();
-    this.#answered = true;
-    this.#switched = head.status === 101;
-    if (this.#switched && this.options.idleTimeoutMs > 0) {
-      this.socket.setTimeout(this.options.idleTimeoutMs, this.#onIdle);
-    }
-    this.stats.status = head.status;
-    if (this.#switched) this.options.onSwitch?.();
+    const switched = head.status === 101;
     const headers = forwardResponseHeaders(head.headers, {
       via: this.options.via,
       requestId: this.options.requestId,
       httpVersion: '1.1',
-      upgrade: this.#switched,
+      upgrade: switched,
     });
-    // A refused upgrade is relayed as a plain response whose end is the connection's end: the client's
-    // socket left Node's HTTP parser, so there is no keep-alive to return to.
-    if (!this.#switched) headers.push('Connection', 'close');
-    // Without chunked framing (hop-by-hop, removed above) the body runs to the close, or to its stated
-    // Content-Length.
-    this.socket.write(serializeHead(head.status, head.statusText, headers));
+    const answer = this.client.answer(head, headers, switched);
+    if (answer.refused !== undefined) {
+      this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'answer not relayable');
+      this.#fail(502, 'bad_response', answer.refused, answer.detail);
+      return;
+    }
+    this.#answered = true;
+    if (switched && this.options.idleTimeoutMs > 0) {
+      this.client.idleAfter(this.options.idleTimeoutMs, this.#onIdle);
+    }
+    this.stats.status = answer.status;
+    if (switched) this.options.onSwitch?.();
   }
 
   #toClient(piece: Buffer): void {
     this.stats.bytesOut += piece.length;
-    if (!this.socket.write(piece)) this.stream.pause();
+    if (this.#settled && !this.#answered) return; // refused: the error page is the client's answer
+    if (!this.#socket.write(piece)) this.stream.pause();
   }
 
   readonly #onClientDrain = (): void => {
@@ -187,7 +255,7 @@ class UpgradeExchange {
       this.#fail(502, 'stream_broken', reason, (err as Error).message);
       return;
     }
-    this.socket.end();
+    this.#socket.end();
   };
 
   readonly #onStreamError = (err: Error): void => {
@@ -213,9 +281,9 @@ class UpgradeExchange {
     }
     // Both directions finished: the socket ends once its last bytes are written. A client that never
     // closes its side after that is not waited for forever.
-    if (!this.socket.writableEnded) this.socket.end();
-    const linger = setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
-    this.socket.once('close', () => clearTimeout(linger));
+    if (!this.#socket.writableEnded) this.#socket.end();
+    const linger = setTimeout(() => this.#socket.destroy(), LINGER_MS).unref();
+    this.#socket.once('close', () => clearTimeout(linger));
     this.#settle({ kind: 'done' });
   };
 
@@ -242,7 +310,7 @@ class UpgradeExchange {
 
   #cut(detail: string): void {
     // A reset, not a FIN: a plain close would tell the client the target finished sending.
-    resetSocket(this.socket);
+    this.client.cut();
     this.#settle({ kind: 'broken', detail });
   }
 
@@ -251,7 +319,7 @@ class UpgradeExchange {
     this.#settled = true;
     this.#clearTimer();
     if (outcome.kind === 'failed' || outcome.kind === 'client-aborted') {
-      this.socket.off('data', this.#onClientData);
+      this.#socket.off('data', this.#onClientData);
       this.stream.off('data', this.#onStreamData);
       this.stream.on('error', ignore);
       if (!this.stream.destroyed) this.stream.destroy();

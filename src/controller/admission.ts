@@ -13,7 +13,9 @@ import type { SessionOptions } from '../tunnel/options.js';
 import { Session } from '../tunnel/session.js';
 import { parseSlotCaps, type TunnelSlotId } from '../tunnel/slot.js';
 import type { Stream } from '../tunnel/stream.js';
+import { CONTROL_KIND } from '../protocol/route-snapshot.js';
 import type { ControlPlane } from './control.js';
+import type { DiscoveredRoutes } from './discovered.js';
 import { HandshakeBrake } from './handshake-brake.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { Tunnel, TunnelRegistry } from './tunnels.js';
@@ -27,6 +29,8 @@ export interface AdmissionOptions {
   log: Logger;
   /** True once the controller is draining: tunnels that finish their handshake then are let go. */
   stopping: () => boolean;
+  /** Takes the agents' route snapshots, and hears when a cluster's tunnels come and go. */
+  discovered?: DiscoveredRoutes;
 }
 
 /** One handshake as it goes: what the steps learn of it. */
@@ -93,11 +97,24 @@ export class TunnelAdmission {
       options: this.#options.session,
       logger: sessionLog,
       authenticate: (hello) => this.#authenticate(candidate, hello),
-      onStream: refuseStream,
+      onStream: (stream) => this.#stream(candidate, stream),
     }).then(
       (session) => this.#admit(candidate, session),
       (err: Error) => this.#handshakeFailed(candidate, err),
     );
+  }
+
+  /**
+   * A stream the agent opened: a control stream carrying a route snapshot (docs/protocol.md §12), once
+   * the tunnel belongs to a cluster. Agents open no other kind.
+   */
+  #stream(candidate: Candidate, stream: Stream): void {
+    const { discovered } = this.#options;
+    if (stream.meta.kind === CONTROL_KIND && discovered !== undefined && candidate.cluster !== undefined) {
+      discovered.handleStream(candidate.cluster, stream);
+      return;
+    }
+    refuseStream(stream);
   }
 
   /** Stops the brake's timer. */
@@ -189,6 +206,7 @@ export class TunnelAdmission {
       'tunnel up',
     );
     if (replaced !== undefined) this.#retire(replaced, tunnel);
+    this.#options.discovered?.tunnelUp(tunnel.cluster);
     this.#watch(tunnel, fields);
   }
 
@@ -204,6 +222,8 @@ export class TunnelAdmission {
     );
     session.once('close', (err?: Error) => {
       registry.remove(tunnel);
+      // A replaced tunnel left the registry earlier; its successor is counted, so nothing starts.
+      if (registry.count(tunnel.cluster) === 0) this.#options.discovered?.tunnelsGone(tunnel.cluster);
       metrics.tunnelError(err);
       const code = err instanceof SluiceError ? err.code : undefined;
       log.info(
@@ -278,9 +298,9 @@ interface TunnelFields {
   session: string;
 }
 
-/** Agents do not open streams towards the controller. */
+/** Agents open no other streams towards the controller. */
 function refuseStream(stream: Stream): void {
-  stream.reset(ErrorCode.REFUSED_STREAM, 'the controller accepts no streams');
+  stream.reset(ErrorCode.REFUSED_STREAM, 'the controller accepts no such stream');
 }
 
 /** A timer that does not keep the process up: a held handshake is nothing to wait for at exit. */

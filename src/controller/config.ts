@@ -30,7 +30,16 @@ import {
 import { flag, type Flag, type FlagValues, LOG_LEVEL_FLAG, readFlag } from '../config/flags.js';
 import { ConfigError, SluiceError } from '../errors.js';
 import { hashToken, type Route, type StoreLocation } from '../store/model.js';
-import { CLUSTER_NAME_RULE, isClusterName, isPlainToken, isTokenDigest, TOKEN } from '../syntax.js';
+import { isAddress } from '../protocol/route-snapshot.js';
+import {
+  CLUSTER_NAME_RULE,
+  isClusterName,
+  isHostname,
+  isPlainToken,
+  isTokenDigest,
+  MAX_HOSTNAME,
+  TOKEN,
+} from '../syntax.js';
 
 export type { StoreLocation } from '../store/model.js';
 import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transport/url.js';
@@ -42,7 +51,22 @@ export interface ClusterConfig {
   readonly name: string;
   /** `sha256:<64 hex>` digests, or plain tokens (dev only). */
   readonly tokens: readonly string[];
+  /**
+   * The hosts the cluster's agent may claim by route discovery: exact names, or `*.suffix` for every
+   * name under a suffix; lowercase. None (the default): it may claim none.
+   */
+  readonly hosts?: readonly string[];
 }
+
+/** Routes that agents discover in their clusters (docs/kubernetes.md, "Discovery"). */
+export interface DiscoverySettings {
+  /** A cluster's discovered routes are removed once its last tunnel has been gone this long. */
+  readonly gracePeriodMs: number;
+  /** The public address agents write into the Ingress status (a hostname or IP); absent: none. */
+  readonly address?: string;
+}
+
+export const DEFAULT_DISCOVERY: DiscoverySettings = Object.freeze({ gracePeriodMs: 5 * 60_000 });
 
 export interface HttpOptions {
   /** Time from sending the request to the target's final response head; 504 after it. */
@@ -118,6 +142,7 @@ export interface ControllerConfig {
   readonly peer?: PeerConfig;
   readonly clusters: readonly ClusterConfig[];
   readonly routes: readonly Route[];
+  readonly discovery: DiscoverySettings;
   readonly http: HttpOptions;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
@@ -189,6 +214,7 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     ...tlsFrom(read(F.tlsListen), read(F.tlsCert), read(F.tlsKey), file.tls),
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
+    discovery: file.discovery ?? DEFAULT_DISCOVERY,
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
     tunnel: withGracePeriod(file.tunnel ?? resolveSessionOptions({}, 'tunnel'), read(F.gracePeriod)),
     logLevel: read(F.logLevel) ?? file.logLevel ?? DEFAULTS.logLevel,
@@ -406,6 +432,21 @@ function parseClusterName(value: unknown): string | Refusal {
   return new Refusal(`must be a cluster name: ${CLUSTER_NAME_RULE}, got ${show(value)}`);
 }
 
+// One leading `*` label at most, as route hosts: `*.shop.example.test`, never `a.*.test` or `*`.
+function parseHostPattern(value: unknown): string | Refusal {
+  if (typeof value === 'string') {
+    const host = value.endsWith('.') ? value.slice(0, -1) : value;
+    const name = host.startsWith('*.') ? host.slice(2) : host;
+    if (host.length <= MAX_HOSTNAME && isHostname(name)) return host.toLowerCase();
+  }
+  return new Refusal(`must be a hostname or *.suffix, got ${show(value)}`);
+}
+
+function parseAddress(value: unknown): string | Refusal {
+  if (typeof value === 'string' && isAddress(value)) return value.toLowerCase();
+  return new Refusal(`must be a hostname or an IP address, got ${show(value)}`);
+}
+
 // A token is a secret: the reason never shows the value.
 function parseToken(value: unknown): string | Refusal {
   if (typeof value === 'string' && value.startsWith('sha256:')) {
@@ -500,6 +541,12 @@ const tlsSchema = z.strictObject({
 const clusterSchema = z.strictObject({
   name: leaf(parseClusterName),
   tokens: z.array(leaf(parseToken)).optional(),
+  hosts: z.array(leaf(parseHostPattern)).optional(),
+});
+
+const discoverySchema = z.strictObject({
+  gracePeriod: leaf(parseBoundedDuration({ min: 100, max: 7 * 24 * HOUR })).optional(),
+  address: leaf(parseAddress).optional(),
 });
 
 const fileSchema = z.strictObject({
@@ -515,6 +562,7 @@ const fileSchema = z.strictObject({
   clusters: z.array(clusterSchema).optional(),
   // Checked by validateRoute, whose messages name the route field.
   routes: z.array(z.unknown()).optional(),
+  discovery: discoverySchema.optional(),
   http: httpSchema.optional(),
   tls: tlsSchema.optional(),
   // Checked by resolveSessionOptions, which holds the session options' schema.
@@ -525,6 +573,7 @@ const fileSchema = z.strictObject({
 const KNOWN_KEYS = new Map<string, readonly string[]>([
   ['', Object.keys(fileSchema.shape)],
   ['clusters[]', Object.keys(clusterSchema.shape)],
+  ['discovery', Object.keys(discoverySchema.shape)],
   ['http', Object.keys(httpSchema.shape)],
   ['tls', Object.keys(tlsSchema.shape)],
   ['tls.certs[]', ['cert', 'key']],
@@ -551,6 +600,7 @@ interface FileSettings {
   peerAdvertise?: string;
   clusters?: ClusterConfig[];
   routes?: Route[];
+  discovery?: DiscoverySettings;
   http?: HttpOptions;
   tls?: { listen?: HostPort; certs?: CertFiles[]; unknownName?: 'first' | 'refuse' };
   tunnel?: SessionOptions;
@@ -607,6 +657,13 @@ function checkFile(data: object): FileSettings {
     peerAdvertise: file.peerAdvertise,
     clusters,
     routes: file.routes === undefined ? undefined : checkRoutes(file.routes, clusters ?? []),
+    discovery:
+      file.discovery === undefined
+        ? undefined
+        : {
+            gracePeriodMs: file.discovery.gracePeriod ?? DEFAULT_DISCOVERY.gracePeriodMs,
+            ...(file.discovery.address === undefined ? {} : { address: file.discovery.address }),
+          },
     http: file.http === undefined ? undefined : resolveHttp(file.http),
     tls: file.tls,
     tunnel: file.tunnel === undefined ? undefined : resolveTunnel(file.tunnel),
@@ -631,7 +688,7 @@ function issueError(issue: z.core.$ZodIssue, data: unknown): ConfigError {
 }
 
 function checkClusters(
-  clusters: readonly { name: string; tokens?: string[] | undefined }[],
+  clusters: readonly { name: string; tokens?: string[] | undefined; hosts?: string[] | undefined }[],
 ): ClusterConfig[] {
   const names = new Map<string, number>();
   const tokens = new Map<string, string>();
@@ -651,7 +708,11 @@ function checkClusters(
       tokens.set(digest, key);
     });
   });
-  return clusters.map((c) => ({ name: c.name, tokens: c.tokens ?? [] }));
+  return clusters.map((c) => ({
+    name: c.name,
+    tokens: c.tokens ?? [],
+    ...(c.hosts === undefined ? {} : { hosts: c.hosts }),
+  }));
 }
 
 function checkRoutes(input: readonly unknown[], clusters: readonly ClusterConfig[]): Route[] {

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { SessionError } from '../errors.js';
 import { hashToken, type Route } from '../store/model.js';
-import type { ClusterRecord, Store, StoreChange, TokenRecord } from '../store/store.js';
+import type { AgentRoutesResult, ClusterRecord, Store, StoreChange, TokenRecord } from '../store/store.js';
 import { ErrorCode } from '../protocol/constants.js';
 import type { ControllerConfig } from './config.js';
 import { RouteTable } from './routes.js';
@@ -60,6 +60,7 @@ const EVERYTHING: Stale = { routes: true, tokens: true, clusters: true };
 function staleAfter(change: StoreChange): Stale {
   switch (change.kind) {
     case 'route':
+    case 'agent-routes':
       return { ...NOTHING, routes: true };
     case 'token':
       return { ...NOTHING, tokens: true };
@@ -182,6 +183,16 @@ export class ControlPlane {
       await this.store.removeRoute(stored.host, stored.path);
       throw err;
     }
+  }
+
+  /**
+   * Replaces a cluster's discovered routes (Store.replaceAgentRoutes) and waits until the route table
+   * serves the new set, so that the agent's answer means "in effect on the next request".
+   */
+  async replaceAgentRoutes(cluster: string, routes: readonly Route[]): Promise<AgentRoutesResult> {
+    const result = await this.store.replaceAgentRoutes(cluster, routes);
+    await this.#refresh({ ...NOTHING, routes: true });
+    return result;
   }
 
   async removeRoute(host: string, path: string): Promise<boolean> {

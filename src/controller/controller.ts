@@ -14,6 +14,7 @@ import { createAdminServer } from './admin-server.js';
 import { TunnelAdmission } from './admission.js';
 import type { ControllerConfig } from './config.js';
 import { ControlPlane, loadAdminToken, seedFrom, seedSource } from './control.js';
+import { DiscoveredRoutes } from './discovered.js';
 import { ClusterDispatcher } from './dispatcher.js';
 import { PublicEdge } from './edge.js';
 import { Fleet } from './fleet.js';
@@ -147,6 +148,22 @@ export async function startController(
     }
 
     const tunnelLog = logger.child({ component: 'tunnel' });
+    const discovered = new DiscoveredRoutes({
+      control,
+      settings: config.discovery,
+      hostsOf: (cluster) => config.clusters.find((c) => c.name === cluster)?.hosts ?? [],
+      tunnels: (cluster) => registry.count(cluster),
+      ...(fleet === undefined
+        ? {}
+        : {
+            tunnelsElsewhere: (cluster: string) =>
+              fleet.instances().some((i) => !i.self && (i.clusters[cluster] ?? 0) > 0),
+          }),
+      metrics,
+      log: logger,
+    });
+    closers.push(async () => discovered.close());
+    await discovered.start();
     const admission = new TunnelAdmission({
       session: config.tunnel,
       control,
@@ -154,6 +171,7 @@ export async function startController(
       metrics,
       log: tunnelLog,
       stopping: () => stopping,
+      discovered,
     });
     closers.push(async () => admission.close());
     const tunnels = await listen(

@@ -42,6 +42,7 @@ export class ControllerMetrics {
   readonly #duration: Histogram<'cluster'>;
   readonly #errors: Counter<'code'>;
   readonly #peerStreams: Counter<'peer' | 'direction' | 'result'>;
+  readonly #discoveryRefused: Counter<'cluster' | 'reason'>;
 
   constructor(gauges: ControllerGauges) {
     const registers = [this.registry];
@@ -103,6 +104,14 @@ export class ControllerMetrics {
       labelNames: ['peer', 'direction', 'result'] as const,
       registers,
     });
+    this.#discoveryRefused = new Counter({
+      name: 'sluice_discovery_refused_total',
+      help:
+        'Discovered routes an agent sent that were not stored, by cluster and reason (not_allowed: outside ' +
+        'clusters[].hosts; conflict: another route holds the host).',
+      labelNames: ['cluster', 'reason'] as const,
+      registers,
+    });
     this.#tunnelGauges(gauges);
     new Gauge({
       name: 'sluice_tls_cert_expiry_seconds',
@@ -158,6 +167,11 @@ export class ControllerMetrics {
   readonly peerStreamReceived = (peer: string, relayed: boolean): void => {
     this.#peerStreams.inc({ peer, direction: 'in', result: relayed ? 'relayed' : 'refused' });
   };
+
+  /** Discovered routes refused, each counted when it first appears in its cluster's snapshots. */
+  discoveryRefused(cluster: string, reason: 'not_allowed' | 'conflict', n: number): void {
+    if (n > 0) this.#discoveryRefused.inc({ cluster, reason }, n);
+  }
 
   /** Counts the code of a tunnel that closed with an error or failed its handshake. */
   tunnelError(err: Error | undefined): void {

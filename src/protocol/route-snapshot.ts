@@ -9,6 +9,8 @@
 //   {"routes":[{"host":"app.example.test","path":"/api","target":"http://web.shop.svc.cluster.local:8080",
 //               "source":"ingress","object":"shop/web"}]}
 // Unknown fields are ignored, at the top and in each route, so that a newer agent may add some.
+import { isIP } from 'node:net';
+import type { Readable } from 'node:stream';
 import { isHostname, MAX_HOSTNAME } from '../syntax.js';
 
 export type RouteSource = 'ingress' | 'service';
@@ -142,4 +144,135 @@ function compare(a: string, b: string): number {
 
 function fail(reason: string): DecodedSnapshot {
   return { ok: false, reason: `route snapshot ${reason}` };
+}
+
+// --- The control stream that carries a snapshot (docs/protocol.md §12) ---------------------------------
+//
+// The agent opens a stream whose SYN metadata is CONTROL_ROUTES_META, writes one snapshot's JSON and
+// ends its side; the controller answers with one RoutesReply's JSON and ends its side. One message
+// each way per stream, so that neither side needs framing of its own: the stream's FIN ends it.
+
+/** The SYN metadata of a route snapshot's control stream. `v` is the message version. */
+export const CONTROL_KIND = 'control';
+export const ROUTES_MESSAGE = 'routes';
+export const ROUTES_VERSION = 1;
+export const CONTROL_ROUTES_META = Object.freeze({
+  kind: CONTROL_KIND,
+  type: ROUTES_MESSAGE,
+  v: ROUTES_VERSION,
+});
+/** At most this many bytes of JSON in a reply (a refusal per route, with its reason, at the most). */
+export const MAX_REPLY_BYTES = MAX_SNAPSHOT_BYTES;
+const MAX_REASON = 300;
+
+/** A route the controller would not store, and why. */
+export interface RefusedRoute {
+  readonly host: string;
+  readonly path: string;
+  readonly object: string;
+  readonly reason: string;
+}
+
+/** The controller's answer to a snapshot. */
+export interface RoutesReply {
+  /** How many of the snapshot's routes the controller now serves. */
+  readonly stored: number;
+  /** The snapshot's other routes. */
+  readonly refused: readonly RefusedRoute[];
+  /** The public address to write into each served Ingress's status; absent: none configured. */
+  readonly address?: string;
+}
+
+export function encodeRoutesReply(reply: RoutesReply): string {
+  const refused = reply.refused.map(({ host, path, object, reason }) => ({
+    host,
+    path,
+    object,
+    reason: reason.slice(0, MAX_REASON),
+  }));
+  return JSON.stringify({
+    v: ROUTES_VERSION,
+    stored: reply.stored,
+    refused,
+    ...(reply.address === undefined ? {} : { address: reply.address }),
+  });
+}
+
+export type DecodedReply = { ok: true; reply: RoutesReply } | { ok: false; reason: string };
+
+/** Reads a reply's JSON; unknown fields are ignored, a malformed one is refused whole. */
+export function decodeRoutesReply(text: string): DecodedReply {
+  const bad = (why: string): DecodedReply => ({ ok: false, reason: `routes reply ${why}` });
+  if (text.length > MAX_REPLY_BYTES) return bad(`is over ${MAX_REPLY_BYTES} bytes`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return bad('is not JSON');
+  }
+  if (!isRecord(parsed)) return bad('is not an object');
+  const { stored, refused, address } = parsed;
+  if (typeof stored !== 'number' || !Number.isSafeInteger(stored) || stored < 0) {
+    return bad('has no "stored" count');
+  }
+  if (!Array.isArray(refused)) return bad('has no "refused" list');
+  const list: RefusedRoute[] = [];
+  for (const item of refused) {
+    if (
+      !isRecord(item) ||
+      typeof item.host !== 'string' ||
+      typeof item.path !== 'string' ||
+      typeof item.object !== 'string' ||
+      typeof item.reason !== 'string'
+    ) {
+      return bad('has a refusal without host, path, object and reason');
+    }
+    const reason = item.reason.slice(0, MAX_REASON);
+    list.push({ host: item.host, path: item.path, object: item.object, reason });
+  }
+  if (address !== undefined && (typeof address !== 'string' || !isAddress(address))) {
+    return bad('has an address that is no hostname or IP address');
+  }
+  return { ok: true, reply: { stored, refused: list, ...(address === undefined ? {} : { address }) } };
+}
+
+/** A public address for an Ingress status: a hostname, or an IPv4 or IPv6 address. */
+export function isAddress(value: string): boolean {
+  return value.length <= MAX_HOSTNAME && (isIP(value) !== 0 || isHostname(value));
+}
+
+/**
+ * Reads a whole message from a stream: resolves with its bytes once the peer ends its side, or rejects
+ * once more than `max` bytes came (the caller resets the stream) or the stream fails.
+ */
+export function readMessage(stream: Readable, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > max) {
+        cleanup();
+        reject(new Error(`the message is over ${max} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new Error('the stream closed before the message ended'));
+    };
+    const cleanup = (): void => {
+      stream.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+    };
+    stream.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
 }

@@ -17,7 +17,10 @@ import type { Redis } from 'ioredis';
 import type { Route, StoreLocation } from './model.js';
 import { connectRedis } from './redis-client.js';
 import {
+  type AgentRouteConflict,
+  type AgentRoutesResult,
   type ClusterRecord,
+  hostHolder,
   type RouteRecord,
   type Seed,
   type Source,
@@ -193,13 +196,14 @@ export class RedisStore implements Store {
   removeCluster(name: string): Promise<boolean> {
     return this.#write((s) => {
       if (!s.clusters.has(name)) return { result: false };
-      const routes = [...s.routes.values()].filter((r) => r.cluster === name).length;
+      const routes = [...s.routes.values()].filter((r) => r.cluster === name && r.source !== 'agent').length;
       if (routes > 0) {
         throw new StoreConflict(
           `cluster ${JSON.stringify(name)} still has ${routes} route(s); remove them first`,
           'name',
         );
       }
+      for (const [key, r] of s.routes) if (r.cluster === name) s.routes.delete(key);
       deleteCluster(s, name);
       return { result: true, change: { kind: 'cluster', op: 'remove', name } };
     });
@@ -280,6 +284,48 @@ export class RedisStore implements Store {
     return this.#write((s) => {
       if (!s.routes.delete(routeKey(host, path))) return { result: false };
       return { result: true, change: { kind: 'route', op: 'remove', host, path } };
+    });
+  }
+
+  replaceAgentRoutes(cluster: string, routes: readonly Route[]): Promise<AgentRoutesResult> {
+    return this.#write((s) => {
+      if (!s.clusters.has(cluster)) {
+        throw new StoreConflict(`names no cluster: ${JSON.stringify(cluster)}`, 'cluster');
+      }
+      const before = new Map<string, RouteRecord>();
+      for (const [key, r] of s.routes) {
+        if (r.source !== 'agent' || r.cluster !== cluster) continue;
+        before.set(key, r);
+        s.routes.delete(key);
+      }
+      const stored: Route[] = [];
+      const conflicts: AgentRouteConflict[] = [];
+      let changed = false;
+      for (const r of routes) {
+        const path = r.path ?? '/';
+        const holder = hostHolder(s.routes.values(), cluster, r.host);
+        if (holder !== undefined) {
+          conflicts.push({ host: r.host, path, holder });
+          continue;
+        }
+        const key = routeKey(r.host, path);
+        const old = before.get(key);
+        before.delete(key);
+        changed ||= old?.target !== r.target;
+        const record: RouteRecord = {
+          host: r.host,
+          path,
+          cluster,
+          target: r.target,
+          created: old?.created ?? now(),
+          source: 'agent',
+        };
+        s.routes.set(key, record);
+        stored.push({ host: r.host, path, cluster, target: r.target });
+      }
+      const result = { stored, conflicts };
+      if (!changed && before.size === 0) return { result };
+      return { result, change: { kind: 'agent-routes', op: 'replace', cluster } };
     });
   }
 

@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Route } from './model.js';
 import {
+  type AgentRouteConflict,
+  type AgentRoutesResult,
   type ClusterRecord,
+  hostHolder,
   type RouteRecord,
   type Seed,
   type Source,
@@ -120,15 +123,16 @@ export class SqliteStore implements Store {
   async removeCluster(name: string): Promise<boolean> {
     const removed = this.#db.transaction(() => {
       if (this.#cluster(name) === undefined) return false;
-      const routes = this.#db.prepare('SELECT count(*) AS n FROM routes WHERE cluster = ?').get(name) as {
-        n: number;
-      };
+      const routes = this.#db
+        .prepare("SELECT count(*) AS n FROM routes WHERE cluster = ? AND source != 'agent'")
+        .get(name) as { n: number };
       if (routes.n > 0) {
         throw new StoreConflict(
           `cluster ${JSON.stringify(name)} still has ${routes.n} route(s); remove them first`,
           'name',
         );
       }
+      this.#db.prepare('DELETE FROM routes WHERE cluster = ?').run(name);
       this.#db.prepare('DELETE FROM clusters WHERE name = ?').run(name);
       return true;
     })();
@@ -228,6 +232,47 @@ export class SqliteStore implements Store {
       this.#db.prepare('DELETE FROM routes WHERE host = ? AND path = ?').run(host, path).changes > 0;
     if (removed) this.#watchers.emit({ kind: 'route', op: 'remove', host, path });
     return removed;
+  }
+
+  async replaceAgentRoutes(cluster: string, routes: readonly Route[]): Promise<AgentRoutesResult> {
+    const db = this.#db;
+    const { result, changed } = db.transaction(() => {
+      if (this.#cluster(cluster) === undefined) {
+        throw new StoreConflict(`names no cluster: ${JSON.stringify(cluster)}`, 'cluster');
+      }
+      const before = new Map(
+        (
+          db
+            .prepare("SELECT host, path, target, created FROM routes WHERE cluster = ? AND source = 'agent'")
+            .all(cluster) as { host: string; path: string; target: string; created: string }[]
+        ).map((r) => [routeKey(r.host, r.path), r]),
+      );
+      db.prepare("DELETE FROM routes WHERE cluster = ? AND source = 'agent'").run(cluster);
+      const held = db.prepare('SELECT host, cluster, source FROM routes WHERE host = ?');
+      const insert = db.prepare(
+        'INSERT INTO routes (host, path, cluster, target, server_name, created, source) ' +
+          "VALUES (?, ?, ?, ?, NULL, ?, 'agent')",
+      );
+      const stored: Route[] = [];
+      const conflicts: AgentRouteConflict[] = [];
+      let changed = false;
+      for (const r of routes) {
+        const path = r.path ?? '/';
+        const holder = hostHolder(held.all(r.host) as RouteRecord[], cluster, r.host);
+        if (holder !== undefined) {
+          conflicts.push({ host: r.host, path, holder });
+          continue;
+        }
+        const old = before.get(routeKey(r.host, path));
+        before.delete(routeKey(r.host, path));
+        changed ||= old?.target !== r.target;
+        insert.run(r.host, path, cluster, r.target, old?.created ?? now());
+        stored.push({ host: r.host, path, cluster, target: r.target });
+      }
+      return { result: { stored, conflicts }, changed: changed || before.size > 0 };
+    })();
+    if (changed) this.#watchers.emit({ kind: 'agent-routes', op: 'replace', cluster });
+    return result;
   }
 
   async seed(seed: Seed, source: string): Promise<void> {

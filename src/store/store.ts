@@ -2,11 +2,12 @@
 // embedded SQLite store and later ones (Redis) are interchangeable. A store never sees a plain token:
 // only its `sha256:` digest. Each entry remembers where it came from: `config` entries are owned by the
 // YAML files that list them, which seed the store at every start; `api` entries were made through the
-// admin API.
+// admin API; `agent` routes were discovered in a cluster by its agent (docs/kubernetes.md, "Discovery"),
+// and are only ever written as one cluster's whole set (replaceAgentRoutes).
 import type { Route } from './model.js';
 import { SluiceError } from '../errors.js';
 
-export type Source = 'config' | 'api';
+export type Source = 'config' | 'api' | 'agent';
 
 export interface ClusterRecord {
   readonly name: string;
@@ -50,11 +51,42 @@ export type StoreChange =
   | { readonly kind: 'token'; readonly op: 'add' | 'revoke'; readonly id: string; readonly cluster: string }
   | { readonly kind: 'route'; readonly op: 'add' | 'remove'; readonly host: string; readonly path: string }
   | { readonly kind: 'seed'; readonly op: 'seed'; readonly source: string }
+  /** A cluster's discovered routes were replaced (replaceAgentRoutes): one event for the whole set. */
+  | { readonly kind: 'agent-routes'; readonly op: 'replace'; readonly cluster: string }
   /**
    * The store's connection came back after it was lost: changes made meanwhile were not reported,
    * so every cache built from the store must be rebuilt.
    */
   | { readonly kind: 'reset' };
+
+/** A discovered route not stored, because another route holds its host. */
+export interface AgentRouteConflict {
+  readonly host: string;
+  readonly path: string;
+  /** What holds the host: `config route`, `api route`, or `cluster NAME`. */
+  readonly holder: string;
+}
+
+/** What replaceAgentRoutes did. */
+export interface AgentRoutesResult {
+  /** The routes now stored for the cluster. */
+  readonly stored: readonly Route[];
+  readonly conflicts: readonly AgentRouteConflict[];
+}
+
+/**
+ * Who holds `host` other than `cluster`'s agent routes, among `routes`, or undefined when nobody does.
+ * A host is claimed whole: a config route for `app/` keeps a cluster from claiming `app/api` too, so
+ * that an operator's route is never split by what someone wrote into an Ingress.
+ */
+export function hostHolder(routes: Iterable<RouteRecord>, cluster: string, host: string): string | undefined {
+  for (const r of routes) {
+    if (r.host !== host) continue;
+    if (r.source !== 'agent') return `${r.source} route`;
+    if (r.cluster !== cluster) return `cluster ${r.cluster}`;
+  }
+  return undefined;
+}
 
 /** Whether the store can be used now, and if not why (for /readyz and logs). */
 export type StoreHealth = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -93,8 +125,9 @@ export interface Store {
   /** Rejects with StoreConflict when the cluster exists. */
   addCluster(name: string): Promise<ClusterRecord>;
   /**
-   * Deletes a cluster and its tokens; false when there was no such cluster. Rejects with StoreConflict
-   * while routes still name it.
+   * Deletes a cluster, its tokens and its agent routes; false when there was no such cluster. Rejects
+   * with StoreConflict while config or api routes still name it (agent routes never block it: nobody
+   * could remove them by hand).
    */
   removeCluster(name: string): Promise<boolean>;
 
@@ -115,13 +148,20 @@ export interface Store {
   removeRoute(host: string, path: string): Promise<boolean>;
 
   /**
+   * Replaces every `agent` route of `cluster` (which must exist) with `routes`, in one write: a route
+   * whose host another holds (hostHolder) is left out and reported. Reports one `agent-routes` change
+   * when the set changed, none when it did not.
+   */
+  replaceAgentRoutes(cluster: string, routes: readonly Route[]): Promise<AgentRoutesResult>;
+
+  /**
    * Applies one config source's YAML (docs/admin.md, "Seeding"). `source` names the config source
    * stably across restarts (the controller passes its seed source id). The entries it lists are upserted
    * as `config` entries, and `source` becomes one of each one's owners; entries it listed before and no
    * longer does lose it as an owner. A `config` entry left with no owner is deleted, so a controller
    * never deletes an entry that another source sharing the store still lists. Entries made through the
-   * API are left alone, except that a config entry with the same key takes them over. Revoked tokens
-   * stay revoked.
+   * API and agent routes are left alone, except that a config entry with the same key takes them over.
+   * Revoked tokens stay revoked.
    */
   seed(seed: Seed, source: string): Promise<void>;
 

@@ -25,6 +25,7 @@ import type { AgentConfig, DiscoveryConfig } from './config.js';
 import type { Discovery } from './discovery.js';
 import { AgentMetrics } from './metrics.js';
 import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
+import { RoutePublisher } from './route-publisher.js';
 import { sluiceVersion } from '../version.js';
 
 export interface AgentHandle {
@@ -104,6 +105,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const upgrades = new UpgradeStreams();
   let markUp!: () => void;
   const firstUp = new Promise<void>((resolve) => (markUp = resolve));
+  // Set once discovery is prepared, which is before any slot dials.
+  let publisher: RoutePublisher | null = null;
   const slots: TunnelSlot[] = Array.from(
     { length: config.tunnels },
     (_, i) =>
@@ -114,6 +117,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         logger,
         signal: stopping.signal,
         onUp: markUp,
+        onSession: (session) => publisher?.tunnelUp(session),
         upgrades,
         metrics,
       }),
@@ -132,6 +136,11 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   // Before anything listens: a kubeconfig that cannot be loaded stops the agent with nothing to undo.
   const discovery =
     config.discovery === null ? null : await prepareDiscovery(config.discovery, policy, logger);
+  if (discovery !== null) {
+    const routes = new RoutePublisher(discovery, () => slots.flatMap((s) => [...s.sessions]), logger);
+    discovery.on('routes', () => routes.snapshot());
+    publisher = routes;
+  }
   let health: Server | null = null;
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
@@ -164,6 +173,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         );
         stopping.abort();
         discovery?.close();
+        publisher?.close();
         // GO_AWAY now; each session closes by itself once its streams are done. Plain requests get the
         // whole grace period; the session resets what is left after it.
         const sessionGraceMs = Math.max(graceMs, upgradeGraceMs + UPGRADE_CLOSE_MS);
@@ -267,6 +277,8 @@ interface SlotContext {
   logger: Logger;
   signal: AbortSignal;
   onUp: () => void;
+  /** Each session that came up (the route publisher sends it the current snapshot). */
+  onSession?: (session: Session) => void;
   upgrades: UpgradeStreams;
   metrics: AgentMetrics;
 }
@@ -457,6 +469,7 @@ class TunnelSlot {
       }
     });
     this.shared.onUp();
+    this.shared.onSession?.(session);
     readinessLogger(this.#log).info(
       {
         event: 'tunnel-up',

@@ -255,6 +255,111 @@ export function storeContract(name: string, { fresh }: Backend): void {
     await store.close();
   });
 
+  test(`${name}: agent routes: one write replaces a cluster's set; hosts others hold are refused`, async () => {
+    const { store } = await fresh();
+    await store.addCluster('c1');
+    await store.addCluster('c2');
+    await store.seed(
+      {
+        clusters: [{ name: 'c1', hashes: [H1] }],
+        routes: [{ host: 'config.example.test', path: '/', cluster: 'c1', target: 'http://a.b.svc:80' }],
+      },
+      'src',
+    );
+    await store.addRoute({
+      host: 'api.example.test',
+      path: '/x',
+      cluster: 'c1',
+      target: 'http://a.b.svc:80',
+    });
+    const changes: StoreChange[] = [];
+    store.watch((c) => changes.push(c));
+    const agent = (host: string, path = '/', target = 'http://web.shop.svc.cluster.local:80') => ({
+      host,
+      path,
+      cluster: 'c1',
+      target,
+    });
+    const first = await store.replaceAgentRoutes('c1', [
+      agent('a.example.test'),
+      agent('a.example.test', '/api'),
+      // Held by the config route, and by the api route at another path: the host is claimed whole.
+      agent('config.example.test', '/other'),
+      agent('api.example.test'),
+    ]);
+    assert.deepEqual(
+      first.stored.map((r) => `${r.host}${r.path}`),
+      ['a.example.test/', 'a.example.test/api'],
+    );
+    assert.deepEqual(first.conflicts, [
+      { host: 'config.example.test', path: '/other', holder: 'config route' },
+      { host: 'api.example.test', path: '/', holder: 'api route' },
+    ]);
+    assert.deepEqual(changes, [{ kind: 'agent-routes', op: 'replace', cluster: 'c1' }]);
+    const listed = (await store.listRoutes()).filter((r) => r.source === 'agent');
+    assert.deepEqual(
+      listed.map((r) => [r.host, r.path, r.cluster]),
+      [
+        ['a.example.test', '/', 'c1'],
+        ['a.example.test', '/api', 'c1'],
+      ],
+    );
+    // Another cluster cannot claim a host c1's agent holds.
+    const other = await store.replaceAgentRoutes('c2', [{ ...agent('a.example.test', '/z'), cluster: 'c2' }]);
+    assert.deepEqual(other, {
+      stored: [],
+      conflicts: [{ host: 'a.example.test', path: '/z', holder: 'cluster c1' }],
+    });
+    // The same set again changes nothing and reports nothing; created stamps are kept.
+    changes.length = 0;
+    await store.replaceAgentRoutes('c1', [agent('a.example.test'), agent('a.example.test', '/api')]);
+    assert.deepEqual(changes, []);
+    assert.deepEqual(
+      (await store.listRoutes()).filter((r) => r.source === 'agent').map((r) => r.created),
+      listed.map((r) => r.created),
+    );
+    // A changed target is a change; a smaller set drops the rest.
+    await store.replaceAgentRoutes('c1', [
+      agent('a.example.test', '/', 'http://web.shop.svc.cluster.local:81'),
+    ]);
+    assert.equal(changes.length, 1);
+    assert.deepEqual(
+      (await store.listRoutes()).filter((r) => r.source === 'agent').map((r) => [r.path, r.target]),
+      [['/', 'http://web.shop.svc.cluster.local:81']],
+    );
+    await assert.rejects(store.replaceAgentRoutes('nope', []), /names no cluster/);
+    await store.close();
+  });
+
+  test(`${name}: agent routes survive a seed (a config reload), never block removeCluster, and go with it`, async () => {
+    const { store } = await fresh();
+    const seed = {
+      clusters: [{ name: 'c1', hashes: [H1] }],
+      routes: [{ host: 'config.example.test', path: '/', cluster: 'c1', target: 'http://a.b.svc:80' }],
+    };
+    await store.seed(seed, 'src');
+    await store.addCluster('c2');
+    const agentRoute = { host: 'a.example.test', path: '/', cluster: 'c2', target: 'http://w.s.svc:80' };
+    await store.replaceAgentRoutes('c2', [agentRoute]);
+    // The file changed: its route is gone, and the agent route stays.
+    await store.seed({ ...seed, routes: [] }, 'src');
+    assert.deepEqual(
+      (await store.listRoutes()).map((r) => [r.host, r.source]),
+      [['a.example.test', 'agent']],
+    );
+    // A config route for the same host and path takes it over, as it does an api route.
+    await store.seed({ ...seed, routes: [{ ...agentRoute, cluster: 'c1' }] }, 'src');
+    assert.deepEqual(
+      (await store.listRoutes()).map((r) => [r.host, r.cluster, r.source]),
+      [['a.example.test', 'c1', 'config']],
+    );
+    await store.seed({ ...seed, routes: [] }, 'src');
+    await store.replaceAgentRoutes('c2', [agentRoute, { ...agentRoute, host: 'b.example.test' }]);
+    assert.equal(await store.removeCluster('c2'), true);
+    assert.deepEqual(await store.listRoutes(), []);
+    await store.close();
+  });
+
   test(`${name}: claim sets a setting once; later claims, from any connection, get the first value`, async () => {
     const { store, another } = await fresh();
     const other = await another();

@@ -171,6 +171,8 @@ export interface StackOptions {
   agent?: boolean;
   /** Tokens of cluster `c1`; default [TOKEN]. */
   tokens?: string[];
+  /** The hosts cluster `c1` may claim by route discovery (`clusters[].hosts`); default none. */
+  hosts?: string[];
   /** true: the admin listener on port 0 (`adminUrl`); default off. */
   admin?: boolean;
   /** Extra environment for the controller process (e.g. NODE_OPTIONS). */
@@ -248,7 +250,8 @@ export class Stack {
       options.admin === true ? `adminListen: 127.0.0.1:${adminPort}` : 'adminListen: off',
       `dataDir: ${JSON.stringify(this.#dir)}`,
       'clusters:',
-      `  - name: c1\n    tokens: ${JSON.stringify(options.tokens ?? [TOKEN])}`,
+      `  - name: c1\n    tokens: ${JSON.stringify(options.tokens ?? [TOKEN])}` +
+        (options.hosts === undefined ? '' : `\n    hosts: ${JSON.stringify(options.hosts)}`),
       '  - name: empty\n    tokens: ["empty-cluster-token-0123456789"]',
       routes === '' ? 'routes: []' : `routes:\n${routes}`,
       options.extraYaml ?? '',

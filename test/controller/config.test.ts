@@ -339,6 +339,32 @@ describe('loadControllerConfig: the file itself', () => {
     refuses({ yaml: 'just words\n' }, 'config', /got "just words"/);
   });
 
+  test('clusters[].hosts and discovery: patterns lowercased, one leading wildcard label, a bounded grace period', () => {
+    const config = load({
+      yaml:
+        'clusters:\n  - name: a\n    hosts: ["*.Shop.Example.Test", "app.example.test."]\n  - name: b\n' +
+        'discovery:\n  gracePeriod: 2s\n  address: Edge.Example.Test\n',
+    });
+    assert.deepEqual(config.clusters[0]!.hosts, ['*.shop.example.test', 'app.example.test']);
+    assert.equal(config.clusters[1]!.hosts, undefined);
+    assert.deepEqual(config.discovery, { gracePeriodMs: 2000, address: 'edge.example.test' });
+    assert.deepEqual(load().discovery, { gracePeriodMs: 5 * 60_000 });
+    assert.deepEqual(load({ yaml: 'discovery:\n  address: 203.0.113.7\n' }).discovery, {
+      gracePeriodMs: 5 * 60_000,
+      address: '203.0.113.7',
+    });
+    for (const bad of ['a.*.test', '*', '**.test', '*.', 'a b', 'http://x.test']) {
+      refuses(
+        { yaml: `clusters:\n  - name: a\n    hosts: [${JSON.stringify(bad)}]\n` },
+        'clusters[0].hosts[0]',
+        /must be a hostname or \*\.suffix/,
+      );
+    }
+    refuses({ yaml: 'discovery:\n  gracePeriod: 10ms\n' }, 'discovery.gracePeriod', /must be between/);
+    refuses({ yaml: 'discovery:\n  address: "not an address"\n' }, 'discovery.address', /hostname or an IP/);
+    refuses({ yaml: 'discovery:\n  grace: 1s\n' }, 'discovery.grace', /known: gracePeriod, address/);
+  });
+
   test('an unknown key is refused with the known ones and its line', () => {
     refuses(
       { yaml: 'listen: 127.0.0.1:1\nlistn: 127.0.0.1:2\n' },
@@ -353,7 +379,7 @@ describe('loadControllerConfig: the file itself', () => {
     refuses(
       { yaml: 'clusters:\n  - name: a\n    token: x\n' },
       'clusters[0].token',
-      /known: name, tokens\) \(sluice\.yaml:3\)/,
+      /known: name, tokens, hosts\) \(sluice\.yaml:3\)/,
     );
     refuses(
       { yaml: 'tunnel:\n  pingIntervall: 1s\n' },

@@ -11,6 +11,8 @@ const list = (key: string, item: string) => ({
 const common = { '401': error('Missing or wrong admin token') };
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
 const source = { type: 'string', enum: ['config', 'api'] };
+// A route may also come from an agent's discovery (docs/kubernetes.md, "Discovery").
+const routeSource = { type: 'string', enum: ['config', 'api', 'agent'] };
 const time = { type: 'string', format: 'date-time' };
 
 export const OPENAPI = Object.freeze({
@@ -98,7 +100,7 @@ export const OPENAPI = Object.freeze({
           target: { type: 'string' },
           serverName: { type: 'string' },
           created: time,
-          source,
+          source: routeSource,
         },
       },
       Tunnel: {

@@ -246,6 +246,11 @@ describe('route discovery end to end', () => {
 
   test('a watch that breaks, or meets 410 Gone, resumes without missing a change', async () => {
     await waitFor('both watches', () => kube.openWatches() >= 2);
+    // Ended cleanly by the server, then cut: each time a change made meanwhile still arrives.
+    kube.breakWatches('end');
+    kube.create('ingresses', ingress('shop', 'w0', one('w0.shop.example.test', api)));
+    await until('w0', 'w0.shop.example.test', '/', (r) => servedBy(r) === 'api');
+    await waitFor('both watches again', () => kube.openWatches() >= 2);
     kube.breakWatches('destroy');
     kube.create('ingresses', ingress('shop', 'w1', one('w1.shop.example.test', web)));
     await until('w1', 'w1.shop.example.test', '/', (r) => servedBy(r) === 'web');

@@ -118,7 +118,15 @@ export class DiscoveredRoutes {
 
   #expire(cluster: string): void {
     if (this.#closed || this.#o.tunnels(cluster) > 0) return;
-    if (this.#o.tunnelsElsewhere?.(cluster) === true) return;
+    // The routes are the fleet's, in the shared store: a peer still serving the cluster keeps them, and
+    // starts the period itself once its own last tunnel goes.
+    if (this.#o.tunnelsElsewhere?.(cluster) === true) {
+      this.#log.info(
+        { event: 'discovery-grace-kept', cluster },
+        'another controller of the fleet holds tunnels of the cluster; its routes stay',
+      );
+      return;
+    }
     this.#serialized(cluster, async () => {
       const { stored } = await this.#o.control.replaceAgentRoutes(cluster, []);
       this.#refused.delete(cluster);

@@ -24,6 +24,8 @@ export interface FleetOptions {
   routes: FleetRoute[];
   /** Extra YAML for every controller, appended verbatim. */
   extraYaml?: string;
+  /** The hosts cluster c1 may claim by route discovery (`clusters[].hosts`); default none. */
+  hosts?: string[];
   /** Extra environment for every controller. */
   env?: NodeJS.ProcessEnv;
   /** Extra flags for every controller, e.g. ['--grace-period', '2s']. */
@@ -86,7 +88,8 @@ export class FleetController {
       `peerListen: tcp://127.0.0.1:${this.peerPort}`,
       `peerAdvertise: tcp://127.0.0.1:${this.peerPort}`,
       'clusters:',
-      `  - name: c1\n    tokens: ${JSON.stringify([TOKEN])}`,
+      `  - name: c1\n    tokens: ${JSON.stringify([TOKEN])}` +
+        (options.hosts === undefined ? '' : `\n    hosts: ${JSON.stringify(options.hosts)}`),
       routes === '' ? 'routes: []' : `routes:\n${routes}`,
       options.extraYaml ?? '',
     ].join('\n');
@@ -187,14 +190,26 @@ export class Fleet {
    */
   async startAgent(
     on: readonly FleetController[],
-    options: { tunnels?: number; name?: string; token?: string; args?: string[]; wait?: boolean } = {},
+    options: {
+      tunnels?: number;
+      name?: string;
+      token?: string;
+      args?: string[];
+      wait?: boolean;
+      /** --allow patterns; default `127.0.0.1:*`. */
+      allow?: string[];
+      /** Tunnel URLs dialed in place of the controllers' own (a FaultProxy's, to break one). */
+      urls?: string[];
+      env?: NodeJS.ProcessEnv;
+    } = {},
   ): Promise<SluiceProcess> {
     const tunnels = options.tunnels ?? on.length;
     const name = options.name ?? 'fleet-agent';
-    const args = ['agent', '--tunnels', String(tunnels), '--name', name, '--allow', '127.0.0.1:*'];
-    for (const c of on) args.push('--controller', c.tunnelUrl);
+    const args = ['agent', '--tunnels', String(tunnels), '--name', name];
+    for (const a of options.allow ?? ['127.0.0.1:*']) args.push('--allow', a);
+    for (const url of options.urls ?? on.map((c) => c.tunnelUrl)) args.push('--controller', url);
     args.push(...(options.args ?? []));
-    const agent = new SluiceProcess(args, { SLUICE_TOKEN: options.token ?? TOKEN });
+    const agent = new SluiceProcess(args, { SLUICE_TOKEN: options.token ?? TOKEN, ...options.env });
     this.agents.push(agent);
     if (options.wait !== false) {
       await agent.waitCount('its tunnels up', (l) => l.event === 'tunnel-up', tunnels, READY_MS);

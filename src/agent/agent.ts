@@ -140,6 +140,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     const routes = new RoutePublisher(discovery, () => slots.flatMap((s) => [...s.sessions]), logger);
     discovery.on('routes', () => routes.snapshot());
     publisher = routes;
+    metrics.discovery = () => ({ claimedTwice: discovery.stats.conflicts, refused: routes.stats.refused });
   }
   let health: Server | null = null;
   let healthUrl: string | null = null;

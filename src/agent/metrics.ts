@@ -41,10 +41,28 @@ export class AgentMetrics implements DeliverObserver {
     tcp: new Map<string, number>(),
   };
   readonly #errors: Counter<'code'>;
+  /** With --discover: its conflict counts, read when scraped. */
+  discovery: (() => { claimedTwice: number; refused: number }) | undefined;
 
   constructor(slots: () => readonly SlotView[]) {
     const registers = [this.registry];
     const streams = this.#streams;
+    const discovery = (): { claimedTwice: number; refused: number } | undefined => this.discovery?.();
+    new Counter({
+      name: 'sluice_agent_discovery_conflicts_total',
+      help:
+        'With --discover, discovered routes in conflict, each counted when it first appears: claimed_twice ' +
+        '(two objects claim one host and path; the older keeps it) or refused (by the controller).',
+      labelNames: ['kind'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const counts = discovery();
+        if (counts === undefined) return;
+        this.inc({ kind: 'claimed_twice' }, counts.claimedTwice);
+        this.inc({ kind: 'refused' }, counts.refused);
+      },
+    });
     new Counter({
       name: 'sluice_agent_streams_total',
       help:

@@ -60,7 +60,7 @@ async function startAgent(): Promise<SluiceProcess> {
   return stack.spawnAgent({
     tunnels: 2,
     allow: [`${svcName(web)}:${web.port}`, `${svcName(api)}:${api.port}`],
-    args: ['--discover', '--kubeconfig', kubeconfig, '--log-level', 'debug'],
+    args: ['--discover', '--kubeconfig', kubeconfig, '--health-listen', '127.0.0.1:0'],
     env: {
       NODE_OPTIONS: `--import=${DNS_HELPER}`,
       SLUICE_TEST_CLUSTER_DNS: JSON.stringify({ [svcName(web)]: '127.0.0.1', [svcName(api)]: '127.0.0.1' }),
@@ -142,6 +142,7 @@ describe('route discovery end to end', () => {
       routes: [{ host: 'taken.shop.example.test', target: 'http://127.0.0.1:9' }],
       hosts: ['*.shop.example.test', 'exact.example.test'],
       extraYaml: `discovery:\n  gracePeriod: ${GRACE_MS}ms\n  address: ${ADDRESS}`,
+      admin: true,
       agent: false,
     });
     await startAgent();
@@ -239,9 +240,19 @@ describe('route discovery end to end', () => {
     await waitFor('the later status', () => statusOf('shop/later') === ADDRESS);
     assert.equal(statusOf('shop/outside'), undefined);
     assert.equal(statusOf('shop/taken'), undefined);
-    // Each refusal is logged once however many snapshots still carry it.
+    // Each refusal is logged and counted once however many snapshots still carry it.
     const lines = stack.controller.lines.filter(event('discovery-refused', { host: 'app.other.test' }));
     assert.equal(lines.length, 1);
+    const controllerMetrics = await (await fetch(`${stack.adminUrl}/metrics`)).text();
+    assert.match(
+      controllerMetrics,
+      /^sluice_discovery_refused_total\{cluster="c1",reason="not_allowed"\} 1$/m,
+    );
+    assert.match(controllerMetrics, /^sluice_discovery_refused_total\{cluster="c1",reason="conflict"\} 1$/m);
+    const health = await stack.agent!.waitLine('the health listener', (l) => l.listener === 'health');
+    const agentMetrics = await (await fetch(`${String(health.url)}/metrics`)).text();
+    assert.match(agentMetrics, /^sluice_agent_discovery_conflicts_total\{kind="refused"\} 2$/m);
+    assert.match(agentMetrics, /^sluice_agent_discovery_conflicts_total\{kind="claimed_twice"\} 0$/m);
   });
 
   test('a watch that breaks, or meets 410 Gone, resumes without missing a change', async () => {

@@ -442,12 +442,16 @@ export class PublicEdge {
     }
     const target = requestTarget(req);
     if (typeof target === 'string') return exchange.fail(400, 'bad_request', target);
+    const route = this.#options.routes().match(target.host, target.path);
+    if (route !== undefined) {
+      log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
+      log.cluster = route.cluster;
+    }
+    // After the match, so that a route's redirects count in its metrics and traffic; a host with no
+    // route is redirected too, as every plain request is.
     const location = this.#redirectTo(req, target);
     if (location !== undefined) return exchange.redirect(location);
-    const route = this.#options.routes().match(target.host, target.path);
     if (route === undefined) return exchange.fail(404, 'no_route', `no route for host ${target.host}`);
-    log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
-    log.cluster = route.cluster;
 
     const meta = this.#meta(req, route, target.path, log);
     if (meta === undefined) {

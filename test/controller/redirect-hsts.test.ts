@@ -65,6 +65,8 @@ function curl(args: string[], input?: string): Promise<Response[]> {
         resolve(parse(stdout));
       },
     );
+    // curl may be done (and its stdin closed) before this is written: that is no failure.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(input ?? '');
   });
 }
@@ -301,6 +303,23 @@ describe('http.redirectHttps on the plain listener', () => {
     // A host with no route: no tunnel to serve it, so the edge's 404.
     const [none] = await plain('nowhere.test', [path]);
     assert.equal(none!.status, 404);
+  });
+
+  test('checked as usual first: dot segments get 400, too many fields 431, OPTIONS * is served', async () => {
+    const dots = await rawExchange('GET /a/../b HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n');
+    assert.match(dots, /^HTTP\/1\.1 400 /);
+    assert.match(dots, /dot segments/);
+    const fields = Array.from({ length: 120 }, (_, i) => `X-F${i}: v\r\n`).join('');
+    const many = await rawExchange(
+      `GET /m HTTP/1.1\r\nHost: shop.test\r\n${fields}Connection: close\r\n\r\n`,
+    );
+    assert.match(many, /^HTTP\/1\.1 431 /);
+    const star = await rawExchange('OPTIONS * HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n');
+    // Served through the tunnel: the target answers it.
+    assert.match(star, /^HTTP\/1\.1 200 /);
+    assert.match(star, /target:\*/);
+    assert.doesNotMatch(star, /^HTTP\/1\.1 308 /);
+    assert.doesNotMatch(star, /\r\nLocation:/i);
   });
 
   test('a host with no route is redirected too', async () => {

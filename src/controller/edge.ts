@@ -563,6 +563,8 @@ export class PublicEdge {
     const { http } = this.#options;
     if (!http.redirectHttps || isEncrypted(req.socket) || target.path === '*') return undefined;
     if (http.redirectExclude.some((prefix) => target.path.startsWith(prefix))) return undefined;
+    // A trusted proxy in front that ended TLS itself says so: redirecting its requests would loop.
+    if (this.#trusts(unmapIPv4(req.socket.remoteAddress ?? '')) && forwardedHttps(req)) return undefined;
     const port = this.#options.httpsPort!();
     // requestTarget has checked the Host: normalizeHost gives its name (or [IPv6]) without the port.
     const host = normalizeHost(target.host)!;
@@ -735,6 +737,14 @@ function unmapIPv4(address: string): string {
 /** Whether a connection (or an HTTP/2 request's stand-in for it) is TLS: the TLS listener's. */
 function isEncrypted(socket: Duplex): boolean {
   return (socket as { encrypted?: boolean }).encrypted === true;
+}
+
+/** Whether the last X-Forwarded-Proto element (the nearest proxy's) says https. */
+function forwardedHttps(req: IncomingMessage): boolean {
+  const value = req.headers['x-forwarded-proto'];
+  if (value === undefined) return false;
+  const last = (Array.isArray(value) ? value.join(',') : value).split(',').at(-1) ?? '';
+  return last.trim().toLowerCase() === 'https';
 }
 
 /** What the log line of a redirect says (http.redirectHttps). */

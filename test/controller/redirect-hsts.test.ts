@@ -170,6 +170,8 @@ before(async () => {
     extraYaml: [
       'http:',
       '  redirectHttps: true',
+      // The test's own clients are a trusted proxy: their X-Forwarded-Proto counts.
+      '  trustedProxies: [127.0.0.1]',
       '  hsts: { maxAge: 180d, includeSubDomains: true }',
       'tls:',
       '  listen: 127.0.0.1:0',
@@ -320,6 +322,21 @@ describe('http.redirectHttps on the plain listener', () => {
     assert.match(star, /target:\*/);
     assert.doesNotMatch(star, /^HTTP\/1\.1 308 /);
     assert.doesNotMatch(star, /\r\nLocation:/i);
+  });
+
+  test("a trusted proxy's X-Forwarded-Proto: https is served as usual, http is redirected", async () => {
+    const [https] = await plain('shop.test', ['/behind-lb'], '-H', 'X-Forwarded-Proto: https');
+    assert.equal(https!.status, 200);
+    assert.equal(https!.body, 'target:/behind-lb');
+    const [http] = await plain('shop.test', ['/behind-lb'], '-H', 'X-Forwarded-Proto: http');
+    assert.equal(http!.status, 308);
+    // The nearest proxy's element decides: a client's own claim before it does not.
+    const [chain] = await plain('shop.test', ['/behind-lb'], '-H', 'X-Forwarded-Proto: https, http');
+    assert.equal(chain!.status, 308);
+    // From a peer that is no trusted proxy (127.0.0.2), the claim is ignored.
+    const untrusted = ['-H', 'X-Forwarded-Proto: https', '--interface', '127.0.0.2'];
+    const [claimed] = await plain('shop.test', ['/behind-lb'], ...untrusted);
+    assert.equal(claimed!.status, 308);
   });
 
   test('a host with no route is redirected too', async () => {

@@ -5,7 +5,9 @@
 //   a port, in capitals, with a trailing dot, IPv6 literals, absolute-form targets;
 // - none of them reaches the target; the ACME HTTP-01 path (http.redirectExclude) is served through
 //   the tunnel, a near miss is not;
-// - a missing or bad Host gets 400, the edge's error page where Node leaves it to the edge;
+// - a missing or bad Host gets 400, the edge's error page where Node leaves it to the edge; dot
+//   segments and too many fields are refused as usual, and OPTIONS * is served;
+// - a trusted proxy's X-Forwarded-Proto: https is served as usual, an untrusted peer's is not;
 // - a WebSocket upgrade on the plain listener gets the 308 and its connection closes;
 // - each redirect has its log line (status 308) and counts in sluice_requests_total (3xx);
 // - Strict-Transport-Security over https with HTTP/1.1 and HTTP/2, on a 200, on 404 and 502 error

@@ -29,6 +29,7 @@ import {
 } from '../config/values.js';
 import { flag, type Flag, type FlagValues, LOG_LEVEL_FLAG, readFlag } from '../config/flags.js';
 import { ConfigError, SluiceError } from '../errors.js';
+import { pathRefusal } from '../proxy/request-target.js';
 import { hashToken, type Route, type StoreLocation } from '../store/model.js';
 import { isAddress } from '../protocol/route-snapshot.js';
 import {
@@ -102,6 +103,18 @@ export interface HttpOptions {
    * headers are kept and appended to; from any other peer they are replaced. Empty by default.
    */
   readonly trustedProxies: readonly string[];
+  /**
+   * The plain listener answers every request with 308 to its https:// URL (the TLS listener's port),
+   * except paths under `redirectExclude`. Needs the TLS listener.
+   */
+  readonly redirectHttps: boolean;
+  /** Path prefixes the plain listener still routes when redirectHttps is on: ACME HTTP-01 by default. */
+  readonly redirectExclude: readonly string[];
+  /**
+   * The Strict-Transport-Security value added to responses sent over TLS that do not carry one, or
+   * null (the default) for none.
+   */
+  readonly hsts: string | null;
 }
 
 /** The listener other controllers of a fleet dial, and the URL they dial it at. */
@@ -181,6 +194,9 @@ export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
   via: 'sluice',
   forwarded: false,
   trustedProxies: Object.freeze([]),
+  redirectHttps: false,
+  redirectExclude: Object.freeze(['/.well-known/acme-challenge/']),
+  hsts: null,
 });
 
 const DEFAULTS = {
@@ -220,6 +236,7 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     logLevel: read(F.logLevel) ?? file.logLevel ?? DEFAULTS.logLevel,
     ...input.overrides,
   };
+  checkRedirect(config);
   return deepFreeze(maskWhenSerialized(config, maskTokens));
 }
 
@@ -478,6 +495,77 @@ function parseBoolean(value: unknown): boolean | Refusal {
   return new Refusal(`must be true or false, got ${show(value)}`);
 }
 
+/**
+ * A path prefix the plain listener keeps routing under http.redirectHttps: an absolute path of visible
+ * ASCII, with no query, fragment or dot segment (a request with one is refused before it is matched).
+ */
+function parseRedirectExclude(value: unknown): string | Refusal {
+  const rule = 'must be a path prefix such as /.well-known/acme-challenge/';
+  if (typeof value !== 'string' || !value.startsWith('/') || value.length > 256) {
+    return new Refusal(`${rule} (a string of 1 to 256 characters starting with /), got ${show(value)}`);
+  }
+  if (!/^[\x21-\x7e]+$/.test(value) || /[?#]/.test(value)) {
+    return new Refusal(`${rule}: visible ASCII, no query (?) or fragment (#), got ${show(value)}`);
+  }
+  const refused = pathRefusal(value);
+  if (refused !== undefined)
+    return new Refusal(`${rule}, got ${show(value)}: ${refused.replace(/^the request path /, '')}`);
+  return value;
+}
+
+const HSTS_KEYS = ['maxAge', 'includeSubDomains', 'preload'] as const;
+const DAY_S = 86_400;
+/** hstspreload.org takes a site only with a max-age of at least a year and includeSubDomains. */
+const PRELOAD_MIN_S = 365 * DAY_S;
+const HSTS_MAX_S = 3650 * DAY_S;
+const HSTS_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: DAY_S };
+
+/**
+ * `http.hsts`: `off` (or false), or `{maxAge, includeSubDomains, preload}`; resolved to the header
+ * value. maxAge needs a unit (`180d`): HSTS counts seconds where every other duration here counts
+ * milliseconds, and a bare number would be read wrongly one way or the other.
+ */
+function resolveHsts(value: unknown): string | null {
+  if (value === 'off' || value === false) return null;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigError(
+      'http.hsts',
+      `must be off or a mapping such as {maxAge: 180d, includeSubDomains: false, preload: false}, got ${show(value)}`,
+    );
+  }
+  const fields = value as Record<string, unknown>;
+  for (const key of Object.keys(fields)) {
+    if (!(HSTS_KEYS as readonly string[]).includes(key)) {
+      throw new ConfigError(`http.hsts.${key}`, `is not a known key (known: ${HSTS_KEYS.join(', ')})`);
+    }
+  }
+  if (fields.maxAge === undefined) {
+    throw new ConfigError('http.hsts.maxAge', 'is required: how long browsers keep to https, e.g. 180d');
+  }
+  const maxAge = orThrow(parseMaxAge(fields.maxAge), 'http.hsts.maxAge');
+  const flag = (key: 'includeSubDomains' | 'preload'): boolean =>
+    fields[key] === undefined ? false : orThrow(parseBoolean(fields[key]), `http.hsts.${key}`);
+  const includeSubDomains = flag('includeSubDomains');
+  const preload = flag('preload');
+  if (preload && (!includeSubDomains || maxAge < PRELOAD_MIN_S)) {
+    throw new ConfigError(
+      'http.hsts.preload',
+      `needs includeSubDomains: true and a maxAge of at least 365d (the preload list takes no less), got includeSubDomains: ${includeSubDomains}, maxAge: ${maxAge}s`,
+    );
+  }
+  return `max-age=${maxAge}${includeSubDomains ? '; includeSubDomains' : ''}${preload ? '; preload' : ''}`;
+}
+
+/** Whole seconds from `0`, `90s`, `30m`, `12h` or `180d`, at most 3650d. */
+function parseMaxAge(value: unknown): number | Refusal {
+  const rule = 'must be a duration with a unit (s, m, h or d) such as 180d, up to 3650d, or 0';
+  if (value === 0 || value === '0') return 0;
+  const match = typeof value === 'string' ? /^(\d{1,12})(s|m|h|d)$/.exec(value) : null;
+  if (match === null) return new Refusal(`${rule}, got ${show(value)}`);
+  const seconds = Number(match[1]) * HSTS_UNITS[match[2]!]!;
+  return seconds <= HSTS_MAX_S ? seconds : new Refusal(`${rule}, got ${show(value)}`);
+}
+
 /** An IP range as `address/prefix`, normalized so; a bare address is a range of one. */
 function parseCidr(value: unknown): string | Refusal {
   const rule = 'must be an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8';
@@ -530,6 +618,10 @@ const httpSchema = z.strictObject({
   via: leaf(parseVia).optional(),
   forwarded: leaf(parseBoolean).optional(),
   trustedProxies: z.array(leaf(parseCidr)).optional(),
+  redirectHttps: leaf(parseBoolean).optional(),
+  redirectExclude: z.array(leaf(parseRedirectExclude)).max(100).optional(),
+  // Checked by resolveHsts, which names the sub-key at fault.
+  hsts: z.unknown().optional(),
 });
 
 const tlsSchema = z.strictObject({
@@ -747,6 +839,9 @@ function resolveHttp(input: z.output<typeof httpSchema>): HttpOptions {
     via: input.via ?? d.via,
     forwarded: input.forwarded ?? d.forwarded,
     trustedProxies: input.trustedProxies ?? d.trustedProxies,
+    redirectHttps: input.redirectHttps ?? d.redirectHttps,
+    redirectExclude: input.redirectExclude ?? d.redirectExclude,
+    hsts: input.hsts === undefined ? d.hsts : resolveHsts(input.hsts),
   };
   // node:http refuses a server whose headers timeout exceeds its request timeout.
   const { headersTimeoutMs: headers, requestTimeoutMs: request } = http;
@@ -785,6 +880,16 @@ function resolveTunnel(input: Record<string, unknown>): SessionOptions {
 }
 
 // --- Checks across keys ---------------------------------------------------------------------------
+
+/** A redirect to https needs the https listener it sends clients to. */
+function checkRedirect(config: ControllerConfig): void {
+  if (config.http.redirectHttps && config.tls === undefined) {
+    throw new ConfigError(
+      'http.redirectHttps',
+      'is true, but there is no TLS listener to redirect to: set tls.listen and tls.certs (or --tls-listen, --tls-cert and --tls-key), or set it to false',
+    );
+  }
+}
 
 function checkTls(tunnelListen: string, cert: string | undefined, key: string | undefined): void {
   const { scheme } = parseTransportUrl(tunnelListen);

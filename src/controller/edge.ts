@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ReasonCode, SluiceErrorCode } from '../errors.js';
 import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
-import { renderErrorPage } from '../proxy/error-page.js';
+import { type ErrorPageInput, renderErrorPage } from '../proxy/error-page.js';
 import {
   chooseRequestId,
   clientAddress,
@@ -43,6 +43,11 @@ export interface EdgeOptions {
   logger: Logger;
   /** Told of every request once it is over, after its log line: for metrics and the dashboard. */
   onRequestDone?: (done: RequestDone) => void;
+  /**
+   * The port the TLS listener is bound on, for the Location of http.redirectHttps; required with it.
+   * Read per redirect, as the listener binds after the edge exists (and to port 0 in tests).
+   */
+  httpsPort?: () => number;
 }
 
 /** A finished request, as the log line has it: plain or upgrade, served or refused by this edge. */
@@ -71,7 +76,7 @@ export interface RequestDone {
   readonly code?: SluiceErrorCode;
   /** The peer controller (its instance id) the request went through; absent when served locally. */
   readonly peer?: string;
-  /** Why this edge refused it, for requests answered with an error page. */
+  /** Why this edge answered it itself: an error page, or a redirect to https (http.redirectHttps). */
   readonly reason?: string;
   /** `reason` as a stable code (docs/errors.md), the `code` of the JSON error page. */
   readonly reasonCode?: ReasonCode;
@@ -129,6 +134,8 @@ interface Exchange {
   slot: string | undefined;
   run(stream: Stream, meta: HttpStreamMeta, stats: ExchangeStats): Promise<Outcome>;
   fail(status: number, code: ReasonCode, reason: string): void;
+  /** Answers 308 to `location` (http.redirectHttps); an upgrade's connection closes after it. */
+  redirect(location: string): void;
 }
 
 export class PublicEdge {
@@ -145,6 +152,9 @@ export class PublicEdge {
     if (options.dispatcher !== undefined) this.#dispatcher = options.dispatcher;
     else if (options.registry !== undefined) this.#dispatcher = new ClusterDispatcher(options.registry);
     else throw new TypeError('PublicEdge needs a dispatcher or a registry');
+    if (options.http.redirectHttps && options.httpsPort === undefined) {
+      throw new TypeError('PublicEdge needs httpsPort with http.redirectHttps');
+    }
     this.#trusts = trustedProxyCheck(options.http.trustedProxies);
   }
 
@@ -184,10 +194,12 @@ export class PublicEdge {
           ...this.#timing(meta),
           headRequest: req.method === 'HEAD',
           bodyIdleTimeoutMs: this.#options.http.bodyIdleTimeoutMs,
+          hsts: this.#hsts(req),
         };
         return forwardHttp(req, res, stream, options, stats);
       },
       fail: (status, code, reason) => this.#sendError(req, res, log, status, code, reason),
+      redirect: (location) => this.#sendRedirect(res, log, location),
     };
     const served = this.#serve(exchange)
       .catch((err: unknown) => this.#internalError(exchange, err))
@@ -225,7 +237,13 @@ export class PublicEdge {
         log.reasonCode = reasonCode;
         status = code;
         const { accept } = req.headers;
-        log.bytesOut += writeRawError(socket, code, reasonCode, reason, log.requestId, accept, req.method);
+        const page = { status: code, code: reasonCode, reason, requestId: log.requestId, accept };
+        log.bytesOut += writeRawError(socket, { ...page, method: req.method }, this.#hsts(req));
+      },
+      redirect: (location) => {
+        log.reason = REDIRECT_REASON;
+        status = 308;
+        writeRawRedirect(socket, location, log.requestId);
       },
     };
     socket.on('error', ignore);
@@ -270,6 +288,12 @@ export class PublicEdge {
       fail: (code, reasonCode, reason) => {
         status = code;
         this.#sendError(req, res, log, code, reasonCode, reason);
+        closeWhenAnswered(stream);
+      },
+      // HTTP/2 runs on the TLS listener only, which never redirects; here for the Exchange's shape.
+      redirect: (location) => {
+        status = 308;
+        this.#sendRedirect(res, log, location);
         closeWhenAnswered(stream);
       },
     };
@@ -328,7 +352,8 @@ export class PublicEdge {
       return;
     }
     const requestId = newRequestId();
-    writeRawError(socket, status, reasonCode, reason, requestId, undefined, undefined);
+    const hsts = isEncrypted(socket) ? (this.#options.http.hsts ?? undefined) : undefined;
+    writeRawError(socket, { status, code: reasonCode, reason, requestId }, hsts);
     const fields = { requestId, status, reason, reasonCode, err: err.code ?? err.message };
     this.#options.logger.info(fields, 'bad request');
   };
@@ -418,9 +443,15 @@ export class PublicEdge {
     const target = requestTarget(req);
     if (typeof target === 'string') return exchange.fail(400, 'bad_request', target);
     const route = this.#options.routes().match(target.host, target.path);
+    if (route !== undefined) {
+      log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
+      log.cluster = route.cluster;
+    }
+    // After the match, so that a route's redirects count in its metrics and traffic; a host with no
+    // route is redirected too, as every plain request is.
+    const location = this.#redirectTo(req, target);
+    if (location !== undefined) return exchange.redirect(location);
     if (route === undefined) return exchange.fail(404, 'no_route', `no route for host ${target.host}`);
-    log.route = route.path === undefined || route.path === '/' ? route.host : `${route.host}${route.path}`;
-    log.cluster = route.cluster;
 
     const meta = this.#meta(req, route, target.path, log);
     if (meta === undefined) {
@@ -522,6 +553,41 @@ export class PublicEdge {
     return meta;
   }
 
+  /**
+   * With http.redirectHttps, where a request on the plain listener is sent instead of being served:
+   * the same host (its port dropped) on the TLS listener's port, the same path and query. Paths under
+   * http.redirectExclude (ACME HTTP-01 challenges, which must be answered over plain HTTP) and
+   * `OPTIONS *`, which names no resource to move, are served as usual.
+   */
+  #redirectTo(req: IncomingMessage, target: { host: string; path: string }): string | undefined {
+    const { http } = this.#options;
+    if (!http.redirectHttps || isEncrypted(req.socket) || target.path === '*') return undefined;
+    if (http.redirectExclude.some((prefix) => target.path.startsWith(prefix))) return undefined;
+    // A trusted proxy in front that ended TLS itself says so: redirecting its requests would loop.
+    if (this.#trusts(unmapIPv4(req.socket.remoteAddress ?? '')) && forwardedHttps(req)) return undefined;
+    const port = this.#options.httpsPort!();
+    // requestTarget has checked the Host: normalizeHost gives its name (or [IPv6]) without the port.
+    const host = normalizeHost(target.host)!;
+    return `https://${host}${port === 443 ? '' : `:${port}`}${target.path}`;
+  }
+
+  /** The Strict-Transport-Security value for a response to `req`: over TLS, when http.hsts is set. */
+  #hsts(req: IncomingMessage): string | undefined {
+    const { hsts } = this.#options.http;
+    return hsts !== null && isEncrypted(req.socket) ? hsts : undefined;
+  }
+
+  #sendRedirect(res: ServerResponse, log: LogFields, location: string): void {
+    log.reason = REDIRECT_REASON;
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    // No body: every client follows the Location, and a body would only be bytes for nobody to read.
+    res.writeHead(308, ['Location', location, 'Content-Length', '0', 'X-Request-Id', log.requestId]);
+    res.end();
+  }
+
   #sendError(
     req: IncomingMessage,
     res: ServerResponse,
@@ -545,6 +611,8 @@ export class PublicEdge {
       method: req.method,
       http2: isHttp2(req),
     });
+    const hsts = this.#hsts(req);
+    if (hsts !== undefined) page.headers.push('Strict-Transport-Security', hsts);
     res.writeHead(page.status, page.headers);
     res.end(page.body);
     log.bytesOut += page.body.length;
@@ -666,26 +734,48 @@ function unmapIPv4(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
-/** An error page on a socket that left Node's HTTP machinery; the connection closes after it. */
-function writeRawError(
-  socket: Duplex,
-  status: number,
-  code: ReasonCode,
-  reason: string,
-  requestId: string,
-  accept: string | undefined,
-  method: string | undefined,
-): number {
+/** Whether a connection (or an HTTP/2 request's stand-in for it) is TLS: the TLS listener's. */
+function isEncrypted(socket: Duplex): boolean {
+  return (socket as { encrypted?: boolean }).encrypted === true;
+}
+
+/** Whether the last X-Forwarded-Proto element (the nearest proxy's) says https. */
+function forwardedHttps(req: IncomingMessage): boolean {
+  const value = req.headers['x-forwarded-proto'];
+  if (value === undefined) return false;
+  const last = (Array.isArray(value) ? value.join(',') : value).split(',').at(-1) ?? '';
+  return last.trim().toLowerCase() === 'https';
+}
+
+/** What the log line of a redirect says (http.redirectHttps). */
+const REDIRECT_REASON = 'plain HTTP is redirected to https (http.redirectHttps)';
+
+/**
+ * An error page on a socket that left Node's HTTP machinery; the connection closes after it. `hsts`:
+ * the Strict-Transport-Security value to add, for a TLS connection.
+ */
+function writeRawError(socket: Duplex, input: ErrorPageInput, hsts: string | undefined): number {
   if (!socket.writable) {
     socket.destroy();
     return 0;
   }
-  const page = renderErrorPage({ status, code, reason, requestId, accept, method });
+  const page = renderErrorPage(input);
   const headers = page.headers.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'connection')
     ? page.headers
     : [...page.headers, 'Connection', 'close'];
+  if (hsts !== undefined) headers.push('Strict-Transport-Security', hsts);
   socket.end(Buffer.concat([serializeHead(page.status, undefined, headers), page.body]));
   return page.body.length;
+}
+
+/** The 308 of http.redirectHttps on an upgrade's socket: it is never switched, and closes after it. */
+function writeRawRedirect(socket: Duplex, location: string, requestId: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const headers = ['Location', location, 'Content-Length', '0', 'X-Request-Id', requestId];
+  socket.end(serializeHead(308, undefined, [...headers, 'Connection', 'close']));
 }
 
 function ignore(): void {}

@@ -47,6 +47,8 @@ export interface ForwardOptions {
    * is paused for backpressure, nor before a 100 Continue the client waits for.
    */
   bodyIdleTimeoutMs: number;
+  /** The Strict-Transport-Security value to add when the target sent none; absent: none is added. */
+  hsts?: string | undefined;
 }
 
 export interface ExchangeStats {
@@ -207,6 +209,7 @@ class Exchange {
       requestId: this.options.requestId,
       httpVersion: '1.1',
       upgrade: false,
+      hsts: this.options.hsts,
     });
     try {
       // Node validates names, values and the reason phrase; a target that sends what it refuses gets

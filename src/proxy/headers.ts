@@ -42,6 +42,11 @@ export interface ResponseContext {
   httpVersion: string;
   /** The response is a 101 Switching Protocols: Upgrade and `Connection: upgrade` go through. */
   upgrade: boolean;
+  /**
+   * A Strict-Transport-Security value to add when the target sent none (the edge gives one only for a
+   * response over TLS); a target's own is kept as it is.
+   */
+  hsts?: string | undefined;
 }
 
 interface Field {
@@ -201,13 +206,16 @@ function bareAddress(element: string): string | undefined {
 export function forwardResponseHeaders(raw: readonly string[], ctx: ResponseContext): string[] {
   const out: Field[] = [];
   let hasRequestId = false;
+  let hasHsts = false;
   for (const f of stripFields(parseFields(raw), ctx.upgrade)) {
     if (!isWellFormedList(f)) continue;
     out.push(f);
     if (f.key === 'x-request-id') hasRequestId = true;
+    else if (f.key === 'strict-transport-security') hasHsts = true;
   }
   out.push(field('Via', viaElement(ctx.httpVersion, ctx.via)));
   if (!hasRequestId) out.push(field('X-Request-Id', ctx.requestId));
+  if (ctx.hsts !== undefined && !hasHsts) out.push(field('Strict-Transport-Security', ctx.hsts));
   return flatten(out);
 }
 

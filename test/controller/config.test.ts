@@ -81,6 +81,9 @@ describe('loadControllerConfig: defaults', () => {
       via: 'sluice',
       forwarded: false,
       trustedProxies: [],
+      redirectHttps: false,
+      redirectExclude: ['/.well-known/acme-challenge/'],
+      hsts: null,
     });
     assert.deepEqual(config.tunnel, DEFAULT_SESSION_OPTIONS);
     assert.equal(config.logLevel, 'info');
@@ -169,6 +172,9 @@ logLevel: debug
       via: 'edge-1',
       forwarded: true,
       trustedProxies: ['10.0.0.0/8', '2001:db8::1/128'],
+      redirectHttps: false,
+      redirectExclude: ['/.well-known/acme-challenge/'],
+      hsts: null,
     });
     assert.equal(config.tunnel.pingInterval, 5_000);
     assert.equal(config.tunnel.pingTimeout, 60_000);
@@ -735,5 +741,77 @@ describe('loadControllerConfig: the store and the peer listener (a fleet)', () =
       'peerSecret',
       /16/,
     );
+  });
+});
+
+describe('http.redirectHttps, http.redirectExclude and http.hsts', () => {
+  const TLS = 'tls:\n  listen: 127.0.0.1:8443\n  certs:\n    - { cert: /c.pem, key: /c.key }\n';
+
+  test('off by default; redirectExclude defaults to the ACME HTTP-01 path', () => {
+    const { http } = load({ yaml: 'http: {}' });
+    assert.equal(http.redirectHttps, false);
+    assert.deepEqual(http.redirectExclude, ['/.well-known/acme-challenge/']);
+    assert.equal(http.hsts, null);
+  });
+
+  test('redirectHttps with a TLS listener, from the file or from the flags', () => {
+    const yaml = `${TLS}http:\n  redirectHttps: true\n  redirectExclude: [/acme/, /healthz]\n`;
+    const { http } = load({ yaml });
+    assert.equal(http.redirectHttps, true);
+    assert.deepEqual(http.redirectExclude, ['/acme/', '/healthz']);
+    const flags = { tlsListen: '127.0.0.1:8443', tlsCert: '/c.pem', tlsKey: '/c.key' } as ControllerFlags;
+    assert.equal(load({ yaml: 'http:\n  redirectHttps: true\n', flags }).http.redirectHttps, true);
+    assert.deepEqual(load({ yaml: `${TLS}http:\n  redirectExclude: []\n` }).http.redirectExclude, []);
+  });
+
+  test('redirectHttps without a TLS listener is refused, naming the key', () => {
+    refuses({ yaml: 'http:\n  redirectHttps: true\n' }, 'http.redirectHttps', /no TLS listener.*tls\.listen/);
+    refuses({ yaml: 'http:\n  redirectHttps: yes\n' }, 'http.redirectHttps', /true or false/);
+  });
+
+  test('redirectExclude entries must be plain path prefixes', () => {
+    const bad = ['acme', '', '/a b', '/a?x', '/a#x', '/a/../b', '/%2e%2e/', 7, '/' + 'x'.repeat(300)];
+    for (const value of bad) {
+      const yaml = `${TLS}http:\n  redirectExclude: [${JSON.stringify(value)}]\n`;
+      refuses({ yaml }, 'http.redirectExclude[0]', /path prefix/);
+    }
+    refuses({ yaml: `${TLS}http:\n  redirectExclude: /acme/\n` }, 'http.redirectExclude', /a list/);
+  });
+
+  test('hsts: off, or a mapping resolved to the header value', () => {
+    const hsts = (value: string): string | null => load({ yaml: `http:\n  hsts: ${value}\n` }).http.hsts;
+    assert.equal(hsts('off'), null);
+    assert.equal(hsts('false'), null);
+    assert.equal(hsts('{maxAge: 180d}'), 'max-age=15552000');
+    assert.equal(hsts('{maxAge: 0}'), 'max-age=0');
+    assert.equal(hsts('{maxAge: 90s, includeSubDomains: true}'), 'max-age=90; includeSubDomains');
+    assert.equal(
+      hsts('{maxAge: 730d, includeSubDomains: true, preload: true}'),
+      'max-age=63072000; includeSubDomains; preload',
+    );
+    assert.equal(hsts('{maxAge: 12h, includeSubDomains: false, preload: false}'), 'max-age=43200');
+  });
+
+  test('hsts refusals name the sub-key at fault', () => {
+    const yaml = (value: string): Load => ({ yaml: `http:\n  hsts: ${value}\n` });
+    refuses(yaml('on'), 'http.hsts', /off or a mapping/);
+    refuses(yaml('[1]'), 'http.hsts', /off or a mapping/);
+    refuses(yaml('{}'), 'http.hsts.maxAge', /is required/);
+    refuses(yaml('{maxAge: 31536000}'), 'http.hsts.maxAge', /with a unit/);
+    refuses(yaml('{maxAge: 1y}'), 'http.hsts.maxAge', /with a unit/);
+    refuses(yaml('{maxAge: 3651d}'), 'http.hsts.maxAge', /up to 3650d/);
+    refuses(yaml('{maxAge: 1d, subdomains: true}'), 'http.hsts.subdomains', /not a known key.*maxAge/);
+    refuses(yaml('{maxAge: 1d, includeSubDomains: 1}'), 'http.hsts.includeSubDomains', /true or false/);
+    refuses(yaml('{maxAge: 365d, preload: true}'), 'http.hsts.preload', /includeSubDomains: true/);
+    refuses(
+      yaml('{maxAge: 364d, includeSubDomains: true, preload: true}'),
+      'http.hsts.preload',
+      /at least 365d/,
+    );
+  });
+
+  test('a refusal in the file names its line', () => {
+    const err = refuses({ yaml: 'http:\n  hsts:\n    maxAge: 1y\n' }, 'http.hsts.maxAge', /unit/);
+    assert.match(err.message, /sluice\.yaml:3\)$/);
   });
 });

@@ -3,7 +3,8 @@
 // invariants that make an install safe hold: probes point at the port the process serves them on,
 // each pod's termination grace is longer than the drain it asks for, every container runs non-root
 // with a read-only root and no capabilities, no image is `latest` or untagged, an agent pod has no
-// API token, and a fleet's controllers know their Redis and advertise their own address to peers.
+// API token unless its overlay turns discovery on (and then exactly the RBAC discovery needs), and a
+// fleet's controllers know their Redis and advertise their own address to peers.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -69,10 +70,22 @@ function flag(args: readonly string[], name: string): string | undefined {
 }
 
 const overlays = existsSync(OVERLAYS) ? readdirSync(OVERLAYS) : [];
+/** The overlays with route discovery on, and the RBAC kind each grants it with. */
+const DISCOVERY = new Map([
+  ['discovery', 'ClusterRole'],
+  ['discovery-namespaced', 'Role'],
+]);
+
+type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+type Binding = Obj & {
+  metadata: { namespace?: string };
+  roleRef: { apiGroup: string; kind: string; name: string };
+  subjects: { kind: string; name: string; namespace?: string }[];
+};
 
 describe('the Kubernetes manifests', { skip }, () => {
-  test('there are the dev and fleet overlays', () => {
-    assert.deepEqual(overlays.sort(), ['dev', 'fleet']);
+  test('there are the dev, fleet and discovery overlays', () => {
+    assert.deepEqual(overlays.sort(), ['dev', 'discovery', 'discovery-namespaced', 'fleet']);
   });
 
   for (const overlay of overlays) {
@@ -105,7 +118,13 @@ describe('the Kubernetes manifests', { skip }, () => {
           const pod = (d.spec as { template: { spec: PodSpec } }).template.spec;
           const what = `${overlay} ${d.metadata.name}`;
           assert.equal(pod.securityContext?.runAsNonRoot, true, `${what} runAsNonRoot`);
-          assert.equal(pod.automountServiceAccountToken, false, `${what} mounts no API token`);
+          // Only an agent that discovers routes talks to the API server.
+          const discovers = d.metadata.name === 'sluice-agent' && DISCOVERY.has(overlay);
+          assert.equal(
+            pod.automountServiceAccountToken,
+            discovers,
+            `${what} mounts an API token: ${discovers}`,
+          );
           for (const c of pod.containers) {
             assert.match(c.image, /:[\w.-]+$/, `${what} ${c.image} has a tag`);
             assert.doesNotMatch(c.image, /:latest$/, `${what} ${c.image}`);
@@ -158,6 +177,74 @@ describe('the Kubernetes manifests', { skip }, () => {
           assert.equal(agentEnv.get('SLUICE_CONTROLLER'), 'tcp://sluice-tunnel:7000');
           assert.ok(objects.some((o) => o.kind === 'Service' && o.metadata.name === 'sluice-tunnel'));
         }
+      });
+
+      test('route discovery: on exactly where the overlay says, with the least RBAC it needs', async () => {
+        const objects = await render(overlay);
+        const agent = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === 'sluice-agent');
+        const roleKind = DISCOVERY.get(overlay);
+        const rbac = objects.filter((o) => /^(Cluster)?Role(Binding)?$/.test(o.kind));
+        if (agent === undefined) {
+          // The controllers alone (the fleet overlay): nothing of theirs reads the Kubernetes API.
+          assert.equal(roleKind, undefined);
+          assert.deepEqual(rbac, []);
+          return;
+        }
+        const container = (agent.spec as { template: { spec: PodSpec } }).template.spec.containers[0]!;
+        const env = new Map((container.env ?? []).map((e) => [e.name, e]));
+        const account = objects.find(
+          (o) => o.kind === 'ServiceAccount' && o.metadata.name === 'sluice-agent',
+        ) as (Obj & { automountServiceAccountToken?: boolean; metadata: { namespace?: string } }) | undefined;
+        if (roleKind === undefined) {
+          assert.equal(env.has('SLUICE_DISCOVER'), false, `${overlay} discovers nothing`);
+          assert.deepEqual(rbac, [], `${overlay} grants the API nothing`);
+          assert.equal(account?.automountServiceAccountToken, false);
+          return;
+        }
+        assert.equal(env.get('SLUICE_DISCOVER')?.value, 'true');
+        assert.equal(account?.automountServiceAccountToken, true);
+        assert.deepEqual(
+          rbac.map((o) => o.kind).sort(),
+          [roleKind, `${roleKind}Binding`],
+          `${overlay}: one ${roleKind} and its binding`,
+        );
+        const role = rbac.find((o) => o.kind === roleKind) as Obj & { rules: Rule[] };
+        const grants = role.rules
+          .flatMap((r) => r.resources.flatMap((res) => r.verbs.map((v) => `${r.apiGroups[0]}/${res}:${v}`)))
+          .sort();
+        assert.deepEqual(grants, [
+          '/endpoints:get',
+          '/endpoints:list',
+          '/endpoints:watch',
+          '/services:get',
+          '/services:list',
+          '/services:watch',
+          'networking.k8s.io/ingresses/status:update',
+          'networking.k8s.io/ingresses:get',
+          'networking.k8s.io/ingresses:list',
+          'networking.k8s.io/ingresses:watch',
+        ]);
+        const binding = rbac.find((o) => o.kind === `${roleKind}Binding`) as Binding;
+        assert.deepEqual(binding.roleRef, {
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: roleKind,
+          name: role.metadata.name,
+        });
+        assert.deepEqual(binding.subjects, [
+          { kind: 'ServiceAccount', name: 'sluice-agent', namespace: account!.metadata.namespace },
+        ]);
+        const namespace = env.get('SLUICE_DISCOVER_NAMESPACE');
+        if (roleKind === 'Role') {
+          // A Role reaches its own namespace only, so the agent must watch no other.
+          assert.deepEqual(namespace?.valueFrom, { fieldRef: { fieldPath: 'metadata.namespace' } });
+          assert.equal(binding.metadata.namespace, account!.metadata.namespace);
+        } else assert.equal(namespace, undefined, 'a cluster-wide agent watches every namespace');
+        // The API server is reachable through the NetworkPolicy (443 for the Service, 6443 behind it).
+        const policy = objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'sluice-agent')!;
+        const ports = (policy.spec as { egress: { ports?: { port: number }[] }[] }).egress.flatMap((r) =>
+          (r.ports ?? []).map((p) => p.port),
+        );
+        for (const port of [443, 6443]) assert.ok(ports.includes(port), `egress to ${port}`);
       });
     });
   }

@@ -698,6 +698,35 @@ describe('forwardResponseHeaders', () => {
     ]);
   });
 
+  test('hsts: added when the target sent none; its own kept once, in any case, even when empty', () => {
+    const ctx = { ...RESPONSE_CTX, hsts: 'max-age=100' };
+    assert.deepEqual(forwardResponseHeaders(frozen('Content-Length', '0'), ctx), [
+      'Content-Length',
+      '0',
+      'Via',
+      '1.1 sluice',
+      'X-Request-Id',
+      'req-1',
+      'Strict-Transport-Security',
+      'max-age=100',
+    ]);
+    for (const value of ['max-age=5; preload', '']) {
+      const own = frozen('strict-TRANSPORT-security', value, 'Content-Length', '0');
+      const out = forwardResponseHeaders(own, ctx);
+      const fields = out.filter(
+        (_, i) => i % 2 === 0 && out[i]!.toLowerCase() === 'strict-transport-security',
+      );
+      assert.equal(fields.length, 1, value);
+      assert.equal(out[out.indexOf('strict-TRANSPORT-security') + 1], value);
+    }
+    // None asked for (plain HTTP, or http.hsts off): none added.
+    assert.ok(
+      !forwardResponseHeaders(frozen('Content-Length', '0'), RESPONSE_CTX).includes(
+        'Strict-Transport-Security',
+      ),
+    );
+  });
+
   test('does not mutate its input', () => {
     const raw = ['Connection', 'close', 'Upgrade', 'websocket', 'Content-Length', '0'];
     const copy = [...raw];

@@ -14,6 +14,11 @@ import {
   Limits,
   PROTOCOL_VERSION,
 } from '../../src/protocol/constants.js';
+import {
+  MAX_REPLY_BYTES,
+  MAX_SNAPSHOT_BYTES,
+  MAX_SNAPSHOT_ROUTES,
+} from '../../src/protocol/route-snapshot.js';
 import { plain, tableInSection } from '../helpers/markdown.js';
 
 // The compiled test is dist/test/protocol/constants.test.js: the repo root is three levels up.
@@ -175,6 +180,7 @@ describe('docs/protocol.md agrees with the constants', () => {
       'open timeout': [Defaults.OPEN_TIMEOUT_MS],
       "ACK held back for the stream's first frame": [Limits.MAX_ACK_DELAY_MS],
       'drain grace period': [Defaults.GRACE_PERIOD_MS],
+      'route snapshot (§12)': [MAX_SNAPSHOT_ROUTES, MAX_SNAPSHOT_BYTES, MAX_REPLY_BYTES],
     };
     const table = tableInSection(SPEC, '10. Limits', ['what', 'value']);
     const documented = Object.fromEntries(table.rows.map((row) => [row[0]!, quantities(row[1]!)]));

@@ -197,6 +197,9 @@ function sampleRss(rig: Rig, splitMs: number): { stop: () => Peaks } {
 }
 
 async function slow(rig: Rig, s: Sizes): Promise<Outcome> {
+  // The fast stream is compared with the single stream's speed, which is measured warm: without
+  // this, a fresh rig's JIT warm-up fell on the fast stream alone (most of a 128 MiB --quick run).
+  await warmUp(rig);
   const start = await relayRss(rig, false);
   const fastDelayMs = Math.round(s.slowMs / 5);
   const sampler = sampleRss(rig, fastDelayMs);

@@ -104,9 +104,12 @@ export class Child extends Proc {
   #nextId = 1;
   readonly ready: Promise<ChildMessage>;
 
-  /** `script` is the compiled file, e.g. `new URL('./sink.js', import.meta.url)`. */
-  constructor(name: string, script: URL, args: string[]) {
-    super(name, process.execPath, [...NODE_FLAGS, fileURLToPath(script), ...args], {
+  /**
+   * `script` is the compiled file, e.g. `new URL('./sink.js', import.meta.url)`; `nodeFlags` go after
+   * the shared NODE_FLAGS, for a workload that needs its processes run differently.
+   */
+  constructor(name: string, script: URL, args: string[], nodeFlags: readonly string[] = []) {
+    super(name, process.execPath, [...NODE_FLAGS, ...nodeFlags, fileURLToPath(script), ...args], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.ready = this.#waitReady();

@@ -30,9 +30,10 @@ async function startRelays(
   impl: Impl,
   sinkPort: number,
   started: Child[],
+  relayFlags: readonly string[],
 ): Promise<{ controller: Child; agent: Child }> {
   const child = (name: string, script: string, args: string[]) => {
-    const c = new Child(name, new URL(`./${script}`, import.meta.url), args);
+    const c = new Child(name, new URL(`./${script}`, import.meta.url), args, relayFlags);
     started.push(c);
     return c;
   };
@@ -63,14 +64,15 @@ async function startRelays(
   return { controller, agent };
 }
 
-export async function startRig(impl: Impl): Promise<Rig> {
+/** `relayFlags`: extra node flags for the two relays only (see relayNodeFlags in workloads.ts). */
+export async function startRig(impl: Impl, relayFlags: readonly string[] = []): Promise<Rig> {
   const started: Child[] = [];
   try {
     const sink = new Child('sink', new URL('./sink.js', import.meta.url), []);
     const client = new Child('client', new URL('./client.js', import.meta.url), []);
     started.push(sink, client);
     const sinkPort = port(await sink.ready, 'port');
-    const { controller, agent } = await startRelays(impl, sinkPort, started);
+    const { controller, agent } = await startRelays(impl, sinkPort, started, relayFlags);
     await client.ready;
     return { impl, sink, controller, agent, client, port: port(await controller.ready, 'publicPort') };
   } catch (err) {

@@ -11,6 +11,7 @@ import {
   FULL,
   type Metrics,
   QUICK,
+  relayNodeFlags,
   runWorkload,
   type Sizes,
   settle,
@@ -68,7 +69,7 @@ function unexpectedEvents(rig: Rig): string[] {
 }
 
 async function runOne(impl: Impl, w: Workload, p: Plan, fileLimit: number): Promise<[Metrics, string[]]> {
-  const rig = await startRig(impl);
+  const rig = await startRig(impl, relayNodeFlags(w));
   try {
     const outcome = await runWorkload(w, rig, p.sizes, fileLimit);
     const notes = [...outcome.notes, ...(await settle(rig, w)), ...unexpectedEvents(rig)];

@@ -146,7 +146,7 @@ async function idle(rig: Rig, s: Sizes, fileLimit: number): Promise<Outcome> {
   const after = await relayRss(rig, true);
   const [cs, as] = await relayStats(rig);
   notes.push(
-    `idle: ${count} streams opened in ${fmt(opened.ms as number)} ms; relays hold ${cs.active} / ${as.active}`,
+    `idle: ${count} streams opened in ${fmt(opened.ms as number)} ms; relays hold ${cs.active} / ${as.active}; relays run with ${IDLE_RELAY_FLAGS.join(' ')}`,
   );
   const closed = await rig.client.request('idleClose', { timeoutMs: 60_000 }, 90_000);
   if ((closed.forced as number) > 0) notes.push(`idle: ${closed.forced} streams did not close within 60 s`);
@@ -197,6 +197,9 @@ function sampleRss(rig: Rig, splitMs: number): { stop: () => Peaks } {
 }
 
 async function slow(rig: Rig, s: Sizes): Promise<Outcome> {
+  // The fast stream is compared with the single stream's speed, which is measured warm: without
+  // this, a fresh rig's JIT warm-up fell on the fast stream alone (most of a 128 MiB --quick run).
+  await warmUp(rig);
   const start = await relayRss(rig, false);
   const fastDelayMs = Math.round(s.slowMs / 5);
   const sampler = sampleRss(rig, fastDelayMs);
@@ -251,6 +254,20 @@ function isQuiet(stats: Args): boolean {
 
 export const WORKLOADS = ['single', 'parallel8', 'exchange', 'rtt', 'idle', 'slow'] as const;
 export type Workload = (typeof WORKLOADS)[number];
+
+/**
+ * The idle relays keep V8's young generation at its initial 1 MiB semi-spaces. By default V8 grows
+ * it up to 16 MiB per semi-space while streams are being opened, whenever its heuristics fire: that
+ * is up to ~32 MiB of RSS once per process, not per stream, and where it lands depends on the load
+ * on the machine. Spread over 2,000 streams it added anything from 0 to ~6 KB per stream to the
+ * figure from one run to the next. Fixed, the figure is what the held streams themselves keep.
+ */
+export const IDLE_RELAY_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+
+/** Extra node flags for the relays of a workload's rig. */
+export function relayNodeFlags(w: Workload): readonly string[] {
+  return w === 'idle' ? IDLE_RELAY_FLAGS : [];
+}
 
 export function runWorkload(w: Workload, rig: Rig, s: Sizes, fileLimit: number): Promise<Outcome> {
   switch (w) {

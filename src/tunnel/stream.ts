@@ -236,8 +236,12 @@ export class Stream extends Duplex {
 
   onData(payload: Buffer, fin: boolean): void {
     if (payload.length > 0) {
-      if (this.#wantRead && this.#queue.length === 0 && this.readableLength === 0 && this.readableFlowing) {
-        // A flowing reader with nothing buffered consumes it within push(): no copy, nothing held.
+      if (this.#queue.length === 0 && this.readableLength === 0 && this.readableFlowing === true) {
+        // A flowing reader with nothing buffered consumes it within push(), or on the next tick when
+        // it has not called _read yet: no copy, nothing held. Not waiting for that first _read
+        // matters for idle streams: a peer's first bytes often come in the same read as its SYN,
+        // before pipe()'s resume has run, and a copy would leave the stream holding a slab for as
+        // long as it stays idle (about 600 bytes, on most of the agent's idle streams).
         this.#slab = null;
         this.#consumed += payload.length;
         this.#wantRead = this.push(payload);

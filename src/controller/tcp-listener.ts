@@ -238,7 +238,7 @@ export interface TcpRoutesOptions {
 }
 
 /**
- * The TCP routes, keyed by their configured listen address. add() binds at once; remove() stops
+ * The TCP routes, keyed by their configured listen address (the bound one for port 0). add() binds at once; remove() stops
  * accepting at once, lets open connections go on for the grace period, then cuts what is left.
  */
 export class TcpRoutes {
@@ -261,7 +261,9 @@ export class TcpRoutes {
       log,
       ...(observer === undefined ? {} : { observer }),
     });
-    this.#listeners.set(route.listen, { route, listener });
+    // Port 0 binds a fresh port each time: such a route is known by the address it got.
+    const key = splitListen(route.listen).port === 0 ? listener.address : route.listen;
+    this.#listeners.set(key, { route, listener });
     return listener;
   }
 

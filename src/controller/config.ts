@@ -37,6 +37,8 @@ import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transp
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import type { CertFiles } from './certificates.js';
 import { RouteTable, validateRoute } from './routes.js';
+import { checkTcpRoutes, resolveTcpLimits } from './tcp-config.js';
+import type { TcpLimits, TcpRoute } from './tcp-listener.js';
 
 export interface ClusterConfig {
   readonly name: string;
@@ -118,6 +120,9 @@ export interface ControllerConfig {
   readonly peer?: PeerConfig;
   readonly clusters: readonly ClusterConfig[];
   readonly routes: readonly Route[];
+  /** Raw TCP routes, each with its own public listener (docs/tcp.md). */
+  readonly tcpRoutes: readonly TcpRoute[];
+  readonly tcp: TcpLimits;
   readonly http: HttpOptions;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
@@ -189,6 +194,8 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     ...tlsFrom(read(F.tlsListen), read(F.tlsCert), read(F.tlsKey), file.tls),
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
+    tcpRoutes: file.tcpRoutes ?? [],
+    tcp: file.tcp ?? resolveTcpLimits(undefined),
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
     tunnel: withGracePeriod(file.tunnel ?? resolveSessionOptions({}, 'tunnel'), read(F.gracePeriod)),
     logLevel: read(F.logLevel) ?? file.logLevel ?? DEFAULTS.logLevel,
@@ -515,6 +522,9 @@ const fileSchema = z.strictObject({
   clusters: z.array(clusterSchema).optional(),
   // Checked by validateRoute, whose messages name the route field.
   routes: z.array(z.unknown()).optional(),
+  // Checked by tcp-config.ts, whose messages name the field.
+  tcpRoutes: z.array(z.unknown()).optional(),
+  tcp: z.record(z.string(), z.unknown()).optional(),
   http: httpSchema.optional(),
   tls: tlsSchema.optional(),
   // Checked by resolveSessionOptions, which holds the session options' schema.
@@ -551,6 +561,8 @@ interface FileSettings {
   peerAdvertise?: string;
   clusters?: ClusterConfig[];
   routes?: Route[];
+  tcpRoutes?: TcpRoute[];
+  tcp?: TcpLimits;
   http?: HttpOptions;
   tls?: { listen?: HostPort; certs?: CertFiles[]; unknownName?: 'first' | 'refuse' };
   tunnel?: SessionOptions;
@@ -607,6 +619,14 @@ function checkFile(data: object): FileSettings {
     peerAdvertise: file.peerAdvertise,
     clusters,
     routes: file.routes === undefined ? undefined : checkRoutes(file.routes, clusters ?? []),
+    tcpRoutes:
+      file.tcpRoutes === undefined
+        ? undefined
+        : checkTcpRoutes(
+            file.tcpRoutes,
+            (clusters ?? []).map((c) => c.name),
+          ),
+    tcp: file.tcp === undefined ? undefined : resolveTcpLimits(file.tcp),
     http: file.http === undefined ? undefined : resolveHttp(file.http),
     tls: file.tls,
     tunnel: file.tunnel === undefined ? undefined : resolveTunnel(file.tunnel),

@@ -289,7 +289,18 @@ export class TcpRoutes {
     return this.#listeners.get(listen)?.listener;
   }
 
-  /** Every listener, for the controller's drain. */
+  /** Every listener as one PublicListener, for the controller's drain: those added later included. */
+  readonly frontEnd: PublicListener = {
+    url: 'tcp://',
+    startDrain: () => this.listeners().forEach((l) => l.startDrain()),
+    closeUpgraded: () => this.listeners().reduce((n, l) => n + l.closeUpgraded(), 0),
+    destroyUpgraded: () => this.listeners().forEach((l) => l.destroyUpgraded()),
+    close: async () => {
+      await Promise.all(this.listeners().map((l) => l.close()));
+    },
+  };
+
+  /** Every listener. */
   listeners(): TcpListener[] {
     return [...this.#listeners.values()].map((e) => e.listener);
   }

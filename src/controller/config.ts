@@ -47,6 +47,8 @@ import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transp
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import type { CertFiles } from './certificates.js';
 import { RouteTable, validateRoute } from './routes.js';
+import { checkTcpRoutes, resolveTcpLimits } from './tcp-config.js';
+import type { TcpLimits, TcpRoute } from './tcp-listener.js';
 
 export interface ClusterConfig {
   readonly name: string;
@@ -156,6 +158,9 @@ export interface ControllerConfig {
   readonly clusters: readonly ClusterConfig[];
   readonly routes: readonly Route[];
   readonly discovery: DiscoverySettings;
+  /** Raw TCP routes, each with its own public listener (docs/tcp.md). */
+  readonly tcpRoutes: readonly TcpRoute[];
+  readonly tcp: TcpLimits;
   readonly http: HttpOptions;
   readonly tunnel: SessionOptions;
   readonly logLevel: LogLevel;
@@ -231,6 +236,8 @@ export function loadControllerConfig(input: ControllerConfigInput): ControllerCo
     clusters: file.clusters ?? [],
     routes: file.routes ?? [],
     discovery: file.discovery ?? DEFAULT_DISCOVERY,
+    tcpRoutes: file.tcpRoutes ?? [],
+    tcp: file.tcp ?? resolveTcpLimits(undefined),
     http: file.http ?? DEFAULT_HTTP_OPTIONS,
     tunnel: withGracePeriod(file.tunnel ?? resolveSessionOptions({}, 'tunnel'), read(F.gracePeriod)),
     logLevel: read(F.logLevel) ?? file.logLevel ?? DEFAULTS.logLevel,
@@ -655,6 +662,9 @@ const fileSchema = z.strictObject({
   // Checked by validateRoute, whose messages name the route field.
   routes: z.array(z.unknown()).optional(),
   discovery: discoverySchema.optional(),
+  // Checked by tcp-config.ts, whose messages name the field.
+  tcpRoutes: z.array(z.unknown()).optional(),
+  tcp: z.record(z.string(), z.unknown()).optional(),
   http: httpSchema.optional(),
   tls: tlsSchema.optional(),
   // Checked by resolveSessionOptions, which holds the session options' schema.
@@ -693,6 +703,8 @@ interface FileSettings {
   clusters?: ClusterConfig[];
   routes?: Route[];
   discovery?: DiscoverySettings;
+  tcpRoutes?: TcpRoute[];
+  tcp?: TcpLimits;
   http?: HttpOptions;
   tls?: { listen?: HostPort; certs?: CertFiles[]; unknownName?: 'first' | 'refuse' };
   tunnel?: SessionOptions;
@@ -756,6 +768,14 @@ function checkFile(data: object): FileSettings {
             gracePeriodMs: file.discovery.gracePeriod ?? DEFAULT_DISCOVERY.gracePeriodMs,
             ...(file.discovery.address === undefined ? {} : { address: file.discovery.address }),
           },
+    tcpRoutes:
+      file.tcpRoutes === undefined
+        ? undefined
+        : checkTcpRoutes(
+            file.tcpRoutes,
+            (clusters ?? []).map((c) => c.name),
+          ),
+    tcp: file.tcp === undefined ? undefined : resolveTcpLimits(file.tcp),
     http: file.http === undefined ? undefined : resolveHttp(file.http),
     tls: file.tls,
     tunnel: file.tunnel === undefined ? undefined : resolveTunnel(file.tunnel),

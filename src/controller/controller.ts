@@ -22,6 +22,7 @@ import { HttpListener } from './http-listener.js';
 import { FileCertificates } from './certificates.js';
 import { ControllerMetrics } from './metrics.js';
 import type { PublicListener } from './public-listener.js';
+import { TcpRoutes } from './tcp-listener.js';
 import { shutdown } from './shutdown.js';
 import { openStore, readTunnelTls } from './startup-files.js';
 import { Traffic } from './traffic.js';
@@ -38,6 +39,8 @@ export interface ControllerHandle {
   readonly adminUrl: string | null;
   /** https://host:port of the public TLS listener, or null when there is none. */
   readonly tlsUrl: string | null;
+  /** The TCP routes' listeners, to add and remove at runtime (docs/tcp.md). */
+  readonly tcpRoutes: TcpRoutes;
   /** Reads the TLS certificate files again (SIGHUP); resolves whether the new ones are in use. */
   reload(): Promise<boolean>;
   /** Stops accepting, drains tunnels and in-flight requests for up to `graceMs`, then tears down. */
@@ -107,9 +110,10 @@ export async function startController(
       throw err;
     }
   }
+  const dispatcher = new ClusterDispatcher(fleet?.source ?? registry);
   const edge = new PublicEdge({
     routes: () => control.routes,
-    dispatcher: new ClusterDispatcher(fleet?.source ?? registry),
+    dispatcher,
     http: config.http,
     logger: logger.child({ component: 'edge' }),
     onRequestDone: (done) => {
@@ -152,6 +156,22 @@ export async function startController(
       tlsUrl = listener.url;
       ready.info({ event: 'listening', listener: 'tls', url: tlsUrl }, 'TLS listener ready');
     }
+
+    const tcpRoutes = new TcpRoutes({
+      dispatcher,
+      limits: config.tcp,
+      log: logger.child({ component: 'tcp' }),
+      observer: metrics.tcp,
+      graceMs: config.tunnel.gracePeriod,
+    });
+    for (const [i, route] of config.tcpRoutes.entries()) {
+      const listener = await tcpRoutes.add(route).catch((err: unknown) => {
+        throw bindFailure(`tcpRoutes[${i}].listen`, route.listen, err);
+      });
+      ready.info({ event: 'listening', listener: 'tcp', url: listener.url }, 'TCP route listener ready');
+    }
+    // One front end for them all, so that routes added at runtime drain as the configured ones do.
+    frontEnds.push(tcpRoutes.frontEnd);
 
     const tunnelLog = logger.child({ component: 'tunnel' });
     const discovered = new DiscoveredRoutes({
@@ -222,6 +242,7 @@ export async function startController(
       tunnelUrl: tunnels.url,
       adminUrl,
       tlsUrl,
+      tcpRoutes,
       reload: () => certificates?.reload() ?? Promise.resolve(false),
       close: once((graceMs = config.tunnel.gracePeriod) => {
         stopping = true;

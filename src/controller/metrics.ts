@@ -4,6 +4,7 @@
 // state at that moment. Nothing here runs per byte, and per request only a few additions and one
 // histogram observation.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { TcpObserver } from './tcp-listener.js';
 import { SluiceError } from '../errors.js';
 import { createMetricsRegistry, STATUS_CLASSES, statusClass } from '../metrics.js';
 import type { RequestDone } from './edge.js';
@@ -43,6 +44,9 @@ export class ControllerMetrics {
   readonly #errors: Counter<'code'>;
   readonly #peerStreams: Counter<'peer' | 'direction' | 'result'>;
   readonly #discoveryRefused: Counter<'cluster' | 'reason'>;
+  readonly #tcpConnections: Counter<'route' | 'outcome'>;
+  readonly #tcpBytes: Counter<'route' | 'direction'>;
+  readonly #tcpOpen: Gauge<'route'>;
 
   constructor(gauges: ControllerGauges) {
     const registers = [this.registry];
@@ -110,6 +114,24 @@ export class ControllerMetrics {
         'Discovered routes an agent sent that were not stored, by cluster and reason (not_allowed: outside ' +
         'clusters[].hosts; conflict: another route holds the host).',
       labelNames: ['cluster', 'reason'] as const,
+      registers,
+    });
+    this.#tcpConnections = new Counter({
+      name: 'sluice_tcp_connections_total',
+      help: 'TCP route connections finished, by route (its bound listen address) and outcome (docs/tcp.md).',
+      labelNames: ['route', 'outcome'] as const,
+      registers,
+    });
+    this.#tcpBytes = new Counter({
+      name: 'sluice_tcp_bytes_total',
+      help: 'Bytes of finished TCP route connections, by route and direction (in: client to target).',
+      labelNames: ['route', 'direction'] as const,
+      registers,
+    });
+    this.#tcpOpen = new Gauge({
+      name: 'sluice_tcp_open_connections',
+      help: 'TCP route connections open now, by route.',
+      labelNames: ['route'] as const,
       registers,
     });
     this.#tunnelGauges(gauges);
@@ -186,6 +208,18 @@ export class ControllerMetrics {
     }
     return counts;
   }
+
+  /** What a TCP listener reports: opened connections, and each one's end with its bytes. */
+  readonly tcp: TcpObserver = {
+    opened: (route) => this.#tcpOpen.inc({ route }),
+    done: (d) => {
+      this.#tcpConnections.inc({ route: d.route, outcome: d.outcome });
+      if (d.outcome === 'over_limit') return;
+      this.#tcpOpen.dec({ route: d.route });
+      this.#tcpBytes.inc({ route: d.route, direction: 'in' }, d.bytesIn);
+      this.#tcpBytes.inc({ route: d.route, direction: 'out' }, d.bytesOut);
+    },
+  };
 
   #tunnelGauges(gauges: ControllerGauges): void {
     const registers = [this.registry];

@@ -23,6 +23,7 @@ import {
   terminalTable,
 } from './suite/report.js';
 import { type Rounds, runWorkload, workloadPaths } from './suite/runner.js';
+import { sshBinary, sshdBinary } from './suite/ssh.js';
 import { wrkBinary } from './suite/wrk.js';
 
 // Smoke runs every workload on five paths: about 90 s idle, more than 3 min with one core busy.
@@ -35,6 +36,8 @@ function missingTools(p: Plan): string[] {
   const missing: string[] = [];
   if (p.paths.includes('nginx') && nginxBinary() === null)
     missing.push('nginx (apt-get install nginx-light)');
+  if (p.paths.includes('ssh') && (sshdBinary() === null || sshBinary() === null))
+    missing.push('sshd and ssh (apt-get install openssh-server openssh-client)');
   if (p.paths.includes('sluice-peer') && redisBinary() === null)
     missing.push('redis-server (apt-get install redis-server)');
   const wrkNeeded = p.workloads.some((w) => w.startsWith('http-'));

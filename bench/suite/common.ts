@@ -12,7 +12,7 @@ export const SMALL_BODY = 'Hello, world\n';
 /** The slow reader's pace (client.ts), in bytes per second. */
 export const SLOW_READ_BPS = 10e6;
 
-export const PATHS = ['direct', 'nginx', 'node-proxy', 'sluice', 'sluice-peer'] as const;
+export const PATHS = ['direct', 'nginx', 'node-proxy', 'ssh', 'sluice', 'sluice-peer'] as const;
 export type PathName = (typeof PATHS)[number];
 
 /** The paths through Sluice's agent: `sluice-peer` adds a second controller and the peer hop. */

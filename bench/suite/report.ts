@@ -225,7 +225,7 @@ export const LEGEND = [
   'Each cell is the median of its rounds, and in brackets its ratio to `direct` (client straight to origin).',
   'req/s, msg/s and MB/s: higher is better, and a ratio below 1 is what the hop costs.',
   'Latency, memory and time: lower is better, and a ratio above 1 is what the hop costs.',
-  '"Proxy or controller" is nginx, node-proxy or Sluice\'s controller; only the origin has a `direct` memory figure.',
+  '"Proxy or controller" is nginx, node-proxy, the sshd session or Sluice\'s controller; only the origin has a `direct` memory figure.',
   "CPU rows: user plus system time of the path's hops (not the origin or the load generator) from /proc/PID/stat, over the measured run, divided by its requests or MB.",
   'The recovery rows are Sluice only; `sluice-peer` is client → controller B → peer → controller A → agent.',
 ];

@@ -9,7 +9,9 @@ import type { ChildMessage } from '../common/ipc.js';
 import type { PathName } from './common.js';
 import { startNginx } from './nginx.js';
 import { freePort } from './ports.js';
+import { listeningPorts } from './procfs.js';
 import { startRedis } from './redis.js';
+import { sshdDescendants, startSsh } from './ssh.js';
 import {
   type Controller,
   type ControllerOptions,
@@ -119,6 +121,8 @@ async function startHops(rig: Rig, o: RigOptions): Promise<void> {
       rig.hops.push({ role: 'node-proxy', pid: proxy.pid! });
       return;
     }
+    case 'ssh':
+      return startSshPath(rig);
     case 'sluice': {
       const controller = await rigController(rig, rig.dir, o);
       rig.port = controller.publicPort;
@@ -132,6 +136,27 @@ async function startHops(rig: Rig, o: RigOptions): Promise<void> {
     case 'sluice-peer':
       return startSluicePeer(rig, o);
   }
+}
+
+/**
+ * sshd, then `ssh -N -R`: the hops are sshd's per-connection processes (the one that holds the
+ * forward's port first, since its memory is the "proxy" row) and the ssh client. The listening sshd
+ * only accepts, so it is stopped but not counted.
+ */
+async function startSshPath(rig: Rig): Promise<void> {
+  const { ssh, started } = await startSsh(rig.dir, rig.originPort);
+  for (const p of started) rig.procs.splice(1, 0, p);
+  rig.port = ssh.port;
+  const children = await sshdDescendants(ssh.sshd.pid!);
+  const holders: number[] = [];
+  for (const pid of children) if ((await listeningPorts(pid)).includes(ssh.port)) holders.push(pid);
+  const session = holders[0];
+  if (session === undefined) throw new Error(`no sshd process listens on the forward's port ${ssh.port}`);
+  rig.hops.push({ role: 'sshd session', pid: session });
+  children
+    .filter((pid) => pid !== session)
+    .forEach((pid, i) => rig.hops.push({ role: i === 0 ? 'sshd monitor' : `sshd ${i + 1}`, pid }));
+  rig.hops.push({ role: 'ssh', pid: ssh.client.pid! });
 }
 
 /** A controller with the path's YAML in `dir`, stopped with the rig (after whatever starts later). */

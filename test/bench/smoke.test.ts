@@ -12,16 +12,25 @@ import { fileURLToPath } from 'node:url';
 import { PATHS } from '../../bench/suite/common.js';
 import { nginxBinary } from '../../bench/suite/nginx.js';
 import { redisBinary } from '../../bench/suite/redis.js';
+import { sshBinary, sshdBinary } from '../../bench/suite/ssh.js';
 import { wrkBinary } from '../../bench/suite/wrk.js';
 
 const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
 /** Past the bench's own smoke watchdog (6 min), so that it reports first. */
 const LIMIT_MS = 380_000;
 
-const tools = { nginx: nginxBinary(), wrk: wrkBinary(), 'redis-server': redisBinary() };
+const tools = {
+  nginx: nginxBinary(),
+  wrk: wrkBinary(),
+  'redis-server': redisBinary(),
+  sshd: sshdBinary(),
+  ssh: sshBinary(),
+};
 const missing = Object.entries(tools).flatMap(([tool, file]) => (file === null ? [tool] : []));
 const skip =
-  missing.length === 0 ? false : `needs ${missing.join(', ')}: apt-get install nginx-light wrk redis-server`;
+  missing.length === 0
+    ? false
+    : `needs ${missing.join(', ')}: apt-get install nginx-light wrk redis-server openssh-server`;
 
 test(
   'the bench runs every workload on every path in --smoke mode',

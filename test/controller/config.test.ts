@@ -815,3 +815,98 @@ describe('http.redirectHttps, http.redirectExclude and http.hsts', () => {
     assert.match(err.message, /sluice\.yaml:3\)$/);
   });
 });
+
+describe('tcpRoutes and tcp', () => {
+  const tcp = (routes: string, extra = ''): Load => ({ yaml: `${CLUSTERS}tcpRoutes:\n${routes}${extra}` });
+
+  test('none by default; the limits have their documented defaults', () => {
+    const config = load({ yaml: CLUSTERS });
+    assert.deepEqual(config.tcpRoutes, []);
+    assert.deepEqual({ ...config.tcp }, { maxConnectionsPerClient: 64, maxConnectionsPerRoute: 10000 });
+  });
+
+  test('the second and the hundredth route load in order, with proxyProtocol only where set', () => {
+    const lines = Array.from(
+      { length: 100 },
+      (_, i) =>
+        `  - {listen: "127.0.0.1:${20000 + i}", cluster: ${i % 2 === 0 ? 'a' : 'b'}, target: "tcp://db-${i}.shop.svc:5432"${i === 99 ? ', proxyProtocol: v2' : ''}}\n`,
+    ).join('');
+    const routes = load(tcp(lines)).tcpRoutes;
+    assert.equal(routes.length, 100);
+    assert.deepEqual(routes[1], {
+      listen: '127.0.0.1:20001',
+      cluster: 'b',
+      target: 'tcp://db-1.shop.svc:5432',
+    });
+    assert.deepEqual(routes[99], {
+      listen: '127.0.0.1:20099',
+      cluster: 'b',
+      target: 'tcp://db-99.shop.svc:5432',
+      proxyProtocol: 'v2',
+    });
+  });
+
+  test('IPv6 listeners and targets, and several routes on port 0', () => {
+    const routes = load(
+      tcp(
+        '  - {listen: "[::1]:0", cluster: a, target: "tcp://[fd00::1]:6379"}\n' +
+          '  - {listen: "[::1]:0", cluster: a, target: "tcp://10.0.0.1:22"}\n',
+      ),
+    ).tcpRoutes;
+    assert.deepEqual(
+      routes.map((r) => r.target),
+      ['tcp://[fd00::1]:6379', 'tcp://10.0.0.1:22'],
+    );
+  });
+
+  test('each bad field is refused by name', () => {
+    const route = (fields: string): Load => tcp(`  - {${fields}}\n`);
+    const ok = 'cluster: a, target: "tcp://db:5432"';
+    refuses(route(`listen: "db.example:5432", ${ok}`), 'tcpRoutes[0].listen', /must be host:port/);
+    refuses(route(`listen: "127.0.0.1:65536", ${ok}`), 'tcpRoutes[0].listen', /must be host:port/);
+    refuses(route(`listen: "127.0.0.1", ${ok}`), 'tcpRoutes[0].listen', /must be host:port/);
+    const at = 'listen: "127.0.0.1:0", cluster: a';
+    for (const target of [
+      'http://db:5432',
+      'tcp://db',
+      'tcp://db:0',
+      'tcp://db:5432/x',
+      'tcp://u@db:1',
+      'tcp://db:1?x',
+    ]) {
+      refuses(route(`${at}, target: "${target}"`), 'tcpRoutes[0].target', /must be tcp:\/\/host:port/);
+    }
+    refuses(
+      route(`${at}, target: "tcp://db:1", proxyProtocol: v1`),
+      'tcpRoutes[0].proxyProtocol',
+      /must be v2/,
+    );
+    refuses(route(`${at}, target: "tcp://db:1", tls: passthrough`), 'tcpRoutes[0].tls', /is not a known key/);
+    refuses(
+      route('listen: "127.0.0.1:0", target: "tcp://db:1"'),
+      'tcpRoutes[0].cluster',
+      /must be a cluster name/,
+    );
+  });
+
+  test('a route naming no configured cluster, and two on one fixed port, are refused', () => {
+    refuses(
+      tcp(
+        '  - {listen: "127.0.0.1:0", cluster: a, target: "tcp://db:1"}\n  - {listen: "127.0.0.1:0", cluster: zz, target: "tcp://db:1"}\n',
+      ),
+      'tcpRoutes[1].cluster',
+      /names no cluster in clusters: "zz" \(known: a, b\)/,
+    );
+    const twice = '  - {listen: "127.0.0.1:15432", cluster: a, target: "tcp://db:1"}\n';
+    refuses(tcp(twice + twice), 'tcpRoutes[1].listen', /repeats tcpRoutes\[0\]\.listen/);
+  });
+
+  test('limits: whole numbers from 0 (off) up, unknown keys refused', () => {
+    const none = '  []\n';
+    const limits = load(tcp(none, 'tcp: {maxConnectionsPerClient: 0, maxConnectionsPerRoute: 5}\n')).tcp;
+    assert.deepEqual({ ...limits }, { maxConnectionsPerClient: 0, maxConnectionsPerRoute: 5 });
+    refuses(tcp(none, 'tcp: {maxConnectionsPerClient: -1}\n'), 'tcp.maxConnectionsPerClient', /whole number/);
+    refuses(tcp(none, 'tcp: {maxConnectionsPerRoute: 1.5}\n'), 'tcp.maxConnectionsPerRoute', /whole number/);
+    refuses(tcp(none, 'tcp: {maxConnections: 1}\n'), 'tcp.maxConnections', /is not a known key/);
+  });
+});

@@ -47,8 +47,7 @@ import { formatTransportUrl, isSecureScheme, parseTransportUrl } from '../transp
 import { resolveSessionOptions, type SessionOptions, type SessionOptionsInput } from '../tunnel/options.js';
 import type { CertFiles } from './certificates.js';
 import { RouteTable, validateRoute } from './routes.js';
-import { checkTcpRoutes, resolveTcpLimits } from './tcp-config.js';
-import type { TcpLimits, TcpRoute } from './tcp-listener.js';
+import { checkTcpRoutes, resolveTcpLimits, type TcpLimits, type TcpRoute } from './tcp-config.js';
 
 export interface ClusterConfig {
   readonly name: string;

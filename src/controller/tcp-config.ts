@@ -1,9 +1,37 @@
 // The `tcpRoutes` and `tcp` keys of the controller's config file (docs/tcp.md). A TCP route's target
 // is tcp://host:port, which the HTTP routes' validator refuses, so it has its own checks here; every
-// failure is a ConfigError naming the key, as config.ts does.
+// failure is a ConfigError naming the key, as config.ts does. The route and limit types live here, not
+// beside the listener, so that config.ts needs nothing that reaches the tunnels.
 import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
-import { DEFAULT_TCP_LIMITS, splitListen, type TcpLimits, type TcpRoute } from './tcp-listener.js';
+
+/** One TCP route: where it listens, and where its bytes go. */
+export interface TcpRoute {
+  /** `host:port`; port 0 binds a free one (the bound address is logged). */
+  readonly listen: string;
+  readonly cluster: string;
+  /** `tcp://host:port`, resolved by the agent. */
+  readonly target: string;
+  readonly proxyProtocol?: 'v2';
+}
+
+export interface TcpLimits {
+  /** Open connections one client address may hold on one route; 0: no limit. */
+  readonly maxConnectionsPerClient: number;
+  /** Open connections one route may hold; 0: no limit. */
+  readonly maxConnectionsPerRoute: number;
+}
+
+export const DEFAULT_TCP_LIMITS: TcpLimits = Object.freeze({
+  maxConnectionsPerClient: 64,
+  maxConnectionsPerRoute: 10_000,
+});
+
+export function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  return { host, port: Number(listen.slice(i + 1)) };
+}
 
 const ROUTE_KEYS = ['listen', 'cluster', 'target', 'proxyProtocol'];
 const LIMIT_KEYS = ['maxConnectionsPerClient', 'maxConnectionsPerRoute'];

@@ -9,29 +9,10 @@ import type { TcpStreamMeta } from '../proxy/meta.js';
 import type { ClusterDispatcher } from './dispatcher.js';
 import { newRequestId } from './edge.js';
 import type { PublicListener } from './public-listener.js';
+import { DEFAULT_TCP_LIMITS, splitListen, type TcpLimits, type TcpRoute } from './tcp-config.js';
 import { TcpRelay, type TcpOutcome } from './tcp-relay.js';
 
-/** One TCP route: where it listens, and where its bytes go. */
-export interface TcpRoute {
-  /** `host:port`; port 0 binds a free one (the bound address is logged). */
-  readonly listen: string;
-  readonly cluster: string;
-  /** `tcp://host:port`, resolved by the agent. */
-  readonly target: string;
-  readonly proxyProtocol?: 'v2';
-}
-
-export interface TcpLimits {
-  /** Open connections one client address may hold on one route; 0: no limit. */
-  readonly maxConnectionsPerClient: number;
-  /** Open connections one route may hold; 0: no limit. */
-  readonly maxConnectionsPerRoute: number;
-}
-
-export const DEFAULT_TCP_LIMITS: TcpLimits = Object.freeze({
-  maxConnectionsPerClient: 64,
-  maxConnectionsPerRoute: 10_000,
-});
+export { DEFAULT_TCP_LIMITS, splitListen, type TcpLimits, type TcpRoute };
 
 /** What a finished connection reports, for metrics. */
 export interface TcpConnectionDone {
@@ -312,12 +293,6 @@ async function waitEmpty(listener: TcpListener, ms: number): Promise<void> {
   while (listener.openConnections > 0 && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
   }
-}
-
-export function splitListen(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
-  return { host, port: Number(listen.slice(i + 1)) };
 }
 
 function unmapIPv4(address: string): string {

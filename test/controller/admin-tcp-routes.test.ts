@@ -8,10 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
+import { startAgent } from '../../src/agent/agent.js';
+import { loadAgentConfig } from '../../src/agent/config.js';
 import { ADMIN_TOKEN_FILE } from '../../src/controller/control.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
-import { EVENT_MS, scaled } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -167,3 +169,52 @@ test('each bad field is a 400 naming it; an unknown cluster is 404', async () =>
   assert.equal(unknown.status, 404);
   assert.equal(unknown.json.error.code, 'not_found');
 });
+
+test('a route added through the API carries bytes to an echo target through a real agent within 1 s', async () => {
+  const echo = createServer((s) => s.pipe(s));
+  await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+  const echoPort = (echo.address() as { port: number }).port;
+  const agent = await startAgent(
+    loadAgentConfig({
+      flags: {
+        controller: controller.tunnelUrl,
+        token: 'seed-token-0123456789abcdef',
+        name: 'tcp-api-test',
+        allow: [`127.0.0.1:${echoPort}`],
+      },
+      env: {},
+    }),
+    silent,
+  );
+  try {
+    await within(agent.whenUp(), EVENT_MS, 'the agent to connect');
+    const added = await api('POST', '/api/tcp-routes', route({ target: `tcp://127.0.0.1:${echoPort}` }));
+    assert.equal(added.status, 201, JSON.stringify(added.json));
+    const since = Date.now();
+    const reply = await within(
+      echoOnce(portOf(added.json.tcpRoute.address), 'ping through the api'),
+      EVENT_MS,
+      'the echo',
+    );
+    assert.equal(reply, 'ping through the api');
+    assert.ok(Date.now() - since < scaled(1000), `echoed after ${Date.now() - since} ms`);
+    await api('DELETE', `/api/tcp-routes/${encodeURIComponent(added.json.tcpRoute.address)}`);
+  } finally {
+    await agent.close(0);
+    echo.close();
+  }
+});
+
+/** Writes `text`, half-closes, and resolves what came back before the far end closed. */
+function echoOnce(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => socket.end(text));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.once('end', () => {
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString());
+    });
+    socket.once('error', reject);
+  });
+}

@@ -7,7 +7,7 @@ import { flag, type Flag, flagsUsage, parseArgsOptions } from '../config/flags.j
 import { flagProblem } from './flags.js';
 import type { Run } from './run.js';
 
-export const ADMIN_COMMANDS = ['cluster', 'token', 'route', 'status'] as const;
+export const ADMIN_COMMANDS = ['cluster', 'token', 'route', 'tcp-route', 'status'] as const;
 
 const DEFAULT_ADMIN = 'http://127.0.0.1:8081';
 const DEFAULT_TOKEN_FILE = './.sluice/admin-token';
@@ -59,10 +59,36 @@ const ROUTE_FLAGS = [
   ...COMMON_FLAGS,
 ] as const;
 
+const TCP_ROUTE_FLAGS = [
+  flag({
+    name: 'cluster',
+    key: 'cluster',
+    value: 'NAME',
+    env: false,
+    help: 'the cluster whose agents serve the TCP route (add)',
+  }),
+  flag({
+    name: 'target',
+    key: 'target',
+    value: 'URL',
+    env: false,
+    help: 'where the agent connects, tcp://host:port (add)',
+  }),
+  flag({
+    name: 'proxy-protocol',
+    key: 'proxyProtocol',
+    value: 'V',
+    env: false,
+    help: 'send the target a PROXY protocol header first; only v2 (add)',
+  }),
+  ...COMMON_FLAGS,
+] as const;
+
 const TABLES: Record<(typeof ADMIN_COMMANDS)[number], readonly Flag[]> = {
   cluster: COMMON_FLAGS,
   token: COMMON_FLAGS,
   route: ROUTE_FLAGS,
+  'tcp-route': TCP_ROUTE_FLAGS,
   status: COMMON_FLAGS,
 };
 
@@ -76,6 +102,12 @@ ${flagsUsage(COMMON_FLAGS)}`,
   route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] [--server-name NAME] | ls | rm HOST [--path P] [flags]
 
 ${flagsUsage(ROUTE_FLAGS)}`,
+  'tcp-route': `Usage: sluice tcp-route add LISTEN --cluster NAME --target tcp://HOST:PORT [--proxy-protocol v2] | ls | rm LISTEN [flags]
+
+LISTEN is host:port (an IP address; port 0 binds a free one, printed by add). A TCP route added here
+lasts until the controller restarts; rm names it by the address ls shows.
+
+${flagsUsage(TCP_ROUTE_FLAGS)}`,
   status: `Usage: sluice status [flags]\n\nLists the live tunnels; on a fleet member, the fleet's controllers after them.\n\n${flagsUsage(COMMON_FLAGS)}`,
 };
 
@@ -130,6 +162,7 @@ type Values = {
   target?: string;
   path?: string;
   'server-name'?: string;
+  'proxy-protocol'?: string;
 };
 type Action = (args: string[], values: Values, client: Client, json: boolean) => Promise<string>;
 
@@ -201,6 +234,38 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
       const query = new URLSearchParams({ host: host!, ...pathOf(values) });
       const r = await client.call('DELETE', `/api/routes?${query}`);
       return json ? show(r) : `route ${host}${values.path ?? '/'} deleted\n`;
+    }
+    throw new UsageError(verb === undefined ? 'add, ls or rm is required' : `unknown verb '${verb}'`);
+  },
+
+  async 'tcp-route'(args, values, client, json) {
+    const [verb, listen] = args;
+    if (verb === 'ls') {
+      expect(args, 1);
+      const r = (await client.call('GET', '/api/tcp-routes')) as { tcpRoutes: Row[] };
+      const rows = r.tcpRoutes.map((t) => ({ ...t, proxyProtocol: t.proxyProtocol ?? '-' }));
+      return json
+        ? show(r)
+        : table(rows, ['listen', 'address', 'cluster', 'target', 'proxyProtocol', 'openConnections']);
+    }
+    if (verb === 'add') {
+      expect(args, 2);
+      if (values.cluster === undefined) throw new UsageError('--cluster is required');
+      if (values.target === undefined) throw new UsageError('--target is required');
+      const proxyProtocol = values['proxy-protocol'];
+      const body = {
+        listen,
+        cluster: values.cluster,
+        target: values.target,
+        ...(proxyProtocol === undefined ? {} : { proxyProtocol }),
+      };
+      const r = (await client.call('POST', '/api/tcp-routes', body)) as { tcpRoute: Row };
+      return json ? show(r) : `tcp route ${String(r.tcpRoute.address)} added\n`;
+    }
+    if (verb === 'rm') {
+      expect(args, 2);
+      await client.call('DELETE', `/api/tcp-routes/${encodeURIComponent(listen!)}`);
+      return json ? show({ deleted: listen }) : `tcp route ${listen} deleted\n`;
     }
     throw new UsageError(verb === undefined ? 'add, ls or rm is required' : `unknown verb '${verb}'`);
   },
@@ -332,6 +397,8 @@ function connect(admin: string, token: string): Client {
         throw new ApiFailure(`cannot reach the admin API at ${base.origin}: ${cause}`);
       }
       const text = await res.text();
+      // 204 (a deleted TCP route) has no body by design.
+      if (res.status === 204) return {};
       let json: unknown;
       try {
         json = JSON.parse(text);

@@ -40,6 +40,7 @@ Commands:
   cluster      add | ls | rm clusters            (admin API)
   token        create | ls | revoke tokens       (admin API)
   route        add | ls | rm routes              (admin API)
+  tcp-route    add | ls | rm TCP routes          (admin API)
   status       show live tunnels                 (admin API)
 
 Flags:

@@ -10,6 +10,8 @@ import { CLUSTER_NAME_RULE, isClusterName } from '../syntax.js';
 import { adminTokenMatches, type ControlPlane } from './control.js';
 import { OPENAPI } from './openapi.js';
 import { validateRoute } from './routes.js';
+import { validateTcpRoute } from './tcp-config.js';
+import { TcpRouteError, type TcpRoutes } from './tcp-listener.js';
 import type { Traffic } from './traffic.js';
 import type { TunnelRegistry } from './tunnels.js';
 
@@ -46,6 +48,8 @@ export function createAdminApi(
   traffic: Traffic,
   /** A fleet member's view of the fleet (docs/fleet.md); absent for a lone controller. */
   fleet?: () => unknown[],
+  /** The controller's TCP routes; absent, the /api/tcp-routes calls answer 404. */
+  tcpRoutes?: TcpRoutes,
 ): AdminApi {
   const routes: Handler[] = [
     ['GET', /^\/api\/clusters$/, async () => ({ clusters: await control.store.listClusters() })],
@@ -57,6 +61,9 @@ export function createAdminApi(
     ['GET', /^\/api\/routes$/, async () => ({ routes: await control.store.listRoutes() })],
     ['POST', /^\/api\/routes$/, (_m, body) => addRoute(control, body)],
     ['DELETE', /^\/api\/routes$/, (_m, body, query) => removeRoute(control, body, query)],
+    ['GET', /^\/api\/tcp-routes$/, () => ({ tcpRoutes: listTcpRoutes(tcpRoutes) })],
+    ['POST', /^\/api\/tcp-routes$/, (_m, body) => addTcpRoute(control, tcpRoutes, body)],
+    ['DELETE', /^\/api\/tcp-routes\/([^/]+)$/, ([listen]) => removeTcpRoute(tcpRoutes, listen!)],
     ['GET', /^\/api\/tunnels$/, () => ({ tunnels: listTunnels(registry) })],
     ['GET', /^\/api\/traffic$/, async () => traffic.snapshot(await control.store.listRoutes())],
     ['GET', /^\/api\/fleet$/, () => ({ fleet: fleet !== undefined, instances: fleet?.() ?? [] })],
@@ -110,6 +117,10 @@ async function serve(
     if (e.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="sluice"');
   }
   if (!req.complete && !(await discardBody(req))) res.shouldKeepAlive = false;
+  if (body === NO_CONTENT) {
+    res.writeHead(204).end();
+    return;
+  }
   sendJson(res, status, body);
 }
 
@@ -146,10 +157,16 @@ function asApiError(err: unknown): ApiError {
   if (err instanceof StoreConflict) return new ApiError(409, 'conflict', err.message, err.field);
   // The store (Redis) is away: nothing was changed, and the same call works once it is back.
   if (err instanceof StoreUnavailable) return new ApiError(503, 'store_unavailable', err.message);
+  if (err instanceof TcpRouteError) {
+    if (err.reason === 'not_found') return new ApiError(404, 'not_found', err.message);
+    if (err.reason === 'listen_failed') return new ApiError(400, 'listen_failed', err.message, 'listen');
+    // address_in_use and duplicate: the address is taken, by another program or another route.
+    return new ApiError(409, err.reason, err.message, 'listen');
+  }
   if (err instanceof ConfigError) {
     // validateRoute's keys are `route.<field>`; the message after the key is the rule. Any other key
     // is not an input field, so none is named.
-    const field = /^route\.(.+)$/s.exec(err.key)?.[1];
+    const field = /^(?:route|tcpRoute)\.(.+)$/s.exec(err.key)?.[1];
     return new ApiError(400, 'invalid_input', err.message.slice(err.key.length + 1), field);
   }
   return new ApiError(500, 'internal', err instanceof Error ? err.message : String(err));
@@ -331,6 +348,51 @@ async function removeRoute(control: ControlPlane, body: unknown, query: URLSearc
   }
   return { deleted: { host: route.host, path: route.path } };
 }
+
+function tcpRoutesOf(tcpRoutes: TcpRoutes | undefined): TcpRoutes {
+  if (tcpRoutes === undefined) throw new ApiError(404, 'not_found', 'this controller has no TCP routes');
+  return tcpRoutes;
+}
+
+function listTcpRoutes(tcpRoutes: TcpRoutes | undefined): unknown[] {
+  return tcpRoutesOf(tcpRoutes)
+    .list()
+    .map(({ route, address, openConnections }) => ({ ...route, address, openConnections }));
+}
+
+/**
+ * Binds a TCP route at once. It lives until the controller stops: runtime TCP routes are not kept in
+ * the store (docs/tcp.md), so the configured tcpRoutes are what a restart brings back.
+ */
+async function addTcpRoute(
+  control: ControlPlane,
+  tcpRoutes: TcpRoutes | undefined,
+  body: unknown,
+): Promise<unknown> {
+  const routes = tcpRoutesOf(tcpRoutes);
+  const route = validateTcpRoute(object(body), 'tcpRoute');
+  await existingCluster(control, route.cluster);
+  const listener = await routes.add(route);
+  return { tcpRoute: { ...route, address: listener.address } };
+}
+
+/**
+ * Stops accepting at once and answers 204 then; open connections go on for the grace period in the
+ * background (TcpRoutes.remove), so the caller does not wait out tunnel.gracePeriod.
+ */
+function removeTcpRoute(tcpRoutes: TcpRoutes | undefined, listen: string): NoContent {
+  const routes = tcpRoutesOf(tcpRoutes);
+  if (routes.get(listen) === undefined) {
+    throw new ApiError(404, 'not_found', `no tcp route listens on ${listen}`);
+  }
+  // remove() closes the listening socket before its first await; the rest is the drain.
+  routes.remove(listen).catch(() => undefined);
+  return NO_CONTENT;
+}
+
+/** A handler's answer that has no body: 204. */
+const NO_CONTENT = Symbol('no content');
+type NoContent = typeof NO_CONTENT;
 
 function listTunnels(registry: TunnelRegistry): unknown[] {
   return registry.all().map((t) => {

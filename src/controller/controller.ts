@@ -227,6 +227,7 @@ export async function startController(
         adminTokenHash,
         traffic,
         fleet === undefined ? undefined : () => fleet.instances(),
+        tcpRoutes,
       );
       const admin = createAdminServer(registry, { edge, http }, api, metrics, () =>
         readiness(stopping, store, fleet),

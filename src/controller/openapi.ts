@@ -41,12 +41,36 @@ export const OPENAPI = Object.freeze({
                   'payload_too_large',
                   'internal',
                   'store_unavailable',
+                  'address_in_use',
+                  'duplicate',
+                  'listen_failed',
                 ],
               },
               message: { type: 'string' },
               field: { type: 'string', description: 'The input field at fault (400, 409)' },
             },
           },
+        },
+      },
+      TcpRouteInput: {
+        type: 'object',
+        required: ['listen', 'cluster', 'target'],
+        properties: {
+          listen: { type: 'string', description: 'host:port, an IP address; port 0 binds a free one' },
+          cluster: { type: 'string' },
+          target: { type: 'string', description: 'tcp://host:port' },
+          proxyProtocol: { type: 'string', enum: ['v2'] },
+        },
+      },
+      TcpRoute: {
+        type: 'object',
+        properties: {
+          listen: { type: 'string' },
+          cluster: { type: 'string' },
+          target: { type: 'string' },
+          proxyProtocol: { type: 'string', enum: ['v2'] },
+          address: { type: 'string', description: 'The address as bound, host:port' },
+          openConnections: { type: 'integer' },
         },
       },
       Cluster: {
@@ -265,6 +289,30 @@ export const OPENAPI = Object.freeze({
           { name: 'path', in: 'query', required: false, schema: { type: 'string', default: '/' } },
         ],
         responses: { '200': ok('Deleted', { type: 'object' }), '404': error('No such route'), ...common },
+      },
+    },
+    '/api/tcp-routes': {
+      get: {
+        summary: 'List TCP routes with their bound address and open connections',
+        responses: { '200': ok('TCP routes', list('tcpRoutes', 'TcpRoute')), ...common },
+      },
+      post: {
+        summary: 'Add a TCP route and bind its listener at once (it lasts until the controller restarts)',
+        requestBody: { required: true, content: json(ref('TcpRouteInput')) },
+        responses: {
+          '201': ok('Added', { type: 'object', properties: { tcpRoute: ref('TcpRoute') } }),
+          '400': error('Invalid input; `field` names it'),
+          '404': error('No such cluster'),
+          '409': error('The listen address is in use (address_in_use) or has a route (duplicate)'),
+          ...common,
+        },
+      },
+    },
+    '/api/tcp-routes/{listen}': {
+      delete: {
+        summary: 'Delete a TCP route: stop accepting at once, drain open connections for the grace period',
+        parameters: [{ ...nameParam, name: 'listen', description: 'The listen address, URL-encoded' }],
+        responses: { '204': { description: 'Deleted' }, '404': error('No such TCP route'), ...common },
       },
     },
     '/api/tunnels': {

@@ -8,7 +8,14 @@
 //
 // Sends never overlap: each waits for the one before, and sends the snapshot current when it starts, so
 // the controller never gets an older snapshot after a newer one from this agent.
+//
+// A send that fails (the controller's store was away, the stream was reset, the reply was bad) is tried
+// again on the same tunnel with a capped backoff, until one goes through or a newer send replaces it:
+// otherwise the controller would keep the routes from before the failure until the cluster next changed,
+// serving an Ingress already deleted or missing one just made. A controller that refuses the stream
+// (REFUSED_STREAM: one older than route discovery) is not asked again on that tunnel.
 import type { Logger } from 'pino';
+import { StreamResetError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 import {
   CONTROL_ROUTES_META,
@@ -23,6 +30,9 @@ import type { Session } from '../tunnel/session.js';
 
 /** The controller's reply must come within this; a longer wait resets the stream. */
 const REPLY_TIMEOUT_MS = 30_000;
+
+/** The wait before a failed send is tried again: doubling from the first, never over the cap. */
+export const RETRY = { firstMs: 1_000, maxMs: 30_000 } as const;
 
 /** What the publisher needs of discovery (agent/discovery.ts). */
 export interface RouteSource {
@@ -52,6 +62,8 @@ export class RoutePublisher {
   #refused = new Set<string>();
   #hasSnapshot = false;
   #closed = false;
+  /** Per tunnel, the retry of its last failed send, and how many failed in a row. */
+  readonly #retries = new Map<Session, { timer: NodeJS.Timeout | null; failed: number }>();
 
   constructor(source: RouteSource, sessions: () => Iterable<Session>, logger: Logger) {
     this.#source = source;
@@ -75,6 +87,13 @@ export class RoutePublisher {
     if (this.#hasSnapshot) this.#queue(() => this.#send(session));
   }
 
+  /** Tunnels whose last send failed and that wait to be sent the snapshot again. */
+  get retrying(): number {
+    let n = 0;
+    for (const retry of this.#retries.values()) if (retry.timer !== null) n++;
+    return n;
+  }
+
   /** Resolves once every send queued so far has finished (for a clean stop and for tests). */
   idle(): Promise<void> {
     return this.#tail;
@@ -82,6 +101,8 @@ export class RoutePublisher {
 
   close(): void {
     this.#closed = true;
+    for (const retry of this.#retries.values()) if (retry.timer !== null) clearTimeout(retry.timer);
+    this.#retries.clear();
   }
 
   #queue(run: () => Promise<void>): void {
@@ -95,18 +116,22 @@ export class RoutePublisher {
     const session = usable(wanted) ? wanted : [...this.#sessions()].find(usable);
     // None up: the next tunnel to come up gets the snapshot.
     if (session === undefined) return;
+    // This send carries the current snapshot: a retry still waiting for this tunnel has nothing to add.
+    const retry = this.#retries.get(session);
+    if (retry?.timer != null) {
+      clearTimeout(retry.timer);
+      retry.timer = null;
+    }
     const routes = this.#source.routes;
     let reply: RoutesReply;
     try {
       reply = await exchange(session, encodeRouteSnapshot(routes));
     } catch (err) {
       this.stats.failures++;
-      this.#log.warn(
-        { event: 'discovery-send-failed', session: session.id, err: (err as Error).message },
-        'route snapshot not delivered; the next snapshot or tunnel sends it again',
-      );
+      this.#failed(session, err as Error);
       return;
     }
+    this.#retries.delete(session);
     this.stats.sent++;
     this.#log.info(
       {
@@ -120,6 +145,35 @@ export class RoutePublisher {
     );
     this.#reportRefused(reply);
     await this.#writeStatuses(routes, reply);
+  }
+
+  #failed(session: Session, err: Error): void {
+    const refused = err instanceof StreamResetError && err.wireCode === ErrorCode.REFUSED_STREAM;
+    if (refused || this.#closed || !usable(session)) {
+      this.#retries.delete(session);
+      this.#log.warn(
+        { event: 'discovery-send-failed', session: session.id, err: err.message },
+        refused
+          ? 'the controller takes no route snapshots (older than route discovery?); the next tunnel asks again'
+          : 'route snapshot not delivered; the next tunnel sends it again',
+      );
+      return;
+    }
+    const retry = this.#retries.get(session) ?? { timer: null, failed: 0 };
+    retry.failed += 1;
+    const retryInMs = Math.min(RETRY.firstMs * 2 ** (retry.failed - 1), RETRY.maxMs);
+    this.#log.warn(
+      { event: 'discovery-send-failed', session: session.id, err: err.message, retryInMs },
+      'route snapshot not delivered; sending it again',
+    );
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      if (usable(session)) this.#queue(() => this.#send(session));
+      else this.#retries.delete(session);
+    }, retryInMs);
+    // A stopping agent is not held up by a retry (close() clears it too).
+    retry.timer.unref();
+    this.#retries.set(session, retry);
   }
 
   #reportRefused(reply: RoutesReply): void {

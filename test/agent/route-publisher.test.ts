@@ -4,7 +4,7 @@
 // object; test/e2e/discovery.test.ts runs the same path with real discovery and a real controller.
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { RoutePublisher, type RouteSource } from '../../src/agent/route-publisher.js';
+import { RETRY, RoutePublisher, type RouteSource } from '../../src/agent/route-publisher.js';
 import { ErrorCode } from '../../src/protocol/constants.js';
 import {
   decodeRouteSnapshot,
@@ -19,7 +19,7 @@ import type { Stream } from '../../src/tunnel/stream.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { sessionPair, type SessionPair } from '../helpers/session-pair.js';
 import { transportPair } from '../helpers/transport-pair.js';
-import { within } from '../helpers/wait.js';
+import { waitFor, within } from '../helpers/wait.js';
 
 function route(host: string, object: string, source: 'ingress' | 'service' = 'ingress'): DiscoveredRoute {
   return { host, path: '/', target: 'http://web.shop.svc.cluster.local:80', source, object };
@@ -173,6 +173,74 @@ describe('the route publisher', () => {
       assert.deepEqual(source.writes, [['shop/a', 'edge.example.test']]);
     });
   }
+
+  test('a send the controller could not store is tried again with backoff, without a new snapshot', async () => {
+    let answered = 0;
+    const { pair, received } = await controllerSide((stream, routes) => {
+      // The first two fail as a controller whose store is away answers; the third is stored.
+      if (++answered <= 2) return stream.reset(ErrorCode.INTERNAL_ERROR, 'the snapshot could not be stored');
+      reply(() => [], 'edge.example.test')(stream, routes);
+    });
+    const log = captureLog('debug');
+    const source = new Source();
+    const publisher = new RoutePublisher(source, () => [pair.client], log.logger);
+    source.routes = [route('a.example.test', 'shop/a')];
+    publisher.snapshot();
+    await waitFor('the retried send to be stored', () => publisher.stats.sent === 1, 30_000);
+    await within(publisher.idle(), 30_000, 'the status writes');
+    assert.equal(received.length, 3);
+    assert.equal(publisher.stats.failures, 2);
+    assert.deepEqual(
+      log.events('discovery-send-failed').map((l) => l.retryInMs),
+      [RETRY.firstMs, RETRY.firstMs * 2],
+    );
+    assert.deepEqual(received[2], source.routes, 'the retry carries the current snapshot');
+    assert.deepEqual(source.writes, [['shop/a', 'edge.example.test']]);
+    assert.equal(publisher.retrying, 0);
+    publisher.close();
+  });
+
+  test('a retry sends the snapshot current when it goes, and a newer send replaces a waiting retry', async () => {
+    let answered = 0;
+    const { pair, received } = await controllerSide((stream, routes) => {
+      if (++answered === 1) return stream.reset(ErrorCode.INTERNAL_ERROR, 'store away');
+      reply(() => [])(stream, routes);
+    });
+    const source = new Source();
+    const publisher = new RoutePublisher(source, () => [pair.client], captureLog().logger);
+    source.routes = [route('a.example.test', 'shop/a')];
+    publisher.snapshot();
+    await within(publisher.idle(), 30_000, 'the failed send');
+    assert.equal(publisher.retrying, 1);
+    source.routes = [route('a.example.test', 'shop/a'), route('b.example.test', 'shop/b')];
+    publisher.snapshot();
+    await within(publisher.idle(), 30_000, 'the newer send');
+    assert.equal(publisher.retrying, 0, 'the newer send took the waiting retry');
+    assert.deepEqual(received.at(-1), source.routes);
+    publisher.close();
+  });
+
+  test('a controller that refuses the stream is not asked again on that tunnel; close() drops a waiting retry', async () => {
+    const { pair } = await controllerSide((stream) =>
+      stream.reset(ErrorCode.REFUSED_STREAM, 'the controller accepts no streams'),
+    );
+    const log = captureLog('debug');
+    const source = new Source();
+    source.routes = [route('a.example.test', 'shop/a')];
+    const publisher = new RoutePublisher(source, () => [pair.client], log.logger);
+    publisher.snapshot();
+    await within(publisher.idle(), 30_000, 'the send');
+    assert.equal(publisher.retrying, 0);
+    assert.equal(log.events('discovery-send-failed')[0]!.retryInMs, undefined);
+
+    const failing = await controllerSide((stream) => stream.reset(ErrorCode.INTERNAL_ERROR, 'store away'));
+    const other = new RoutePublisher(source, () => [failing.pair.client], captureLog().logger);
+    other.snapshot();
+    await within(other.idle(), 30_000, 'the failed send');
+    assert.equal(other.retrying, 1);
+    other.close();
+    assert.equal(other.retrying, 0);
+  });
 
   test('a status that cannot be written is logged, and the others are still written', async () => {
     const { pair } = await controllerSide(reply(() => [], 'edge.example.test'));

@@ -112,6 +112,11 @@ export interface HttpOptions {
   /** Path prefixes the plain listener still routes when redirectHttps is on: ACME HTTP-01 by default. */
   readonly redirectExclude: readonly string[];
   /**
+   * The port the redirect's Location names, for a TLS listener reached through another one (a load
+   * balancer or a Service mapping 443 to 8443); null (the default) names the listener's port as bound.
+   */
+  readonly redirectPort: number | null;
+  /**
    * The Strict-Transport-Security value added to responses sent over TLS that do not carry one, or
    * null (the default) for none.
    */
@@ -200,6 +205,7 @@ export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
   trustedProxies: Object.freeze([]),
   redirectHttps: false,
   redirectExclude: Object.freeze(['/.well-known/acme-challenge/']),
+  redirectPort: null,
   hsts: null,
 });
 
@@ -626,6 +632,7 @@ const httpSchema = z.strictObject({
   trustedProxies: z.array(leaf(parseCidr)).optional(),
   redirectHttps: leaf(parseBoolean).optional(),
   redirectExclude: z.array(leaf(parseRedirectExclude)).max(100).optional(),
+  redirectPort: leaf(parseBoundedInteger(1, 65_535)).optional(),
   // Checked by resolveHsts, which names the sub-key at fault.
   hsts: z.unknown().optional(),
 });
@@ -860,6 +867,7 @@ function resolveHttp(input: z.output<typeof httpSchema>): HttpOptions {
     trustedProxies: input.trustedProxies ?? d.trustedProxies,
     redirectHttps: input.redirectHttps ?? d.redirectHttps,
     redirectExclude: input.redirectExclude ?? d.redirectExclude,
+    redirectPort: input.redirectPort ?? d.redirectPort,
     hsts: input.hsts === undefined ? d.hsts : resolveHsts(input.hsts),
   };
   // node:http refuses a server whose headers timeout exceeds its request timeout.

@@ -120,9 +120,10 @@ export async function startController(
       metrics.requestDone(done);
       traffic.record(done);
     },
-    // http.redirectHttps sends plain requests to the TLS listener's port as bound (an https URL
-    // without a port is 443); the configured one serves until it is.
+    // http.redirectHttps sends plain requests to http.redirectPort, else to the TLS listener's port as
+    // bound (an https URL without a port is 443); the configured one serves until it is.
     httpsPort: () => {
+      if (config.http.redirectPort !== null) return config.http.redirectPort;
       const port = tls === undefined ? config.tls?.listen.port : new URL(tls.url).port;
       return port === '' ? 443 : Number(port ?? 443);
     },

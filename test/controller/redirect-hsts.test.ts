@@ -488,3 +488,52 @@ describe('http.hsts', () => {
     assert.deepEqual([redirect!.status, acme!.status, error!.status], [308, 200, 404]);
   });
 });
+
+describe('http.redirectPort', () => {
+  const stacks: Stack[] = [];
+  after(async () => {
+    await Promise.allSettled(stacks.map((s) => s.stop()));
+  });
+
+  /** A controller whose TLS listener sits behind a port mapping (a Service 443 → 8443, say). */
+  async function behindMapping(redirectPort: number): Promise<number> {
+    const cert = await issueCert(['shop.test'], { file: `redirect-port-${redirectPort}` });
+    const s = await Stack.start({
+      routes: [{ host: 'shop.test', target: 'http://127.0.0.1:9' }],
+      extraYaml: [
+        'http:',
+        '  redirectHttps: true',
+        `  redirectPort: ${redirectPort}`,
+        'tls:',
+        '  listen: 127.0.0.1:0',
+        '  certs:',
+        `    - { cert: ${JSON.stringify(cert.certFile)}, key: ${JSON.stringify(cert.keyFile)} }`,
+      ].join('\n'),
+    });
+    stacks.push(s);
+    return s.port;
+  }
+
+  test('the Location names the mapped port, and none for 443; the second request too', async () => {
+    for (const [port, suffix] of [
+      [443, ''],
+      [9443, ':9443'],
+    ] as const) {
+      const plain = await behindMapping(port);
+      const replies = await curl([
+        '--http1.1',
+        '-H',
+        'Host: Shop.test:8080',
+        `http://127.0.0.1:${plain}/cart?id=7`,
+        `http://127.0.0.1:${plain}/second`,
+      ]);
+      assert.deepEqual(
+        replies.map((r) => [r.status, header(r, 'location')[0]]),
+        [
+          [308, `https://shop.test${suffix}/cart?id=7`],
+          [308, `https://shop.test${suffix}/second`],
+        ],
+      );
+    }
+  });
+});

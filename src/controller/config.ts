@@ -113,9 +113,9 @@ export interface HttpOptions {
   readonly redirectExclude: readonly string[];
   /**
    * The port the redirect's Location names, for a TLS listener reached through another one (a load
-   * balancer or a Service mapping 443 to 8443); null (the default) names the listener's port as bound.
+   * balancer or a Service mapping 443 to 8443); 0 (the default) names the listener's port as bound.
    */
-  readonly redirectPort: number | null;
+  readonly redirectPort: number;
   /**
    * The Strict-Transport-Security value added to responses sent over TLS that do not carry one, or
    * null (the default) for none.
@@ -205,7 +205,7 @@ export const DEFAULT_HTTP_OPTIONS: HttpOptions = Object.freeze({
   trustedProxies: Object.freeze([]),
   redirectHttps: false,
   redirectExclude: Object.freeze(['/.well-known/acme-challenge/']),
-  redirectPort: null,
+  redirectPort: 0,
   hsts: null,
 });
 
@@ -632,7 +632,7 @@ const httpSchema = z.strictObject({
   trustedProxies: z.array(leaf(parseCidr)).optional(),
   redirectHttps: leaf(parseBoolean).optional(),
   redirectExclude: z.array(leaf(parseRedirectExclude)).max(100).optional(),
-  redirectPort: leaf(parseBoundedInteger(1, 65_535)).optional(),
+  redirectPort: leaf(parseBoundedInteger(0, 65_535)).optional(),
   // Checked by resolveHsts, which names the sub-key at fault.
   hsts: z.unknown().optional(),
 });

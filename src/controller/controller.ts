@@ -123,7 +123,7 @@ export async function startController(
     // http.redirectHttps sends plain requests to http.redirectPort, else to the TLS listener's port as
     // bound (an https URL without a port is 443); the configured one serves until it is.
     httpsPort: () => {
-      if (config.http.redirectPort !== null) return config.http.redirectPort;
+      if (config.http.redirectPort !== 0) return config.http.redirectPort;
       const port = tls === undefined ? config.tls?.listen.port : new URL(tls.url).port;
       return port === '' ? 443 : Number(port ?? 443);
     },

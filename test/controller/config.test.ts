@@ -83,7 +83,7 @@ describe('loadControllerConfig: defaults', () => {
       trustedProxies: [],
       redirectHttps: false,
       redirectExclude: ['/.well-known/acme-challenge/'],
-      redirectPort: null,
+      redirectPort: 0,
       hsts: null,
     });
     assert.deepEqual(config.tunnel, DEFAULT_SESSION_OPTIONS);
@@ -175,7 +175,7 @@ logLevel: debug
       trustedProxies: ['10.0.0.0/8', '2001:db8::1/128'],
       redirectHttps: false,
       redirectExclude: ['/.well-known/acme-challenge/'],
-      redirectPort: null,
+      redirectPort: 0,
       hsts: null,
     });
     assert.equal(config.tunnel.pingInterval, 5_000);
@@ -771,10 +771,10 @@ describe('http.redirectHttps, http.redirectExclude and http.hsts', () => {
     refuses({ yaml: 'http:\n  redirectHttps: yes\n' }, 'http.redirectHttps', /true or false/);
   });
 
-  test("redirectPort: a port for the Location, or none to name the listener's own", () => {
-    assert.equal(load({ yaml: `${TLS}http:\n  redirectHttps: true\n` }).http.redirectPort, null);
+  test("redirectPort: a port for the Location, or 0 to name the listener's own", () => {
+    assert.equal(load({ yaml: `${TLS}http:\n  redirectHttps: true\n` }).http.redirectPort, 0);
     assert.equal(load({ yaml: `${TLS}http:\n  redirectPort: 443\n` }).http.redirectPort, 443);
-    for (const bad of ['0', '65536', 'https', '-1', '44.3']) {
+    for (const bad of ['65536', 'https', '-1', '44.3']) {
       refuses({ yaml: `${TLS}http:\n  redirectPort: ${bad}\n` }, 'http.redirectPort', /./);
     }
   });

@@ -164,7 +164,15 @@ describe('an address in use exits 2 naming the listener', () => {
   });
 
   test('dev --listen', async () => {
-    const r = await run(['dev', '--listen', `127.0.0.1:${takenPort}`, '--admin-listen', 'off']);
+    const r = await run([
+      'dev',
+      '--listen',
+      `127.0.0.1:${takenPort}`,
+      '--https-listen',
+      'off',
+      '--admin-listen',
+      'off',
+    ]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`^sluice dev: listen 127\\.0\\.0\\.1:${takenPort} .*already in use`));
   });

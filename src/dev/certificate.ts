@@ -153,7 +153,7 @@ function write(dir: string, paths: DevCertPaths, made: { cert: string; key: stri
   } catch (err) {
     throw new ConfigError(
       'dataDir',
-      `directory ${show(dir)} cannot hold the certificate of sluice dev: ${(err as Error).message}`,
+      `${show(dir)} cannot hold the certificate of sluice dev: ${(err as Error).message}`,
       'SLUICE_ERR_INVALID_OPTION',
       { cause: err },
     );

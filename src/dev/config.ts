@@ -17,7 +17,7 @@ const HTTPS_LISTEN = flag({
   value: 'ADDR',
   parse: parseOptionalHostPort,
   shown: '127.0.0.1:8443',
-  help: 'the demo over HTTPS (HTTP/2), with a self-signed certificate kept in --data; or off',
+  help: 'public HTTPS host:port for the demo (HTTP/2), self-signed certificate kept in --data, or off',
 });
 
 /** The controller's --data, same name, variable and rule; in dev it holds only the certificate. */

@@ -5,6 +5,7 @@
 // self-signed certificate of its HTTPS listener (certificate.ts), which a browser may be told to trust.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { ConfigError } from '../errors.js';
 import { readinessLogger } from '../logging.js';
 import { startAgent } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
@@ -47,7 +48,9 @@ export async function startDev(dev: DevConfig, logger: Logger): Promise<DevHandl
       dev.httpsListen === null
         ? null
         : await ensureDevCertificate(dev.dataDir, logger.child({ role: 'dev' }));
-    const controller = await startController(config, logger.child({ role: 'controller' }));
+    const controller = await startController(config, logger.child({ role: 'controller' })).catch(
+      (err: unknown) => Promise.reject(inDevTerms(err)),
+    );
     closers.push(() => controller.close(1000));
     const agent = await startAgent(
       loadAgentConfig({
@@ -91,4 +94,14 @@ export async function startDev(dev: DevConfig, logger: Logger): Promise<DevHandl
     await closeAll();
     throw err;
   }
+}
+
+/**
+ * A controller error about its TLS listener, named as dev's flag: `httpsListen 127.0.0.1:8443 cannot
+ * be bound` says what to change, where `tls.listen` names a setting dev has not got.
+ */
+function inDevTerms(err: unknown): unknown {
+  if (!(err instanceof ConfigError) || err.key !== 'tls.listen') return err;
+  const said = err.message.slice(err.key.length + 1);
+  return new ConfigError('httpsListen', `${said} (--https-listen)`, err.code, { cause: err });
 }

@@ -19,13 +19,8 @@ import {
   parseArgsOptions,
 } from '../config/flags.js';
 import { type LogLevel, MASKED } from '../config/values.js';
-import {
-  CONTROLLER_FLAGS,
-  type ControllerConfig,
-  DEV_FLAGS,
-  loadControllerConfig,
-} from '../controller/config.js';
-import { type DevConfig, loadDevConfig } from '../dev/config.js';
+import { CONTROLLER_FLAGS, type ControllerConfig, loadControllerConfig } from '../controller/config.js';
+import { DEV_FLAGS, type DevConfig, loadDevConfig } from '../dev/config.js';
 import type { DevHandle } from '../dev/dev.js';
 import { ConfigError } from '../errors.js';
 import type { Io, Run } from './run.js';
@@ -67,6 +62,9 @@ ${flagsUsage(AGENT_FLAGS)}`;
 const DEV_USAGE = `Usage: sluice dev [flags]
 
 Runs a controller, an agent and a demo service on this machine, with embedded defaults.
+The demo is at http://demo.localhost:PORT/ and, unless --https-listen is off, at
+https://demo.localhost:PORT/ (HTTP/2) with a self-signed certificate that dev makes into --data
+as dev-cert.pem and dev-key.pem, and reuses until 14 days before it expires.
 A flag overrides its environment variable.
 
 ${flagsUsage(DEV_FLAGS)}`;
@@ -165,7 +163,11 @@ function announceDev(dev: DevHandle, io: Io): void {
     dev.adminUrl === null
       ? ''
       : `\n  dashboard  ${dev.adminUrl}/ (admin API under /api/)\n  admin token (SLUICE_ADMIN_TOKEN) ${dev.adminToken}`;
-  io.err(`sluice dev is running:\n  demo       ${dev.demoUrl}${admin}\nPress Ctrl-C to stop.\n`);
+  const https =
+    dev.demoHttpsUrl === null
+      ? ''
+      : `\n  demo       ${dev.demoHttpsUrl} (self-signed, to trust: ${dev.certFile})`;
+  io.err(`sluice dev is running:\n  demo       ${dev.demoUrl}${https}${admin}\nPress Ctrl-C to stop.\n`);
 }
 
 /** The parsed flags, or undefined after printing the parser's complaint and the usage. */

@@ -180,9 +180,9 @@ export interface ControllerConfigInput {
   readFile?: (path: string) => string;
   /**
    * Settings that replace what the file, the environment and the flags say, for a caller that runs a
-   * controller of its own making (`sluice dev`): its clusters, routes and admin token.
+   * controller of its own making (`sluice dev`): its clusters, routes, admin token and TLS listener.
    */
-  overrides?: Partial<Pick<ControllerConfig, 'clusters' | 'routes' | 'adminToken'>>;
+  overrides?: Partial<Pick<ControllerConfig, 'clusters' | 'routes' | 'adminToken' | 'tls'>>;
 }
 
 const KiB = 1024;
@@ -1093,5 +1093,13 @@ const F = {
 
 export const CONTROLLER_FLAGS = Object.values(F);
 
-/** The flags `sluice dev` takes: the controller's own, the same rules. */
-export const DEV_FLAGS = [F.listen, F.adminListen, F.logLevel] as const;
+/**
+ * The controller flags `sluice dev` takes as they are, the same rules; dev adds its own (dev/config.ts),
+ * and takes --data with its own help, since dev keeps only its HTTPS certificate there.
+ */
+export const SHARED_WITH_DEV = {
+  listen: F.listen,
+  adminListen: F.adminListen,
+  data: F.data,
+  logLevel: F.logLevel,
+} as const;

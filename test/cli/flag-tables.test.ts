@@ -10,8 +10,8 @@ import { main } from '../../src/cli/main.js';
 import type { Io } from '../../src/cli/run.js';
 import { envName, type Flag, flagsUsage } from '../../src/config/flags.js';
 import { Refusal } from '../../src/config/values.js';
-import { CONTROLLER_FLAGS, DEV_FLAGS, loadControllerConfig } from '../../src/controller/config.js';
-import { loadDevConfig } from '../../src/dev/config.js';
+import { CONTROLLER_FLAGS, loadControllerConfig } from '../../src/controller/config.js';
+import { DEV_FLAGS, loadDevConfig } from '../../src/dev/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const TOKEN = 'agent-token-0123456789abcdef';
@@ -46,6 +46,7 @@ const tables: [string, readonly Flag[], (flags: object, env: NodeJS.ProcessEnv) 
     (flags, env) =>
       loadAgentConfig({ flags: { ...(env.SLUICE_TOKEN === undefined && { token: TOKEN }), ...flags }, env }),
   ],
+  ['dev', DEV_FLAGS, (flags, env) => loadDevConfig(flags, env)],
 ];
 
 for (const [command, table, load] of tables) {
@@ -104,8 +105,17 @@ for (const [command, table, load] of tables) {
 }
 
 describe('sluice dev', () => {
-  test('takes the controller flags it shares by the same table entries', () => {
-    for (const spec of DEV_FLAGS) assert.ok(CONTROLLER_FLAGS.includes(spec), spec.name);
+  test('takes the controller flags it shares by the same table entries; --data with its own help', () => {
+    const shared = DEV_FLAGS.filter((spec) => CONTROLLER_FLAGS.some((c) => c.name === spec.name));
+    assert.deepEqual(
+      shared.map((spec) => spec.name),
+      ['listen', 'admin-listen', 'data', 'log-level'],
+    );
+    for (const spec of shared) {
+      const controller = CONTROLLER_FLAGS.find((c) => c.name === spec.name)!;
+      if (spec.name !== 'data') assert.equal(spec, controller, spec.name);
+      assert.deepEqual({ ...spec, help: '' }, { ...controller, help: '' }, spec.name);
+    }
   });
 
   test('a bad --listen is the ConfigError `sluice controller` gives, before anything starts', () => {
@@ -133,7 +143,17 @@ describe('sluice dev', () => {
     const stop = new AbortController();
     try {
       const running = main(
-        ['dev', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--log-level', 'warn'],
+        [
+          'dev',
+          '--listen',
+          '127.0.0.1:0',
+          '--https-listen',
+          'off',
+          '--admin-listen',
+          'off',
+          '--log-level',
+          'warn',
+        ],
         io,
         stop.signal,
       );

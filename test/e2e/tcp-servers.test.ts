@@ -5,12 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { Proc } from '../../bench/common/proc.js';
+import { type Sshd, sshBinary, sshdBinary, startSshd } from '../../bench/suite/ssh.js';
 import { PostgresServer, postgresBinDir } from '../helpers/postgres.js';
 import { Stack } from '../helpers/sluice-procs.js';
-import { EVENT_MS, scaled } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 interface Ran {
   code: number | null;
@@ -208,3 +211,134 @@ describe('PostgreSQL through a TCP route', { skip: pgSkip }, () => {
     );
   });
 });
+
+// --- SSH ----------------------------------------------------------------------------------------------
+
+const SSH = sshBinary();
+const SCP = '/usr/bin/scp';
+const sshSkip =
+  sshdBinary() === null || SSH === null || !existsSync(SCP)
+    ? 'OpenSSH (sshd, ssh, scp) is not installed (apt-get install openssh-server openssh-client; .ci/run installs them)'
+    : false;
+
+const MiB = 1024 * 1024;
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+describe('SSH through a TCP route', { skip: sshSkip }, () => {
+  let dir = '';
+  let sshd: Sshd | undefined;
+  let stack: Stack | undefined;
+  let route = 0;
+
+  /** The options of every client: the test's key only, no user config, no known_hosts to keep. */
+  function clientOptions(): string[] {
+    return [
+      '-F',
+      '/dev/null',
+      '-i',
+      sshd!.userKey,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'LogLevel=ERROR',
+    ];
+  }
+
+  function ssh(command: string): Promise<Ran> {
+    return runClient(SSH!, ['-p', String(route), ...clientOptions(), 'root@127.0.0.1', command]);
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-ssh-'));
+    sshd = await startSshd(join(dir, 'sshd'));
+    ({
+      stack,
+      ports: [route = 0],
+    } = await tcpStack([{ port: sshd.port }]));
+  });
+
+  after(async () => {
+    await stack?.stop();
+    await stopSshd(sshd?.proc);
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('ssh runs a command: it prints hi, and again on a second connection', async () => {
+    for (let n = 1; n <= 2; n++) {
+      const ran = await ssh('echo hi');
+      assert.equal(ran.code, 0, `ssh #${n} exited ${ran.code}: ${ran.stderr}`);
+      assert.equal(ran.stdout, 'hi\n');
+    }
+    await stack!.controller.waitCount(
+      'the ssh connections logged',
+      (l) => l.msg === 'tcp connection' && l.outcome === 'done',
+      2,
+    );
+  });
+
+  test('scp carries 100 MiB up and back down with the same sha256', async (t) => {
+    const source = join(dir, 'random.bin');
+    writeFileSync(source, randomBytes(100 * MiB));
+    const want = await sha256(source);
+    const remote = join(dir, 'uploaded.bin');
+    const back = join(dir, 'downloaded.bin');
+    const scp = (from: string, to: string): Promise<Ran> =>
+      runOk(SCP, ['-q', '-P', String(route), ...clientOptions(), from, to], { timeoutMs: 300_000 });
+
+    const up = await scp(source, `root@127.0.0.1:${remote}`);
+    assert.equal(await sha256(remote), want, 'the file sshd wrote');
+    const down = await scp(`root@127.0.0.1:${remote}`, back);
+    assert.equal(await sha256(back), want, 'the file scp fetched back');
+    t.diagnostic(
+      `scp of 100 MiB through the route: up ${(up.ms / 1000).toFixed(1)} s, down ${(down.ms / 1000).toFixed(1)} s`,
+    );
+  });
+
+  test('a client killed in the middle of a transfer leaves the route working', async () => {
+    const before = stack!.controller.lines.filter((l) => l.msg === 'tcp connection').length;
+
+    const child = spawn(SSH!, ['-p', String(route), ...clientOptions(), 'root@127.0.0.1', 'cat /dev/zero'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let got = 0;
+    const flowing = new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got >= 4 * MiB) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`ssh exited (${code}) after ${got} bytes`)));
+    });
+    try {
+      await within(flowing, EVENT_MS, '4 MiB from ssh cat /dev/zero');
+    } finally {
+      child.kill('SIGKILL');
+    }
+    // The killed client's connection ends as a reset (its socket closed with bytes unread), and the
+    // next connection works as the first did.
+    let seen = 0;
+    const killed = await stack!.controller.waitLine(
+      'the killed connection logged',
+      (l) => l.msg === 'tcp connection' && ++seen > before,
+    );
+    assert.equal(killed.outcome, 'reset', JSON.stringify(killed));
+    const ran = await ssh('echo still here');
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.equal(ran.stdout, 'still here\n');
+  });
+});
+
+/** Stops a private sshd; a stop that needed SIGKILL is fine here, its clients are gone. */
+async function stopSshd(proc: Proc | undefined): Promise<void> {
+  await proc?.stop(scaled(5000));
+}

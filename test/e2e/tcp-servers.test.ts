@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Proc } from '../../bench/common/proc.js';
 import { type Sshd, sshBinary, sshdBinary, startSshd } from '../../bench/suite/ssh.js';
+import { Haproxy } from '../helpers/haproxy.js';
 import { PostgresServer, postgresBinDir } from '../helpers/postgres.js';
 import { Stack } from '../helpers/sluice-procs.js';
 import { EVENT_MS, scaled, within } from '../helpers/wait.js';
@@ -342,3 +343,111 @@ describe('SSH through a TCP route', { skip: sshSkip }, () => {
 async function stopSshd(proc: Proc | undefined): Promise<void> {
   await proc?.stop(scaled(5000));
 }
+
+// --- PROXY protocol v2 ---------------------------------------------------------------------------------
+
+const HAPROXY = '/usr/sbin/haproxy';
+const CURL = '/usr/bin/curl';
+const proxySkip =
+  !existsSync(HAPROXY) || !existsSync(CURL)
+    ? 'haproxy or curl is not installed (apt-get install haproxy curl; .ci/run installs them)'
+    : false;
+
+/**
+ * A frontend that takes only connections that begin with a PROXY protocol header (accept-proxy), and
+ * answers each HTTP request with the source and destination addresses that header gave it.
+ */
+function acceptProxyConfig(port: number, socket: string): string {
+  return `global
+  stats socket ${socket} mode 600 level admin
+
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+
+frontend seen
+  bind 127.0.0.1:${port} accept-proxy
+  http-request return status 200 content-type text/plain lf-string "%[src]:%[src_port] %[dst]:%[dst_port]"
+`;
+}
+
+interface Fetched {
+  body: string;
+  /** curl's own end of the connection, `ip:port`. */
+  local: string;
+  /** How many connections curl opened for this URL: 0 when it reused the one before. */
+  connects: number;
+}
+
+/** GETs each URL with one curl (one kept-alive connection), never through a proxy of the environment. */
+async function curlEach(
+  urls: string[],
+): Promise<{ code: number | null; fetched: Fetched[]; stderr: string }> {
+  const marker = '\n--curl:%{local_ip}:%{local_port}:%{num_connects}--\n';
+  const args = ['--silent', '--show-error', '--noproxy', '*', '--max-time', '20', '-w', marker, ...urls];
+  const ran = await runClient(CURL, args);
+  const fetched: Fetched[] = [];
+  const pattern = /([^]*?)\n--curl:([\d.]+:\d+):(\d+)--\n/g;
+  for (let m = pattern.exec(ran.stdout); m !== null; m = pattern.exec(ran.stdout))
+    fetched.push({ body: m[1]!, local: m[2]!, connects: Number(m[3]) });
+  return { code: ran.code, fetched, stderr: ran.stderr };
+}
+
+describe('PROXY protocol v2 on a TCP route, read by haproxy', { skip: proxySkip }, () => {
+  let haproxy: Haproxy | undefined;
+  let stack: Stack | undefined;
+  let withHeader = 0;
+  let without = 0;
+
+  before(async () => {
+    haproxy = await Haproxy.startWith(acceptProxyConfig);
+    ({
+      stack,
+      ports: [withHeader = 0, without = 0],
+    } = await tcpStack([{ port: haproxy.port, proxyProtocol: 'v2' }, { port: haproxy.port }]));
+  });
+
+  after(async () => {
+    await stack?.stop();
+    await haproxy?.stop();
+  });
+
+  test("haproxy sees curl's own address and port, and the route's, on each connection", async () => {
+    const ports = new Set<string>();
+    for (let n = 1; n <= 3; n++) {
+      const { code, fetched, stderr } = await curlEach([`http://127.0.0.1:${withHeader}/`]);
+      assert.equal(code, 0, `curl #${n}: ${stderr}`);
+      assert.equal(fetched.length, 1);
+      const [{ body, local }] = fetched as [Fetched];
+      assert.match(local, /^127\.0\.0\.1:\d+$/);
+      assert.equal(body, `${local} 127.0.0.1:${withHeader}`, `curl #${n}`);
+      ports.add(local);
+    }
+    assert.equal(ports.size, 3, 'each curl came from a port of its own');
+  });
+
+  test("requests kept alive on one connection all carry that connection's address", async () => {
+    const urls = [1, 2, 3].map((n) => `http://127.0.0.1:${withHeader}/r${n}`);
+    const { code, fetched, stderr } = await curlEach(urls);
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      fetched.map((f) => f.connects),
+      [1, 0, 0],
+      'curl reused its first connection',
+    );
+    for (const f of fetched) assert.equal(f.body, `${fetched[0]!.local} 127.0.0.1:${withHeader}`);
+  });
+
+  test('without proxyProtocol, haproxy closes the connection: the header is what lets it through', async () => {
+    const { code, fetched, stderr } = await curlEach([`http://127.0.0.1:${without}/`]);
+    // 52: the server closed without a byte of answer; 56: the connection was reset.
+    assert.ok(code === 52 || code === 56, `curl exited ${code}: ${stderr}`);
+    assert.equal(fetched[0]?.body ?? '', '');
+    // And the route with the header still answers, so the refusal was the header's absence.
+    const again = await curlEach([`http://127.0.0.1:${withHeader}/`]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.fetched[0]?.body, `${again.fetched[0]?.local} 127.0.0.1:${withHeader}`);
+  });
+});

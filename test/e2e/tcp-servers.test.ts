@@ -325,14 +325,16 @@ describe('SSH through a TCP route', { skip: sshSkip }, () => {
     } finally {
       child.kill('SIGKILL');
     }
-    // The killed client's connection ends as a reset (its socket closed with bytes unread), and the
-    // next connection works as the first did.
+    // The killed client's connection ends and is logged: as a reset when its kernel still held bytes
+    // ssh had not read (then it sends an RST), as done when it did not (a FIN). Either way sshd's side
+    // is closed, and the next connection works as the first did.
     let seen = 0;
     const killed = await stack!.controller.waitLine(
       'the killed connection logged',
       (l) => l.msg === 'tcp connection' && ++seen > before,
     );
-    assert.equal(killed.outcome, 'reset', JSON.stringify(killed));
+    assert.ok(killed.outcome === 'reset' || killed.outcome === 'done', JSON.stringify(killed));
+    assert.ok(Number(killed.bytesOut) >= 4 * MiB, JSON.stringify(killed));
     const ran = await ssh('echo still here');
     assert.equal(ran.code, 0, ran.stderr);
     assert.equal(ran.stdout, 'still here\n');

@@ -14,7 +14,7 @@ import { type Sshd, sshBinary, sshdBinary, startSshd } from '../../bench/suite/s
 import { Haproxy } from '../helpers/haproxy.js';
 import { PostgresServer, postgresBinDir } from '../helpers/postgres.js';
 import { Stack } from '../helpers/sluice-procs.js';
-import { EVENT_MS, scaled, within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, waitFor, within } from '../helpers/wait.js';
 
 interface Ran {
   code: number | null;
@@ -193,6 +193,9 @@ describe('PostgreSQL through a TCP route', { skip: pgSkip }, () => {
   test('pgbench: 8 clients for 10 s with no failed transaction', async (t) => {
     const conn = ['-h', '127.0.0.1', '-p', String(route), '-U', 'postgres'];
     await runOk(PGBENCH, ['-i', '-q', ...conn, 'postgres'], { timeoutMs: 120_000, env: PG_ENV });
+    const isDone = (l: Record<string, unknown>): boolean =>
+      l.msg === 'tcp connection' && l.outcome === 'done';
+    const before = stack!.controller.lines.filter(isDone).length;
     const bench = await runOk(PGBENCH, ['-c', '8', '-j', '2', '-T', '10', '-n', ...conn, 'postgres'], {
       timeoutMs: 120_000,
       env: PG_ENV,
@@ -205,11 +208,40 @@ describe('PostgreSQL through a TCP route', { skip: pgSkip }, () => {
     assert.ok(Number(processed[1]) > 0, `pgbench said:\n${bench.stdout}`);
     t.diagnostic(`pgbench through the route: ${processed[1]} transactions, ${tps[1]} tps`);
     // Every client's connection was one TCP stream, each logged when it ended.
-    await stack!.controller.waitCount(
-      'the pgbench connections logged',
-      (l) => l.msg === 'tcp connection' && l.outcome === 'done',
-      8,
+    await stack!.controller.waitCount('the pgbench connections logged', isDone, before + 8);
+  });
+
+  test('psql killed in the middle of a COPY: the server aborts it, and the next client finds no row', async () => {
+    await psql(route, ['-c', 'create table partial (id integer primary key, body text not null)']);
+    const conn = ['-X', '-q', '-h', '127.0.0.1', '-p', String(route), '-U', 'postgres', '-d', 'postgres'];
+    const child = spawn(PSQL, [...conn, '-c', 'copy partial (id, body) from stdin'], {
+      env: { ...process.env, ...PG_ENV },
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    child.stdin.on('error', () => {});
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      // 16 chunks of the rows, never ended. Once psql has taken half of them from its stdin, it has
+      // sent rows on through the route; then it dies without a word to the server.
+      const rows = copyRows();
+      const chunk = Math.ceil(rows.length / 16);
+      let taken = 0;
+      const half = new Promise<void>((resolve) => {
+        for (let i = 0; i < 16; i++)
+          child.stdin.write(rows.slice(i * chunk, (i + 1) * chunk), () => ++taken >= 8 && resolve());
+      });
+      await within(Promise.race([half, exited]), EVENT_MS, 'psql taking half of the rows');
+      assert.ok(taken >= 8, `psql exited after taking ${taken} of 16 chunks`);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await within(exited, EVENT_MS, 'psql to exit');
+    // The backend read rows, then the end of its connection: the FIN came through the route.
+    await waitFor('postgres to log the COPY cut short', () =>
+      /unexpected EOF on client connection[^]*COPY partial, line \d+/.test(pg!.log),
     );
+    const count = await psql(route, ['-At', '-c', 'select count(*) from partial']);
+    assert.equal(count.stdout.trim(), '0', 'the aborted COPY left no row');
   });
 });
 

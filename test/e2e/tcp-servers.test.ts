@@ -9,7 +9,7 @@ import { createReadStream, existsSync, mkdtempSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Proc } from '../../bench/common/proc.js';
+import { killAll, type Proc } from '../../bench/common/proc.js';
 import { type Sshd, sshBinary, sshdBinary, startSshd } from '../../bench/suite/ssh.js';
 import { Haproxy } from '../helpers/haproxy.js';
 import { PostgresServer, postgresBinDir } from '../helpers/postgres.js';
@@ -293,6 +293,8 @@ describe('SSH through a TCP route', { skip: sshSkip }, () => {
   }
 
   before(async () => {
+    // The bench's processes are killed on its own exit paths only: here, on the test process's.
+    process.once('exit', killAll);
     dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-ssh-'));
     sshd = await startSshd(join(dir, 'sshd'));
     ({

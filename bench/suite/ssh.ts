@@ -38,6 +38,8 @@ UseDNS no
 StrictModes no
 AllowTcpForwarding remote
 GatewayPorts no
+# scp speaks SFTP since OpenSSH 9.0.
+Subsystem sftp internal-sftp
 MaxStartups 10:30:100
 LogLevel ERROR
 `;
@@ -56,13 +58,22 @@ async function keygen(file: string): Promise<void> {
   });
 }
 
-/** Starts sshd, then `ssh -N -R`, and resolves once the forward's port listens. */
-export async function startSsh(rigDir: string, originPort: number): Promise<{ ssh: Ssh; started: Proc[] }> {
+/** A private sshd that is up: its process, its port, and the client key its authorized_keys lists. */
+export interface Sshd {
+  proc: Proc;
+  port: number;
+  /** The private key of a client that may log in as root. */
+  userKey: string;
+}
+
+/**
+ * Starts a private sshd in `dir` (made if missing): a host key and a client key made there, the
+ * client's public key as the only authorized key, on a free port of 127.0.0.1. Resolves once it
+ * listens. Shared with test/e2e/tcp-servers.test.ts.
+ */
+export async function startSshd(dir: string): Promise<Sshd> {
   const sshd = sshdBinary();
-  const ssh = sshBinary();
-  if (sshd === null || ssh === null)
-    throw new Error('sshd or ssh not found (apt-get install openssh-server)');
-  const dir = join(rigDir, 'ssh');
+  if (sshd === null) throw new Error('sshd not found (apt-get install openssh-server)');
   await mkdir(dir, { recursive: true });
   // sshd refuses to start without its privilege-separation dir.
   await mkdir('/run/sshd', { recursive: true });
@@ -70,7 +81,6 @@ export async function startSsh(rigDir: string, originPort: number): Promise<{ ss
   await keygen(join(dir, 'user_key'));
   await writeFile(join(dir, 'authorized_keys'), await readFile(join(dir, 'user_key.pub')));
   const conf = join(dir, 'sshd_config');
-  const started: Proc[] = [];
   const server = await startOnFreePort<{ proc: Proc; port: number }>('sshd', async (port) => {
     await writeFile(conf, sshdConf(dir, port));
     // -D: no daemon; -e: log to stderr.
@@ -81,7 +91,16 @@ export async function startSsh(rigDir: string, originPort: number): Promise<{ ss
     await proc.stop(1000);
     return { output };
   });
-  started.push(server.proc);
+  return { ...server, userKey: join(dir, 'user_key') };
+}
+
+/** Starts sshd, then `ssh -N -R`, and resolves once the forward's port listens. */
+export async function startSsh(rigDir: string, originPort: number): Promise<{ ssh: Ssh; started: Proc[] }> {
+  const ssh = sshBinary();
+  if (ssh === null) throw new Error('ssh not found (apt-get install openssh-client)');
+  const dir = join(rigDir, 'ssh');
+  const server = await startSshd(dir);
+  const started: Proc[] = [server.proc];
   try {
     // Remote port 0: sshd allocates one and ssh prints it. ExitOnForwardFailure: no silent half-tunnel.
     const args = [
@@ -90,7 +109,7 @@ export async function startSsh(rigDir: string, originPort: number): Promise<{ ss
       '-p',
       String(server.port),
       '-i',
-      join(dir, 'user_key'),
+      server.userKey,
       '-o',
       'IdentitiesOnly=yes',
       '-o',

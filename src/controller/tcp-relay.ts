@@ -128,11 +128,20 @@ export class TcpRelay {
   readonly #onClientClose = (): void => {
     this.#clientGone = true;
     const stream = this.#stream;
-    // A client that left without its FIN (an RST, or before it sent one) resets the stream.
-    if (stream !== undefined && !stream.destroyed && !this.#clientEnded) {
+    if (stream !== undefined && !stream.destroyed && !this.#closedCleanly()) {
       stream.reset(ErrorCode.CANCEL, 'the client reset the connection');
     }
   };
+
+  /**
+   * Whether the client's socket closed after both FINs. A client that left without its FIN (an RST,
+   * or before it sent one) did not, nor did one that sent its FIN and then met our writes with an
+   * RST (a killed process): the target's bytes can no longer reach it, and the stream, paused on a
+   * socket that will never drain, would otherwise never close.
+   */
+  #closedCleanly(): boolean {
+    return this.#clientEnded && this.#socket.writableFinished;
+  }
 
   #attempt(opened: Opened): Promise<Attempt> {
     const { stream, tunnel } = opened;
@@ -195,7 +204,7 @@ export class TcpRelay {
         s.once('finish', () => settle({ outcome: this.#cut ? 'cut' : 'done', retryable: false }));
       });
       this.#socket.once('close', () => {
-        if (this.#clientEnded) return; // The stream's close settles it.
+        if (this.#closedCleanly()) return; // The stream's close settles it.
         settle({ outcome: this.#cut ? 'cut' : 'reset', retryable: false });
       });
       stream.resume();

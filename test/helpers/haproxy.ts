@@ -119,11 +119,19 @@ export class Haproxy {
     return join(this.#dir, 'admin.sock');
   }
 
-  static async start(backends: readonly Backend[]): Promise<Haproxy> {
+  static start(backends: readonly Backend[]): Promise<Haproxy> {
+    return Haproxy.startWith((port, socket) => haproxyConfig(port, socket, backends));
+  }
+
+  /**
+   * An haproxy with the configuration `config` writes for the frontend port and the stats socket it
+   * is given; ready when that port accepts connections (tests of other setups, e.g. accept-proxy).
+   */
+  static async startWith(config: (port: number, socket: string) => string): Promise<Haproxy> {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-haproxy-'));
     const port = await freePort();
     const file = join(dir, 'haproxy.cfg');
-    writeFileSync(file, haproxyConfig(port, join(dir, 'admin.sock'), backends));
+    writeFileSync(file, config(port, join(dir, 'admin.sock')));
     const child = spawn(haproxyBinary(), ['-db', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const proxy = new Haproxy(port, dir, child);
     let exited = false;

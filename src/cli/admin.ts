@@ -55,6 +55,13 @@ const ROUTE_FLAGS = [
     env: false,
     help: 'for an https:// target, the name its certificate must carry (add)',
   }),
+  flag({
+    name: 'tls',
+    key: 'tls',
+    value: 'passthrough',
+    env: false,
+    help: 'passthrough: relay TLS connections whose SNI names HOST, still encrypted, to a tcp:// target (add)',
+  }),
   flag({ name: 'path', key: 'path', value: 'P', env: false, shown: '/', help: 'path prefix' }),
   ...COMMON_FLAGS,
 ] as const;
@@ -99,7 +106,7 @@ const USAGES: Record<(typeof ADMIN_COMMANDS)[number], string> = {
 create prints the new agent token once; only its hash is stored.
 
 ${flagsUsage(COMMON_FLAGS)}`,
-  route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] [--server-name NAME] | ls | rm HOST [--path P] [flags]
+  route: `Usage: sluice route add HOST --cluster NAME --target URL [--path P] [--server-name NAME] [--tls passthrough] | ls | rm HOST [--path P] [flags]
 
 ${flagsUsage(ROUTE_FLAGS)}`,
   'tcp-route': `Usage: sluice tcp-route add LISTEN --cluster NAME --target tcp://HOST:PORT [--proxy-protocol v2] | ls | rm LISTEN [flags]
@@ -162,6 +169,7 @@ type Values = {
   target?: string;
   path?: string;
   'server-name'?: string;
+  tls?: string;
   'proxy-protocol'?: string;
 };
 type Action = (args: string[], values: Values, client: Client, json: boolean) => Promise<string>;
@@ -212,7 +220,7 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
     if (verb === 'ls') {
       expect(args, 1);
       const r = (await client.call('GET', '/api/routes')) as { routes: Row[] };
-      return json ? show(r) : table(r.routes, ['host', 'path', 'cluster', 'target', 'source']);
+      return json ? show(r) : table(r.routes, ['host', 'path', 'cluster', 'target', 'tls', 'source']);
     }
     if (verb === 'add') {
       expect(args, 2);
@@ -225,6 +233,7 @@ const ACTIONS: Record<(typeof ADMIN_COMMANDS)[number], Action> = {
         target: values.target,
         ...pathOf(values),
         ...(serverName === undefined ? {} : { serverName }),
+        ...(values.tls === undefined ? {} : { tls: values.tls }),
       };
       const r = (await client.call('POST', '/api/routes', body)) as { route: Row };
       return json ? show(r) : `route ${String(r.route.host)}${String(r.route.path)} added\n`;

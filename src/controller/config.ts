@@ -140,7 +140,15 @@ export interface TlsConfig {
   readonly certs: readonly CertFiles[];
   /** A handshake for a name no certificate serves: the first certificate, or refused. */
   readonly unknownName: 'first' | 'refuse';
+  /**
+   * How long a new connection may take to send its whole ClientHello, which is read for its SNI name
+   * before TLS starts (a passthrough route takes it raw); a client silent this long is closed.
+   */
+  readonly peekTimeoutMs: number;
 }
+
+/** tls.peekTimeout's default: a ClientHello is one packet or two; a slow mobile link gets 10 s. */
+export const DEFAULT_TLS_PEEK_TIMEOUT_MS = 10_000;
 
 export interface ControllerConfig {
   readonly listen: HostPort;
@@ -272,7 +280,7 @@ function tlsFrom(
   const certs = [...(file?.certs ?? []), ...(cert === undefined ? [] : [{ cert, key: key! }])];
   const listen = listenSet ?? file?.listen;
   if (listen === undefined) {
-    if (certs.length === 0 && file?.unknownName === undefined) return {};
+    if (certs.length === 0 && file?.unknownName === undefined && file?.peekTimeout === undefined) return {};
     throw new ConfigError(
       'tls.listen',
       'is required with TLS certificates: the address of the HTTPS listener (--tls-listen)',
@@ -284,7 +292,8 @@ function tlsFrom(
       'needs at least one certificate: tls.certs in the file, or --tls-cert and --tls-key',
     );
   }
-  return { tls: { listen, certs, unknownName: file?.unknownName ?? 'first' } };
+  const peekTimeoutMs = file?.peekTimeout ?? DEFAULT_TLS_PEEK_TIMEOUT_MS;
+  return { tls: { listen, certs, unknownName: file?.unknownName ?? 'first', peekTimeoutMs } };
 }
 
 /**
@@ -641,6 +650,7 @@ const tlsSchema = z.strictObject({
   listen: leaf(parseHostPort).optional(),
   certs: z.array(z.strictObject({ cert: leaf(parsePath), key: leaf(parsePath) })).optional(),
   unknownName: leaf(parseUnknownName).optional(),
+  peekTimeout: leaf(parseBoundedDuration({ min: 100, max: 5 * MINUTE })).optional(),
 });
 
 const clusterSchema = z.strictObject({
@@ -712,7 +722,7 @@ interface FileSettings {
   tcpRoutes?: TcpRoute[];
   tcp?: TcpLimits;
   http?: HttpOptions;
-  tls?: { listen?: HostPort; certs?: CertFiles[]; unknownName?: 'first' | 'refuse' };
+  tls?: { listen?: HostPort; certs?: CertFiles[]; unknownName?: 'first' | 'refuse'; peekTimeout?: number };
   tunnel?: SessionOptions;
   logLevel?: LogLevel;
 }

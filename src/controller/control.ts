@@ -250,11 +250,14 @@ export class ControlPlane {
     // Only the route fields: a stored record also carries `created` and `source`, which no route has.
     const routes = await this.store.listRoutes();
     this.#routes = new RouteTable(
-      routes.map(({ host, path, cluster, target, serverName }) =>
-        serverName === undefined
-          ? { host, path, cluster, target }
-          : { host, path, cluster, target, serverName },
-      ),
+      routes.map(({ host, path, cluster, target, serverName, tls }) => ({
+        host,
+        path,
+        cluster,
+        target,
+        ...(serverName === undefined ? {} : { serverName }),
+        ...(tls === undefined ? {} : { tls }),
+      })),
     );
   }
 

@@ -23,6 +23,7 @@ import { FileCertificates } from './certificates.js';
 import { ControllerMetrics } from './metrics.js';
 import type { PublicListener } from './public-listener.js';
 import { TcpRoutes } from './tcp-listener.js';
+import { TlsPassthrough } from './tls-passthrough.js';
 import { shutdown } from './shutdown.js';
 import { openStore, readTunnelTls } from './startup-files.js';
 import { Traffic } from './traffic.js';
@@ -149,6 +150,12 @@ export async function startController(
           certificates: certificates!,
           key: 'tls.listen',
           log: logger.child({ component: 'tls' }),
+          passthrough: new TlsPassthrough({
+            routes: () => control.routes,
+            dispatcher,
+            peekTimeoutMs: config.tls.peekTimeoutMs,
+            log: logger.child({ component: 'tls-passthrough' }),
+          }),
         },
         edge,
       );

@@ -4,7 +4,9 @@
 // served as the plain HTTP/1.1 request it also is (h2c.ts). Given a CertificateSource it is the TLS
 // listener instead: the same server over TLS, each handshake's certificate chosen by its SNI name
 // (certificates.ts), the default one (for a client that sends no name) replaced on each reload, and
-// HTTP/2 beside HTTP/1.1 through ALPN (http2.ts).
+// HTTP/2 beside HTTP/1.1 through ALPN (http2.ts). With a TlsPassthrough, each connection's
+// ClientHello is read first, and those whose SNI names a passthrough route are relayed raw instead of
+// terminated (tls-passthrough.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { constants, createSecureServer, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
@@ -18,6 +20,7 @@ import type { PublicEdge } from './edge.js';
 import { isH2cUpgrade, serveWithoutUpgrade } from './h2c.js';
 import { asHttp1Head, clientChannel, http2Settings, Http2Sessions, isHttp2 } from './http2.js';
 import type { PublicListener } from './public-listener.js';
+import type { TlsPassthrough } from './tls-passthrough.js';
 
 export interface HttpListenerOptions {
   /** Where to listen. */
@@ -29,6 +32,8 @@ export interface HttpListenerOptions {
   key?: string;
   /** Where the TLS listener reports HTTP/2 sessions it cut off. */
   log?: Logger;
+  /** For the TLS listener: the peek that takes passthrough routes' connections before TLS. */
+  passthrough?: TlsPassthrough;
 }
 
 export class HttpListener implements PublicListener {
@@ -36,17 +41,20 @@ export class HttpListener implements PublicListener {
   readonly #server: Server;
   readonly #connections: PublicConnections;
   readonly #sessions: Http2Sessions | undefined;
+  readonly #passthrough: TlsPassthrough | undefined;
 
   private constructor(
     url: string,
     server: Server,
     connections: PublicConnections,
     sessions: Http2Sessions | undefined,
+    passthrough: TlsPassthrough | undefined,
   ) {
     this.url = url;
     this.#server = server;
     this.#connections = connections;
     this.#sessions = sessions;
+    this.#passthrough = passthrough;
   }
 
   /** Binds the listener; resolves once it listens, rejects when it cannot bind. */
@@ -58,18 +66,22 @@ export class HttpListener implements PublicListener {
         ? undefined
         : new Http2Sessions(options.log, options.http.keepAliveTimeoutMs);
     const server = createPublicServer(options.http, edge, connections, certificates, sessions);
+    const passthrough = certificates === undefined ? undefined : options.passthrough;
+    if (passthrough !== undefined) peekFirst(server, passthrough);
     const url = await listenHttp(server, options.listen, options.key ?? 'listen');
     return new HttpListener(
       certificates === undefined ? url : url.replace(/^http:/, 'https:'),
       server,
       connections,
       sessions,
+      passthrough,
     );
   }
 
-  /** Responses being written, and upgraded connections open. */
+  /** Responses being written, and upgraded connections open (passthrough relays among them). */
   get counts(): { responses: number; upgraded: number } {
-    return this.#connections.counts;
+    const counts = this.#connections.counts;
+    return { ...counts, upgraded: counts.upgraded + (this.#passthrough?.open ?? 0) };
   }
 
   /** Client connections open right now, as Node counts them. */
@@ -87,16 +99,35 @@ export class HttpListener implements PublicListener {
   }
 
   closeUpgraded(): number {
-    return this.#connections.closeUpgraded();
+    return this.#connections.closeUpgraded() + (this.#passthrough?.closeUpgraded() ?? 0);
   }
 
   destroyUpgraded(): void {
     this.#connections.destroyUpgraded();
+    this.#passthrough?.destroyUpgraded();
   }
 
   close(): Promise<void> {
+    // The server counts the relayed and the peeked connections as its own: they go first.
+    this.#passthrough?.close();
     return closeHttp(this.#server);
   }
+}
+
+/**
+ * Puts the passthrough peek in front of TLS. Node's TLS server starts a handshake in its 'connection'
+ * listener, so those listeners are taken off and called by the peek, with the socket whose first
+ * bytes it read and put back, once the connection is not for passthrough. The TLS socket reads bytes
+ * left in the socket's buffer before those that come later (the 'connection' event is the documented
+ * way to hand a server a socket).
+ */
+function peekFirst(server: Server, passthrough: TlsPassthrough): void {
+  const handlers = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  const terminate = (socket: Socket): void => {
+    for (const handler of handlers) handler.call(server, socket);
+  };
+  server.on('connection', (socket: Socket) => passthrough.accept(socket, terminate));
 }
 
 function createPublicServer(

@@ -107,11 +107,18 @@ export const OPENAPI = Object.freeze({
           target: {
             type: 'string',
             example: 'http://127.0.0.1:9000',
-            description: 'http://, https:// or h2c:// (HTTP/2 cleartext, gRPC) host:port',
+            description:
+              'http://, https:// or h2c:// (HTTP/2 cleartext, gRPC) host:port; tcp://host:port with tls: passthrough',
           },
           serverName: {
             type: 'string',
             description: 'For an https:// target: the SNI name its certificate must carry',
+          },
+          tls: {
+            type: 'string',
+            enum: ['passthrough'],
+            description:
+              'passthrough: TLS connections whose SNI names this host are relayed, still encrypted, to a tcp://host:port target',
           },
         },
       },
@@ -123,6 +130,7 @@ export const OPENAPI = Object.freeze({
           cluster: { type: 'string' },
           target: { type: 'string' },
           serverName: { type: 'string' },
+          tls: { type: 'string', enum: ['passthrough'] },
           created: time,
           source: routeSource,
         },

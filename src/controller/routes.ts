@@ -6,13 +6,17 @@
 // wildcard and a longer wildcard suffix beats a shorter one. Each route is its own claim: when no path of
 // the exact host matches, the wildcards are still tried (as Gateway API's HTTPRoute does), so adding
 // `app.example.test/api` never takes the rest of `app.example.test` away from `*.example.test`.
+//
+// A route with `tls: passthrough` is no HTTP route: HTTP requests never match it. The TLS listener
+// asks passthrough() for the SNI name of each connection instead, and relays those it names raw to the
+// route's tcp:// target (tls-passthrough.ts).
 import { isIPv4, isIPv6 } from 'node:net';
 import { maskUserinfo } from '../config/values.js';
 import { ConfigError } from '../errors.js';
 import type { Route } from '../store/model.js';
 import { isHostname, isInClusterHostname, MAX_HOSTNAME } from '../syntax.js';
 
-const FIELDS = ['host', 'path', 'cluster', 'target', 'serverName'];
+const FIELDS = ['host', 'path', 'cluster', 'target', 'serverName', 'tls'];
 
 // What the agent speaks to the target: HTTP/1.1, HTTP/1.1 over TLS, or HTTP/2 cleartext (gRPC).
 const TARGET_SCHEMES: Readonly<Record<string, number>> = { http: 80, https: 443, h2c: 80 };
@@ -39,7 +43,12 @@ export function validateRoute(input: unknown, key: string): Route {
     const rule = 'must be a cluster name (printable ASCII, no spaces)';
     throw new ConfigError(`${key}.cluster`, `${rule}, got ${show(cluster)}`);
   }
+  if (record.tls !== undefined) return passthroughRoute(record, host, path, cluster, key);
   const target = routeTarget(record.target);
+  if (typeof record.target === 'string' && /^tcp:\/\//i.test(record.target)) {
+    const rule = 'is tcp://, which only a route with tls: passthrough takes (or a tcpRoutes entry)';
+    throw new ConfigError(`${key}.target`, rule);
+  }
   if (target === undefined) {
     const rule =
       'must be an http://, https:// or h2c:// URL with a host and port (no path, query or credentials)';
@@ -55,6 +64,35 @@ export function validateRoute(input: unknown, key: string): Route {
     throw new ConfigError(`${key}.serverName`, 'applies only to an https:// target');
   }
   return Object.freeze({ host, path, cluster, target, serverName });
+}
+
+/**
+ * A route with `tls`: it must say `passthrough`, name a tcp:// target, and have neither a path (the
+ * bytes are encrypted; there is no request to read one from) nor a serverName (the client's own TLS
+ * reaches the target).
+ */
+function passthroughRoute(
+  record: Record<string, unknown>,
+  host: string,
+  path: string,
+  cluster: string,
+  key: string,
+): Route {
+  if (record.tls !== 'passthrough') {
+    throw new ConfigError(`${key}.tls`, `must be "passthrough", got ${show(record.tls)}`);
+  }
+  const target = tcpTarget(record.target);
+  if (target === undefined) {
+    const rule = 'must be tcp://host:port for a route with tls: passthrough';
+    throw new ConfigError(`${key}.target`, `${rule}, got ${show(redact(record.target))}`);
+  }
+  if (path !== '/') {
+    throw new ConfigError(`${key}.path`, 'must be / for a route with tls: passthrough (it sees no path)');
+  }
+  if (record.serverName !== undefined) {
+    throw new ConfigError(`${key}.serverName`, 'applies only to an https:// target, not to tls: passthrough');
+  }
+  return Object.freeze({ host, path, cluster, target, tls: 'passthrough' });
 }
 
 /**
@@ -80,11 +118,16 @@ interface Entry {
   route: Route;
 }
 
+/** Where passthrough() found the most specific route for a name. */
+type Claim = Route | 'terminated' | undefined;
+
 export class RouteTable {
   /** Exact host → its routes, longest path prefix first. */
   readonly #exact = new Map<string, Entry[]>();
   /** Wildcard suffix (`example.test` for `*.example.test`) → its routes, longest path prefix first. */
   readonly #wildcard = new Map<string, Entry[]>();
+  /** The passthrough routes by host, `*.suffix` spelt as such; each has the one path `/`. */
+  readonly #passthrough = new Map<string, Route>();
   readonly #size: number;
 
   /** Validates every route (normalizing it) and refuses two routes with the same host and path. */
@@ -100,6 +143,10 @@ export class RouteTable {
         throw new ConfigError(`${key}[${i}]`, `repeats ${key}[${first}]: ${what}`);
       }
       seen.set(id, i);
+      if (route.tls === 'passthrough') {
+        this.#passthrough.set(route.host, route);
+        return;
+      }
       const wildcard = route.host.startsWith('*.');
       add(wildcard ? this.#wildcard : this.#exact, wildcard ? route.host.slice(2) : route.host, {
         prefix,
@@ -130,6 +177,28 @@ export class RouteTable {
       if (hit !== undefined) return hit;
     }
     return undefined;
+  }
+
+  /**
+   * The passthrough route for a TLS connection's SNI name (lowercase, as the ClientHello reader gives
+   * it), or undefined when it is to be terminated here. The most specific host claims the name, as
+   * in match(): an exact HTTP route for `shop.example.test` keeps it from `*.example.test` passing
+   * through; at one host a passthrough route takes every connection, whatever paths HTTP routes have.
+   */
+  passthrough(sni: string): Route | undefined {
+    if (this.#passthrough.size === 0) return undefined;
+    const exact = this.#claim(sni, this.#exact.has(sni));
+    if (exact !== undefined) return exact === 'terminated' ? undefined : exact;
+    for (let dot = sni.indexOf('.'); dot !== -1; dot = sni.indexOf('.', dot + 1)) {
+      const suffix = sni.slice(dot + 1);
+      const claim = this.#claim(`*.${suffix}`, this.#wildcard.has(suffix));
+      if (claim !== undefined) return claim === 'terminated' ? undefined : claim;
+    }
+    return undefined;
+  }
+
+  #claim(host: string, terminated: boolean): Claim {
+    return this.#passthrough.get(host) ?? (terminated ? 'terminated' : undefined);
   }
 }
 
@@ -207,6 +276,17 @@ function routeServerName(value: unknown): string | undefined {
   if (typeof value !== 'string' || isIPv4(value) || value.includes(':')) return undefined;
   const name = stripDot(value);
   return name.length <= MAX_HOSTNAME && isHostname(name) ? name.toLowerCase() : undefined;
+}
+
+function tcpTarget(value: unknown): string | undefined {
+  if (typeof value !== 'string' || !/^tcp:\/\//i.test(value)) return undefined;
+  const url = parseUrl(`http${value.slice(3)}`);
+  if (url === undefined || url.username !== '' || url.password !== '') return undefined;
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') return undefined;
+  // The port as written: tcp:// names no protocol with a default, and http's 80 would vanish in url.port.
+  const port = Number(/:(\d+)\/?$/.exec(value)?.[1] ?? 0);
+  if (port === 0 || !isTargetHost(url.hostname)) return undefined;
+  return `tcp://${url.hostname}:${port}`;
 }
 
 function parseUrl(value: string): URL | undefined {

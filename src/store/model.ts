@@ -18,6 +18,12 @@ export interface Route {
   target: string;
   /** For an `https://` target: the name sent as SNI and checked in its certificate (default its host). */
   serverName?: string;
+  /**
+   * `passthrough`: the TLS listener reads the SNI name of a connection for this host and relays its
+   * bytes, still encrypted, to a `tcp://host:port` target; the customer's certificate answers. Such a
+   * route serves no HTTP request.
+   */
+  tls?: 'passthrough';
 }
 
 /** `sha256:<hex>` of a token, the form configs and stores keep. */

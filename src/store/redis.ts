@@ -262,6 +262,7 @@ export class RedisStore implements Store {
         cluster: route.cluster,
         target: route.target,
         ...(route.serverName === undefined ? {} : { serverName: route.serverName }),
+        ...(route.tls === undefined ? {} : { tls: route.tls }),
         created: now(),
         source,
       };
@@ -599,6 +600,7 @@ function upsertSeed(s: State, seed: Seed): void {
       cluster: r.cluster,
       target: r.target,
       ...(r.serverName === undefined ? {} : { serverName: r.serverName }),
+      ...(r.tls === undefined ? {} : { tls: r.tls }),
       created: route?.created ?? created,
       source: 'config',
     });

@@ -96,6 +96,8 @@ export class SqliteStore implements Store {
     if (!columns.some((c) => c.name === 'server_name')) {
       this.#db.exec('ALTER TABLE routes ADD COLUMN server_name TEXT');
     }
+    // `passthrough` for a route with tls: passthrough (docs/tls.md), else NULL.
+    if (!columns.some((c) => c.name === 'tls')) this.#db.exec('ALTER TABLE routes ADD COLUMN tls TEXT');
   }
 
   async listClusters(): Promise<ClusterRecord[]> {
@@ -193,11 +195,14 @@ export class SqliteStore implements Store {
   async listRoutes(): Promise<RouteRecord[]> {
     const rows = this.#db
       .prepare(
-        'SELECT host, path, cluster, target, server_name AS serverName, created, source FROM routes ' +
+        'SELECT host, path, cluster, target, server_name AS serverName, tls, created, source FROM routes ' +
           'ORDER BY host, path',
       )
-      .all() as (RouteRecord & { serverName: string | null })[];
-    for (const row of rows) if (row.serverName === null) delete (row as { serverName?: unknown }).serverName;
+      .all() as (RouteRecord & { serverName: string | null; tls: string | null })[];
+    for (const row of rows) {
+      if (row.serverName === null) delete (row as { serverName?: unknown }).serverName;
+      if (row.tls === null) delete (row as { tls?: unknown }).tls;
+    }
     return rows;
   }
 
@@ -208,6 +213,7 @@ export class SqliteStore implements Store {
       cluster: route.cluster,
       target: route.target,
       ...(route.serverName === undefined ? {} : { serverName: route.serverName }),
+      ...(route.tls === undefined ? {} : { tls: route.tls }),
       created: now(),
       source,
     };
@@ -219,10 +225,10 @@ export class SqliteStore implements Store {
     }
     this.#db
       .prepare(
-        'INSERT INTO routes (host, path, cluster, target, server_name, created, source) ' +
-          'VALUES (@host, @path, @cluster, @target, @serverName, @created, @source)',
+        'INSERT INTO routes (host, path, cluster, target, server_name, tls, created, source) ' +
+          'VALUES (@host, @path, @cluster, @target, @serverName, @tls, @created, @source)',
       )
-      .run({ serverName: null, ...record });
+      .run({ serverName: null, tls: null, ...record });
     this.#watchers.emit({ kind: 'route', op: 'add', host: record.host, path: record.path });
     return record;
   }
@@ -349,12 +355,15 @@ export class SqliteStore implements Store {
         upsertToken.run(`tok_${randomBytes(8).toString('hex')}`, c.name, hash, created);
     }
     const upsertRoute = db.prepare(
-      "INSERT INTO routes (host, path, cluster, target, server_name, created, source) VALUES (?, ?, ?, ?, ?, ?, 'config') " +
+      'INSERT INTO routes (host, path, cluster, target, server_name, tls, created, source) ' +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'config') " +
         'ON CONFLICT (host, path) DO UPDATE SET cluster = excluded.cluster, target = excluded.target, ' +
-        "server_name = excluded.server_name, source = 'config'",
+        "server_name = excluded.server_name, tls = excluded.tls, source = 'config'",
     );
-    for (const r of seed.routes)
-      upsertRoute.run(r.host, r.path ?? '/', r.cluster, r.target, r.serverName ?? null, created);
+    for (const r of seed.routes) {
+      const { host, cluster, target } = r;
+      upsertRoute.run(host, r.path ?? '/', cluster, target, r.serverName ?? null, r.tls ?? null, created);
+    }
   }
 }
 

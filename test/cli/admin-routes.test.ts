@@ -106,6 +106,31 @@ describe('routes', () => {
     assert.deepEqual(await listRoutes(), []);
   });
 
+  test('route add --tls passthrough takes a tcp:// target; ls shows its tls; a bad value is refused', async () => {
+    const host = 'pass.example.test';
+    await ok(
+      cli('route', 'add', host, '--cluster', 'seeded', '--target', 'tcp://db:443', '--tls', 'passthrough'),
+    );
+    const ls = await ok(cli('route', 'ls'));
+    assert.match(ls, /^HOST +PATH +CLUSTER +TARGET +TLS +SOURCE$/m);
+    assert.match(ls, /^pass\.example\.test +\/ +seeded +tcp:\/\/db:443 +passthrough +api$/m);
+    const bad = await cli(
+      'route',
+      'add',
+      'b.example.test',
+      '--cluster',
+      'seeded',
+      '--target',
+      'tcp://db:443',
+      '--tls',
+      'yes',
+    );
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /tls/);
+    await ok(cli('route', 'rm', host));
+    assert.deepEqual(await listRoutes(), []);
+  });
+
   test('a repeated route is refused naming the host, and the others are untouched', async () => {
     await ok(cli('route', 'add', 'a.example.test', '--cluster', 'seeded', '--target', 'http://h:1'));
     await ok(

@@ -139,6 +139,18 @@ describe('clusters and routes', () => {
     assert.equal((await api('DELETE', `/api/routes?host=${host}`)).status, 404);
   });
 
+  test('a tls: passthrough route is added, listed with its tls, and serves no HTTP request', async () => {
+    const host = 'pass.example.test';
+    const body = { host, cluster: 'seeded', target: 'tcp://127.0.0.1:1', tls: 'passthrough' };
+    const added = await api('POST', '/api/routes', body);
+    assert.equal(added.status, 201);
+    assert.equal(added.json.route.tls, 'passthrough');
+    const listed = (await api('GET', '/api/routes')).json.routes as { host: string; tls?: string }[];
+    assert.equal(listed.find((r) => r.host === host)?.tls, 'passthrough');
+    assert.equal((await ask({ port: port(controller.publicUrl), host })).status, 404);
+    assert.equal((await api('DELETE', `/api/routes?host=${host}`)).status, 200);
+  });
+
   test('bad route input is 400 naming the field', async () => {
     const base = { host: 'a.example.test', cluster: 'seeded', target: 'http://127.0.0.1:1' };
     const cases: [Record<string, unknown>, string][] = [
@@ -147,6 +159,10 @@ describe('clusters and routes', () => {
       [{ ...base, target: 'ftp://x' }, 'target'],
       [{ ...base, cluster: 'nope' }, 'cluster'],
       [{ ...base, paht: '/x' }, 'paht'],
+      [{ ...base, target: 'tcp://db:5432' }, 'target'],
+      [{ ...base, tls: 'passthrough' }, 'target'],
+      [{ ...base, target: 'tcp://db:443', tls: 'terminate' }, 'tls'],
+      [{ ...base, target: 'tcp://db:443', tls: 'passthrough', path: '/api' }, 'path'],
     ];
     for (const [body, field] of cases) {
       const r = await api('POST', '/api/routes', body);

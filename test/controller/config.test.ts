@@ -920,3 +920,38 @@ describe('tcpRoutes and tcp', () => {
     refuses(tcp(none, 'tcp: {maxConnections: 1}\n'), 'tcp.maxConnections', /is not a known key/);
   });
 });
+
+describe('tls.peekTimeout and passthrough routes', () => {
+  const TLS = 'tls:\n  listen: 127.0.0.1:8443\n  certs:\n    - { cert: /c.pem, key: /c.key }\n';
+
+  test('peekTimeout defaults to 10 s, takes a duration from 100 ms to 5 m', () => {
+    assert.equal(load({ yaml: TLS }).tls?.peekTimeoutMs, 10_000);
+    assert.equal(load({ yaml: `${TLS}  peekTimeout: 2s\n` }).tls?.peekTimeoutMs, 2000);
+    assert.equal(load({ yaml: `${TLS}  peekTimeout: 250\n` }).tls?.peekTimeoutMs, 250);
+    refuses({ yaml: `${TLS}  peekTimeout: 50\n` }, 'tls.peekTimeout', /100ms|100 ms/);
+    refuses({ yaml: `${TLS}  peekTimeout: 10m\n` }, 'tls.peekTimeout', /5m|5 m/);
+    refuses({ yaml: 'tls:\n  peekTimeout: 2s\n' }, 'tls.listen', /is required/);
+  });
+
+  test('a passthrough route loads with its tcp:// target; an HTTP route with one is refused', () => {
+    const clusters = 'clusters:\n  - name: shop\n';
+    const pass =
+      '  - { host: db.example.test, cluster: shop, target: "tcp://ingress.shop.svc:443", tls: passthrough }\n';
+    const { routes } = load({ yaml: `${clusters}routes:\n${pass}` });
+    assert.deepEqual(routes, [
+      {
+        host: 'db.example.test',
+        path: '/',
+        cluster: 'shop',
+        target: 'tcp://ingress.shop.svc:443',
+        tls: 'passthrough',
+      },
+    ]);
+    const http = '  - { host: db.example.test, cluster: shop, target: "tcp://ingress.shop.svc:443" }\n';
+    refuses(
+      { yaml: `${clusters}routes:\n${http}` },
+      'routes[0].target',
+      /only a route with tls: passthrough/,
+    );
+  });
+});

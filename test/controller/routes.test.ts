@@ -274,7 +274,7 @@ describe('validateRoute', () => {
   test('refuses an unknown field', () => {
     refuses(
       { ...route('a.test'), paht: '/api' },
-      'routes[0].paht is not a route field (expected host, path, cluster, target, serverName)',
+      'routes[0].paht is not a route field (expected host, path, cluster, target, serverName, tls)',
     );
   });
 
@@ -419,5 +419,82 @@ describe('validateRoute', () => {
     assert.equal(target('http://my_service:3000/'), 'http://my_service:3000');
     assert.equal(target('http://[0:0::1]'), 'http://[::1]:80');
     assert.equal(target('http://127.1:80'), 'http://127.0.0.1:80');
+  });
+});
+
+describe('tls: passthrough routes', () => {
+  const pass = (host: string, target = 'tcp://ingress.shop.svc:443'): Route => ({
+    host,
+    cluster: 'c',
+    target,
+    tls: 'passthrough',
+  });
+
+  test('validate to a tcp:// target with path /', () => {
+    assert.deepEqual(validateRoute(pass('DB.Example.Test', 'TCP://Ingress.Shop.SVC:443/'), 'r'), {
+      host: 'db.example.test',
+      path: '/',
+      cluster: 'c',
+      target: 'tcp://ingress.shop.svc:443',
+      tls: 'passthrough',
+    });
+    assert.equal(validateRoute(pass('a.test', 'tcp://db:80'), 'r').target, 'tcp://db:80');
+  });
+
+  test('refuse anything but passthrough, a tcp:// target, a path or a serverName', () => {
+    refuses({ ...pass('a.test'), tls: 'terminate' }, 'routes[0].tls must be "passthrough", got "terminate"');
+    const rule = 'routes[0].target must be tcp://host:port for a route with tls: passthrough, got';
+    refuses(pass('a.test', 'https://x.svc:443'), `${rule} "https://x.svc:443"`);
+    refuses(pass('a.test', 'tcp://x.svc'), `${rule} "tcp://x.svc"`);
+    refuses(pass('a.test', 'tcp://x.svc:0'), `${rule} "tcp://x.svc:0"`);
+    refuses(pass('a.test', 'tcp://u:pw@x.svc:1'), `${rule} "tcp://***@x.svc:1"`);
+    refuses(
+      { ...pass('a.test'), path: '/api' },
+      'routes[0].path must be / for a route with tls: passthrough (it sees no path)',
+    );
+    refuses(
+      { ...pass('a.test'), serverName: 'x.svc' },
+      'routes[0].serverName applies only to an https:// target, not to tls: passthrough',
+    );
+  });
+
+  test('an HTTP route refuses a tcp:// target, saying what takes one', () => {
+    refuses(
+      { host: 'a.test', cluster: 'c', target: 'tcp://db:5432' },
+      'routes[0].target is tcp://, which only a route with tls: passthrough takes (or a tcpRoutes entry)',
+    );
+  });
+
+  test('HTTP requests never match a passthrough route', () => {
+    const table = new RouteTable([pass('db.example.test'), pass('*.pass.test'), route('*.example.test')]);
+    assert.equal(which(table, 'db.example.test'), '*.example.test /');
+    assert.equal(which(table, 'a.pass.test'), undefined);
+  });
+
+  test('passthrough(): the most specific host claims the name', () => {
+    const table = new RouteTable([
+      pass('db.example.test'),
+      pass('*.example.test'),
+      route('shop.example.test'),
+      route('*.b.example.test'),
+      route('mixed.example.test', '/api'),
+      pass('mixed.example.test', 'tcp://mixed:1'),
+    ]);
+    const hit = (sni: string): string | undefined => table.passthrough(sni)?.host;
+    assert.equal(hit('db.example.test'), 'db.example.test');
+    assert.equal(hit('cart.example.test'), '*.example.test');
+    assert.equal(hit('x.y.example.test'), '*.example.test');
+    // An HTTP route's host, exact or a longer wildcard, is terminated here.
+    assert.equal(hit('shop.example.test'), undefined);
+    assert.equal(hit('a.b.example.test'), undefined);
+    // At one host, passthrough takes the connection whatever paths HTTP routes have.
+    assert.equal(hit('mixed.example.test'), 'mixed.example.test');
+    assert.equal(hit('example.test'), undefined);
+    assert.equal(hit('other.test'), undefined);
+    assert.equal(new RouteTable([route('a.test')]).passthrough('a.test'), undefined);
+  });
+
+  test('a passthrough route and an HTTP route on the same host and path repeat each other', () => {
+    assert.throws(() => new RouteTable([pass('a.test'), route('a.test')]), /repeats routes\[0\]/);
   });
 });

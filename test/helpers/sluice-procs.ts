@@ -161,7 +161,14 @@ export function tempDir(): string {
 
 export interface StackOptions {
   /** YAML `routes:` entries: host, path?, target (cluster defaults to `c1`). */
-  routes: { host: string; path?: string; target: string; cluster?: string; serverName?: string }[];
+  routes: {
+    host: string;
+    path?: string;
+    target: string;
+    cluster?: string;
+    serverName?: string;
+    tls?: 'passthrough';
+  }[];
   /** Extra top-level YAML (e.g. an `http:` section), appended verbatim. */
   extraYaml?: string;
   /** Agent --allow patterns; default `127.0.0.1:*`. */
@@ -238,7 +245,8 @@ export class Stack {
       .map((r) => {
         const path = r.path === undefined ? '' : `\n    path: ${JSON.stringify(r.path)}`;
         const sni = r.serverName === undefined ? '' : `\n    serverName: ${JSON.stringify(r.serverName)}`;
-        return `  - host: ${JSON.stringify(r.host)}${path}\n    cluster: ${r.cluster ?? 'c1'}\n    target: ${JSON.stringify(r.target)}${sni}`;
+        const tls = r.tls === undefined ? '' : `\n    tls: ${r.tls}`;
+        return `  - host: ${JSON.stringify(r.host)}${path}\n    cluster: ${r.cluster ?? 'c1'}\n    target: ${JSON.stringify(r.target)}${sni}${tls}`;
       })
       .join('\n');
     const restart = this.port !== 0;

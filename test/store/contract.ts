@@ -65,6 +65,35 @@ export function storeContract(name: string, { fresh }: Backend): void {
     await store.close();
   });
 
+  test(`${name}: routes: tls passthrough is kept, from the API and from a seed, and other routes have none`, async () => {
+    const { store, another } = await fresh();
+    await store.addCluster('c1');
+    const pass = { host: 'db.example.test', path: '/', cluster: 'c1', target: 'tcp://db:443' } as const;
+    const added = await store.addRoute({ ...pass, tls: 'passthrough' });
+    assert.equal(added.tls, 'passthrough');
+    await store.addRoute(route);
+    await store.seed(
+      {
+        clusters: [{ name: 'c1', hashes: [] }],
+        routes: [{ ...pass, host: 'seeded.example.test', tls: 'passthrough' }],
+      },
+      'ctl-a',
+    );
+    const second = await another();
+    for (const s of [store, second]) {
+      const listed = await s.listRoutes();
+      const tls = Object.fromEntries(listed.map((r) => [r.host, r.tls]));
+      assert.deepEqual(tls, {
+        'app.example.test': undefined,
+        'db.example.test': 'passthrough',
+        'seeded.example.test': 'passthrough',
+      });
+      assert.ok(!('tls' in listed.find((r) => r.host === route.host)!));
+    }
+    await second.close();
+    await store.close();
+  });
+
   test(`${name}: seed: upserts config entries, deletes config entries no longer listed, keeps API entries`, async () => {
     const { store } = await fresh();
     await store.addCluster('api-made');

@@ -1,0 +1,160 @@
+// TLS passthrough by SNI on the TLS listener (docs/tls.md, "TLS passthrough by SNI"): every new
+// connection's first bytes are read, before TLS starts, until they hold a whole ClientHello
+// (client-hello.ts). When its server name is a passthrough route's host, the connection is relayed as
+// it is, still encrypted, through a `tcp` stream to the route's tcp:// target (tcp-relay.ts), so the
+// target's own certificate answers. Anything else (another name, no name, no ClientHello at all) gets
+// its bytes put back and goes on to this listener's TLS termination, which answers or fails as it
+// would have. The peek is bounded in bytes (MAX_HELLO_BYTES) and in time (tls.peekTimeout).
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { TcpStreamMeta } from '../proxy/meta.js';
+import type { Route } from '../store/model.js';
+import { type HelloResult, parseClientHello } from './client-hello.js';
+import type { ClusterDispatcher } from './dispatcher.js';
+import { newRequestId } from './edge.js';
+import type { RouteTable } from './routes.js';
+import { TcpRelay, type TcpOutcome } from './tcp-relay.js';
+
+export interface TlsPassthroughOptions {
+  /** The route table in force, read once per connection when its ClientHello is whole. */
+  readonly routes: () => RouteTable;
+  readonly dispatcher: ClusterDispatcher;
+  /** A connection whose ClientHello is not whole this long after it opened is closed. */
+  readonly peekTimeoutMs: number;
+  readonly log: Logger;
+}
+
+/** Hands a socket, its first bytes put back, to the listener's TLS termination. */
+export type Terminate = (socket: Socket) => void;
+
+/** The peek in front of one TLS listener, and the passthrough connections it relays. */
+export class TlsPassthrough {
+  readonly #options: TlsPassthroughOptions;
+  readonly #peeking = new Set<Socket>();
+  readonly #relays = new Set<TcpRelay>();
+
+  constructor(options: TlsPassthroughOptions) {
+    this.#options = options;
+  }
+
+  /** Connections relayed right now. */
+  get open(): number {
+    return this.#relays.size;
+  }
+
+  /** Reads `socket`'s ClientHello, then relays it raw or passes it to `terminate`. */
+  accept(socket: Socket, terminate: Terminate): void {
+    this.#peeking.add(socket);
+    peek(socket, this.#options.peekTimeoutMs, (result, bytes) => {
+      this.#peeking.delete(socket);
+      if (result === 'timeout' || result === 'gone') return;
+      const route = passthroughRoute(this.#options.routes(), result);
+      // Put back in front of whatever came after them: both the relay and TLS read them first.
+      socket.unshift(bytes);
+      if (route === undefined) terminate(socket);
+      else this.#relay(socket, route, (result as { sni: string }).sni);
+    });
+  }
+
+  /** Ends every relayed connection with a FIN both ways (the drain's grace is over). */
+  closeUpgraded(): number {
+    for (const relay of this.#relays) relay.close();
+    return this.#relays.size;
+  }
+
+  /** Cuts the relays that did not finish closing. */
+  destroyUpgraded(): void {
+    for (const relay of this.#relays) relay.cut();
+  }
+
+  /** Cuts every relay and closes every connection still being read. */
+  close(): void {
+    for (const socket of this.#peeking) socket.destroy();
+    this.destroyUpgraded();
+  }
+
+  #relay(socket: Socket, route: Route, sni: string): void {
+    const { dispatcher, log } = this.#options;
+    const started = Date.now();
+    // A FIN is passed on as a FIN, each way on its own (docs/tcp.md): the target may still answer.
+    socket.allowHalfOpen = true;
+    const relay = new TcpRelay(socket);
+    this.#relays.add(relay);
+    const client = `${unmapIPv4(socket.remoteAddress ?? '')}:${socket.remotePort ?? 0}`;
+    const meta: TcpStreamMeta = { kind: 'tcp', target: route.target, client, requestId: newRequestId() };
+    const finish = (outcome: TcpOutcome): void => {
+      this.#relays.delete(relay);
+      const { bytesIn, bytesOut, via, detail } = relay.stats;
+      log.info(
+        {
+          client,
+          sni,
+          route: route.host,
+          cluster: route.cluster,
+          target: route.target,
+          requestId: meta.requestId,
+          via,
+          bytesIn,
+          bytesOut,
+          ms: Date.now() - started,
+          outcome,
+          ...(outcome === 'done' || detail === undefined ? {} : { detail }),
+        },
+        'tls passthrough connection',
+      );
+    };
+    relay.run(dispatcher, route.cluster, meta).then(finish, (err: Error) => {
+      relay.stats.detail = err.message;
+      relay.cut();
+      finish('reset');
+    });
+  }
+}
+
+/** The passthrough route a ClientHello's name selects, if any: no name or no hello selects none. */
+function passthroughRoute(routes: RouteTable, result: HelloResult): Route | undefined {
+  return result.kind === 'hello' && result.sni !== null ? routes.passthrough(result.sni) : undefined;
+}
+
+type PeekEnd = HelloResult | 'timeout' | 'gone';
+
+/**
+ * Reads `socket` until its bytes give parseClientHello's answer, then stops reading (the socket is
+ * left paused, its listeners removed) and calls `done` with the answer and every byte read. A client
+ * that sends nothing whole within `timeoutMs`, or half-closes first, is closed (`timeout`); one that
+ * goes away is `gone`.
+ */
+function peek(socket: Socket, timeoutMs: number, done: (result: PeekEnd, bytes: Buffer) => void): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const finish = (result: PeekEnd): void => {
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    socket.off('close', onClose);
+    socket.pause();
+    done(result, seen);
+  };
+  const onData = (chunk: Buffer): void => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const result = parseClientHello(seen);
+    if (result.kind !== 'more') finish(result);
+  };
+  // An unfinished hello followed by a FIN will never be finished.
+  const onEnd = (): void => {
+    finish('timeout');
+    socket.destroy();
+  };
+  const onClose = (): void => finish('gone');
+  const timer = setTimeout(onEnd, timeoutMs);
+  // Errors on a socket that is being read end in its close; TLS and the relay add their own after.
+  socket.on('error', ignore);
+  socket.on('data', onData);
+  socket.on('end', onEnd);
+  socket.on('close', onClose);
+}
+
+function unmapIPv4(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+function ignore(): void {}

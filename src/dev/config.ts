@@ -8,7 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { flag, type FlagValues, readFlag } from '../config/flags.js';
 import { type HostPort, parseOptionalHostPort } from '../config/values.js';
-import { type ControllerConfig, loadControllerConfig, SHARED_WITH_DEV } from '../controller/config.js';
+import {
+  type ControllerConfig,
+  DEFAULT_TLS_PEEK_TIMEOUT_MS,
+  loadControllerConfig,
+  SHARED_WITH_DEV,
+} from '../controller/config.js';
 
 /** --https-listen: dev serves the demo over HTTPS too unless it is off. */
 const HTTPS_LISTEN = flag({
@@ -105,5 +110,8 @@ export function controllerConfig(
 /** The controller's TLS listener: at --https-listen, with the one certificate dev makes. */
 function tlsOf(dev: DevConfig): Pick<ControllerConfig, 'tls'> {
   if (dev.httpsListen === null) return {};
-  return { tls: { listen: dev.httpsListen, certs: [devCertPaths(dev.dataDir)], unknownName: 'first' } };
+  const certs = [devCertPaths(dev.dataDir)];
+  return {
+    tls: { listen: dev.httpsListen, certs, unknownName: 'first', peekTimeoutMs: DEFAULT_TLS_PEEK_TIMEOUT_MS },
+  };
 }

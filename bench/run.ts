@@ -7,8 +7,13 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installCleanup, killAll, openFileLimit } from './common/proc.js';
+import { opensslBinary } from './suite/cert.js';
+import { TLS_PATHS } from './suite/common.js';
+import { h2loadBinary } from './suite/h2load.js';
+import { haproxyBinary } from './suite/haproxy.js';
 import { nginxBinary } from './suite/nginx.js';
 import { type Plan, plan, type WorkloadName } from './suite/plan.js';
+import { redisBenchmarkBinary } from './suite/redis-benchmark.js';
 import { redisBinary } from './suite/redis.js';
 import {
   type Figure,
@@ -20,7 +25,13 @@ import {
   peerMarkdown,
   peerTerminal,
   peerVerdict,
+  tcpVerdict,
+  tcpVersus,
   terminalTable,
+  tlsVersus,
+  type Versus,
+  versusMarkdown,
+  versusTerminal,
 } from './suite/report.js';
 import { type Rounds, runWorkload, workloadPaths } from './suite/runner.js';
 import { sshBinary, sshdBinary } from './suite/ssh.js';
@@ -34,8 +45,17 @@ const RESULTS_DIR = join(REPO, 'bench', 'results');
 /** The tools the selected paths and workloads need; a missing one is an error before anything runs. */
 function missingTools(p: Plan): string[] {
   const missing: string[] = [];
-  if (p.paths.includes('nginx') && nginxBinary() === null)
+  const ran = (w: WorkloadName) => p.workloads.includes(w) && workloadPaths(w, p).length > 0;
+  if ((p.paths.includes('nginx') || p.paths.includes('nginx-tls')) && nginxBinary() === null)
     missing.push('nginx (apt-get install nginx-light)');
+  if (p.paths.some((path) => TLS_PATHS.includes(path)) && opensslBinary() === null)
+    missing.push('openssl (apt-get install openssl)');
+  if (p.workloads.some((w) => w.startsWith('h2-') && ran(w)) && h2loadBinary() === null)
+    missing.push('h2load (apt-get install nghttp2-client)');
+  if (p.paths.includes('haproxy') && haproxyBinary() === null)
+    missing.push('haproxy (apt-get install haproxy)');
+  if (ran('redis') && (redisBinary() === null || redisBenchmarkBinary() === null))
+    missing.push('redis-server and redis-benchmark (apt-get install redis-server)');
   if (p.paths.includes('ssh') && (sshdBinary() === null || sshBinary() === null))
     missing.push('sshd and ssh (apt-get install openssh-server openssh-client)');
   if (p.paths.includes('sluice-peer') && redisBinary() === null)
@@ -104,6 +124,10 @@ interface Report {
   figures: Figure[];
   /** sluice-peer against sluice in this run; null unless both ran. */
   peerHop: { comparisons: PeerComparison[]; verdict: string | null } | null;
+  /** sluice-tls against sluice and nginx-tls in this run; null unless sluice-tls ran. */
+  tls: Versus[] | null;
+  /** Sluice's TCP route against ssh -R, haproxy and direct; null unless a TCP workload ran on sluice. */
+  tcp: { comparisons: Versus[]; verdict: string | null } | null;
   notes: string[];
   failures: string[];
 }
@@ -124,7 +148,7 @@ function markdown(r: Report, figs: Figure[]): string {
 ${markdownTable(figs)}
 
 ${list(LEGEND)}
-${peerSection(r, peerMarkdown)}
+${peerSection(r, peerMarkdown)}${versusSections(r, versusMarkdown)}
 See bench/README.md for what each workload does and how to read it.
 
 ## Failures
@@ -144,6 +168,20 @@ function peerSection(r: Report, render: (c: PeerComparison[]) => string): string
   return `\n## ${heading}\n\n${render(r.peerHop.comparisons)}\n\n${r.peerHop.verdict ?? 'No req/s or MB/s row.'}\n`;
 }
 
+/** The TLS and TCP comparisons (issues #14 and #15), each when its paths ran. */
+function versusSections(r: Report, render: (v: Versus[], path: string) => string): string {
+  let out = '';
+  if (r.tls !== null && r.tls.length > 0) {
+    out += '\n## TLS: sluice-tls against sluice and nginx-tls, same run\n\n';
+    out += `${render(r.tls, 'sluice-tls')}\n\nHTTP/2 rows are over sluice's HTTP/1.1 row of the same workload.\n`;
+  }
+  if (r.tcp !== null && r.tcp.comparisons.length > 0) {
+    out += "\n## TCP: Sluice's TCP route against ssh -R, haproxy and direct, same run\n\n";
+    out += `${render(r.tcp.comparisons, 'sluice')}\n\n${r.tcp.verdict ?? 'No bulk or ping-pong row on ssh.'}\n`;
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const p = plan(process.argv.slice(2));
   installCleanup('bench', WATCHDOG_MS[p.sizes.mode]);
@@ -161,7 +199,7 @@ async function main(): Promise<void> {
   const failures: string[] = [];
   for (const w of p.workloads) {
     if (workloadPaths(w, p).length === 0) {
-      notes.push(`${w}: skipped, it runs on sluice only`);
+      notes.push(`${w}: skipped, it runs on none of the selected paths`);
       continue;
     }
     const t = performance.now();
@@ -189,6 +227,8 @@ async function main(): Promise<void> {
     workloads: p.workloads,
     figures: figs,
     peerHop: bothSluice ? { comparisons, verdict: peerVerdict(comparisons) } : null,
+    tls: p.paths.includes('sluice-tls') ? tlsVersus(figs) : null,
+    tcp: tcpReport(figs),
     notes,
     failures,
   };
@@ -198,10 +238,15 @@ async function main(): Promise<void> {
   await writeFile(join(dir, 'latest.md'), markdown(report, figs));
   const failed = failures.length === 0 ? '' : `\nFailures:\n${failures.join('\n')}\n`;
   console.log(
-    `\n${terminalTable(figs)}\n\n${LEGEND.join('\n')}\n${peerSection(report, peerTerminal)}${failed}`,
+    `\n${terminalTable(figs)}\n\n${LEGEND.join('\n')}\n${peerSection(report, peerTerminal)}${versusSections(report, versusTerminal)}${failed}`,
   );
   console.log(`bench: ${Math.round(report.durationS)} s; wrote ${join(dir, 'latest.json')} and latest.md`);
   process.exit(failures.length > 0 ? 1 : 0);
+}
+
+function tcpReport(figs: Figure[]): Report['tcp'] {
+  const comparisons = tcpVersus(figs);
+  return comparisons.length === 0 ? null : { comparisons, verdict: tcpVerdict(comparisons) };
 }
 
 function progress(w: WorkloadName, r: Rounds, failed: number, ms: number): void {

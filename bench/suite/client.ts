@@ -1,11 +1,14 @@
 // The Node load generator, a process of its own: bulk downloads and uploads, WebSocket echo, idle
-// WebSockets and the slow reader, one request from the orchestrator at a time. Small GETs are wrk's.
-// Every request goes to 127.0.0.1:port with Host bench.test, and every wait is bounded.
+// WebSockets and the slow reader, one request from the orchestrator at a time, and the raw TCP
+// workloads (tcp.ts). Small GETs are wrk's and h2load's. Every request goes to 127.0.0.1:port with
+// Host bench.test, over TLS when the orchestrator says `tls: true`, and every wait is bounded.
 import http from 'node:http';
+import https from 'node:https';
 import { WebSocket } from 'ws';
 import { type Args, sendReady, serveIpc } from '../common/ipc.js';
 import { elapsedMs, MB, num, percentile, withTimeout } from '../common/stats.js';
 import { BENCH_HOST, HOST, SLOW_READ_BPS, SMALL_BODY } from './common.js';
+import { tcpBulk, tcpPingPong, tcpProbe } from './tcp.js';
 
 const CHUNK = Buffer.alloc(256 * 1024, 0x61);
 
@@ -20,15 +23,30 @@ function transfer(bytes: number, start: bigint): Transfer {
   return { bytes, ms, MBps: bytes / MB / (ms / 1000) };
 }
 
-function request(port: number, method: string, path: string, headers: http.OutgoingHttpHeaders = {}) {
-  const req = http.request({
+/** Where the load goes: the path's port, and whether it speaks TLS there. */
+interface Dest {
+  port: number;
+  tls: boolean;
+}
+
+function dest(args: Args): Dest {
+  return { port: num(args, 'port'), tls: args.tls === true };
+}
+
+// The bench's self-signed certificate is not verified (nor is it by wrk or h2load); SNI names the
+// bench's host, as a browser's would.
+const TLS_OPTIONS = { rejectUnauthorized: false, servername: BENCH_HOST };
+
+function request(to: Dest, method: string, path: string, headers: http.OutgoingHttpHeaders = {}) {
+  const options = {
     host: HOST,
-    port,
+    port: to.port,
     method,
     path,
-    agent: false,
+    agent: false as const,
     headers: { host: BENCH_HOST, ...headers },
-  });
+  };
+  const req = to.tls ? https.request({ ...options, ...TLS_OPTIONS }) : http.request(options);
   req.on('socket', (socket) => socket.setNoDelay(true));
   return req;
 }
@@ -58,7 +76,7 @@ function consume(res: http.IncomingMessage, onData: (chunk: Buffer) => void): Pr
 
 /** One GET /small: checks the path answers 200 with the expected body. */
 async function probe(args: Args): Promise<unknown> {
-  const req = request(num(args, 'port'), 'GET', '/small');
+  const req = request(dest(args), 'GET', '/small');
   req.end();
   const res = await withTimeout(response(req), 10_000, 'GET /small');
   let body = '';
@@ -71,7 +89,7 @@ async function probe(args: Args): Promise<unknown> {
   return { ok: true, via: res.headers.via ?? null };
 }
 
-async function downloadOnce(port: number, bytes: number): Promise<Transfer> {
+async function downloadOnce(port: Dest, bytes: number): Promise<Transfer> {
   const start = process.hrtime.bigint();
   const req = request(port, 'GET', `/bytes?n=${bytes}`);
   req.end();
@@ -89,11 +107,11 @@ async function downloadOnce(port: number, bytes: number): Promise<Transfer> {
 }
 
 function download(args: Args): Promise<Transfer> {
-  return downloadOnce(num(args, 'port'), num(args, 'bytes'));
+  return downloadOnce(dest(args), num(args, 'bytes'));
 }
 
 async function parallel(args: Args): Promise<Transfer> {
-  const port = num(args, 'port');
+  const port = dest(args);
   const each = num(args, 'bytes');
   const n = num(args, 'streams');
   const start = process.hrtime.bigint();
@@ -116,7 +134,7 @@ function drained(req: http.ClientRequest): Promise<void> {
 /** POST /sink with `bytes` of body; timed from the first byte until the origin's count arrives. */
 async function upload(args: Args): Promise<Transfer> {
   const bytes = num(args, 'bytes');
-  const req = request(num(args, 'port'), 'POST', '/sink', {
+  const req = request(dest(args), 'POST', '/sink', {
     'content-type': 'application/octet-stream',
     'content-length': bytes,
   });
@@ -146,11 +164,12 @@ async function upload(args: Args): Promise<Transfer> {
 
 const PAYLOAD = Buffer.alloc(64, 0x77);
 
-function openWs(port: number, timeoutMs: number): Promise<WebSocket> {
+function openWs(to: Dest, timeoutMs: number): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${HOST}:${port}/ws`, {
+    const ws = new WebSocket(`${to.tls ? 'wss' : 'ws'}://${HOST}:${to.port}/ws`, {
       headers: { host: BENCH_HOST },
       perMessageDeflate: false,
+      ...(to.tls ? TLS_OPTIONS : {}),
     });
     const timer = setTimeout(() => {
       ws.terminate();
@@ -197,7 +216,7 @@ interface Opened {
  * Opens `count` WebSockets, at most `concurrency` handshakes at a time (so no listen backlog along
  * the path overflows), each confirmed with one echo.
  */
-async function openMany(port: number, count: number, concurrency: number): Promise<Opened> {
+async function openMany(port: Dest, count: number, concurrency: number): Promise<Opened> {
   const sockets: WebSocket[] = [];
   const errors: string[] = [];
   let next = 0;
@@ -241,8 +260,7 @@ async function closeAll(sockets: WebSocket[], timeoutMs: number): Promise<number
  * is back. The first `warmMs` are not counted; then messages are counted for `durationMs`.
  */
 async function wsEcho(args: Args): Promise<unknown> {
-  const port = num(args, 'port');
-  const opened = await openMany(port, num(args, 'conns'), num(args, 'concurrency'));
+  const opened = await openMany(dest(args), num(args, 'conns'), num(args, 'concurrency'));
   if (opened.errors > 0) {
     await closeAll(opened.sockets, 10_000);
     throw new Error(
@@ -300,7 +318,7 @@ async function wsEcho(args: Args): Promise<unknown> {
 let idle: WebSocket[] = [];
 
 async function idleOpen(args: Args): Promise<unknown> {
-  const r = await openMany(num(args, 'port'), num(args, 'count'), num(args, 'concurrency'));
+  const r = await openMany(dest(args), num(args, 'count'), num(args, 'concurrency'));
   idle.push(...r.sockets);
   return { opened: r.sockets.length, ms: r.ms, errors: r.errors, firstError: r.firstError };
 }
@@ -319,7 +337,7 @@ async function idleClose(args: Args): Promise<unknown> {
  * `slowMs`, then dropped. `fastDelayMs` in, a full-speed download of `fastBytes` runs beside it.
  */
 async function slow(args: Args): Promise<unknown> {
-  const port = num(args, 'port');
+  const port = dest(args);
   const slowMs = num(args, 'slowMs');
   const req = request(port, 'GET', `/bytes?n=${num(args, 'slowBytes')}`);
   req.end();
@@ -355,5 +373,17 @@ async function slow(args: Args): Promise<unknown> {
   }
 }
 
-serveIpc({ probe, download, upload, parallel, wsEcho, idleOpen, idleClose, slow });
+serveIpc({
+  probe,
+  download,
+  upload,
+  parallel,
+  wsEcho,
+  idleOpen,
+  idleClose,
+  slow,
+  tcpProbe,
+  tcpBulk,
+  tcpPingPong,
+});
 sendReady({});

@@ -3,6 +3,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Proc } from '../common/proc.js';
+import type { CertPair } from './cert.js';
 import { HOST } from './common.js';
 import { binaryOnPath, listensWithin, startOnFreePort } from './ports.js';
 
@@ -19,7 +20,13 @@ export function nginxBinary(): string | null {
  * spool a slow reader's response to a temp file), through one 64 KiB buffer each way like the Node
  * hops' reads; keep-alive without a request cap on both sides; no access log.
  */
-export function nginxConf(dir: string, port: number, originPort: number, fileLimit: number): string {
+export function nginxConf(
+  dir: string,
+  port: number,
+  originPort: number,
+  fileLimit: number,
+  tls: CertPair | null = null,
+): string {
   // A proxied connection takes two connection slots and two files. With slots equal to the file
   // limit, nginx ran out of slots about 1,250 short of the files ("worker_connections are not
   // enough"): with more slots than files, the file limit is what binds, as for the Node hops.
@@ -52,8 +59,8 @@ http {
   }
 
   server {
-    listen ${HOST}:${port} default_server backlog=4096;
-    server_name _;
+    listen ${HOST}:${port}${tls === null ? '' : ' ssl http2'} default_server backlog=4096;
+    server_name _;${tls === null ? '' : tlsLines(tls)}
     keepalive_requests 1000000;
     keepalive_timeout 120s;
     client_max_body_size 0;
@@ -85,20 +92,36 @@ http {
 `;
 }
 
+/**
+ * The `nginx-tls` path's server block: the bench's certificate, TLS 1.2 and 1.3 as Sluice offers,
+ * and ALPN h2 or http/1.1 on the one port (`listen ... ssl http2`), as Sluice's TLS listener does.
+ */
+function tlsLines(tls: CertPair): string {
+  return `
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;`;
+}
+
 export interface Nginx {
   proc: Proc;
   port: number;
 }
 
 /** Starts nginx in `dir` and resolves once it listens on its port. */
-export function startNginx(dir: string, originPort: number, fileLimit: number): Promise<Nginx> {
+export function startNginx(
+  dir: string,
+  originPort: number,
+  fileLimit: number,
+  tls: CertPair | null = null,
+): Promise<Nginx> {
   const binary = nginxBinary();
   if (binary === null) throw new Error('nginx not found (apt-get install nginx-light)');
   const conf = join(dir, 'nginx.conf');
   const errorLog = join(dir, 'error.log');
   // nginx cannot listen on port 0.
   return startOnFreePort<Nginx>('nginx', async (port) => {
-    await writeFile(conf, nginxConf(dir, port, originPort, fileLimit));
+    await writeFile(conf, nginxConf(dir, port, originPort, fileLimit, tls));
     const proc = new Proc('nginx', binary, ['-p', dir, '-c', conf, '-e', errorLog], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });

@@ -3,11 +3,12 @@
 //   GET /bytes?n=N   N bytes (Content-Length), written with backpressure
 //   POST /sink       reads and discards the body, answers {"bytes":count}
 //   /ws              WebSocket echo (ws), one message back per message
+// and on a second port, the raw TCP target of the TCP workloads (tcpTarget below).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { sendReady, serveIpc } from '../common/ipc.js';
-import { HOST, SMALL_BODY } from './common.js';
+import { HOST, SMALL_BODY, TCP_ECHO, TCP_SOURCE } from './common.js';
 
 const CHUNK = Buffer.alloc(256 * 1024, 0x62);
 const SMALL = Buffer.from(SMALL_BODY);
@@ -85,6 +86,50 @@ function onWebSocket(ws: WebSocket): void {
   ws.on('error', onSocketError);
 }
 
+// --- the raw TCP target ---
+
+/** Writes `n` bytes with backpressure, then ends (FIN), so that the client times to its last byte. */
+function sourceBytes(socket: net.Socket, n: number): void {
+  let left = n;
+  const pump = (): void => {
+    while (left > 0 && !socket.destroyed) {
+      const size = Math.min(left, CHUNK.length);
+      left -= size;
+      stats.sent += size;
+      if (!socket.write(size === CHUNK.length ? CHUNK : CHUNK.subarray(0, size))) {
+        socket.once('drain', pump);
+        return;
+      }
+    }
+    if (left === 0) socket.end();
+  };
+  pump();
+}
+
+/** Waits for the header, then sources or echoes; anything else closes the connection. */
+function onTcpConnection(socket: net.Socket): void {
+  socket.setNoDelay(true);
+  socket.on('error', onSocketError);
+  let head = Buffer.alloc(0);
+  const onHead = (chunk: Buffer): void => {
+    head = Buffer.concat([head, chunk]);
+    if (head[0] === TCP_ECHO) {
+      socket.off('data', onHead);
+      if (head.length > 1) socket.write(head.subarray(1));
+      socket.pipe(socket);
+    } else if (head[0] === TCP_SOURCE && head.length >= 9) {
+      socket.off('data', onHead);
+      socket.resume();
+      sourceBytes(socket, Number(head.readBigUInt64BE(1)));
+    } else if (head[0] !== TCP_SOURCE || head.length > 9) {
+      socket.destroy();
+    }
+  };
+  socket.on('data', onHead);
+}
+
+const tcpTarget = net.createServer(onTcpConnection);
+
 const server = createServer({ requestTimeout: 0 }, onRequest);
 server.keepAliveTimeout = 120_000;
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
@@ -98,6 +143,9 @@ server.on('clientError', (_err, socket) => {
   socket.destroy();
 });
 server.listen({ host: HOST, port: 0, backlog: 4096 }, () => {
-  serveIpc({ stats: () => ({ ...stats }) });
-  sendReady({ port: (server.address() as AddressInfo).port });
+  tcpTarget.listen({ host: HOST, port: 0, backlog: 4096 }, () => {
+    serveIpc({ stats: () => ({ ...stats }) });
+    const tcpPort = (tcpTarget.address() as AddressInfo).port;
+    sendReady({ port: (server.address() as AddressInfo).port, tcpPort });
+  });
 });

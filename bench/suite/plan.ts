@@ -32,6 +32,12 @@ export interface Sizes {
   /** The controller's tunnel ping interval and timeout in the dead-tunnel workload. */
   pingIntervalMs: number;
   pingTimeoutMs: number;
+  /** The TCP ping-pong: connections, each with one 64-byte message in flight, and its durations. */
+  pingPongConns: number;
+  pingPongWarmMs: number;
+  pingPongMs: number;
+  /** redis-benchmark's -n, for SET and for GET. */
+  redisRequests: number;
 }
 
 export const FULL: Sizes = {
@@ -56,6 +62,10 @@ export const FULL: Sizes = {
   fastDelayMs: 2000,
   pingIntervalMs: 1000,
   pingTimeoutMs: 3000,
+  pingPongConns: 50,
+  pingPongWarmMs: 1000,
+  pingPongMs: 5000,
+  redisRequests: 200_000,
 };
 
 export const QUICK: Sizes = {
@@ -77,6 +87,9 @@ export const QUICK: Sizes = {
   slowMs: 4000,
   fastBytes: 128 * MiB,
   fastDelayMs: 1000,
+  pingPongWarmMs: 500,
+  pingPongMs: 2000,
+  redisRequests: 50_000,
 };
 
 /** One very short round of everything: proves the harness works, measures nothing worth keeping. */
@@ -99,6 +112,9 @@ export const SMOKE: Sizes = {
   fastDelayMs: 200,
   pingIntervalMs: 250,
   pingTimeoutMs: 750,
+  pingPongWarmMs: 0,
+  pingPongMs: 500,
+  redisRequests: 2000,
 };
 
 export const WORKLOADS = [
@@ -113,6 +129,12 @@ export const WORKLOADS = [
   'slow-reader',
   'dead-tunnel',
   'agent-restart',
+  'h2-c10',
+  'h2-c100',
+  'h2-download',
+  'tcp-bulk',
+  'tcp-pingpong',
+  'redis',
 ] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
 

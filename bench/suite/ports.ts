@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import type { Proc } from '../common/proc.js';
+import { Proc } from '../common/proc.js';
 import { sleep } from '../common/stats.js';
 import { HOST } from './common.js';
 import { listeningPorts } from './procfs.js';
@@ -60,4 +60,28 @@ export async function startOnFreePort<T>(
     if (n < BIND_ATTEMPTS && result.output.includes('Address already in use')) continue;
     throw new Error(`${what} did not start: ${result.output.trim().split('\n').slice(-3).join(' | ')}`);
   }
+}
+
+/**
+ * Runs a load generator (wrk, h2load, redis-benchmark) to its end and gives its stdout and stderr;
+ * it is killed after `limitMs`, and any exit code but 0 is an error with its output.
+ */
+export async function runTool(
+  name: string,
+  binary: string,
+  args: string[],
+  limitMs: number,
+): Promise<string> {
+  const proc = new Proc(name, binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.setEncoding('utf8').on('data', (t: string) => (out += t));
+  proc.stderr!.setEncoding('utf8').on('data', (t: string) => (out += t));
+  // The report can still be in the pipe when 'exit' fires: wait for the end of stdout too.
+  const ended = new Promise((resolve) => proc.stdout!.once('close', resolve));
+  const limit = setTimeout(() => proc.kill(), limitMs);
+  const [exit] = await Promise.all([proc.exited, ended]);
+  clearTimeout(limit);
+  if (exit.code !== 0)
+    throw new Error(`${name} exited (code ${exit.code}, signal ${exit.signal}): ${out.trim().slice(-2000)}`);
+  return out;
 }

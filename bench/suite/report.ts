@@ -28,6 +28,11 @@ export function rows(s: Sizes): Row[] {
   ];
   const cpuPerMB = (key: string, what: string) =>
     row(`${key}CpuMsPerMB`, `${what}, hops' CPU per MB`, 'ms', true);
+  const h2 = (c: number): Row[] => [
+    row(`h2C${c}Rps`, `HTTP/2 GET /small, c=${c} m=10`, 'req/s'),
+    row(`h2C${c}MeanMs`, `HTTP/2 GET /small, c=${c} m=10, mean`, 'ms', true),
+    row(`h2C${c}CpuUs`, `HTTP/2 GET /small, c=${c} m=10, hops' CPU per request`, 'µs', true),
+  ];
   const ws = (key: string, conns: number): Row[] => [
     row(`${key}MsgPerSec`, `WebSocket echo, ${conns} conns`, 'msg/s'),
     row(`${key}P50Ms`, `WebSocket echo, ${conns} conns, p50 RTT`, 'ms', true),
@@ -53,6 +58,21 @@ export function rows(s: Sizes): Row[] {
     row('deadTunnelDetectMs', `dead tunnel detected (ping ${s.pingIntervalMs / 1000} s)`, 'ms', true),
     row('deadTunnelDetectIntervals', 'dead tunnel detected, in ping intervals', 'intervals', true),
     row('agentRestartMs', 'agent restart: spawn to first 200', 'ms', true),
+    ...h2(10),
+    ...h2(100),
+    row('h2DownloadMBps', `HTTP/2 download ${size(s.bulkBytes)}`, 'MB/s'),
+    cpuPerMB('h2Download', 'HTTP/2 download'),
+    row('tcpBulkMBps', `TCP bulk ${size(s.bulkBytes)}`, 'MB/s'),
+    cpuPerMB('tcpBulk', 'TCP bulk'),
+    row('tcpPingPongRtps', `TCP ping-pong 64 B, c=${s.pingPongConns}`, 'rt/s'),
+    row('tcpPingPongP50Ms', `TCP ping-pong 64 B, c=${s.pingPongConns}, p50 RTT`, 'ms', true),
+    row('tcpPingPongP99Ms', `TCP ping-pong 64 B, c=${s.pingPongConns}, p99 RTT`, 'ms', true),
+    row('tcpPingPongCpuUs', "TCP ping-pong, hops' CPU per round trip", 'µs', true),
+    row('redisSetOps', `redis-benchmark SET, c=50, n=${s.redisRequests}`, 'ops/s'),
+    row('redisGetOps', `redis-benchmark GET, c=50, n=${s.redisRequests}`, 'ops/s'),
+    row('redisGetP50Ms', 'redis-benchmark GET, p50', 'ms', true),
+    row('redisGetP99Ms', 'redis-benchmark GET, p99', 'ms', true),
+    row('redisCpuUs', "redis-benchmark, hops' CPU per op", 'µs', true),
   ];
 }
 
@@ -229,3 +249,100 @@ export const LEGEND = [
   "CPU rows: user plus system time of the path's hops (not the origin or the load generator) from /proc/PID/stat, over the measured run, divided by its requests or MB.",
   'The recovery rows are Sluice only; `sluice-peer` is client → controller B → peer → controller A → agent.',
 ];
+
+// --- Sluice against named baselines: the TLS paths (issue #14) and the TCP route (issue #15) ---
+
+/** One of `path`'s figures, with its ratio to each baseline's figure from the same run. */
+export interface Versus {
+  key: string;
+  label: string;
+  unit: string;
+  lower: boolean;
+  value: number;
+  /** By baseline path: `value` over the baseline's figure; null where the baseline has none. */
+  ratios: Record<string, number | null>;
+}
+
+/**
+ * The HTTP/2 figures have no plain-`sluice` twin of their own (there is no h2 without TLS): they are
+ * compared with the HTTP/1.1 figure of the same workload, which is what moving to TLS and h2 costs.
+ */
+const H1_TWIN: Readonly<Record<string, string>> = {
+  h2C10Rps: 'httpC10Rps',
+  h2C10CpuUs: 'httpC10CpuUs',
+  h2C100Rps: 'httpC100Rps',
+  h2C100CpuUs: 'httpC100CpuUs',
+  h2DownloadMBps: 'downloadMBps',
+  h2DownloadCpuMsPerMB: 'downloadCpuMsPerMB',
+};
+
+export function versus(
+  figs: Figure[],
+  path: PathName,
+  baselines: { path: PathName; twins?: Readonly<Record<string, string>> }[],
+  keys: (key: string) => boolean = () => true,
+): Versus[] {
+  const byKey = new Map(figs.map((f) => [f.key, f]));
+  const out: Versus[] = [];
+  for (const f of figs) {
+    const value = f.values[path];
+    if (typeof value !== 'number' || !keys(f.key)) continue;
+    const ratios: Record<string, number | null> = {};
+    for (const b of baselines) {
+      const twin = byKey.get(b.twins?.[f.key] ?? f.key);
+      const base = twin?.values[b.path];
+      ratios[b.path] = typeof base === 'number' && base !== 0 ? value / base : null;
+    }
+    out.push({ key: f.key, label: f.label, unit: f.unit, lower: f.lower, value, ratios });
+  }
+  return out;
+}
+
+/** sluice-tls against plain sluice (h2 rows against their h1 twins) and against nginx-tls. */
+export function tlsVersus(figs: Figure[]): Versus[] {
+  return versus(figs, 'sluice-tls', [{ path: 'sluice', twins: H1_TWIN }, { path: 'nginx-tls' }]);
+}
+
+const TCP_KEY = /^(tcp|redis)/;
+
+/** Sluice's TCP route against ssh -R, haproxy and direct, on the TCP workloads' rows. */
+export function tcpVersus(figs: Figure[]): Versus[] {
+  const baselines = (['ssh', 'haproxy', 'direct'] as const).map((path) => ({ path }));
+  return versus(figs, 'sluice', baselines, (key) => TCP_KEY.test(key));
+}
+
+/** Issue #15's target: on TCP bulk MB/s and ping-pong round trips/s, sluice ≥ ssh -R. */
+export function tcpVerdict(v: Versus[]): string | null {
+  const rows = v.filter((x) => x.key === 'tcpBulkMBps' || x.key === 'tcpPingPongRtps');
+  const judged = rows.filter((x) => typeof x.ratios.ssh === 'number');
+  if (judged.length === 0) return null;
+  const parts = judged.map((x) => `${x.label} ${x.ratios.ssh!.toFixed(2)}× ssh -R`);
+  const met = judged.every((x) => x.ratios.ssh! >= 1);
+  const missing = judged.length < 2 ? ' (only one of the two rows ran)' : '';
+  return `TCP route target (Sluice at least matches ssh -R on bulk and ping-pong): ${met ? 'met' : 'NOT met'}${missing}: ${parts.join('; ')}.`;
+}
+
+function versusTable(v: Versus[], path: string): { header: string[]; body: string[][] } {
+  const baselines = [...new Set(v.flatMap((x) => Object.keys(x.ratios)))];
+  const header = ['figure', 'unit', path, ...baselines.map((b) => `${path} / ${b}`)];
+  const body = v.map((x) => [
+    x.label,
+    x.unit,
+    fmt(x.value),
+    ...baselines.map((b) => {
+      const r = x.ratios[b];
+      return typeof r === 'number' ? `${r.toFixed(2)}×` : '—';
+    }),
+  ]);
+  return { header, body };
+}
+
+export function versusTerminal(v: Versus[], path: string): string {
+  const t = versusTable(v, path);
+  return aligned(t.header, t.body);
+}
+
+export function versusMarkdown(v: Versus[], path: string): string {
+  const t = versusTable(v, path);
+  return markdownRows(t.header, t.body);
+}

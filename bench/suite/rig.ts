@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Child, describeExit, type Proc, type Stopped } from '../common/proc.js';
 import type { ChildMessage } from '../common/ipc.js';
-import type { PathName } from './common.js';
+import { benchCert } from './cert.js';
+import { isTls, type PathName } from './common.js';
+import { startHaproxy } from './haproxy.js';
 import { startNginx } from './nginx.js';
 import { freePort } from './ports.js';
 import { listeningPorts } from './procfs.js';
@@ -43,6 +45,11 @@ export interface Rig {
   /** Where the load generator connects. */
   port: number;
   originPort: number;
+  /** What the hops forward to: the origin's HTTP port, its raw TCP port, or a redis-server's. */
+  target: Target;
+  targetPort: number;
+  /** The load generator speaks TLS to `port` (nginx-tls, sluice-tls). */
+  tls: boolean;
   /** The path's proxy processes: none for direct. */
   hops: Hop[];
   /** Every process of the rig, stopped in this order: load generator first, origin last. */
@@ -55,8 +62,13 @@ export interface Rig {
   agentArgs: string[];
 }
 
+/** `http`: the origin's HTTP server; `tcp`: its raw TCP target; `redis`: a redis-server of the rig's. */
+export type Target = 'http' | 'tcp' | 'redis';
+
 export interface RigOptions {
   fileLimit: number;
+  /** What the path leads to; `http` unless given. */
+  target?: Target;
   /** Sluice only: controller log level (default warn) and YAML tunnel section. */
   logLevel?: 'warn' | 'info';
   tunnel?: Record<string, string>;
@@ -86,13 +98,18 @@ export async function startRig(path: PathName, o: RigOptions): Promise<Rig> {
     client,
     port: 0,
     originPort: 0,
+    target: o.target ?? 'http',
+    targetPort: 0,
+    tls: isTls(path),
     hops: [],
     procs: [client, origin],
     dir,
     agentArgs: o.agentArgs ?? [],
   };
   try {
-    rig.originPort = port(await origin.ready);
+    const ready = await origin.ready;
+    rig.originPort = port(ready);
+    rig.targetPort = await targetPort(rig, ready);
     await client.ready;
     await startHops(rig, o);
     return rig;
@@ -102,13 +119,24 @@ export async function startRig(path: PathName, o: RigOptions): Promise<Rig> {
   }
 }
 
+/** The target's port; a redis-server is started for it, and stopped just before the origin. */
+async function targetPort(rig: Rig, ready: ChildMessage): Promise<number> {
+  if (rig.target === 'http') return rig.originPort;
+  if (rig.target === 'tcp') return port({ ...ready, port: ready.tcpPort });
+  const redis = await startRedis(rig.dir);
+  rig.procs.splice(rig.procs.length - 1, 0, redis.proc);
+  return Number(new URL(redis.url).port);
+}
+
 async function startHops(rig: Rig, o: RigOptions): Promise<void> {
   switch (rig.path) {
     case 'direct':
-      rig.port = rig.originPort;
+      rig.port = rig.targetPort;
       return;
-    case 'nginx': {
-      const nginx = await startNginx(rig.dir, rig.originPort, o.fileLimit);
+    case 'nginx':
+    case 'nginx-tls': {
+      const cert = rig.tls ? await benchCert() : null;
+      const nginx = await startNginx(rig.dir, rig.originPort, o.fileLimit, cert);
       rig.procs.splice(1, 0, nginx.proc);
       rig.port = nginx.port;
       rig.hops.push({ role: 'nginx', pid: nginx.proc.pid! });
@@ -121,11 +149,20 @@ async function startHops(rig: Rig, o: RigOptions): Promise<void> {
       rig.hops.push({ role: 'node-proxy', pid: proxy.pid! });
       return;
     }
+    case 'haproxy': {
+      const haproxy = await startHaproxy(rig.dir, rig.targetPort, o.fileLimit);
+      rig.procs.splice(1, 0, haproxy.proc);
+      rig.port = haproxy.port;
+      rig.hops.push({ role: 'haproxy', pid: haproxy.proc.pid! });
+      return;
+    }
     case 'ssh':
       return startSshPath(rig);
-    case 'sluice': {
-      const controller = await rigController(rig, rig.dir, o);
-      rig.port = controller.publicPort;
+    case 'sluice':
+    case 'sluice-tls': {
+      const controller = await rigController(rig, rig.dir, o, await sluiceExtra(rig));
+      rig.port =
+        rig.target !== 'http' ? controller.tcpPort : rig.tls ? controller.tlsPort : controller.publicPort;
       await rigAgent(rig, controller, o);
       rig.hops.push(
         { role: 'controller', pid: controller.proc.pid! },
@@ -144,7 +181,7 @@ async function startHops(rig: Rig, o: RigOptions): Promise<void> {
  * only accepts, so it is stopped but not counted.
  */
 async function startSshPath(rig: Rig): Promise<void> {
-  const { ssh, started } = await startSsh(rig.dir, rig.originPort);
+  const { ssh, started } = await startSsh(rig.dir, rig.targetPort);
   for (const p of started) rig.procs.splice(1, 0, p);
   rig.port = ssh.port;
   const children = await sshdDescendants(ssh.sshd.pid!);
@@ -159,12 +196,18 @@ async function startSshPath(rig: Rig): Promise<void> {
   rig.hops.push({ role: 'ssh', pid: ssh.client.pid! });
 }
 
+/** What the sluice and sluice-tls paths add to the YAML: the TLS listener, or a TCP route. */
+async function sluiceExtra(rig: Rig): Promise<Pick<ControllerOptions, 'tls' | 'tcpTargetPort'>> {
+  if (rig.target !== 'http') return { tcpTargetPort: rig.targetPort };
+  return rig.tls ? { tls: await benchCert() } : {};
+}
+
 /** A controller with the path's YAML in `dir`, stopped with the rig (after whatever starts later). */
 async function rigController(
   rig: Rig,
   dir: string,
   o: RigOptions,
-  extra: Pick<ControllerOptions, 'name' | 'fleet'> = {},
+  extra: Pick<ControllerOptions, 'name' | 'fleet' | 'tls' | 'tcpTargetPort'> = {},
 ): Promise<Controller> {
   const controller = await startController(dir, rig.originPort, {
     logLevel: o.logLevel ?? 'warn',

@@ -1,10 +1,17 @@
 // Runs one workload on every selected path. The paths' rigs are started side by side and the rounds
 // interleave (round 1 on every path, then round 2, each round starting one path further on), so that
 // a burst of noise on this shared machine hits every path alike instead of one path's rounds.
-import type { PathName } from './common.js';
+import { isTls, type PathName, TCP_PATHS } from './common.js';
 import type { Plan, Sizes, WorkloadName } from './plan.js';
 import { agentRestart, deadTunnel } from './recovery.js';
-import { type Rig, startRig, stopRig } from './rig.js';
+import { type Rig, startRig, stopRig, type Target } from './rig.js';
+import {
+  h2DownloadWorkload,
+  h2Workload,
+  redisWorkload,
+  tcpBulkWorkload,
+  tcpPingPongWorkload,
+} from './tls-tcp-workloads.js';
 import {
   bulkWorkload,
   type Context,
@@ -17,8 +24,13 @@ import {
   wsEchoWorkload,
 } from './workloads.js';
 
+/** Which paths a workload runs on: the HTTP ones (default), these and the TLS ones, or others. */
+type On = 'http' | 'http+tls' | 'tls' | 'tcp' | 'sluice';
+
 interface OnRig {
-  sluiceOnly?: boolean;
+  on?: On;
+  /** What the rig's hops lead to; the origin's HTTP server unless given. */
+  target?: Target;
   rounds: (s: Sizes) => number;
   warm: (rig: Rig, c: Context) => Promise<void>;
   measure: (rig: Rig, c: Context) => Promise<Outcome>;
@@ -26,7 +38,7 @@ interface OnRig {
 
 /** Each round on processes of its own (the tunnel is dead after one). */
 interface Standalone {
-  sluiceOnly: true;
+  on: 'sluice';
   rounds: (s: Sizes) => number;
   standalone: (c: Context) => Promise<Outcome>;
 }
@@ -36,18 +48,41 @@ const noisy = (s: Sizes) => s.rounds;
 const once = () => 1;
 
 const WORKLOADS: Record<WorkloadName, OnRig | Standalone> = {
-  'http-c10': { rounds: noisy, ...httpWorkload(10) },
-  'http-c100': { rounds: noisy, ...httpWorkload(100) },
-  download: { rounds: noisy, ...bulkWorkload('download') },
+  'http-c10': { on: 'http+tls', rounds: noisy, ...httpWorkload(10) },
+  'http-c100': { on: 'http+tls', rounds: noisy, ...httpWorkload(100) },
+  download: { on: 'http+tls', rounds: noisy, ...bulkWorkload('download') },
   upload: { rounds: noisy, ...bulkWorkload('upload') },
   parallel8: { rounds: noisy, ...parallelWorkload },
-  'ws-echo-100': { rounds: noisy, ...wsEchoWorkload('small') },
+  'ws-echo-100': { on: 'http+tls', rounds: noisy, ...wsEchoWorkload('small') },
   'ws-echo-1000': { rounds: noisy, ...wsEchoWorkload('large') },
   'ws-idle': { rounds: once, ...idleWorkload },
   'slow-reader': { rounds: once, ...slowWorkload },
-  'dead-tunnel': { sluiceOnly: true, rounds: noisy, standalone: deadTunnel },
-  'agent-restart': { sluiceOnly: true, rounds: noisy, warm: probe, measure: agentRestart },
+  'dead-tunnel': { on: 'sluice', rounds: noisy, standalone: deadTunnel },
+  'agent-restart': { on: 'sluice', rounds: noisy, warm: probe, measure: agentRestart },
+  'h2-c10': { on: 'tls', rounds: noisy, ...h2Workload(10) },
+  'h2-c100': { on: 'tls', rounds: noisy, ...h2Workload(100) },
+  'h2-download': { on: 'tls', rounds: noisy, ...h2DownloadWorkload },
+  'tcp-bulk': { on: 'tcp', rounds: noisy, ...tcpBulkWorkload },
+  'tcp-pingpong': { on: 'tcp', rounds: noisy, ...tcpPingPongWorkload },
+  redis: { on: 'tcp', rounds: noisy, ...redisWorkload },
 };
+
+/** The plain HTTP paths: every path but the TLS ones and haproxy, which carries TCP only. */
+function runsOn(on: On, path: PathName): boolean {
+  const http = !isTls(path) && path !== 'haproxy';
+  switch (on) {
+    case 'http':
+      return http;
+    case 'http+tls':
+      return http || isTls(path);
+    case 'tls':
+      return isTls(path);
+    case 'tcp':
+      return TCP_PATHS.includes(path);
+    case 'sluice':
+      return path === 'sluice';
+  }
+}
 
 /** Every round's value of every figure, by path. */
 export type Rounds = Partial<Record<PathName, Record<string, (number | null)[]>>>;
@@ -59,7 +94,8 @@ export interface WorkloadResult {
 }
 
 export function workloadPaths(name: WorkloadName, plan: Plan): PathName[] {
-  return WORKLOADS[name].sluiceOnly === true ? plan.paths.filter((p) => p === 'sluice') : plan.paths;
+  const on = WORKLOADS[name].on ?? 'http';
+  return plan.paths.filter((p) => runsOn(on, p));
 }
 
 function firstLines(err: unknown): string {
@@ -96,7 +132,10 @@ export async function runWorkload(name: WorkloadName, plan: Plan, c: Context): P
   const rigs = new Map<PathName, Rig>();
   try {
     // Started side by side (nothing is measured yet), warmed up one by one.
-    const started = await Promise.allSettled(paths.map((path) => startRig(path, { fileLimit: c.fileLimit })));
+    const target = def.target === undefined ? {} : { target: def.target };
+    const started = await Promise.allSettled(
+      paths.map((path) => startRig(path, { fileLimit: c.fileLimit, ...target })),
+    );
     for (const [i, path] of paths.entries()) {
       const s = started[i]!;
       if (s.status === 'rejected') {

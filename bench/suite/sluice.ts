@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS, Proc, readLines } from '../common/proc.js';
 import { sleep, withTimeout } from '../common/stats.js';
+import type { CertPair } from './cert.js';
 import { BENCH_HOST, HOST, SMALL_BODY } from './common.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/sluice.js', import.meta.url));
@@ -77,6 +78,10 @@ export interface ControllerOptions {
   name?: string;
   /** A fleet member (the `sluice-peer` path): the shared store and the port its peer listener binds. */
   fleet?: { store: string; peerPort: number };
+  /** The `sluice-tls` path: a TLS listener on port 0 with this pair. */
+  tls?: CertPair;
+  /** The TCP workloads: one TCP route on port 0 to this port on 127.0.0.1 (docs/tcp.md). */
+  tcpTargetPort?: number;
 }
 
 /** The flags that make a controller a fleet member: the same YAML, plus a store and a peer listener. */
@@ -102,6 +107,18 @@ function controllerYaml(dir: string, originPort: number, o: ControllerOptions): 
     '    cluster: bench',
     `    target: http://${HOST}:${originPort}`,
   ];
+  if (o.tls !== undefined) {
+    lines.push('tls:', `  listen: ${HOST}:0`, '  certs:');
+    lines.push(`    - { cert: ${JSON.stringify(o.tls.cert)}, key: ${JSON.stringify(o.tls.key)} }`);
+  }
+  if (o.tcpTargetPort !== undefined) {
+    lines.push('tcpRoutes:', `  - listen: ${HOST}:0`, '    cluster: bench');
+    lines.push(`    target: tcp://${HOST}:${o.tcpTargetPort}`);
+    // Every load generator connects from 127.0.0.1, one address standing for many clients: the
+    // per-client cap (64) would refuse redis-benchmark's next 50 connections while Sluice still
+    // counts its last 50, whose closes are passing the tunnel. 0: no cap.
+    lines.push('tcp:', '  maxConnectionsPerClient: 0');
+  }
   if (o.tunnel !== undefined) {
     lines.push('tunnel:');
     for (const [key, value] of Object.entries(o.tunnel)) lines.push(`  ${key}: ${value}`);
@@ -114,6 +131,9 @@ export interface Controller {
   publicPort: number;
   tunnelPort: number;
   adminPort: number;
+  /** The TLS listener's and the TCP route's ports: 0 when the YAML has none. */
+  tlsPort: number;
+  tcpPort: number;
   /** The YAML, for the notes. */
   yaml: string;
 }
@@ -128,10 +148,20 @@ export async function startController(
   await writeFile(file, yaml);
   const proc = new SluiceProc(o.name ?? 'controller', ['controller', '--config', file, ...fleetFlags(o)]);
   try {
-    const [publicPort, tunnelPort, adminPort] = await Promise.all(
-      ['public', 'tunnel', 'admin'].map((listener) => listeningPort(proc, listener)),
-    );
-    return { proc, yaml, publicPort: publicPort!, tunnelPort: tunnelPort!, adminPort: adminPort! };
+    const listeners = ['public', 'tunnel', 'admin'];
+    if (o.tls !== undefined) listeners.push('tls');
+    if (o.tcpTargetPort !== undefined) listeners.push('tcp');
+    const ports = await Promise.all(listeners.map((listener) => listeningPort(proc, listener)));
+    const at = (listener: string) => ports[listeners.indexOf(listener)] ?? 0;
+    return {
+      proc,
+      yaml,
+      publicPort: at('public'),
+      tunnelPort: at('tunnel'),
+      adminPort: at('admin'),
+      tlsPort: at('tls'),
+      tcpPort: at('tcp'),
+    };
   } catch (err) {
     await proc.stop(1000);
     throw err;

@@ -29,9 +29,14 @@ export function transferTimeout(bytes: number): number {
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
 const mb = (bytes: number) => bytes / MB;
 
+/** Where the load generator sends: the path's port, over TLS on the TLS paths. */
+export function to(rig: Rig): { port: number; tls: boolean } {
+  return { port: rig.port, tls: rig.tls };
+}
+
 /** Checks that the path answers GET /small correctly before anything is measured on it. */
 export async function probe(rig: Rig): Promise<void> {
-  await rig.client.request('probe', { port: rig.port }, 15_000);
+  await rig.client.request('probe', to(rig), 15_000);
 }
 
 // --- CPU of the hops ---
@@ -47,7 +52,7 @@ async function cpuByRole(rig: Rig): Promise<Record<string, number>> {
  * Runs `load` and gives the CPU ms all the path's hops used meanwhile (null on `direct`, which has
  * none), with a note splitting it by hop. The origin and the load generator are not counted.
  */
-async function hopsCpu<T>(
+export async function hopsCpu<T>(
   rig: Rig,
   what: string,
   load: () => Promise<T>,
@@ -64,7 +69,7 @@ async function hopsCpu<T>(
 }
 
 /** `ms` of CPU over `count` units, scaled (1000: µs per unit); null without a CPU figure. */
-function perUnit(ms: number | null, count: number, scale = 1): number | null {
+export function perUnit(ms: number | null, count: number, scale = 1): number | null {
   return ms === null || count <= 0 ? null : (ms * scale) / count;
 }
 
@@ -75,12 +80,12 @@ export function httpWorkload(connections: number) {
   return {
     async warm(rig: Rig, c: Context): Promise<void> {
       await probe(rig);
-      if (c.sizes.httpWarmSeconds > 0) await runWrk(rig.port, connections, c.sizes.httpWarmSeconds);
+      if (c.sizes.httpWarmSeconds > 0) await runWrk(rig.port, connections, c.sizes.httpWarmSeconds, rig.tls);
     },
     async measure(rig: Rig, c: Context): Promise<Outcome> {
       const what = `wrk c=${connections}`;
       const { r, ms, note } = await hopsCpu(rig, what, () =>
-        runWrk(rig.port, connections, c.sizes.httpSeconds),
+        runWrk(rig.port, connections, c.sizes.httpSeconds, rig.tls),
       );
       const notes = note === null ? [] : [`${note} for ${r.requests} requests`];
       if (r.errors > 0 || r.non2xx > 0) {
@@ -102,7 +107,7 @@ export function httpWorkload(connections: number) {
 async function warmBulk(rig: Rig, c: Context, cmd: 'download' | 'upload'): Promise<void> {
   await probe(rig);
   const bytes = c.sizes.warmBytes;
-  if (bytes > 0) await rig.client.request(cmd, { port: rig.port, bytes }, transferTimeout(bytes));
+  if (bytes > 0) await rig.client.request(cmd, { ...to(rig), bytes }, transferTimeout(bytes));
 }
 
 export function bulkWorkload(cmd: 'download' | 'upload') {
@@ -111,7 +116,7 @@ export function bulkWorkload(cmd: 'download' | 'upload') {
     async measure(rig: Rig, c: Context): Promise<Outcome> {
       const bytes = c.sizes.bulkBytes;
       const { r, ms, note } = await hopsCpu(rig, cmd, () =>
-        rig.client.request(cmd, { port: rig.port, bytes }, transferTimeout(bytes)),
+        rig.client.request(cmd, { ...to(rig), bytes }, transferTimeout(bytes)),
       );
       const metrics = { [`${cmd}MBps`]: r.MBps as number, [`${cmd}CpuMsPerMB`]: perUnit(ms, mb(bytes)) };
       return { metrics, notes: note === null ? [] : [note] };
@@ -123,7 +128,7 @@ export const parallelWorkload = {
   warm: (rig: Rig, c: Context) => warmBulk(rig, c, 'download'),
   async measure(rig: Rig, c: Context): Promise<Outcome> {
     const { parallelBytes: bytes, parallelStreams: streams } = c.sizes;
-    const args = { port: rig.port, bytes, streams };
+    const args = { ...to(rig), bytes, streams };
     const { r, ms, note } = await hopsCpu(rig, 'parallel', () =>
       rig.client.request('parallel', args, transferTimeout(bytes * streams)),
     );
@@ -144,7 +149,7 @@ export function wsEchoWorkload(size: 'small' | 'large') {
       const conns = c.sizes.wsConns[size];
       const key = `wsEcho${size === 'small' ? 100 : 1000}`;
       const args = {
-        port: rig.port,
+        ...to(rig),
         conns,
         concurrency: c.sizes.wsOpenConcurrency,
         warmMs: c.sizes.wsWarmMs,

@@ -1,7 +1,6 @@
 // wrk as the load generator for small keep-alive GETs: one process per run, its report parsed.
-import { Proc } from '../common/proc.js';
 import { BENCH_HOST, HOST } from './common.js';
-import { binaryOnPath } from './ports.js';
+import { binaryOnPath, runTool } from './ports.js';
 
 export function wrkBinary(): string | null {
   return binaryOnPath('wrk');
@@ -42,8 +41,16 @@ export function parseWrk(text: string): WrkResult {
   };
 }
 
-/** `wrk -t1 -cN -dS --latency -H 'Host: bench.test' http://127.0.0.1:port/small`, bounded in time. */
-export async function runWrk(port: number, connections: number, seconds: number): Promise<WrkResult> {
+/**
+ * `wrk -t1 -cN -dS --latency -H 'Host: bench.test' http://127.0.0.1:port/small`, bounded in time;
+ * `https://` on the TLS paths (wrk speaks HTTP/1.1 only, whatever the server offers by ALPN).
+ */
+export async function runWrk(
+  port: number,
+  connections: number,
+  seconds: number,
+  tls = false,
+): Promise<WrkResult> {
   const binary = wrkBinary();
   if (binary === null) throw new Error('wrk not found (apt-get install wrk)');
   const args = [
@@ -53,18 +60,7 @@ export async function runWrk(port: number, connections: number, seconds: number)
     '--latency',
     '-H',
     `Host: ${BENCH_HOST}`,
-    `http://${HOST}:${port}/small`,
+    `${tls ? 'https' : 'http'}://${HOST}:${port}/small`,
   ];
-  const proc = new Proc('wrk', binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.setEncoding('utf8').on('data', (t: string) => (out += t));
-  proc.stderr!.setEncoding('utf8').on('data', (t: string) => (out += t));
-  // The report can still be in the pipe when 'exit' fires: wait for the end of stdout too.
-  const ended = new Promise((resolve) => proc.stdout!.once('close', resolve));
-  const limit = setTimeout(() => proc.kill(), (seconds + 30) * 1000);
-  const [exit] = await Promise.all([proc.exited, ended]);
-  clearTimeout(limit);
-  if (exit.code !== 0)
-    throw new Error(`wrk exited (code ${exit.code}, signal ${exit.signal}): ${out.trim()}`);
-  return parseWrk(out);
+  return parseWrk(await runTool('wrk', binary, args, (seconds + 30) * 1000));
 }

@@ -130,6 +130,16 @@ export async function startController(
     },
   });
 
+  const passthrough =
+    config.tls === undefined
+      ? undefined
+      : new TlsPassthrough({
+          routes: () => control.routes,
+          dispatcher,
+          peekTimeoutMs: config.tls.peekTimeoutMs,
+          log: logger.child({ component: 'tls-passthrough' }),
+        });
+
   const frontEnds: PublicListener[] = [];
   const closers: (() => Promise<void>)[] = [];
   const ready = readinessLogger(logger);
@@ -150,12 +160,7 @@ export async function startController(
           certificates: certificates!,
           key: 'tls.listen',
           log: logger.child({ component: 'tls' }),
-          passthrough: new TlsPassthrough({
-            routes: () => control.routes,
-            dispatcher,
-            peekTimeoutMs: config.tls.peekTimeoutMs,
-            log: logger.child({ component: 'tls-passthrough' }),
-          }),
+          ...(passthrough === undefined ? {} : { passthrough }),
         },
         edge,
       );
@@ -244,7 +249,9 @@ export async function startController(
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
     }
-    const requests = fleet === undefined ? edge : inFlightOf(edge, fleet.relaying);
+    // The drain waits for passthrough connections as for upgraded ones, within the grace period.
+    const served = passthrough === undefined ? edge : inFlightOf(edge, passthrough);
+    const requests = fleet === undefined ? served : inFlightOf(served, fleet.relaying);
     const running = { frontEnds, requests, registry, tunnels, closers, fleet };
     return {
       publicUrl: http.url,

@@ -2,18 +2,20 @@
 // ClusterDispatcher (so a fleet's peers carry it as they carry HTTP), then the client's socket and the
 // stream spliced together. Until the target's first byte comes back, the client's bytes are also held
 // (up to HOLD_LIMIT): an agent that refuses the stream unprocessed (REFUSED_STREAM from a draining
-// agent, OVERLOAD) has read none of them, and the next tunnel gets them all again. FIN maps to FIN
-// and RST to RST, each way on its own.
+// agent, OVERLOAD) has read none of them, and the next tunnel gets them all again. Past HOLD_LIMIT the
+// relay commits to the stream it has: it stops holding and lets the client's bytes flow on, since many
+// targets answer only once they have read a whole request (a large Redis SET, an upload); a refusal
+// after that resets the client. FIN maps to FIN and RST to RST, each way on its own.
 import type { Socket } from 'node:net';
 import { ErrorCode } from '../protocol/constants.js';
 import { SluiceError } from '../errors.js';
 import type { Stream, StreamMeta } from '../tunnel/stream.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
-import { splice } from '../proxy/splice.js';
+import { oneWay, splice } from '../proxy/splice.js';
 import { resetSocket } from '../proxy/upgrade.js';
 import type { ClusterDispatcher, DispatchHandler, Opened, Unavailable } from './dispatcher.js';
 
-/** Client bytes held for a retry while the target has sent nothing; more pause the client. */
+/** Client bytes held for a retry while the target has sent nothing; past it the relay commits. */
 export const HOLD_LIMIT = 64 * 1024;
 
 /** How a relayed connection ended, for its log line and metrics. */
@@ -56,6 +58,8 @@ export class TcpRelay {
   #clientEnded = false;
   #clientGone = false;
   #answered = false;
+  /** Past HOLD_LIMIT: the client's bytes flow to the stream as they come, and no retry is possible. */
+  #committed = false;
   #stream: Stream | undefined;
   #cut = false;
 
@@ -103,7 +107,7 @@ export class TcpRelay {
   #handler(): DispatchHandler<Attempt> {
     return {
       run: (opened) => this.#attempt(opened),
-      refusedUnprocessed: (a) => a.retryable && !this.#clientGone && !this.#cut,
+      refusedUnprocessed: (a) => a.retryable && !this.#committed && !this.#clientGone && !this.#cut,
       unavailable: (why: Unavailable): Attempt => {
         this.stats.detail = why.detail;
         return { outcome: 'no_tunnel', retryable: false };
@@ -113,16 +117,30 @@ export class TcpRelay {
 
   readonly #onClientData = (chunk: Buffer): void => {
     this.stats.bytesIn += chunk.length;
-    if (this.#answered) return; // splice() writes it.
+    if (this.#answered || this.#committed) return; // splice() or oneWay() writes it.
     this.#held.push(chunk);
     this.#heldBytes += chunk.length;
-    if (this.#stream !== undefined && !this.#stream.destroyed) this.#stream.write(chunk);
-    if (this.#heldBytes >= HOLD_LIMIT) this.#socket.pause();
+    const stream = this.#stream;
+    if (stream !== undefined && !stream.destroyed) stream.write(chunk);
+    if (this.#heldBytes <= HOLD_LIMIT) return;
+    // No stream yet: wait for one with what is held. With one, stop holding and let the rest flow.
+    if (stream === undefined) this.#socket.pause();
+    else this.#commit(stream);
   };
+
+  /** Stops holding the client's bytes: from now on they go to `stream` only, with its backpressure. */
+  #commit(stream: Stream): void {
+    if (this.#committed || this.#answered) return;
+    this.#committed = true;
+    this.#held = [];
+    this.#heldBytes = 0;
+    oneWay(this.#socket, stream);
+  }
 
   readonly #onClientEnd = (): void => {
     this.#clientEnded = true;
-    if (!this.#answered && this.#stream !== undefined && !this.#stream.writableEnded) this.#stream.end();
+    const stream = this.#stream;
+    if (!this.#answered && !this.#committed && stream !== undefined && !stream.writableEnded) stream.end();
   };
 
   readonly #onClientClose = (): void => {
@@ -153,6 +171,7 @@ export class TcpRelay {
     }
     for (const chunk of this.#held) stream.write(chunk);
     if (this.#clientEnded) stream.end();
+    else if (this.#heldBytes > HOLD_LIMIT) this.#commit(stream);
     return new Promise<Attempt>((resolve) => {
       let settled = false;
       const settle = (a: Attempt): void => {
@@ -169,8 +188,10 @@ export class TcpRelay {
         this.stats.bytesOut += chunk.length;
         this.#socket.write(chunk);
         stream.on('data', (c: Buffer) => (this.stats.bytesOut += c.length));
-        // The client's data listener above stays for counting; splice adds its own writer.
-        splice(this.#socket, stream);
+        // The client's data listener above stays for counting; splice adds its own writer, or only
+        // the target's direction when #commit() already joined the client's.
+        if (this.#committed) oneWay(stream, this.#socket);
+        else splice(this.#socket, stream);
       };
       stream.on('data', onFirst);
       stream.on('end', () => {
@@ -178,18 +199,24 @@ export class TcpRelay {
         if (!this.#answered) {
           this.#answered = true;
           this.#held = [];
-          splice(this.#socket, stream);
+          if (this.#committed) oneWay(stream, this.#socket);
+          else splice(this.#socket, stream);
           if (!this.#socket.writableEnded) this.#socket.end();
         }
       });
       stream.on('error', (err: Error) => {
         const wire = err instanceof SluiceError ? err.wireCode : undefined;
         this.stats.detail = err.message;
-        if (!this.#answered && (wire === ErrorCode.REFUSED_STREAM || wire === ErrorCode.OVERLOAD)) {
+        const refused = wire === ErrorCode.REFUSED_STREAM || wire === ErrorCode.OVERLOAD;
+        if (!this.#answered && refused && !this.#committed) {
           settle({ outcome: 'refused', retryable: true });
           return;
         }
         if (!this.#socket.destroyed) resetSocket(this.#socket);
+        if (!this.#answered && refused) {
+          settle({ outcome: 'refused', retryable: false });
+          return;
+        }
         settle({ outcome: this.#cut ? 'cut' : resetOutcome(wire, this.#answered), retryable: false });
       });
       stream.on('close', () => {
@@ -213,7 +240,7 @@ export class TcpRelay {
 }
 
 function socketResume(socket: Socket, held: number): void {
-  if (held < HOLD_LIMIT) socket.resume();
+  if (held <= HOLD_LIMIT) socket.resume();
 }
 
 function resetOutcome(wire: number | undefined, answered: boolean): TcpOutcome {

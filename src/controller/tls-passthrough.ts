@@ -32,6 +32,8 @@ export class TlsPassthrough {
   readonly #options: TlsPassthroughOptions;
   readonly #peeking = new Set<Socket>();
   readonly #relays = new Set<TcpRelay>();
+  /** whenIdle()'s callers, told once the last relay has finished. */
+  #idle: (() => void)[] = [];
 
   constructor(options: TlsPassthroughOptions) {
     this.#options = options;
@@ -40,6 +42,17 @@ export class TlsPassthrough {
   /** Connections relayed right now. */
   get open(): number {
     return this.#relays.size;
+  }
+
+  /** The same, as the drain counts what it waits for (each relay is a request in flight). */
+  get inFlight(): number {
+    return this.#relays.size;
+  }
+
+  /** Resolves once no connection is relayed. */
+  whenIdle(): Promise<void> {
+    if (this.#relays.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   /** Reads `socket`'s ClientHello, then relays it raw or passes it to `terminate`. */
@@ -84,6 +97,7 @@ export class TlsPassthrough {
     const meta: TcpStreamMeta = { kind: 'tcp', target: route.target, client, requestId: newRequestId() };
     const finish = (outcome: TcpOutcome): void => {
       this.#relays.delete(relay);
+      if (this.#relays.size === 0) for (const resolve of this.#idle.splice(0)) resolve();
       const { bytesIn, bytesOut, via, detail } = relay.stats;
       log.info(
         {

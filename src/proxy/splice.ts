@@ -11,7 +11,8 @@ export function splice(a: Duplex, b: Duplex): void {
   oneWay(b, a);
 }
 
-function oneWay(from: Duplex, to: Duplex): void {
+/** Pipes `from` into `to` with backpressure, ending `to`'s writable side at `from`'s end. */
+export function oneWay(from: Duplex, to: Duplex): void {
   from.on('data', (chunk: Buffer) => {
     if (!to.write(chunk)) from.pause();
   });

@@ -8,6 +8,7 @@
 // - a ClientHello written one byte at a time still routes; a hello with no SNI gets Sluice's default
 //   certificate; garbage is closed without reaching the target; a silent client, or one that stops
 //   in the middle of its hello, is closed after tls.peekTimeout;
+// - a drain lets a passthrough connection go on for the grace period, then ends it with a FIN;
 // - the second and the tenth passthrough connection at once each echo their own bytes;
 // - a plain HTTP request for the passthrough host matches no route.
 import assert from 'node:assert/strict';
@@ -35,6 +36,7 @@ const OPENSSL = '/usr/bin/openssl';
 const CURL = '/usr/bin/curl';
 const PASS = 'db.example.test';
 const PEEK_MS = 3000;
+const GRACE_MS = 2000;
 
 let ca: TestCerts;
 let origin: Origin;
@@ -176,6 +178,8 @@ before(async () => {
       ...[sluiceDefault, shop].map(
         (c) => `    - { cert: ${JSON.stringify(c.certFile)}, key: ${JSON.stringify(c.keyFile)} }`,
       ),
+      'tunnel:',
+      `  gracePeriod: ${GRACE_MS}`,
     ].join('\n'),
   });
   const line = await stack.controller.waitLine(
@@ -298,5 +302,26 @@ describe('TLS passthrough by SNI', () => {
   test('a plain HTTP request for the passthrough host matches no route', async () => {
     const r = await ask({ port: stack.port, host: PASS, path: '/' });
     assert.equal(r.status, 404);
+  });
+
+  // Last: it stops the controller.
+  test('a drain lets a passthrough connection go on for the grace period, then ends it with a FIN', async () => {
+    const client = await passthrough();
+    assert.deepEqual(await echo(client, Buffer.from('before')), Buffer.from('before'));
+    let failure: Error | undefined;
+    client.on('error', (err: Error) => (failure = err));
+    const ended = new Promise((resolve) => client.once('end', resolve));
+    const started = Date.now();
+    const stopped = stack.controller.stop('SIGTERM');
+    await stack.controller.waitLine('the drain to begin', (l) => l.event === 'stopping', EVENT_MS);
+    const during = Buffer.from('during the drain');
+    assert.deepEqual(await echo(client, during), during);
+    await within(ended, EVENT_MS + GRACE_MS, 'the FIN once the grace period is over');
+    const waited = Date.now() - started;
+    assert.ok(waited >= GRACE_MS - 200, `ended after ${waited} ms, within the ${GRACE_MS} ms grace period`);
+    assert.equal(failure, undefined);
+    const line = await stack.controller.waitLine('grace-ended', (l) => l.event === 'grace-ended', EVENT_MS);
+    assert.ok(Number(line.upgrades) >= 1);
+    await stopped;
   });
 });

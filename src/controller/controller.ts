@@ -249,8 +249,10 @@ export async function startController(
       closers.push(() => closeHttp(admin));
       ready.info({ event: 'listening', listener: 'admin', url: adminUrl }, 'admin listener ready');
     }
-    // The drain waits for passthrough connections as for upgraded ones, within the grace period.
-    const served = passthrough === undefined ? edge : inFlightOf(edge, passthrough);
+    // The drain waits for passthrough and TCP route connections as for upgraded ones, within the
+    // grace period; without them, a controller with no HTTP request in flight cut them at once.
+    const relayed = inFlightOf(edge, tcpRoutes);
+    const served = passthrough === undefined ? relayed : inFlightOf(relayed, passthrough);
     const requests = fleet === undefined ? served : inFlightOf(served, fleet.relaying);
     const running = { frontEnds, requests, registry, tunnels, closers, fleet };
     return {

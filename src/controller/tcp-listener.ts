@@ -33,6 +33,8 @@ export interface TcpListenerOptions {
   readonly limits: TcpLimits;
   readonly log: Logger;
   readonly observer?: TcpObserver;
+  /** Called each time the listener's last open connection closes. */
+  readonly onIdle?: () => void;
 }
 
 export class TcpListener implements PublicListener {
@@ -188,7 +190,10 @@ export class TcpListener implements PublicListener {
       );
       observer?.done?.({ route: this.#bound, outcome, bytesIn, bytesOut });
     };
-    socket.once('close', () => this.#sockets.delete(socket));
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      if (this.#sockets.size === 0) this.#options.onIdle?.();
+    });
     relay.run(this.#options.dispatcher, route.cluster, meta).then(finish, (err: Error) => {
       relay.stats.detail = err.message;
       relay.cut();
@@ -225,6 +230,8 @@ export interface TcpRoutesOptions {
 export class TcpRoutes {
   readonly #options: TcpRoutesOptions;
   readonly #listeners = new Map<string, { route: TcpRoute; listener: TcpListener }>();
+  /** whenIdle()'s callers, told once the last open connection has closed. */
+  #idle: (() => void)[] = [];
 
   constructor(options: TcpRoutesOptions) {
     this.#options = options;
@@ -241,6 +248,7 @@ export class TcpRoutes {
       limits,
       log,
       ...(observer === undefined ? {} : { observer }),
+      onIdle: () => this.#checkIdle(),
     });
     // Port 0 binds a fresh port each time: such a route is known by the address it got.
     const key = splitListen(route.listen).port === 0 ? listener.address : route.listen;
@@ -268,6 +276,24 @@ export class TcpRoutes {
 
   get(listen: string): TcpListener | undefined {
     return this.#listeners.get(listen)?.listener;
+  }
+
+  /** Open connections on every listener: the controller's drain waits for them as for requests. */
+  get inFlight(): number {
+    return this.listeners().reduce((n, l) => n + l.openConnections, 0);
+  }
+
+  /** Resolves once no listener holds an open connection. */
+  whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  #checkIdle(): void {
+    if (this.#idle.length === 0 || this.inFlight > 0) return;
+    const waiting = this.#idle;
+    this.#idle = [];
+    for (const resolve of waiting) resolve();
   }
 
   /** Every listener as one PublicListener, for the controller's drain: those added later included. */

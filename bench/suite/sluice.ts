@@ -107,6 +107,9 @@ function controllerYaml(dir: string, originPort: number, o: ControllerOptions): 
     '    cluster: bench',
     `    target: http://${HOST}:${originPort}`,
   ];
+  // The same for requests: h2load's 100 connections of 10 streams each are 1,000 requests in flight
+  // from one address, over the per-client cap (256), which would answer the rest 429.
+  lines.push('http:', '  maxRequestsPerClient: 0');
   if (o.tls !== undefined) {
     lines.push('tls:', `  listen: ${HOST}:0`, '  certs:');
     lines.push(`    - { cert: ${JSON.stringify(o.tls.cert)}, key: ${JSON.stringify(o.tls.key)} }`);

@@ -97,7 +97,7 @@ test('token create prints the token once; an agent connects with it; status list
   const routes = await sluice(['route', 'ls']);
   assert.match(
     routes.stdout,
-    /^HOST +PATH +CLUSTER +TARGET +SOURCE\nweb\.example\.test +\/ +web +http:\/\/127\.0\.0\.1:\d+ +api\n$/,
+    /^HOST +PATH +CLUSTER +TARGET +TLS +SOURCE\nweb\.example\.test +\/ +web +http:\/\/127\.0\.0\.1:\d+ +- +api\n$/,
   );
 
   await stack.spawnAgent({ token, tunnels: 1, name: 'cli-agent' });
@@ -123,7 +123,7 @@ test('token create prints the token once; an agent connects with it; status list
   assert.match((await sluice(['status'])).stdout, /^CLUSTER[^\n]*\n$/);
 
   assert.equal((await sluice(['route', 'rm', 'web.example.test'])).code, 0);
-  assert.equal((await sluice(['route', 'ls'])).stdout, 'HOST  PATH  CLUSTER  TARGET  SOURCE\n');
+  assert.equal((await sluice(['route', 'ls'])).stdout, 'HOST  PATH  CLUSTER  TARGET  TLS  SOURCE\n');
 });
 
 test('API errors print the message and exit 1; bad usage exits 2 with usage', async () => {

@@ -4,6 +4,7 @@
 // - a non-OK status with a message passes through (code and details, from the trailers);
 // - a deadline surfaces DEADLINE_EXCEEDED, and the server got the deadline (grpc-timeout);
 // - a client cancel resets the call at the server, which sees it cancelled;
+// - 1,000 concurrent bidirectional calls at once;
 // - a 4 MiB message both ways;
 // - a plain HTTP/1.1 client through the edge reaches an h2c target (the agent converts), trailers and
 //   all, and two requests share one HTTP/2 session to the target.
@@ -152,6 +153,9 @@ before(async () => {
       { host: 'plain-h2.test', target: `h2c://127.0.0.1:${h2Port}` },
     ],
     extraYaml: [
+      // 1,000 calls at once from one address: over the default per-client cap of 256 in flight.
+      'http:',
+      '  maxRequestsPerClient: 2000',
       'tls:',
       '  listen: 127.0.0.1:0',
       '  certs:',
@@ -163,14 +167,20 @@ before(async () => {
     (l) => l.event === 'listening' && l.listener === 'tls',
   );
   tlsPort = Number(new URL(String(line.url)).port);
+  client = newClient();
+});
+
+/** A client on the TLS listener; each with `grpc.use_local_subchannel_pool` has its own connection. */
+function newClient(options: grpc.ChannelOptions = {}): EchoClient {
   const Client = grpc.makeGenericClientConstructor(SERVICE, 'Echo');
-  client = new Client(`127.0.0.1:${tlsPort}`, grpc.credentials.createSsl(Buffer.from(certs.ca)), {
+  return new Client(`127.0.0.1:${tlsPort}`, grpc.credentials.createSsl(Buffer.from(certs.ca)), {
     'grpc.ssl_target_name_override': HOST,
     'grpc.default_authority': HOST,
     'grpc.max_receive_message_length': 8 * MiB,
     'grpc.max_send_message_length': 8 * MiB,
+    ...options,
   }) as unknown as EchoClient;
-});
+}
 
 after(async () => {
   client?.close();
@@ -295,6 +305,60 @@ describe('gRPC through an h2c:// target', () => {
     const err = await within(result, scaled(EVENT_MS), 'the cancelled call to end');
     assert.equal(err?.code, grpc.status.CANCELLED);
     await within(serverSide.cancelled, scaled(EVENT_MS), 'the server to see the call cancelled');
+  });
+
+  test('1,000 concurrent bidirectional streaming calls, each answered in order, none mixed up', async () => {
+    // The listener allows 100 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS), so the
+    // calls are spread over 10 channels, each its own connection, 100 calls on each.
+    const CHANNELS = 10;
+    const PER_CHANNEL = 100;
+    const CALLS = CHANNELS * PER_CHANNEL;
+    const ROUNDS = 3;
+    const channels = Array.from({ length: CHANNELS }, () =>
+      newClient({ 'grpc.use_local_subchannel_pool': 1 }),
+    );
+    try {
+      // All are open at once: every call writes its first message before any is ended, and none is
+      // ended before every call has all its replies, so 1,000 streams are in flight together.
+      const calls = Array.from({ length: CALLS }, (_, i) => channels[i % CHANNELS]!.bidi());
+      const replies = calls.map(() => [] as string[]);
+      let answered = 0;
+      let allAnswered!: () => void;
+      const everyAnswer = new Promise<void>((resolve) => (allAnswered = resolve));
+      const ended = calls.map(
+        (call, i) =>
+          new Promise<void>((resolve, reject) => {
+            call.on('data', (b: Buffer) => {
+              const mine = replies[i]!;
+              mine.push(b.toString());
+              if (mine.length < ROUNDS) call.write(Buffer.from(`call ${i} round ${mine.length}`));
+              else if (mine.length === ROUNDS && ++answered === CALLS) allAnswered();
+            });
+            call.on('error', reject);
+            call.on('end', () => resolve());
+          }),
+      );
+      const failed = Promise.all(ended).then(() => {
+        throw new Error('every call ended before all were answered');
+      });
+      calls.forEach((call, i) => call.write(Buffer.from(`call ${i} round 0`)));
+      await within(
+        Promise.race([everyAnswer, failed]),
+        scaled(90_000),
+        `every call's replies (${answered} of ${CALLS} calls done)`,
+      );
+      for (const call of calls) call.end();
+      await within(Promise.all(ended), scaled(60_000), 'every call to end');
+      for (let i = 0; i < CALLS; i++) {
+        assert.deepEqual(
+          replies[i],
+          Array.from({ length: ROUNDS }, (_, r) => `echo call ${i} round ${r}`),
+          `call ${i}`,
+        );
+      }
+    } finally {
+      for (const c of channels) c.close();
+    }
   });
 
   test('a 4 MiB message both ways', async () => {

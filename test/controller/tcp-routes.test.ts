@@ -161,7 +161,7 @@ describe('TCP routes', () => {
     assert.equal(routes.get(l.address), undefined);
   });
 
-  it('carries redis-benchmark -n 20000 -c 50 with no errors', async () => {
+  it('carries redis-benchmark -n 100000 -c 50 with no errors', async () => {
     const l = await routes.add({
       listen: '127.0.0.2:0',
       cluster: 'shop',
@@ -169,7 +169,7 @@ describe('TCP routes', () => {
     });
     const child = spawn(
       'redis-benchmark',
-      ['-h', '127.0.0.2', '-p', String(l.port), '-n', '20000', '-c', '50', '-t', 'set,get', '-q'],
+      ['-h', '127.0.0.2', '-p', String(l.port), '-n', '100000', '-c', '50', '-t', 'set,get', '-q'],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
       },

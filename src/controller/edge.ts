@@ -8,7 +8,7 @@ import { isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ReasonCode, SluiceErrorCode } from '../errors.js';
-import { type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
+import { cutResponse, type ExchangeStats, forwardHttp, type Outcome } from '../proxy/forward.js';
 import { type ErrorPageInput, renderErrorPage } from '../proxy/error-page.js';
 import {
   chooseRequestId,
@@ -580,7 +580,7 @@ export class PublicEdge {
   #sendRedirect(res: ServerResponse, log: LogFields, location: string): void {
     log.reason = REDIRECT_REASON;
     if (res.headersSent || res.destroyed) {
-      res.destroy();
+      cutResponse(res);
       return;
     }
     // No body: every client follows the Location, and a body would only be bytes for nobody to read.
@@ -599,7 +599,7 @@ export class PublicEdge {
     log.reason = reason;
     log.reasonCode = code;
     if (res.headersSent || res.destroyed) {
-      res.destroy();
+      cutResponse(res);
       return;
     }
     const page = renderErrorPage({

@@ -3,6 +3,7 @@
 // client. Nothing is buffered beyond one chunk in either direction: `write()` returning false pauses the
 // source and `drain` resumes it, at both hops.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { constants as h2, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import {
   type ReasonCode,
@@ -388,7 +389,7 @@ class Exchange {
   #broken(detail: string): void {
     // Past the head, the only honest signal left is to cut the connection, as nginx does: the client
     // sees a truncated body (no final chunk, or fewer bytes than Content-Length), never a forged end.
-    this.res.destroy();
+    cutResponse(this.res);
     this.#settle({ kind: 'broken', detail });
   }
 
@@ -423,6 +424,19 @@ class Exchange {
 }
 
 function ignore(): void {}
+
+/**
+ * Ends a response whose head is already out as broken, never as complete. On HTTP/1.x that is the
+ * connection cut. On HTTP/2 it is RST_STREAM(INTERNAL_ERROR): a plain destroy() of Node's
+ * compatibility response resets the stream with NO_ERROR, which clients (curl, Node's http2 client)
+ * take as the end of a whole body (RFC 9113 §8.1 gives NO_ERROR that meaning after a full response),
+ * so a truncated download would pass as complete.
+ */
+export function cutResponse(res: ServerResponse): void {
+  const stream = (res as unknown as { stream?: ServerHttp2Stream }).stream;
+  if (stream !== undefined && !stream.destroyed) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+  res.destroy();
+}
 
 /**
  * The page for a stream that failed before the target's final answer, by its RST code

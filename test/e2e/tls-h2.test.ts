@@ -335,6 +335,46 @@ describe('HTTP/2 on the TLS listener', () => {
     }
   });
 
+  test('a response cut by the target is reset with INTERNAL_ERROR, never ended as whole', async () => {
+    // Node's compatibility response resets with NO_ERROR on a plain destroy(), which curl and
+    // Node's client take as a complete body: a truncated download would pass as good.
+    for (const path of ['/cut?chunked', '/cut']) {
+      const r = await run(CURL, [
+        '--silent',
+        '--http2',
+        '--cacert',
+        join(ca.dir, 'ca.pem'),
+        '--resolve',
+        `${HOST}:${tlsPort}:127.0.0.1`,
+        '--output',
+        '/dev/null',
+        `https://${HOST}:${tlsPort}${path}`,
+      ]);
+      assert.notEqual(r.code, 0, `curl took the cut body of ${path} as whole`);
+    }
+    const s = session();
+    try {
+      for (let i = 1; i <= 3; i++) {
+        const req = s.request({ ':path': '/cut?chunked' });
+        let bytes = 0;
+        let ended = false;
+        req.on('data', (c: Buffer) => (bytes += c.length));
+        req.on('end', () => (ended = true));
+        req.on('error', () => {});
+        // Not events.once: it rejects on the 'error' this stream is expected to emit.
+        const closed = new Promise<void>((resolve) => req.once('close', () => resolve()));
+        await within(closed, scaled(EVENT_MS), `the cut response ${i}`);
+        assert.equal(req.rstCode, constants.NGHTTP2_INTERNAL_ERROR, `response ${i}: rstCode`);
+        assert.equal(ended, false, `response ${i} ended as if whole after ${bytes} bytes`);
+      }
+      // The session outlives its cut streams.
+      const ok = await fetch(s, '/status?code=200');
+      assert.equal(ok.headers[':status'], 200);
+    } finally {
+      s.destroy();
+    }
+  });
+
   test('a rapid-reset client has its session closed while another client keeps being served', async () => {
     const other = session();
     let served = 0;

@@ -117,8 +117,10 @@ export async function startOrigin(name = 'origin'): Promise<Origin> {
       case '/hang':
         return; // never answers
       case '/cut': {
-        // Head and part of the body, then the connection dies.
-        res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': '1000' });
+        // Head and part of the body, then the connection dies. `?chunked` sends no Content-Length,
+        // so only the framing can tell the client that the body is short.
+        const length = url.searchParams.has('chunked') ? {} : { 'Content-Length': '1000' };
+        res.writeHead(200, { 'Content-Type': 'text/plain', ...length });
         res.write('x'.repeat(100), () => req.socket.destroy());
         return;
       }

@@ -16,6 +16,8 @@ export interface FleetRoute {
   host: string;
   target: string;
   path?: string;
+  /** `passthrough`: a TLS passthrough route by SNI to a tcp:// target. */
+  tls?: 'passthrough';
 }
 
 export interface FleetOptions {
@@ -76,7 +78,8 @@ export class FleetController {
     const routes = options.routes
       .map((r) => {
         const path = r.path === undefined ? '' : `\n    path: ${JSON.stringify(r.path)}`;
-        return `  - host: ${JSON.stringify(r.host)}${path}\n    cluster: c1\n    target: ${JSON.stringify(r.target)}`;
+        const tls = r.tls === undefined ? '' : `\n    tls: ${r.tls}`;
+        return `  - host: ${JSON.stringify(r.host)}${path}${tls}\n    cluster: c1\n    target: ${JSON.stringify(r.target)}`;
       })
       .join('\n');
     const yaml = [

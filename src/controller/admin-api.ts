@@ -11,8 +11,11 @@ import { adminTokenMatches, type ControlPlane } from './control.js';
 import { OPENAPI } from './openapi.js';
 import { validateRoute } from './routes.js';
 import { validateTcpRoute } from './tcp-config.js';
+import type { ConnectionTotals } from './tcp-connections.js';
 import { TcpRouteError, type TcpRoutes } from './tcp-listener.js';
-import type { Traffic } from './traffic.js';
+import type { TlsPassthrough } from './tls-passthrough.js';
+import type { TcpRouteTraffic, Traffic } from './traffic.js';
+import type { Route } from '../store/model.js';
 import type { TunnelRegistry } from './tunnels.js';
 
 /** Largest JSON body accepted. */
@@ -50,6 +53,8 @@ export function createAdminApi(
   fleet?: () => unknown[],
   /** The controller's TCP routes; absent, the /api/tcp-routes calls answer 404. */
   tcpRoutes?: TcpRoutes,
+  /** The TLS listener's passthrough, whose hosts /api/traffic shows with the TCP routes. */
+  passthrough?: TlsPassthrough,
 ): AdminApi {
   const routes: Handler[] = [
     ['GET', /^\/api\/clusters$/, async () => ({ clusters: await control.store.listClusters() })],
@@ -65,7 +70,11 @@ export function createAdminApi(
     ['POST', /^\/api\/tcp-routes$/, (_m, body) => addTcpRoute(control, tcpRoutes, body)],
     ['DELETE', /^\/api\/tcp-routes\/([^/]+)$/, ([listen]) => removeTcpRoute(tcpRoutes, listen!)],
     ['GET', /^\/api\/tunnels$/, () => ({ tunnels: listTunnels(registry) })],
-    ['GET', /^\/api\/traffic$/, async () => traffic.snapshot(await control.store.listRoutes())],
+    [
+      'GET',
+      /^\/api\/traffic$/,
+      async () => trafficOf(traffic, await control.store.listRoutes(), tcpRoutes, passthrough),
+    ],
     ['GET', /^\/api\/fleet$/, () => ({ fleet: fleet !== undefined, instances: fleet?.() ?? [] })],
   ];
   return {
@@ -353,6 +362,36 @@ function tcpRoutesOf(tcpRoutes: TcpRoutes | undefined): TcpRoutes {
   if (tcpRoutes === undefined) throw new ApiError(404, 'not_found', 'this controller has no TCP routes');
   return tcpRoutes;
 }
+
+/** /api/traffic: the HTTP routes' rates, and the counts of every TCP route and passthrough host. */
+function trafficOf(
+  traffic: Traffic,
+  routes: Route[],
+  tcpRoutes: TcpRoutes | undefined,
+  passthrough: TlsPassthrough | undefined,
+): unknown {
+  const tcp: TcpRouteTraffic[] = (tcpRoutes?.totals() ?? []).map(({ route, address, totals }) => ({
+    kind: 'tcp',
+    route: address,
+    cluster: route.cluster,
+    target: route.target,
+    ...totals,
+  }));
+  for (const r of routes) {
+    if (r.tls !== 'passthrough') continue;
+    const totals = passthrough?.totals(r.host) ?? NO_CONNECTIONS;
+    tcp.push({ kind: 'tls-passthrough', route: r.host, cluster: r.cluster, target: r.target, ...totals });
+  }
+  return traffic.snapshot(routes, tcp);
+}
+
+const NO_CONNECTIONS: Readonly<ConnectionTotals> = Object.freeze({
+  open: 0,
+  connections: 0,
+  refused: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+});
 
 function listTcpRoutes(tcpRoutes: TcpRoutes | undefined): unknown[] {
   return tcpRoutesOf(tcpRoutes)

@@ -26,6 +26,7 @@ import { TcpRoutes } from './tcp-listener.js';
 import { TlsPassthrough } from './tls-passthrough.js';
 import { shutdown } from './shutdown.js';
 import { openStore, readTunnelTls } from './startup-files.js';
+import type { TcpObserver } from './tcp-connections.js';
 import { Traffic } from './traffic.js';
 import { TunnelRegistry } from './tunnels.js';
 
@@ -138,6 +139,8 @@ export async function startController(
           dispatcher,
           peekTimeoutMs: config.tls.peekTimeoutMs,
           log: logger.child({ component: 'tls-passthrough' }),
+          limits: config.tcp,
+          observer: recorded(metrics.passthrough, traffic),
         });
 
   const frontEnds: PublicListener[] = [];
@@ -174,7 +177,7 @@ export async function startController(
       dispatcher,
       limits: config.tcp,
       log: logger.child({ component: 'tcp' }),
-      observer: metrics.tcp,
+      observer: recorded(metrics.tcp, traffic),
       graceMs: config.tunnel.gracePeriod,
     });
     for (const [i, route] of config.tcpRoutes.entries()) {
@@ -241,6 +244,7 @@ export async function startController(
         traffic,
         fleet === undefined ? undefined : () => fleet.instances(),
         tcpRoutes,
+        passthrough,
       );
       const admin = createAdminServer(registry, { edge, http }, api, metrics, () =>
         readiness(stopping, store, fleet),
@@ -286,6 +290,17 @@ function readiness(stopping: boolean, store: Store, fleet: Fleet | undefined): R
   const problem = fleet?.problem;
   if (problem !== undefined) reasons.push(`fleet presence unavailable: ${problem}`);
   return { ready: !stopping, reasons };
+}
+
+/** `metrics`, and every finished connection kept for /api/traffic too. */
+function recorded(metrics: TcpObserver, traffic: Traffic): TcpObserver {
+  return {
+    opened: (route, kind) => metrics.opened?.(route, kind),
+    done: (done) => {
+      metrics.done?.(done);
+      traffic.recordConnection(done);
+    },
+  };
 }
 
 type InFlight = { readonly inFlight: number; whenIdle(): Promise<void> };

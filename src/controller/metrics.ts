@@ -4,7 +4,7 @@
 // state at that moment. Nothing here runs per byte, and per request only a few additions and one
 // histogram observation.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { TcpObserver } from './tcp-listener.js';
+import type { TcpObserver } from './tcp-connections.js';
 import { SluiceError } from '../errors.js';
 import { createMetricsRegistry, STATUS_CLASSES, statusClass } from '../metrics.js';
 import type { RequestDone } from './edge.js';
@@ -47,6 +47,9 @@ export class ControllerMetrics {
   readonly #tcpConnections: Counter<'route' | 'outcome'>;
   readonly #tcpBytes: Counter<'route' | 'direction'>;
   readonly #tcpOpen: Gauge<'route'>;
+  readonly #passthroughConnections: Counter<'host' | 'outcome'>;
+  readonly #passthroughBytes: Counter<'host' | 'direction'>;
+  readonly #passthroughOpen: Gauge<'host'>;
 
   constructor(gauges: ControllerGauges) {
     const registers = [this.registry];
@@ -134,6 +137,24 @@ export class ControllerMetrics {
       labelNames: ['route'] as const,
       registers,
     });
+    this.#passthroughConnections = new Counter({
+      name: 'sluice_tls_passthrough_connections_total',
+      help: 'TLS passthrough connections finished, by route host and outcome (as TCP routes, docs/tcp.md).',
+      labelNames: ['host', 'outcome'] as const,
+      registers,
+    });
+    this.#passthroughBytes = new Counter({
+      name: 'sluice_tls_passthrough_bytes_total',
+      help: 'Bytes of finished TLS passthrough connections, by route host and direction (in: client to target).',
+      labelNames: ['host', 'direction'] as const,
+      registers,
+    });
+    this.#passthroughOpen = new Gauge({
+      name: 'sluice_tls_passthrough_open_connections',
+      help: 'TLS passthrough connections open now, by route host.',
+      labelNames: ['host'] as const,
+      registers,
+    });
     this.#tunnelGauges(gauges);
     new Gauge({
       name: 'sluice_tls_cert_expiry_seconds',
@@ -218,6 +239,18 @@ export class ControllerMetrics {
       this.#tcpOpen.dec({ route: d.route });
       this.#tcpBytes.inc({ route: d.route, direction: 'in' }, d.bytesIn);
       this.#tcpBytes.inc({ route: d.route, direction: 'out' }, d.bytesOut);
+    },
+  };
+
+  /** The same for TLS passthrough, by the route's host. */
+  readonly passthrough: TcpObserver = {
+    opened: (host) => this.#passthroughOpen.inc({ host }),
+    done: (d) => {
+      this.#passthroughConnections.inc({ host: d.route, outcome: d.outcome });
+      if (d.outcome === 'over_limit') return;
+      this.#passthroughOpen.dec({ host: d.route });
+      this.#passthroughBytes.inc({ host: d.route, direction: 'in' }, d.bytesIn);
+      this.#passthroughBytes.inc({ host: d.route, direction: 'out' }, d.bytesOut);
     },
   };
 

@@ -7,25 +7,18 @@ import type { Logger } from 'pino';
 import { SluiceError } from '../errors.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
 import type { ClusterDispatcher } from './dispatcher.js';
-import { newRequestId } from './edge.js';
 import type { PublicListener } from './public-listener.js';
 import { DEFAULT_TCP_LIMITS, splitListen, type TcpLimits, type TcpRoute } from './tcp-config.js';
-import { TcpRelay, type TcpOutcome } from './tcp-relay.js';
+import {
+  type ConnectionTotals,
+  RouteConnections,
+  type TcpConnectionDone,
+  type TcpObserver,
+  unmapIPv4,
+} from './tcp-connections.js';
 
 export { DEFAULT_TCP_LIMITS, splitListen, type TcpLimits, type TcpRoute };
-
-/** What a finished connection reports, for metrics. */
-export interface TcpConnectionDone {
-  readonly route: string;
-  readonly outcome: TcpOutcome | 'over_limit';
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-}
-
-export interface TcpObserver {
-  opened?(route: string): void;
-  done?(done: TcpConnectionDone): void;
-}
+export type { TcpConnectionDone, TcpObserver };
 
 export interface TcpListenerOptions {
   readonly route: TcpRoute;
@@ -40,9 +33,8 @@ export interface TcpListenerOptions {
 export class TcpListener implements PublicListener {
   readonly #options: TcpListenerOptions;
   readonly #server: Server;
-  readonly #relays = new Set<TcpRelay>();
-  readonly #sockets = new Set<Socket>();
-  readonly #perClient = new Map<string, number>();
+  /** Created once the listener is bound: its connections go by the bound address. */
+  #connections: RouteConnections | undefined;
   #bound = '';
 
   private constructor(options: TcpListenerOptions) {
@@ -73,7 +65,17 @@ export class TcpListener implements PublicListener {
       const h = address.family === 'IPv6' ? `[${address.address}]` : address.address;
       listener.#bound = `${h}:${address.port}`;
     }
-    options.log.info({ route: options.route.listen, listen: listener.#bound }, 'tcp route listening');
+    const { dispatcher, limits, log, observer, onIdle } = options;
+    listener.#connections = new RouteConnections({
+      kind: 'tcp',
+      route: listener.#bound,
+      dispatcher,
+      limits,
+      log,
+      ...(observer === undefined ? {} : { observer }),
+      ...(onIdle === undefined ? {} : { onIdle }),
+    });
+    log.info({ route: options.route.listen, listen: listener.#bound }, 'tcp route listening');
     return listener;
   }
 
@@ -91,7 +93,12 @@ export class TcpListener implements PublicListener {
   }
 
   get openConnections(): number {
-    return this.#sockets.size;
+    return this.#connections?.open ?? 0;
+  }
+
+  /** The route's counts since it was added, for /api/traffic. */
+  totals(): ConnectionTotals {
+    return this.#connections!.totals();
   }
 
   startDrain(): void {
@@ -99,107 +106,49 @@ export class TcpListener implements PublicListener {
   }
 
   closeUpgraded(): number {
-    for (const relay of this.#relays) relay.close();
-    return this.#relays.size;
+    return this.#connections?.closeUpgraded() ?? 0;
   }
 
   destroyUpgraded(): void {
-    for (const relay of this.#relays) relay.cut();
+    this.#connections?.destroyUpgraded();
   }
 
   async close(): Promise<void> {
     this.startDrain();
-    for (const relay of this.#relays) relay.cut();
-    for (const socket of this.#sockets) socket.destroy();
+    this.#connections?.destroy();
     await new Promise<void>((resolve) => {
-      if (this.#sockets.size === 0) resolve();
+      if (this.openConnections === 0) resolve();
       else this.#server.once('close', () => resolve());
       // net.Server emits close once its last connection is gone, if it was closed before.
       setImmediate(() => {
-        if (this.#sockets.size === 0) resolve();
+        if (this.openConnections === 0) resolve();
       });
     });
   }
 
   #accept(socket: Socket): void {
-    const { route, limits, log, observer } = this.#options;
-    const started = Date.now();
-    const client = unmapIPv4(socket.remoteAddress ?? '');
-    const clientPort = socket.remotePort ?? 0;
-    socket.on('error', () => {});
-    const held = this.#perClient.get(client) ?? 0;
-    if (
-      (limits.maxConnectionsPerClient > 0 && held >= limits.maxConnectionsPerClient) ||
-      (limits.maxConnectionsPerRoute > 0 && this.#sockets.size >= limits.maxConnectionsPerRoute)
-    ) {
-      socket.destroy();
-      log.info(
-        {
-          client: `${client}:${clientPort}`,
-          route: this.#bound,
-          cluster: route.cluster,
-          target: route.target,
-        },
-        'tcp connection refused: over limit',
-      );
-      observer?.done?.({ route: this.#bound, outcome: 'over_limit', bytesIn: 0, bytesOut: 0 });
+    const { route } = this.#options;
+    if (this.#connections === undefined) {
+      socket.destroy(); // Not bound yet: open() has not returned, so nobody knows the port.
       return;
     }
-    this.#perClient.set(client, held + 1);
-    this.#sockets.add(socket);
-    observer?.opened?.(this.#bound);
-    const relay = new TcpRelay(socket);
-    this.#relays.add(relay);
-    const meta: TcpStreamMeta = {
-      kind: 'tcp',
+    this.#connections.accept(socket, {
+      cluster: route.cluster,
       target: route.target,
-      client: `${client}:${clientPort}`,
-      requestId: newRequestId(),
-    };
-    if (route.proxyProtocol === 'v2') {
-      meta.proxyProtocol = 'v2';
-      const local = unmapIPv4(socket.localAddress ?? '');
-      meta.addresses = {
-        clientAddress: client,
-        clientPort,
-        listenAddress: local,
-        listenPort: socket.localPort ?? 0,
-      };
-    }
-    const finish = (outcome: TcpOutcome): void => {
-      this.#relays.delete(relay);
-      const left = (this.#perClient.get(client) ?? 1) - 1;
-      if (left <= 0) this.#perClient.delete(client);
-      else this.#perClient.set(client, left);
-      const { bytesIn, bytesOut, via, detail } = relay.stats;
-      log.info(
-        {
-          client: `${client}:${clientPort}`,
-          route: this.#bound,
-          cluster: route.cluster,
-          target: route.target,
-          requestId: meta.requestId,
-          via,
-          bytesIn,
-          bytesOut,
-          ms: Date.now() - started,
-          outcome,
-          ...(outcome === 'done' || detail === undefined ? {} : { detail }),
-        },
-        'tcp connection',
-      );
-      observer?.done?.({ route: this.#bound, outcome, bytesIn, bytesOut });
-    };
-    socket.once('close', () => {
-      this.#sockets.delete(socket);
-      if (this.#sockets.size === 0) this.#options.onIdle?.();
-    });
-    relay.run(this.#options.dispatcher, route.cluster, meta).then(finish, (err: Error) => {
-      relay.stats.detail = err.message;
-      relay.cut();
-      finish('reset');
+      ...(route.proxyProtocol === 'v2' ? { decorate: proxyV2 } : {}),
     });
   }
+}
+
+/** The addresses a PROXY v2 header carries: the client's, and the listener's it reached. */
+function proxyV2(meta: TcpStreamMeta, socket: Socket): void {
+  meta.proxyProtocol = 'v2';
+  meta.addresses = {
+    clientAddress: unmapIPv4(socket.remoteAddress ?? ''),
+    clientPort: socket.remotePort ?? 0,
+    listenAddress: unmapIPv4(socket.localAddress ?? ''),
+    listenPort: socket.localPort ?? 0,
+  };
 }
 
 export type TcpRouteErrorCode = 'address_in_use' | 'listen_failed' | 'duplicate' | 'not_found';
@@ -274,6 +223,15 @@ export class TcpRoutes {
     }));
   }
 
+  /** Each route with its counts since it was added, for /api/traffic. */
+  totals(): { route: TcpRoute; address: string; totals: ConnectionTotals }[] {
+    return [...this.#listeners.values()].map(({ route, listener }) => ({
+      route,
+      address: listener.address,
+      totals: listener.totals(),
+    }));
+  }
+
   get(listen: string): TcpListener | undefined {
     return this.#listeners.get(listen)?.listener;
   }
@@ -319,8 +277,4 @@ async function waitEmpty(listener: TcpListener, ms: number): Promise<void> {
   while (listener.openConnections > 0 && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
   }
-}
-
-function unmapIPv4(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }

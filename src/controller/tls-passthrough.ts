@@ -5,15 +5,19 @@
 // target's own certificate answers. Anything else (another name, no name, no ClientHello at all) gets
 // its bytes put back and goes on to this listener's TLS termination, which answers or fails as it
 // would have. The peek is bounded in bytes (MAX_HELLO_BYTES) and in time (tls.peekTimeout).
+//
+// Each passthrough host has its connections counted, limited (tcp.maxConnectionsPerClient and
+// tcp.maxConnectionsPerRoute, as a TCP route) and logged as a TCP route's are (tcp-connections.ts);
+// a limit is checked once the ClientHello has named the host. A host's counts are dropped once it is
+// no longer a passthrough route and holds no connection, so they are bounded by the routes.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { TcpStreamMeta } from '../proxy/meta.js';
 import type { Route } from '../store/model.js';
 import { type HelloResult, parseClientHello } from './client-hello.js';
 import type { ClusterDispatcher } from './dispatcher.js';
-import { newRequestId } from './edge.js';
 import type { RouteTable } from './routes.js';
-import { TcpRelay, type TcpOutcome } from './tcp-relay.js';
+import { DEFAULT_TCP_LIMITS, type TcpLimits } from './tcp-config.js';
+import { type ConnectionTotals, RouteConnections, type TcpObserver } from './tcp-connections.js';
 
 export interface TlsPassthroughOptions {
   /** The route table in force, read once per connection when its ClientHello is whole. */
@@ -22,6 +26,9 @@ export interface TlsPassthroughOptions {
   /** A connection whose ClientHello is not whole this long after it opened is closed. */
   readonly peekTimeoutMs: number;
   readonly log: Logger;
+  /** Per client address and per host; DEFAULT_TCP_LIMITS when absent. */
+  readonly limits?: TcpLimits;
+  readonly observer?: TcpObserver;
 }
 
 /** Hands a socket, its first bytes put back, to the listener's TLS termination. */
@@ -31,7 +38,8 @@ export type Terminate = (socket: Socket) => void;
 export class TlsPassthrough {
   readonly #options: TlsPassthroughOptions;
   readonly #peeking = new Set<Socket>();
-  readonly #relays = new Set<TcpRelay>();
+  /** By passthrough route host (`*.suffix` spelt as such). */
+  readonly #hosts = new Map<string, RouteConnections>();
   /** whenIdle()'s callers, told once the last relay has finished. */
   #idle: (() => void)[] = [];
 
@@ -41,18 +49,26 @@ export class TlsPassthrough {
 
   /** Connections relayed right now. */
   get open(): number {
-    return this.#relays.size;
+    let n = 0;
+    for (const host of this.#hosts.values()) n += host.open;
+    return n;
   }
 
   /** The same, as the drain counts what it waits for (each relay is a request in flight). */
   get inFlight(): number {
-    return this.#relays.size;
+    return this.open;
   }
 
   /** Resolves once no connection is relayed. */
   whenIdle(): Promise<void> {
-    if (this.#relays.size === 0) return Promise.resolve();
+    if (this.open === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  /** A passthrough host's counts since its first connection; undefined before that. */
+  totals(host: string): ConnectionTotals | undefined {
+    this.#sweep();
+    return this.#hosts.get(host)?.totals();
   }
 
   /** Reads `socket`'s ClientHello, then relays it raw or passes it to `terminate`. */
@@ -71,13 +87,14 @@ export class TlsPassthrough {
 
   /** Ends every relayed connection with a FIN both ways (the drain's grace is over). */
   closeUpgraded(): number {
-    for (const relay of this.#relays) relay.close();
-    return this.#relays.size;
+    let n = 0;
+    for (const host of this.#hosts.values()) n += host.closeUpgraded();
+    return n;
   }
 
   /** Cuts the relays that did not finish closing. */
   destroyUpgraded(): void {
-    for (const relay of this.#relays) relay.cut();
+    for (const host of this.#hosts.values()) host.destroyUpgraded();
   }
 
   /** Cuts every relay and closes every connection still being read. */
@@ -87,41 +104,42 @@ export class TlsPassthrough {
   }
 
   #relay(socket: Socket, route: Route, sni: string): void {
-    const { dispatcher, log } = this.#options;
-    const started = Date.now();
     // A FIN is passed on as a FIN, each way on its own (docs/tcp.md): the target may still answer.
     socket.allowHalfOpen = true;
-    const relay = new TcpRelay(socket);
-    this.#relays.add(relay);
-    const client = `${unmapIPv4(socket.remoteAddress ?? '')}:${socket.remotePort ?? 0}`;
-    const meta: TcpStreamMeta = { kind: 'tcp', target: route.target, client, requestId: newRequestId() };
-    const finish = (outcome: TcpOutcome): void => {
-      this.#relays.delete(relay);
-      if (this.#relays.size === 0) for (const resolve of this.#idle.splice(0)) resolve();
-      const { bytesIn, bytesOut, via, detail } = relay.stats;
-      log.info(
-        {
-          client,
-          sni,
-          route: route.host,
-          cluster: route.cluster,
-          target: route.target,
-          requestId: meta.requestId,
-          via,
-          bytesIn,
-          bytesOut,
-          ms: Date.now() - started,
-          outcome,
-          ...(outcome === 'done' || detail === undefined ? {} : { detail }),
-        },
-        'tls passthrough connection',
-      );
-    };
-    relay.run(dispatcher, route.cluster, meta).then(finish, (err: Error) => {
-      relay.stats.detail = err.message;
-      relay.cut();
-      finish('reset');
+    this.#connections(route.host).accept(socket, {
+      cluster: route.cluster,
+      target: route.target,
+      fields: { sni },
     });
+  }
+
+  #connections(host: string): RouteConnections {
+    const found = this.#hosts.get(host);
+    if (found !== undefined) return found;
+    // A new host is rare (once per route): the time to drop the counts of routes that are gone.
+    this.#sweep();
+    const { dispatcher, log, limits, observer } = this.#options;
+    const created = new RouteConnections({
+      kind: 'tls-passthrough',
+      route: host,
+      dispatcher,
+      limits: limits ?? DEFAULT_TCP_LIMITS,
+      log,
+      ...(observer === undefined ? {} : { observer }),
+      onIdle: () => {
+        if (this.open === 0) for (const resolve of this.#idle.splice(0)) resolve();
+      },
+    });
+    this.#hosts.set(host, created);
+    return created;
+  }
+
+  /** Drops the counts of hosts that are no passthrough route any more and hold no connection. */
+  #sweep(): void {
+    const table = this.#options.routes();
+    for (const [host, connections] of this.#hosts) {
+      if (connections.open === 0 && table.passthrough(host)?.host !== host) this.#hosts.delete(host);
+    }
   }
 }
 
@@ -165,10 +183,6 @@ function peek(socket: Socket, timeoutMs: number, done: (result: PeekEnd, bytes: 
   socket.on('data', onData);
   socket.on('end', onEnd);
   socket.on('close', onClose);
-}
-
-function unmapIPv4(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 function ignore(): void {}

@@ -8,11 +8,19 @@
 // without traffic) holds nothing, and there are never more counters than routes that saw a request in
 // the last RATE_WINDOW_S seconds. Requests that matched no route (404, or refused before routing: 400,
 // 431) are counted on one line of their own.
+//
+// TCP routes and passthrough hosts are shown apart (`tcpRoutes`): their counts are totals since the
+// route was added, kept by the route's own connections (tcp-connections.ts), so a removed route takes
+// its counts with it. The last RECENT_CONNECTIONS finished TCP and passthrough connections sit in a
+// second fixed ring, as the requests do.
 import type { Route } from '../store/model.js';
 import type { RequestDone } from './edge.js';
+import type { ConnectionKind, ConnectionTotals, TcpConnectionDone } from './tcp-connections.js';
 
 /** How many finished requests the ring keeps. */
 export const RECENT_REQUESTS = 100;
+/** How many finished TCP and passthrough connections the second ring keeps. */
+export const RECENT_CONNECTIONS = 100;
 /** The window of the rates, in seconds (one bucket per second). */
 export const RATE_WINDOW_S = 10;
 /** Hosts are shown up to this many characters: the Host header is the client's, up to 16 KiB. */
@@ -61,13 +69,43 @@ export interface RecentRequest {
   reason: string | null;
 }
 
+/** A TCP route or a passthrough host, with its counts since it was added. */
+export interface TcpRouteTraffic extends ConnectionTotals {
+  kind: ConnectionKind;
+  /** The TCP route's bound listen address, or the passthrough route's host. */
+  route: string;
+  cluster: string;
+  target: string;
+}
+
+/** One finished (or refused) TCP or passthrough connection, as the dashboard shows it. */
+export interface RecentConnection {
+  /** When it was accepted (ISO 8601). */
+  at: string;
+  kind: ConnectionKind;
+  client: string;
+  route: string;
+  cluster: string;
+  target: string;
+  ms: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** As in the connection's log line (docs/tcp.md); `over_limit` for one turned away. */
+  outcome: string;
+}
+
 export interface TrafficSnapshot {
   windowSeconds: number;
+  /** HTTP routes only: passthrough routes are in `tcpRoutes`. */
   routes: RouteTraffic[];
   /** Requests that matched no route. */
   unrouted: Rates;
   /** Newest first. */
   requests: RecentRequest[];
+  /** TCP routes, then passthrough hosts. */
+  tcpRoutes: TcpRouteTraffic[];
+  /** Newest first. */
+  connections: RecentConnection[];
 }
 
 /** The key a finished request names its route by: the host, then the path prefix unless it is `/`. */
@@ -128,6 +166,10 @@ export class Traffic {
   readonly #recent: (RequestDone | undefined)[] = new Array<RequestDone | undefined>(RECENT_REQUESTS);
   /** Where the next request goes in #recent. */
   #next = 0;
+  readonly #connections: (TcpConnectionDone | undefined)[] = new Array<TcpConnectionDone | undefined>(
+    RECENT_CONNECTIONS,
+  );
+  #nextConnection = 0;
   readonly #byRoute = new Map<string, Buckets>();
   readonly #unrouted = new Buckets();
   readonly #now: () => number;
@@ -159,8 +201,17 @@ export class Traffic {
     buckets.add(second, done.status >= 500, answerFailed(done));
   }
 
-  /** Rates of `routes` (the route table as it is now, in its order), the unrouted line, the last requests. */
-  snapshot(routes: readonly Route[]): TrafficSnapshot {
+  /** Keeps a finished TCP or passthrough connection. For the TCP routes' and passthrough's observer. */
+  recordConnection(done: TcpConnectionDone): void {
+    this.#connections[this.#nextConnection] = done;
+    this.#nextConnection = (this.#nextConnection + 1) % RECENT_CONNECTIONS;
+  }
+
+  /**
+   * Rates of the HTTP routes among `routes` (the route table as it is now, in its order), the unrouted
+   * line, the last requests; `tcpRoutes` as given, and the last connections.
+   */
+  snapshot(routes: readonly Route[], tcpRoutes: TcpRouteTraffic[] = []): TrafficSnapshot {
     const nowMs = this.#now();
     const now = Math.floor(nowMs / 1000);
     this.#sweep(now);
@@ -171,16 +222,34 @@ export class Traffic {
       buckets === undefined ? { ...NO_TRAFFIC } : buckets.rates(now, spanS);
     return {
       windowSeconds: RATE_WINDOW_S,
-      routes: routes.map((r) => ({
-        host: r.host,
-        path: r.path ?? '/',
-        cluster: r.cluster,
-        target: r.target,
-        ...rates(this.#byRoute.get(routeKey(r))),
-      })),
+      routes: routes
+        .filter((r) => r.tls !== 'passthrough')
+        .map((r) => ({
+          host: r.host,
+          path: r.path ?? '/',
+          cluster: r.cluster,
+          target: r.target,
+          ...rates(this.#byRoute.get(routeKey(r))),
+        })),
       unrouted: rates(this.#unrouted),
       requests: this.recent(),
+      tcpRoutes,
+      connections: this.recentConnections(),
     };
+  }
+
+  /** The connections in their ring, newest first. */
+  recentConnections(): RecentConnection[] {
+    const list: RecentConnection[] = [];
+    for (let k = 1; k <= RECENT_CONNECTIONS; k++) {
+      const i = (this.#nextConnection - k + RECENT_CONNECTIONS) % RECENT_CONNECTIONS;
+      const done = this.#connections[i];
+      if (done === undefined) break;
+      const { kind, client, route, cluster, target, ms, bytesIn, bytesOut, outcome } = done;
+      const at = new Date(done.at).toISOString();
+      list.push({ at, kind, client, route, cluster, target, ms, bytesIn, bytesOut, outcome });
+    }
+    return list;
   }
 
   /** The requests in the ring, newest first. */

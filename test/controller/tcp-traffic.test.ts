@@ -27,7 +27,7 @@ import { issueCert, makeTestCerts, type TestCerts } from '../helpers/certs.js';
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { captureLog } from '../helpers/log-capture.js';
-import { EVENT_MS, scaled, waitFor, within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, within } from '../helpers/wait.js';
 
 const AGENT_TOKEN = 'tcp-traffic-agent-token-0123456789';
 const ADMIN_TOKEN = 'tcp-traffic-admin-token-0123456789';

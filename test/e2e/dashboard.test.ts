@@ -2,17 +2,25 @@
 // against a real controller process with its admin listener, started with no agent. The login refuses a
 // wrong token and accepts the right one; an agent started afterwards shows up without a reload; requests
 // sent through the public listener appear in the last-requests table by their X-Request-Id and give
-// their route a rate; markup in a client's Host or path shows as text. A screenshot is saved under
+// their route a rate; markup in a client's Host or path shows as text; a TCP route and a TLS passthrough
+// route added through the admin API show in "TCP and passthrough routes", a net socket's and a TLS
+// client's connections in "Last 100 TCP connections", and each route disappears once it is removed,
+// all without a reload. A screenshot is saved under
 // test-output/dashboard/ (or $TEST_OUTPUT_DIR).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { connect as netConnect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { type Browser, chromium, type Page } from 'playwright-core';
+import { issueCert, makeTestCerts, type TestCerts } from '../helpers/certs.js';
+import { listenOnLoopback } from '../helpers/listen.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
-import { ask, Stack } from '../helpers/sluice-procs.js';
-import { EVENT_MS, READY_MS, scaled } from '../helpers/wait.js';
+import { ask, Stack, tempDir } from '../helpers/sluice-procs.js';
+import { EVENT_MS, READY_MS, scaled, within } from '../helpers/wait.js';
 import { sluiceVersion } from '../../src/version.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -22,6 +30,7 @@ const skip = existsSync(CHROMIUM)
 
 const ADMIN_TOKEN = 'dashboard-admin-token-0123456789';
 const HOST = 'app.example.test';
+const PASS = 'db.example.test';
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const OUTPUT = process.env.TEST_OUTPUT_DIR ?? join(REPO, 'test-output', 'dashboard');
 
@@ -31,15 +40,50 @@ describe('the dashboard in Chromium', { skip }, () => {
   let browser: Browser;
   let page: Page;
   const errors: string[] = [];
+  let ca: TestCerts;
+  let tcpTarget: NetServer;
+  let tlsTarget: TlsServer;
+  let tcpTargetPort = 0;
+  let tlsTargetPort = 0;
+  let tlsPort = 0;
 
   before(async () => {
     origin = await startOrigin();
+    ca = await makeTestCerts();
+    const dir = tempDir();
+    const sluiceCert = await issueCert(['default.sluice.test'], { dir, file: 'default' });
+    const customer = await issueCert([PASS], { dir, file: 'customer', cn: 'Customer DB' });
+    tcpTarget = createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.pipe(s);
+    });
+    tcpTargetPort = await listenOnLoopback(tcpTarget);
+    tlsTarget = createTlsServer(
+      { cert: customer.cert, key: readFileSync(customer.keyFile), allowHalfOpen: true },
+      (s) => {
+        s.on('error', () => {});
+        s.pipe(s);
+      },
+    );
+    tlsTarget.on('tlsClientError', () => {});
+    tlsTargetPort = await listenOnLoopback(tlsTarget as unknown as NetServer);
     stack = await Stack.start({
       routes: [{ host: HOST, target: origin.url }],
       agent: false,
       admin: true,
       controllerEnv: { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN },
+      extraYaml: [
+        'tls:',
+        '  listen: 127.0.0.1:0',
+        '  certs:',
+        `    - { cert: ${JSON.stringify(sluiceCert.certFile)}, key: ${JSON.stringify(sluiceCert.keyFile)} }`,
+      ].join('\n'),
     });
+    const line = await stack.controller.waitLine(
+      'the TLS listener',
+      (l) => l.event === 'listening' && l.listener === 'tls',
+    );
+    tlsPort = Number(new URL(String(line.url)).port);
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--no-sandbox'],
@@ -59,7 +103,39 @@ describe('the dashboard in Chromium', { skip }, () => {
     await browser?.close();
     await stack?.stop();
     await origin?.close();
+    tcpTarget?.close();
+    tlsTarget?.close();
   });
+
+  async function admin(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+    const res = await fetch(`${stack.adminUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    const json = (text === '' ? {} : JSON.parse(text)) as Record<string, unknown>;
+    assert.ok(res.ok, `${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+    return json;
+  }
+
+  /** Sends `data` on `socket`, waits for its echo, then closes it and waits for the close. */
+  async function echoAndClose(socket: Socket, data: string): Promise<void> {
+    let got = '';
+    const echoed = new Promise<void>((resolve, reject) => {
+      socket.on('data', (chunk: Buffer) => {
+        got += chunk.toString();
+        if (got.length >= data.length) resolve();
+      });
+      socket.once('close', () => reject(new Error(`closed after ${got.length} bytes`)));
+    });
+    socket.write(data);
+    await within(echoed, EVENT_MS, 'the echo');
+    assert.equal(got, data);
+    const closed = once(socket, 'close');
+    socket.end();
+    await within(closed, EVENT_MS, 'the close');
+  }
 
   test('a wrong token is refused with an error; the right one opens the dashboard', async () => {
     const response = await page.goto(`${stack.adminUrl}/`);
@@ -151,6 +227,73 @@ describe('the dashboard in Chromium', { skip }, () => {
     assert.doesNotMatch(route, /\t0\t0%\t0%$/);
     assert.match(await page.locator('#routes tr.unrouted').innerText(), /\t0%\t0%$/);
     assert.equal(await page.locator('#window').innerText(), '10');
+  });
+
+  test('TCP and passthrough routes show live with their connections; a route removed disappears', async () => {
+    const added = await admin('POST', '/api/tcp-routes', {
+      listen: '127.0.0.1:0',
+      cluster: 'c1',
+      target: `tcp://127.0.0.1:${tcpTargetPort}`,
+    });
+    const address = (added.tcpRoute as { address: string }).address;
+    await admin('POST', '/api/routes', {
+      host: PASS,
+      cluster: 'c1',
+      target: `tcp://127.0.0.1:${tlsTargetPort}`,
+      tls: 'passthrough',
+    });
+    const tcpRow = page.locator('#tcp-routes tbody tr', { hasText: address });
+    const passRow = page.locator('#tcp-routes tbody tr', { hasText: PASS });
+    await tcpRow.waitFor();
+    await passRow.waitFor();
+    assert.equal(
+      await tcpRow.innerText(),
+      `TCP\t${address}\tc1\ttcp://127.0.0.1:${tcpTargetPort}\t0\t0\t0\t0 B\t0 B`,
+    );
+    assert.match(
+      await passRow.innerText(),
+      /^TLS passthrough\tdb\.example\.test\tc1\ttcp:\/\/127\.0\.0\.1:\d+\t0\t0\t0\t/,
+    );
+    // A passthrough route is no HTTP route: the Routes table does not list it.
+    assert.equal(await page.locator('#routes tbody tr', { hasText: PASS }).count(), 0);
+
+    const tcpClient = netConnect(Number(address.slice(address.lastIndexOf(':') + 1)), '127.0.0.1');
+    await within(once(tcpClient, 'connect'), EVENT_MS, 'the TCP route connection');
+    const tcpClientPort = tcpClient.localPort!;
+    await echoAndClose(tcpClient, 'hello over tcp');
+    const raw = netConnect(tlsPort, '127.0.0.1');
+    const tlsClient = tlsConnect({ socket: raw, servername: PASS, ca: ca.ca });
+    await within(once(tlsClient, 'secureConnect'), EVENT_MS, 'the passthrough handshake');
+    assert.equal(tlsClient.getPeerCertificate().subject.CN, 'Customer DB');
+    const tlsClientPort = raw.localPort!;
+    await echoAndClose(tlsClient, 'hello through passthrough');
+
+    const tcpDone = page.locator('#connections tbody tr', { hasText: `127.0.0.1:${tcpClientPort}` });
+    const passDone = page.locator('#connections tbody tr', { hasText: `127.0.0.1:${tlsClientPort}` });
+    await tcpDone.waitFor();
+    await passDone.waitFor();
+    assert.match(
+      await tcpDone.innerText(),
+      new RegExp(
+        `^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\t127\\.0\\.0\\.1:${tcpClientPort}\\t${address.replaceAll('.', '\\.')}\\ttcp://127\\.0\\.0\\.1:${tcpTargetPort}\\t.+\\t14 B\\t14 B\\tdone$`,
+      ),
+    );
+    assert.match(await passDone.innerText(), /\tdb\.example\.test\t.*\tdone$/);
+    // Newest first: the passthrough connection closed last.
+    const rows = await page.locator('#connections tbody tr').allInnerTexts();
+    assert.equal(rows.length, 2, rows.join('\n'));
+    assert.ok(rows[0]!.includes(PASS), rows.join('\n'));
+    await tcpRow.locator('td:nth-child(6)').filter({ hasText: /^1$/ }).waitFor();
+    await passRow.locator('td:nth-child(6)').filter({ hasText: /^1$/ }).waitFor();
+    assert.match(await tcpRow.innerText(), /\t0\t1\t0\t14 B\t14 B$/);
+
+    await admin('DELETE', `/api/tcp-routes/${encodeURIComponent(address)}`);
+    await tcpRow.waitFor({ state: 'detached' });
+    await admin('DELETE', `/api/routes?host=${PASS}`);
+    await passRow.waitFor({ state: 'detached' });
+    await page.locator('#tcp-routes tbody tr.empty').waitFor();
+    // The finished connections stay listed.
+    assert.equal(await page.locator('#connections tbody tr').count(), 2);
   });
 
   test("markup in a client's Host and path is shown as text", async () => {

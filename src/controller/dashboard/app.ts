@@ -90,11 +90,35 @@ interface RecentRequest {
   outcome: string | null;
   reason: string | null;
 }
+interface TcpRouteTraffic {
+  kind: 'tcp' | 'tls-passthrough';
+  route: string;
+  cluster: string;
+  target: string;
+  open: number;
+  connections: number;
+  refused: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+interface RecentConnection {
+  at: string;
+  kind: 'tcp' | 'tls-passthrough';
+  client: string;
+  route: string;
+  target: string;
+  ms: number;
+  bytesIn: number;
+  bytesOut: number;
+  outcome: string;
+}
 interface TrafficSnapshot {
   windowSeconds: number;
   routes: RouteTraffic[];
   unrouted: Rates;
   requests: RecentRequest[];
+  tcpRoutes: TcpRouteTraffic[];
+  connections: RecentConnection[];
 }
 interface Snapshot {
   clusters: Cluster[];
@@ -348,6 +372,47 @@ function renderRequests(traffic: TrafficSnapshot): void {
   $('requests').tBodies[0]!.replaceChildren(...rows);
 }
 
+const KIND: Record<TcpRouteTraffic['kind'], string> = { tcp: 'TCP', 'tls-passthrough': 'TLS passthrough' };
+
+function renderTcpRoutes(traffic: TrafficSnapshot): void {
+  const rows = traffic.tcpRoutes.map((r) =>
+    row([
+      cell(KIND[r.kind]),
+      cell(r.route, 'mono clip'),
+      cell(r.cluster),
+      cell(r.target, 'mono'),
+      cell(String(r.open), 'num'),
+      cell(String(r.connections), 'num'),
+      cell(String(r.refused), `num${r.refused > 0 ? ' warn' : ''}`),
+      cell(bytes(r.bytesIn), 'num'),
+      cell(bytes(r.bytesOut), 'num'),
+    ]),
+  );
+  if (rows.length === 0) rows.push(spanning('No TCP or passthrough routes.', 9, 'empty'));
+  $('tcp-routes').tBodies[0]!.replaceChildren(...rows);
+}
+
+function renderConnections(traffic: TrafficSnapshot): void {
+  const rows = traffic.connections.map((c) =>
+    row(
+      [
+        cell(clock(c.at), 'mono'),
+        cell(c.client, 'mono'),
+        cell(c.route, 'mono clip'),
+        cell(c.target, 'mono'),
+        cell(duration(c.ms), 'num'),
+        cell(bytes(c.bytesIn), 'num'),
+        cell(bytes(c.bytesOut), 'num'),
+        cell(c.outcome, c.outcome === 'done' ? '' : 'bad'),
+      ],
+      '',
+      KIND[c.kind],
+    ),
+  );
+  if (rows.length === 0) rows.push(spanning('No TCP connections yet.', 8, 'empty'));
+  $('connections').tBodies[0]!.replaceChildren(...rows);
+}
+
 /** The fleet's controllers, shown only on a fleet member. */
 function renderFleet(view: FleetView): void {
   $('fleet-view').hidden = !view.fleet;
@@ -378,6 +443,8 @@ function render(snapshot: Snapshot): void {
   renderFleet(snapshot.fleet);
   renderRoutes(snapshot.traffic);
   renderRequests(snapshot.traffic);
+  renderTcpRoutes(snapshot.traffic);
+  renderConnections(snapshot.traffic);
 }
 
 // ---- session and polling

@@ -147,6 +147,49 @@ export const INDEX_HTML: string = /* HTML */ `<!doctype html>
             </thead>
             <tbody></tbody>
           </table>
+
+          <h2>TCP and passthrough routes</h2>
+          <p class="note">
+            Since each route was added: a TCP route by the address it listens on, a TLS passthrough route by
+            its host. <b>Refused</b> is the connections turned away at a limit (tcp.maxConnectionsPerClient or
+            tcp.maxConnectionsPerRoute); the bytes include the open connections' so far.
+          </p>
+          <table id="tcp-routes">
+            <thead>
+              <tr>
+                <th>Kind</th>
+                <th>Route</th>
+                <th>Cluster</th>
+                <th>Target</th>
+                <th class="num">Open</th>
+                <th class="num">Total</th>
+                <th class="num">Refused</th>
+                <th class="num" title="Bytes from clients">In</th>
+                <th class="num" title="Bytes to clients">Out</th>
+              </tr>
+            </thead>
+            <tbody></tbody>
+          </table>
+
+          <h2>Last 100 TCP connections</h2>
+          <p class="note">
+            Newest first, TCP routes and TLS passthrough together. A connection shows once it has closed.
+          </p>
+          <table id="connections">
+            <thead>
+              <tr>
+                <th>Time</th>
+                <th>Client</th>
+                <th>Route</th>
+                <th>Target</th>
+                <th class="num">Duration</th>
+                <th class="num" title="Bytes from the client">In</th>
+                <th class="num" title="Bytes to the client">Out</th>
+                <th>Outcome</th>
+              </tr>
+            </thead>
+            <tbody></tbody>
+          </table>
         </section>
       </main>
     </body>

@@ -9,7 +9,8 @@
 // - passthrough is held to tcp.maxConnectionsPerClient: the 2nd and the 100th from one address echo,
 //   the 101st is reset after its ClientHello and logged and counted as over_limit, and once one
 //   closes another is admitted, several times over; tcp.maxConnectionsPerRoute likewise across
-//   addresses.
+//   addresses;
+// - a passthrough client that resets mid-way is listed as `reset`, and its place is freed.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -309,7 +310,7 @@ describe('TCP routes and passthrough in /api/traffic', () => {
     others.push(third as TLSSocket);
 
     await closeAll([...held, ...others]);
-    const after = await until('every connection closed and listed', (s) => {
+    const settled = await until('every connection closed and listed', (s) => {
       const l = s.tcpRoutes.find((r) => r.route === PASS);
       return (
         l?.open === 0 &&
@@ -317,12 +318,41 @@ describe('TCP routes and passthrough in /api/traffic', () => {
       );
     });
     // The ring keeps the last 100: the TCP connection and the early refusals have left it.
-    assert.equal(after.connections.length, 100);
-    assert.equal(after.connections.filter((c) => c.kind === 'tcp').length, 0);
+    assert.equal(settled.connections.length, 100);
+    assert.equal(settled.connections.filter((c) => c.kind === 'tcp').length, 0);
     assert.equal(await metric('sluice_tls_passthrough_open_connections', `host="${PASS}"`), 0);
     assert.ok(
       (await metric('sluice_tls_passthrough_bytes_total', `host="${PASS}",direction="in"`)) > 0,
       'passthrough bytes are counted',
+    );
+  });
+
+  test('a passthrough client that resets mid-way is listed as reset, and frees its place', async () => {
+    const earlier = await tcpLine('tls-passthrough', PASS);
+    const raw = netConnect({ port: tlsPort, host: '127.0.0.1' });
+    raw.on('error', () => {});
+    const client = tlsConnect({ socket: raw, servername: PASS, ca: ca.ca });
+    client.on('error', () => {});
+    await within(once(client, 'secureConnect'), EVENT_MS, 'the passthrough handshake');
+    assert.equal(await echo(client, 'before the reset'), 'before the reset');
+    const clientPort = raw.localPort;
+    raw.resetAndDestroy();
+    const snap = await until('the reset connection listed', (s) =>
+      s.connections.some((c) => c.client === `127.0.0.1:${clientPort}`),
+    );
+    const done = snap.connections.find((c) => c.client === `127.0.0.1:${clientPort}`)!;
+    assert.equal(done.kind, 'tls-passthrough');
+    assert.equal(done.outcome, 'reset');
+    assert.ok(done.bytesIn > 0 && done.bytesOut > 0, JSON.stringify(done));
+    const line = await until('its place freed', (s) =>
+      s.tcpRoutes.some((r) => r.route === PASS && r.open === 0),
+    );
+    const settled = line.tcpRoutes.find((r) => r.route === PASS)!;
+    assert.equal(settled.connections, earlier.connections + 1);
+    assert.equal(settled.refused, earlier.refused);
+    assert.equal(await metric('sluice_tls_passthrough_open_connections', `host="${PASS}"`), 0);
+    assert.ok(
+      (await metric('sluice_tls_passthrough_connections_total', `host="${PASS}",outcome="reset"`)) >= 1,
     );
   });
 });

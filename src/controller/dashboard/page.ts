@@ -129,25 +129,6 @@ export const INDEX_HTML: string = /* HTML */ `<!doctype html>
             <tbody></tbody>
           </table>
 
-          <h2>Last 100 requests</h2>
-          <p class="note">Newest first. A request shows once it has finished.</p>
-          <table id="requests">
-            <thead>
-              <tr>
-                <th>Time</th>
-                <th>Method</th>
-                <th>Host</th>
-                <th>Path</th>
-                <th class="num">Status</th>
-                <th class="num">Duration</th>
-                <th class="num" title="Request bytes from the client">In</th>
-                <th class="num" title="Response bytes to the client">Out</th>
-                <th>Request id</th>
-              </tr>
-            </thead>
-            <tbody></tbody>
-          </table>
-
           <h2>TCP and passthrough routes</h2>
           <p class="note">
             Since each route was added: a TCP route by the address it listens on, a TLS passthrough route by
@@ -166,6 +147,25 @@ export const INDEX_HTML: string = /* HTML */ `<!doctype html>
                 <th class="num">Refused</th>
                 <th class="num" title="Bytes from clients">In</th>
                 <th class="num" title="Bytes to clients">Out</th>
+              </tr>
+            </thead>
+            <tbody></tbody>
+          </table>
+
+          <h2>Last 100 requests</h2>
+          <p class="note">Newest first. A request shows once it has finished.</p>
+          <table id="requests">
+            <thead>
+              <tr>
+                <th>Time</th>
+                <th>Method</th>
+                <th>Host</th>
+                <th>Path</th>
+                <th class="num">Status</th>
+                <th class="num">Duration</th>
+                <th class="num" title="Request bytes from the client">In</th>
+                <th class="num" title="Response bytes to the client">Out</th>
+                <th>Request id</th>
               </tr>
             </thead>
             <tbody></tbody>

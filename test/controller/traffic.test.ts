@@ -1,13 +1,16 @@
 // The dashboard's Traffic recorder on a clock the test moves: the ring of the last requests (order and
 // bound), per-route rates over the window of one-second buckets, what counts as an error, and that
-// counters of routes without traffic in the window (deleted ones included) are dropped.
+// counters of routes without traffic in the window (deleted ones included) are dropped; the ring of the
+// last TCP and passthrough connections, and passthrough routes kept out of the HTTP routes.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { RequestDone } from '../../src/controller/edge.js';
 import type { Route } from '../../src/store/model.js';
+import type { TcpConnectionDone } from '../../src/controller/tcp-connections.js';
 import {
   MAX_SHOWN_HOST,
   RATE_WINDOW_S,
+  RECENT_CONNECTIONS,
   RECENT_REQUESTS,
   routeKey,
   Traffic,
@@ -185,5 +188,75 @@ describe('bounds', () => {
     }
     assert.equal(traffic.countedRoutes, 2);
     assert.equal(traffic.recent().length, RECENT_REQUESTS);
+  });
+});
+
+function connection(fields: Partial<TcpConnectionDone> = {}): TcpConnectionDone {
+  return {
+    kind: 'tcp',
+    route: '127.0.0.1:15432',
+    client: '127.0.0.1:40000',
+    cluster: 'c1',
+    target: 'tcp://db:5432',
+    at: Date.UTC(2026, 0, 2, 3, 4, 5, 6),
+    ms: 12,
+    outcome: 'done',
+    bytesIn: 3,
+    bytesOut: 4,
+    ...fields,
+  };
+}
+
+describe('the ring of recent TCP connections', () => {
+  test(`keeps the last ${RECENT_CONNECTIONS}, newest first, apart from the requests`, () => {
+    const { traffic } = recorder();
+    assert.deepEqual(traffic.snapshot([]).connections, []);
+    traffic.record(done());
+    for (let i = 0; i < 250; i++) traffic.recordConnection(connection({ client: `127.0.0.1:${i}` }));
+    const snap = traffic.snapshot([]);
+    assert.equal(snap.requests.length, 1);
+    assert.equal(snap.connections.length, RECENT_CONNECTIONS);
+    assert.equal(snap.connections[0]!.client, '127.0.0.1:249');
+    assert.equal(snap.connections.at(-1)!.client, `127.0.0.1:${250 - RECENT_CONNECTIONS}`);
+    assert.deepEqual(snap.connections[0], {
+      at: '2026-01-02T03:04:05.006Z',
+      kind: 'tcp',
+      client: '127.0.0.1:249',
+      route: '127.0.0.1:15432',
+      cluster: 'c1',
+      target: 'tcp://db:5432',
+      ms: 12,
+      bytesIn: 3,
+      bytesOut: 4,
+      outcome: 'done',
+    });
+  });
+
+  test('passthrough routes are no HTTP routes; tcpRoutes are shown as given', () => {
+    const { traffic } = recorder();
+    const pass: Route = {
+      host: 'db.test',
+      path: '/',
+      cluster: 'c1',
+      target: 'tcp://db:5432',
+      tls: 'passthrough',
+    };
+    const tcp = {
+      kind: 'tls-passthrough' as const,
+      route: 'db.test',
+      cluster: 'c1',
+      target: 'tcp://db:5432',
+      open: 1,
+      connections: 2,
+      refused: 3,
+      bytesIn: 4,
+      bytesOut: 5,
+    };
+    const snap = traffic.snapshot([A, pass], [tcp]);
+    assert.deepEqual(
+      snap.routes.map((r) => r.host),
+      ['a.test'],
+    );
+    assert.deepEqual(snap.tcpRoutes, [tcp]);
   });
 });

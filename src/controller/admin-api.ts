@@ -377,9 +377,10 @@ function trafficOf(
     target: route.target,
     ...totals,
   }));
+  const byHost = passthrough?.totals();
   for (const r of routes) {
     if (r.tls !== 'passthrough') continue;
-    const totals = passthrough?.totals(r.host) ?? NO_CONNECTIONS;
+    const totals = byHost?.get(r.host) ?? NO_CONNECTIONS;
     tcp.push({ kind: 'tls-passthrough', route: r.host, cluster: r.cluster, target: r.target, ...totals });
   }
   return traffic.snapshot(routes, tcp);

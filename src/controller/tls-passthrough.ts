@@ -65,10 +65,10 @@ export class TlsPassthrough {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  /** A passthrough host's counts since its first connection; undefined before that. */
-  totals(host: string): ConnectionTotals | undefined {
+  /** Each passthrough host's counts since its first connection, by host; a host without one is absent. */
+  totals(): Map<string, ConnectionTotals> {
     this.#sweep();
-    return this.#hosts.get(host)?.totals();
+    return new Map([...this.#hosts].map(([host, connections]) => [host, connections.totals()]));
   }
 
   /** Reads `socket`'s ClientHello, then relays it raw or passes it to `terminate`. */

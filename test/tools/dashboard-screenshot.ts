@@ -1,13 +1,14 @@
 // Makes docs/dashboard.png, the picture of the dashboard in docs/admin.md: a controller with three clusters
 // (two with agents, one without), a few routes (one whose target is down, one whose cluster has no
-// agent), a mix of traffic for a few seconds, then Chromium signs in and takes the page.
+// agent), a TCP route to a small echo service with a few connections (one of them turned away at the
+// per-client limit), a mix of traffic for a few seconds, then Chromium signs in and takes the page.
 //
 //   npm run build && node dist/test/tools/dashboard-screenshot.js [OUT.png]
 //
 // Not a test (nothing asserts); it runs everything in this process, on loopback ports the system picks.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer as createTcpServer } from 'node:net';
+import { connect as tcpConnect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,6 +81,11 @@ async function main(): Promise<void> {
   const webPort = await listenOnLoopback(web);
   const down = await closedPort();
   const target = `http://127.0.0.1:${webPort}`;
+  const echo = createTcpServer((s) => {
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  const echoPort = await listenOnLoopback(echo);
   const yaml = `
 tunnel:
   pingInterval: 1s
@@ -96,6 +102,10 @@ routes:
   - { host: legacy.example.com, cluster: shop, target: "http://127.0.0.1:${down}" }
   - { host: blog.example.com, cluster: blog, target: "${target}" }
   - { host: "*.preview.example.com", cluster: staging, target: "${target}" }
+tcpRoutes:
+  - { listen: "127.0.0.1:0", cluster: shop, target: "tcp://127.0.0.1:${echoPort}" }
+tcp:
+  maxConnectionsPerClient: 3
 `;
   const controller = await startController(
     inProcessControllerConfig(yaml, dir, { SLUICE_ADMIN_TOKEN: ADMIN_TOKEN }),
@@ -146,6 +156,26 @@ routes:
       );
       await new Promise((done) => setTimeout(done, 200));
     }
+    // A few TCP connections: some done, three held open, and one more turned away at the limit.
+    const tcpPort = Number(controller.tcpRoutes.list()[0]!.address.split(':')[1]);
+    const held: Socket[] = [];
+    for (let i = 0; i < 8; i++) {
+      const c = tcpConnect(tcpPort, '127.0.0.1');
+      c.on('error', () => {});
+      await new Promise((done) => c.once('connect', done));
+      c.write('x'.repeat(1000 + i * 4000));
+      await new Promise((done) => c.once('data', done));
+      if (held.length < 3 && i >= 5) held.push(c);
+      else
+        await new Promise((done) => {
+          c.once('close', done);
+          c.end();
+        });
+      await new Promise((done) => setTimeout(done, 50));
+    }
+    const over = tcpConnect(tcpPort, '127.0.0.1');
+    over.on('error', () => {});
+    await new Promise((done) => over.once('close', done));
     // Two polls later the page shows the last of it.
     await page.waitForTimeout(2200);
     // The viewport, not the full page: the first rows of the last requests say enough.
@@ -153,6 +183,7 @@ routes:
     process.stdout.write(`wrote ${OUT}\n`);
   } finally {
     await browser.close();
+    echo.close();
     for (const agent of agents) await agent.close(0);
     await controller.close(0);
     web.close();

@@ -20,6 +20,7 @@ import {
   figures,
   LEGEND,
   markdownTable,
+  nginxTlsVersus,
   type PeerComparison,
   peerComparisons,
   peerMarkdown,
@@ -126,6 +127,8 @@ interface Report {
   peerHop: { comparisons: PeerComparison[]; verdict: string | null } | null;
   /** sluice-tls against sluice and nginx-tls in this run; null unless sluice-tls ran. */
   tls: Versus[] | null;
+  /** nginx-tls against nginx in this run (what TLS costs the baseline); null unless both ran. */
+  tlsNginx: Versus[] | null;
   /** Sluice's TCP route against ssh -R, haproxy and direct; null unless a TCP workload ran on sluice. */
   tcp: { comparisons: Versus[]; verdict: string | null } | null;
   notes: string[];
@@ -174,6 +177,10 @@ function versusSections(r: Report, render: (v: Versus[], path: string) => string
   if (r.tls !== null && r.tls.length > 0) {
     out += '\n## TLS: sluice-tls against sluice and nginx-tls, same run\n\n';
     out += `${render(r.tls, 'sluice-tls')}\n\nHTTP/2 rows are over sluice's HTTP/1.1 row of the same workload.\n`;
+  }
+  if (r.tlsNginx !== null && r.tlsNginx.length > 0) {
+    out += '\n## TLS on the baseline: nginx-tls against nginx, same run\n\n';
+    out += `${render(r.tlsNginx, 'nginx-tls')}\n\nHTTP/2 rows are over nginx's HTTP/1.1 row of the same workload.\n`;
   }
   if (r.tcp !== null && r.tcp.comparisons.length > 0) {
     out += "\n## TCP: Sluice's TCP route against ssh -R, haproxy and direct, same run\n\n";
@@ -228,6 +235,7 @@ async function main(): Promise<void> {
     figures: figs,
     peerHop: bothSluice ? { comparisons, verdict: peerVerdict(comparisons) } : null,
     tls: p.paths.includes('sluice-tls') ? tlsVersus(figs) : null,
+    tlsNginx: p.paths.includes('nginx-tls') && p.paths.includes('nginx') ? nginxTlsVersus(figs) : null,
     tcp: tcpReport(figs),
     notes,
     failures,

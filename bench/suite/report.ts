@@ -303,6 +303,11 @@ export function tlsVersus(figs: Figure[]): Versus[] {
   return versus(figs, 'sluice-tls', [{ path: 'sluice', twins: H1_TWIN }, { path: 'nginx-tls' }]);
 }
 
+/** nginx-tls against plain nginx, h2 rows against their h1 twins: what TLS costs the baseline. */
+export function nginxTlsVersus(figs: Figure[]): Versus[] {
+  return versus(figs, 'nginx-tls', [{ path: 'nginx', twins: H1_TWIN }]);
+}
+
 const TCP_KEY = /^(tcp|redis)/;
 
 /** Sluice's TCP route against ssh -R, haproxy and direct, on the TCP workloads' rows. */

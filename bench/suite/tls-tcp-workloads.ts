@@ -2,7 +2,7 @@
 // the TLS paths with h2load, and raw TCP (bulk, ping-pong, redis-benchmark) on the TCP paths. The
 // hops' CPU is counted from /proc as for the others: per request, per round trip, per op or per MB.
 import { MB } from '../common/stats.js';
-import { H2_STREAMS, runH2Download, runH2load } from './h2load.js';
+import { H2_STREAMS, requestsFor, runH2Download, runH2load } from './h2load.js';
 import { REDIS_CONNS, runRedisBenchmark } from './redis-benchmark.js';
 import type { Rig } from './rig.js';
 import { type Context, hopsCpu, type Outcome, perUnit, probe, transferTimeout } from './workloads.js';
@@ -13,16 +13,32 @@ const fmt = (n: number, digits = 0) => n.toFixed(digits);
 
 export function h2Workload(connections: number) {
   const key = `h2C${connections}`;
+  // Each rig's req/s in its last run (the warm-up's, then each round's), which sizes its next measured
+  // run to about httpSeconds.
+  const rates = new WeakMap<Rig, number>();
+  /**
+   * h2load by request count (see runH2load). Bounded in time as if it ran at a tenth of the rate (of
+   * 500 req/s when none is known yet), plus a minute, and at most 5 minutes.
+   */
+  const run = (rig: Rig, rps: number, seconds: number) => {
+    const requests = requestsFor(rps, seconds, connections);
+    const limitMs = Math.min(300_000, 60_000 + (10_000 * requests) / Math.max(rps, 500));
+    return runH2load(rig.port, connections, requests, limitMs);
+  };
   return {
     async warm(rig: Rig, c: Context): Promise<void> {
       await probe(rig);
-      if (c.sizes.httpWarmSeconds > 0) await runH2load(rig.port, connections, c.sizes.httpWarmSeconds);
+      // First the smallest run, to learn the rate; then, outside smoke runs, one of httpWarmSeconds.
+      let r = await run(rig, 0, 0);
+      if (c.sizes.httpWarmSeconds > 0) r = await run(rig, r.rps, c.sizes.httpWarmSeconds);
+      rates.set(rig, r.rps);
     },
     async measure(rig: Rig, c: Context): Promise<Outcome> {
       const what = `h2load c=${connections} m=${H2_STREAMS}`;
       const { r, ms, note } = await hopsCpu(rig, what, () =>
-        runH2load(rig.port, connections, c.sizes.httpSeconds),
+        run(rig, rates.get(rig) ?? 0, c.sizes.httpSeconds),
       );
+      rates.set(rig, r.rps);
       const notes = note === null ? [] : [`${note} for ${r.requests} requests`];
       if (r.bad > 0) notes.push(`${what}: ${r.bad} failed or non-2xx of ${r.requests}`);
       return {

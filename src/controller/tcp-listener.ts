@@ -6,6 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { SluiceError } from '../errors.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
+import { resetSocket } from '../proxy/upgrade.js';
 import type { ClusterDispatcher } from './dispatcher.js';
 import { newRequestId } from './edge.js';
 import type { PublicListener } from './public-listener.js';
@@ -132,7 +133,9 @@ export class TcpListener implements PublicListener {
       (limits.maxConnectionsPerClient > 0 && held >= limits.maxConnectionsPerClient) ||
       (limits.maxConnectionsPerRoute > 0 && this.#sockets.size >= limits.maxConnectionsPerRoute)
     ) {
-      socket.destroy();
+      // An RST, not a FIN: a FIN reads as an orderly (empty) answer, and a client that keeps its own
+      // side open after one would wait for an answer that never comes.
+      resetSocket(socket);
       log.info(
         {
           client: `${client}:${clientPort}`,

@@ -5,13 +5,14 @@
 // agent, OVERLOAD) has read none of them, and the next tunnel gets them all again. Past HOLD_LIMIT the
 // relay commits to the stream it has: it stops holding and lets the client's bytes flow on, since many
 // targets answer only once they have read a whole request (a large Redis SET, an upload); a refusal
-// after that resets the client. FIN maps to FIN and RST to RST, each way on its own.
+// after that resets the client. FIN maps to FIN and RST to RST, each way on its own; a client's FIN is
+// checked to be one before it is passed on (confirmFin).
 import type { Socket } from 'node:net';
 import { ErrorCode } from '../protocol/constants.js';
 import { SluiceError } from '../errors.js';
 import type { Stream, StreamMeta } from '../tunnel/stream.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
-import { oneWay, splice } from '../proxy/splice.js';
+import { oneWay } from '../proxy/splice.js';
 import { resetSocket } from '../proxy/upgrade.js';
 import type { ClusterDispatcher, DispatchHandler, Opened, Unavailable } from './dispatcher.js';
 
@@ -117,7 +118,7 @@ export class TcpRelay {
 
   readonly #onClientData = (chunk: Buffer): void => {
     this.stats.bytesIn += chunk.length;
-    if (this.#answered || this.#committed) return; // splice() or oneWay() writes it.
+    if (this.#answered || this.#committed) return; // #join() or #commit() writes it.
     this.#held.push(chunk);
     this.#heldBytes += chunk.length;
     const stream = this.#stream;
@@ -134,13 +135,23 @@ export class TcpRelay {
     this.#committed = true;
     this.#held = [];
     this.#heldBytes = 0;
-    oneWay(this.#socket, stream);
+    oneWay(this.#socket, stream, false);
   }
 
+  /** Joins the client and `stream`: the target's way, and the client's unless #commit() joined it. */
+  #join(stream: Stream): void {
+    oneWay(stream, this.#socket);
+    if (!this.#committed) oneWay(this.#socket, stream, false);
+  }
+
+  // The client's FIN goes on to the stream from here alone, in every phase, once it proved to be one;
+  // a reset in disguise closes the socket with an error instead, and #onClientClose resets the stream.
   readonly #onClientEnd = (): void => {
-    this.#clientEnded = true;
-    const stream = this.#stream;
-    if (!this.#answered && !this.#committed && stream !== undefined && !stream.writableEnded) stream.end();
+    confirmFin(this.#socket, () => {
+      this.#clientEnded = true;
+      const stream = this.#stream;
+      if (stream !== undefined && !stream.destroyed && !stream.writableEnded) stream.end();
+    });
   };
 
   readonly #onClientClose = (): void => {
@@ -188,10 +199,8 @@ export class TcpRelay {
         this.stats.bytesOut += chunk.length;
         this.#socket.write(chunk);
         stream.on('data', (c: Buffer) => (this.stats.bytesOut += c.length));
-        // The client's data listener above stays for counting; splice adds its own writer, or only
-        // the target's direction when #commit() already joined the client's.
-        if (this.#committed) oneWay(stream, this.#socket);
-        else splice(this.#socket, stream);
+        // The client's data listener above stays for counting; #join adds the writers.
+        this.#join(stream);
       };
       stream.on('data', onFirst);
       stream.on('end', () => {
@@ -199,8 +208,7 @@ export class TcpRelay {
         if (!this.#answered) {
           this.#answered = true;
           this.#held = [];
-          if (this.#committed) oneWay(stream, this.#socket);
-          else splice(this.#socket, stream);
+          this.#join(stream);
           if (!this.#socket.writableEnded) this.#socket.end();
         }
       });
@@ -238,6 +246,24 @@ export class TcpRelay {
     });
   }
 }
+
+/**
+ * Calls `fin` once the client's end is known to be a FIN. libuv reports an RST that comes in with the
+ * last of the data as an end of stream (a short read with POLLHUP is taken for EOF: libuv/libuv#2319),
+ * so a client that resets mid-transfer would reach the target as a FIN. A zero-length write tells the
+ * two apart: the kernel fails it with the reset's pending error, and accepts it after a FIN (a
+ * half-closed socket still sends). On a failure the socket errors and closes, and `fin` is not called.
+ * With our own FIN already sent there is nothing to write with, and the end is taken as it came.
+ */
+function confirmFin(socket: Socket, fin: () => void): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded) return fin();
+  socket.write(NOTHING, (err) => {
+    if (err === undefined || err === null) fin();
+  });
+}
+
+const NOTHING = Buffer.alloc(0);
 
 function socketResume(socket: Socket, held: number): void {
   if (held <= HOLD_LIMIT) socket.resume();

@@ -11,14 +11,19 @@ export function splice(a: Duplex, b: Duplex): void {
   oneWay(b, a);
 }
 
-/** Pipes `from` into `to` with backpressure, ending `to`'s writable side at `from`'s end. */
-export function oneWay(from: Duplex, to: Duplex): void {
+/**
+ * Pipes `from` into `to` with backpressure, ending `to`'s writable side at `from`'s end; with
+ * `passEnd` false the caller passes that end on itself (after checking it was a real FIN).
+ */
+export function oneWay(from: Duplex, to: Duplex, passEnd = true): void {
   from.on('data', (chunk: Buffer) => {
     if (!to.write(chunk)) from.pause();
   });
   to.on('drain', () => from.resume());
-  from.on('end', () => {
-    if (!to.destroyed && !to.writableEnded) to.end();
-  });
+  if (passEnd) {
+    from.on('end', () => {
+      if (!to.destroyed && !to.writableEnded) to.end();
+    });
+  }
   from.resume();
 }

@@ -12,8 +12,7 @@ import { ErrorCode } from '../protocol/constants.js';
 import { SluiceError } from '../errors.js';
 import type { Stream, StreamMeta } from '../tunnel/stream.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
-import { oneWay } from '../proxy/splice.js';
-import { resetSocket } from '../proxy/upgrade.js';
+import { confirmFin, oneWay, resetRelayed } from '../proxy/splice.js';
 import type { ClusterDispatcher, DispatchHandler, Opened, Unavailable } from './dispatcher.js';
 
 /** Client bytes held for a retry while the target has sent nothing; past it the relay commits. */
@@ -86,7 +85,7 @@ export class TcpRelay {
         return () => this.#socket.off('close', listener);
       })
       .then(({ outcome }) => {
-        if (outcome !== 'done' && !this.#socket.destroyed) resetSocket(this.#socket);
+        if (outcome !== 'done' && !this.#socket.destroyed) resetRelayed(this.#socket);
         return outcome;
       });
   }
@@ -95,7 +94,7 @@ export class TcpRelay {
   cut(): void {
     this.#cut = true;
     if (this.#stream !== undefined && !this.#stream.destroyed) this.#stream.reset(ErrorCode.CANCEL, 'cut');
-    if (!this.#socket.destroyed) resetSocket(this.#socket);
+    if (!this.#socket.destroyed) resetRelayed(this.#socket);
   }
 
   /** Ends the relay with an orderly close towards the client: its write side gets a FIN. */
@@ -220,7 +219,7 @@ export class TcpRelay {
           settle({ outcome: 'refused', retryable: true });
           return;
         }
-        if (!this.#socket.destroyed) resetSocket(this.#socket);
+        if (!this.#socket.destroyed) resetRelayed(this.#socket);
         if (!this.#answered && refused) {
           settle({ outcome: 'refused', retryable: false });
           return;
@@ -246,24 +245,6 @@ export class TcpRelay {
     });
   }
 }
-
-/**
- * Calls `fin` once the client's end is known to be a FIN. libuv reports an RST that comes in with the
- * last of the data as an end of stream (a short read with POLLHUP is taken for EOF: libuv/libuv#2319),
- * so a client that resets mid-transfer would reach the target as a FIN. A zero-length write tells the
- * two apart: the kernel fails it with the reset's pending error, and accepts it after a FIN (a
- * half-closed socket still sends). On a failure the socket errors and closes, and `fin` is not called.
- * With our own FIN already sent there is nothing to write with, and the end is taken as it came.
- */
-function confirmFin(socket: Socket, fin: () => void): void {
-  if (socket.destroyed) return;
-  if (socket.writableEnded) return fin();
-  socket.write(NOTHING, (err) => {
-    if (err === undefined || err === null) fin();
-  });
-}
-
-const NOTHING = Buffer.alloc(0);
 
 function socketResume(socket: Socket, held: number): void {
   if (held <= HOLD_LIMIT) socket.resume();

@@ -178,6 +178,18 @@ describe('TCP relay paths', () => {
         setImmediate(() => s.end('bye'));
       });
     });
+    // Queues 1 MiB and its FIN, then dies with an RST at once: what was not out yet is lost, FIN too.
+    await target('die-sending', (s) => {
+      s.on('error', () => {});
+      s.end(pattern(1 << 20, 11));
+      s.on('finish', () => s.resetAndDestroy());
+    });
+    // Sends 1 MiB and its FIN, then waits to be killed (the test resets it once the client has the FIN).
+    await target('fin-then-die', (s) => {
+      finThenDie.push(s);
+      s.on('error', () => {});
+      s.end(pattern(1 << 20, 12));
+    });
     // Greets and half-closes at once, then reads until the client's FIN and counts what it read.
     await target('fin-first', (s) => {
       s.end('greeting');
@@ -187,6 +199,7 @@ describe('TCP relay paths', () => {
     });
   });
   const finFirstRead: number[] = [];
+  const finThenDie: Socket[] = [];
 
   after(async () => {
     for (const r of [routes, limited]) {
@@ -318,6 +331,54 @@ describe('TCP relay paths', () => {
     }
     await settled(l, 2);
     for (const line of linesOf(l)) assert.equal(line.outcome, 'reset');
+  });
+
+  it('a target that dies sending makes the client see a reset, never a FIN after a cut answer, 10 times', async () => {
+    const l = await add(routes, 'die-sending');
+    for (let i = 1; i <= 10; i++) {
+      const c = connect({ port: l.port, host: '127.0.0.1', allowHalfOpen: true });
+      const got = collect(c);
+      const end = ending(c);
+      const first = new Promise((resolve) => (c.once('end', resolve), c.once('close', resolve)));
+      await within(first, EVENT_MS, `the end ${i}`);
+      // All of it and its FIN (the target's kernel had sent it all), or a reset: never a FIN after less.
+      if (c.readableEnded) {
+        const whole = got.length() === 1 << 20 && got.bytes().equals(pattern(1 << 20, 11));
+        assert.ok(whole, `connection ${i}: a FIN after ${got.length()} bytes`);
+        c.end();
+      }
+      const seen = await within(end, EVENT_MS, `the close ${i}`);
+      if (!seen.fin) assert.equal(seen.error, 'ECONNRESET', `connection ${i} after ${got.length()} bytes`);
+    }
+    await settled(l, 10);
+  });
+
+  it('a target that sends its FIN and then dies: the client gets all of it, the FIN, then the reset', async () => {
+    const l = await add(routes, 'fin-then-die');
+    for (let i = 1; i <= 2; i++) {
+      const lines = linesOf(l).length;
+      const dying = finThenDie.length;
+      const c = connect({ port: l.port, host: '127.0.0.1', allowHalfOpen: true });
+      const got = collect(c);
+      const end = ending(c);
+      await within(once(c, 'end'), EVENT_MS, `the FIN ${i}`);
+      assert.equal(got.length(), 1 << 20, `connection ${i}: bytes lost before the FIN`);
+      assert.ok(got.bytes().equals(pattern(1 << 20, 12)), `connection ${i}: the bytes came back changed`);
+      await waitFor('the target socket', () => finThenDie.length > dying);
+      const target = finThenDie[dying]!;
+      target.resetAndDestroy();
+      await within(once(target, 'close'), EVENT_MS, 'the target gone');
+      // Nothing reads a socket after its FIN: the client's next bytes find the target gone, the agent
+      // resets the stream, and the controller resets the client, after the FIN it sent.
+      c.write('anyone there?');
+      await waitFor(`the line of ${i}`, () => linesOf(l).length > lines);
+      assert.equal(linesOf(l).at(-1)!.outcome, 'reset');
+      c.write('hello?');
+      const seen = await within(end, EVENT_MS, `the reset ${i}`);
+      assert.equal(seen.fin, true);
+      assert.ok(seen.error === 'EPIPE' || seen.error === 'ECONNRESET', `connection ${i}: ${seen.error}`);
+    }
+    await settled(l, 2);
   });
 
   it('a client FIN leaves the other way open: the target sends 512 KiB more, then its FIN', async () => {

@@ -43,8 +43,10 @@ export function oneWay(from: Duplex, to: Duplex, passEnd = true): void {
 export function confirmFin(socket: Socket, fin: () => void): void {
   if (socket.destroyed) return;
   if (socket.writableEnded) return fin();
+  // Queued behind our own writes (a bounded queue: the other side is paused on it), the check waits
+  // for them; the FIN of a peer that stopped reading goes on once it reads again.
   socket.write(NOTHING, (err) => {
-    if (err === undefined || err === null) fin();
+    if (!(err instanceof Error)) fin();
   });
 }
 

@@ -339,7 +339,10 @@ describe('TCP relay paths', () => {
       const c = connect({ port: l.port, host: '127.0.0.1', allowHalfOpen: true });
       const got = collect(c);
       const end = ending(c);
-      const first = new Promise((resolve) => (c.once('end', resolve), c.once('close', resolve)));
+      const first = new Promise<void>((resolve) => {
+        c.once('end', resolve);
+        c.once('close', resolve);
+      });
       await within(first, EVENT_MS, `the end ${i}`);
       // All of it and its FIN (the target's kernel had sent it all), or a reset: never a FIN after less.
       if (c.readableEnded) {

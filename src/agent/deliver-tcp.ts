@@ -1,8 +1,9 @@
 // The agent's half of a TCP route's connection (docs/tcp.md): a fresh TCP connection to the target, a
 // PROXY protocol v2 header first when the route asks for one, then bytes both ways with the stream's
-// flow control. FIN maps to FIN in each direction on its own; a connection that breaks maps to an RST
-// of the stream, and the stream's RST to an RST of the connection. A failed connect resets the stream
-// with the code deliver.ts uses for HTTP targets (refused, unreachable, timed out, denied address).
+// flow control. FIN maps to FIN in each direction on its own (the target's checked to be one first);
+// a connection that breaks maps to an RST of the stream, and the stream's RST to an RST of the
+// connection, also after our FIN. A failed connect resets the stream with the code deliver.ts uses
+// for HTTP targets (refused, unreachable, timed out, denied address).
 import { connect, type LookupFunction, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -10,9 +11,8 @@ import { ErrorCode } from '../protocol/constants.js';
 import type { DeliverObserver } from './deliver-types.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
 import { encodeProxyV2 } from '../proxy/proxy-protocol.js';
-import { splice } from '../proxy/splice.js';
+import { confirmFin, oneWay, resetRelayed } from '../proxy/splice.js';
 import { armConnectTimeout, classify } from '../proxy/target.js';
-import { resetSocket } from '../proxy/upgrade.js';
 
 type TunnelStream = Duplex & { reset(code: number, reason: string): void };
 
@@ -92,7 +92,14 @@ class TcpDelivery {
         ),
       );
     }
-    splice(this.stream, socket);
+    oneWay(this.stream, socket);
+    // The target's FIN is passed on here, once it proved not to be a reset (a truncated answer).
+    oneWay(socket, this.stream, false);
+    socket.once('end', () =>
+      confirmFin(socket, () => {
+        if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
+      }),
+    );
     this.log.debug({ target: this.meta.target }, 'tcp connected');
   };
 
@@ -144,7 +151,7 @@ class TcpDelivery {
     // Both directions ended with a FIN: the socket closes on its own once its FIN is out. Otherwise
     // cut it with an RST, so that the target does not take a broken relay for a clean end.
     if (socket !== null && !socket.destroyed && !(socket.readableEnded && socket.writableEnded)) {
-      resetSocket(socket);
+      resetRelayed(socket);
     }
     if (!this.stream.destroyed) this.stream.destroy();
     this.observer?.streamDone('tcp', 0, this.#reset, this.#error);

@@ -5,14 +5,14 @@
 // agent, OVERLOAD) has read none of them, and the next tunnel gets them all again. Past HOLD_LIMIT the
 // relay commits to the stream it has: it stops holding and lets the client's bytes flow on, since many
 // targets answer only once they have read a whole request (a large Redis SET, an upload); a refusal
-// after that resets the client. FIN maps to FIN and RST to RST, each way on its own.
+// after that resets the client. FIN maps to FIN and RST to RST, each way on its own; a client's FIN is
+// checked to be one before it is passed on (confirmFin).
 import type { Socket } from 'node:net';
 import { ErrorCode } from '../protocol/constants.js';
 import { SluiceError } from '../errors.js';
 import type { Stream, StreamMeta } from '../tunnel/stream.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
-import { oneWay, splice } from '../proxy/splice.js';
-import { resetSocket } from '../proxy/upgrade.js';
+import { confirmFin, oneWay, resetRelayed } from '../proxy/splice.js';
 import type { ClusterDispatcher, DispatchHandler, Opened, Unavailable } from './dispatcher.js';
 
 /** Client bytes held for a retry while the target has sent nothing; past it the relay commits. */
@@ -85,7 +85,7 @@ export class TcpRelay {
         return () => this.#socket.off('close', listener);
       })
       .then(({ outcome }) => {
-        if (outcome !== 'done' && !this.#socket.destroyed) resetSocket(this.#socket);
+        if (outcome !== 'done' && !this.#socket.destroyed) resetRelayed(this.#socket);
         return outcome;
       });
   }
@@ -94,7 +94,7 @@ export class TcpRelay {
   cut(): void {
     this.#cut = true;
     if (this.#stream !== undefined && !this.#stream.destroyed) this.#stream.reset(ErrorCode.CANCEL, 'cut');
-    if (!this.#socket.destroyed) resetSocket(this.#socket);
+    if (!this.#socket.destroyed) resetRelayed(this.#socket);
   }
 
   /** Ends the relay with an orderly close towards the client: its write side gets a FIN. */
@@ -117,7 +117,7 @@ export class TcpRelay {
 
   readonly #onClientData = (chunk: Buffer): void => {
     this.stats.bytesIn += chunk.length;
-    if (this.#answered || this.#committed) return; // splice() or oneWay() writes it.
+    if (this.#answered || this.#committed) return; // #join() or #commit() writes it.
     this.#held.push(chunk);
     this.#heldBytes += chunk.length;
     const stream = this.#stream;
@@ -134,13 +134,23 @@ export class TcpRelay {
     this.#committed = true;
     this.#held = [];
     this.#heldBytes = 0;
-    oneWay(this.#socket, stream);
+    oneWay(this.#socket, stream, false);
   }
 
+  /** Joins the client and `stream`: the target's way, and the client's unless #commit() joined it. */
+  #join(stream: Stream): void {
+    oneWay(stream, this.#socket);
+    if (!this.#committed) oneWay(this.#socket, stream, false);
+  }
+
+  // The client's FIN goes on to the stream from here alone, in every phase, once it proved to be one;
+  // a reset in disguise closes the socket with an error instead, and #onClientClose resets the stream.
   readonly #onClientEnd = (): void => {
-    this.#clientEnded = true;
-    const stream = this.#stream;
-    if (!this.#answered && !this.#committed && stream !== undefined && !stream.writableEnded) stream.end();
+    confirmFin(this.#socket, () => {
+      this.#clientEnded = true;
+      const stream = this.#stream;
+      if (stream !== undefined && !stream.destroyed && !stream.writableEnded) stream.end();
+    });
   };
 
   readonly #onClientClose = (): void => {
@@ -188,10 +198,8 @@ export class TcpRelay {
         this.stats.bytesOut += chunk.length;
         this.#socket.write(chunk);
         stream.on('data', (c: Buffer) => (this.stats.bytesOut += c.length));
-        // The client's data listener above stays for counting; splice adds its own writer, or only
-        // the target's direction when #commit() already joined the client's.
-        if (this.#committed) oneWay(stream, this.#socket);
-        else splice(this.#socket, stream);
+        // The client's data listener above stays for counting; #join adds the writers.
+        this.#join(stream);
       };
       stream.on('data', onFirst);
       stream.on('end', () => {
@@ -199,8 +207,7 @@ export class TcpRelay {
         if (!this.#answered) {
           this.#answered = true;
           this.#held = [];
-          if (this.#committed) oneWay(stream, this.#socket);
-          else splice(this.#socket, stream);
+          this.#join(stream);
           if (!this.#socket.writableEnded) this.#socket.end();
         }
       });
@@ -212,7 +219,7 @@ export class TcpRelay {
           settle({ outcome: 'refused', retryable: true });
           return;
         }
-        if (!this.#socket.destroyed) resetSocket(this.#socket);
+        if (!this.#socket.destroyed) resetRelayed(this.#socket);
         if (!this.#answered && refused) {
           settle({ outcome: 'refused', retryable: false });
           return;

@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverH2, H2Sessions } from './deliver-h2.js';
 import { deliverTcp } from './deliver-tcp.js';
+import { dispatchable, TargetPools, UndiciDelivery } from './deliver-undici.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
 import type { DeliverObserver, TargetCheck, TargetScheme, TargetVerdict } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
@@ -31,6 +32,11 @@ export interface DeliverContext {
    * always passes it; a context without one (a test's) gets a pool of its own on first use.
    */
   httpsPool?: HttpsAgent;
+  /**
+   * undici's pools, for the exchanges undici can carry (deliver-undici.ts); `pool` and `httpsPool`
+   * carry the rest. Made on first use when absent, as `httpsPool`.
+   */
+  pools?: TargetPools;
   /** The system roots plus --target-ca, for upgrades to https:// targets (which skip the pool). */
   targetTls?: SecureContext | undefined;
   /** One HTTP/2 session per h2c:// target; made on first use when absent, as `httpsPool`. */
@@ -145,7 +151,27 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     deliverUpgrade(stream, meta, target, log, ctx.observer);
     return;
   }
-  new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
+  const contentLength = dispatchable(meta.head);
+  if (contentLength === undefined) {
+    new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
+    return;
+  }
+  ctx.pools ??= new TargetPools(256, ctx.targetTls);
+  const https = scheme === 'https';
+  const { connectTimeoutMs } = ctx;
+  const serverName = https ? meta.serverName : undefined;
+  const pool = ctx.pools.get({ https, host, port, serverName, lookup, connectTimeoutMs });
+  const servername = serverName ?? host;
+  new UndiciDelivery(
+    stream,
+    meta,
+    pool,
+    servername,
+    contentLength,
+    connectTimeoutMs,
+    log,
+    ctx.observer,
+  ).start();
 }
 
 /** A TCP route's stream (deliver-tcp.ts): checked as every other kind, then dialed as raw TCP. */

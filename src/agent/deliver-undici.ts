@@ -57,8 +57,22 @@ export class TargetPools {
     if (pool === undefined) {
       pool = this.#create(t);
       this.#pools.set(key, pool);
+      // As undici's Agent does: a pool that holds no connection and no request is closed, so that a
+      // wildcard's many targets do not each keep one for the agent's lifetime.
+      const unused = (): void => {
+        const s = pool!.stats;
+        if (s.connected > 0 || s.size > 0 || this.#pools.get(key) !== pool) return;
+        this.#pools.delete(key);
+        pool!.close().catch(ignore);
+      };
+      pool.on('disconnect', unused).on('connectionError', unused);
     }
     return pool;
+  }
+
+  /** How many pools are open (for tests: idle ones are closed). */
+  get size(): number {
+    return this.#pools.size;
   }
 
   #create(t: PoolTarget): Pool {
@@ -155,17 +169,14 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
   constructor(
     private readonly stream: TunnelStream,
     private readonly meta: HttpStreamMeta,
-    private readonly pool: Pool,
-    /**
-     * The same for every request of `pool`: undici reconnects when a request's differs from its
-     * connection's. The name the connections really use is the pool's (TargetPools).
-     */
-    private readonly servername: string,
+    private readonly pools: TargetPools,
+    private readonly target: PoolTarget,
     /** The request's Content-Length, -1 for none (no body, RFC 9112 §6.3: it is not chunked). */
     private readonly contentLength: number,
-    private readonly connectTimeoutMs: number,
     private readonly log: Logger,
     private readonly observer: DeliverObserver | undefined,
+    /** Serves the stream on node:http instead, from the start; see onError. */
+    private readonly fallback: () => void,
   ) {
     this.#decoder = new EnvelopeDecoder('request', {
       onBody: (piece) => this.#onBody(piece),
@@ -186,7 +197,8 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
   #dispatch(): void {
     const { head } = this.meta;
     if (this.contentLength > 0) this.#body = new Readable({ read: this.#onBodyRead });
-    this.pool.dispatch(
+    // The pool is looked up again for a retry: the first one may have been closed as unused since.
+    this.pools.get(this.target).dispatch(
       {
         path: head.path,
         method: head.method,
@@ -195,7 +207,9 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
         // No pipelining (the pool's is 1), so undici's replay of requests queued behind a failed one
         // never applies; the one retry is ours (onError).
         idempotent: false,
-        servername: this.servername,
+        // The same for every request of a pool: undici reconnects when a request's differs from its
+        // connection's. The name the connections really use is the pool's (TargetPools.#create).
+        servername: this.target.serverName ?? this.target.host,
       } as Dispatcher.DispatchOptions,
       this,
     );
@@ -308,22 +322,57 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
       this.#abort(ErrorCode.PROTOCOL_ERROR, `request head refused: ${err.message}`.slice(0, 200));
       return;
     }
+    // Nothing of the body has been taken from the stream yet: the request can be sent again whole.
+    const replayable = !this.#bodyStarted && this.#decoder.idle;
+    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response' && replayable) {
+      // undici refuses a 100 Continue that no Expect asked for, which RFC 9110 §15.2 says a client
+      // must take; node:http relays it, so it serves this request instead.
+      this.log.debug({ target: this.meta.target }, 'target sent 100 Continue unasked; node:http serves it');
+      this.#detach();
+      this.fallback();
+      return;
+    }
     // A kept-alive connection the target closed just as we reused it: the request never reached the
     // application, so it is sent once more, on a fresh connection. undici does not say whether the
     // connection was fresh, so a target that drops a fresh one unanswered also gets it twice.
-    if (err.code === 'UND_ERR_SOCKET' && err.message === 'other side closed') {
-      if (!this.#bodyStarted && !this.#retried) {
-        this.#retried = true;
-        this.#abortRequest = null;
-        this.#dispatch();
-        if (this.stream.readableEnded) this.#body?.push(null);
-        return;
-      }
+    if (isClosedUnderUs(err) && replayable && !this.#retried) {
+      this.#retried = true;
+      this.#abortRequest = null;
+      // Once undici is done with the closed connection: dispatched from inside its error callback, the
+      // request would be queued on that client in the middle of its cleanup.
+      setImmediate(this.#retry);
+      return;
     }
-    const [code, reason] = classify(nodeError(err, this.connectTimeoutMs), this.meta.target);
+    if (err.code === 'UND_ERR_SOCKET' && (err.message === 'bad upgrade' || err.message === 'bad response')) {
+      // A 101 to a request that asked for no upgrade (the target now speaks something else on that
+      // connection, which undici dropped), or a 100 after body bytes left: the controller answers 502
+      // at once rather than waiting for a response that will never come.
+      const what = err.message === 'bad upgrade' ? 'switched protocols unasked' : 'sent 100 Continue unasked';
+      this.log.warn({ target: this.meta.target }, `target ${what}`);
+      this.#abort(ErrorCode.TARGET_UNREACHABLE, `${this.meta.target}: ${what}`);
+      return;
+    }
+    const [code, reason] = classify(nodeError(err, this.target.connectTimeoutMs), this.meta.target);
     const what = code === ErrorCode.TARGET_TLS ? 'target TLS failed' : 'target request failed';
     this.log.warn({ target: this.meta.target, err: err.message, code: err.code }, what);
     this.#abort(code, reason);
+  }
+
+  readonly #retry = (): void => {
+    if (this.#done) return;
+    this.#dispatch();
+    if (this.stream.readableEnded) this.#body?.push(null);
+  };
+
+  /** Leaves the stream to another delivery: no listener of this one stays, nothing is counted. */
+  #detach(): void {
+    this.#done = true;
+    this.#body?.destroy();
+    this.stream.off('data', this.#onStreamData);
+    this.stream.off('end', this.#onStreamEnd);
+    this.stream.off('error', this.#onStreamError);
+    this.stream.off('close', this.#onStreamClose);
+    this.stream.off('drain', this.#onStreamDrain);
   }
 
   #abort(code: number, reason: string): void {
@@ -350,18 +399,20 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
   }
 }
 
-/**
- * undici's errors in the terms classify knows from node:http: its connect deadline, a connection
- * closed before the answer, and the 101 that undici refuses when no upgrade was asked for.
- */
+/** undici's errors in the terms classify knows from node:http: its connect deadline, a closed connection. */
 function nodeError(err: NodeJS.ErrnoException, connectTimeoutMs: number): NodeJS.ErrnoException {
   if (err.code === 'UND_ERR_CONNECT_TIMEOUT') return connectTimeoutError(connectTimeoutMs);
   if (err.code === 'UND_ERR_SOCKET') {
     const out: NodeJS.ErrnoException = new Error(err.message);
-    out.code = err.message === 'bad upgrade' ? 'target switched protocols unasked' : 'ECONNRESET';
+    out.code = 'ECONNRESET';
     return out;
   }
   return err;
+}
+
+/** The target closed or reset the connection while the request was on it, before any answer. */
+function isClosedUnderUs(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'ECONNRESET' || (err.code === 'UND_ERR_SOCKET' && err.message === 'other side closed');
 }
 
 function ignore(): void {}

@@ -152,26 +152,16 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     return;
   }
   const contentLength = dispatchable(meta.head);
+  const viaNodeHttp = (): void => new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
   if (contentLength === undefined) {
-    new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
+    viaNodeHttp();
     return;
   }
   ctx.pools ??= new TargetPools(256, ctx.targetTls);
   const https = scheme === 'https';
-  const { connectTimeoutMs } = ctx;
   const serverName = https ? meta.serverName : undefined;
-  const pool = ctx.pools.get({ https, host, port, serverName, lookup, connectTimeoutMs });
-  const servername = serverName ?? host;
-  new UndiciDelivery(
-    stream,
-    meta,
-    pool,
-    servername,
-    contentLength,
-    connectTimeoutMs,
-    log,
-    ctx.observer,
-  ).start();
+  const target = { https, host, port, serverName, lookup, connectTimeoutMs: ctx.connectTimeoutMs };
+  new UndiciDelivery(stream, meta, ctx.pools, target, contentLength, log, ctx.observer, viaNodeHttp).start();
 }
 
 /** A TCP route's stream (deliver-tcp.ts): checked as every other kind, then dialed as raw TCP. */
@@ -284,6 +274,8 @@ class Delivery {
     this.stream.on('end', this.#onStreamEnd);
     this.stream.on('error', this.#onStreamError);
     this.stream.on('close', this.#onStreamClose);
+    // Taken over from undici (UndiciDelivery's fallback) after the request's FIN came.
+    if (this.stream.readableEnded) this.#onStreamEnd();
   }
 
   /** Sends the request head; false when Node refused it (the stream is reset then). */

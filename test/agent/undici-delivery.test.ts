@@ -1,0 +1,210 @@
+// The agent's undici path (deliver-undici.ts, issue #17) where it differs from node:http: which heads
+// it takes, a kept-alive connection the target drops as it is reused, answers undici refuses (a 100
+// nobody asked for, a 101), and pools that close once unused. An in-process agent, a controller played
+// by a raw peer, and targets written on raw sockets so that each misbehaves exactly as described.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer, type LookupFunction, type Server, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
+import { loadAgentConfig } from '../../src/agent/config.js';
+import { dispatchable, TargetPools } from '../../src/agent/deliver-undici.js';
+import { ErrorCode } from '../../src/protocol/constants.js';
+import type { RequestHead } from '../../src/proxy/meta.js';
+import { listenOnLoopback } from '../helpers/listen.js';
+import { type Outcome, RawController } from '../helpers/raw-controller.js';
+import { within } from '../helpers/wait.js';
+
+const head = (headers: string[], extra: Partial<RequestHead> = {}): RequestHead => ({
+  method: 'GET',
+  path: '/',
+  version: '1.1',
+  headers,
+  ...extra,
+});
+
+describe('dispatchable: what undici sends as node:http would, and what stays on node:http', () => {
+  test('a plain GET and a POST with a Content-Length go to undici, with the length', () => {
+    assert.equal(dispatchable(head(['Host', 'a.test', 'Accept', '*/*'])), -1);
+    assert.equal(dispatchable(head(['host', 'a.test', 'Content-Length', '12'], { method: 'POST' })), 12);
+  });
+
+  test('chunked bodies (request trailers), Expect, and framing or connection fields stay on node:http', () => {
+    assert.equal(dispatchable(head(['Host', 'a.test'], { chunked: true })), undefined);
+    for (const name of ['Expect', 'Transfer-Encoding', 'Connection', 'Keep-Alive', 'Upgrade']) {
+      assert.equal(dispatchable(head(['Host', 'a.test', name, 'x'])), undefined, name);
+    }
+  });
+
+  test('heads undici would refuse or change stay on node:http: *, no Host or two, odd Content-Length', () => {
+    assert.equal(dispatchable(head(['Host', 'a.test'], { method: 'OPTIONS', path: '*' })), undefined);
+    assert.equal(dispatchable(head([])), undefined);
+    assert.equal(dispatchable(head(['Host', 'a.test', 'HOST', 'b.test'])), undefined);
+    assert.equal(dispatchable(head(['Host', 'a', 'Content-Length', '1', 'content-length', '1'])), undefined);
+    assert.equal(dispatchable(head(['Host', 'a', 'Content-Length', '+1'])), undefined);
+    assert.equal(dispatchable(head(['Host', 'a', 'Content-Length', ''])), undefined);
+  });
+});
+
+/** A target on raw sockets: `answer` gets each connection's requests, by their order on it. */
+interface RawTarget {
+  server: Server;
+  port: number;
+  connections: number;
+  requests: number;
+}
+
+const RESPONSE = (body: string): string =>
+  `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nContent-Type: text/plain\r\n\r\n${body}`;
+
+async function rawTarget(answer: (socket: Socket, nth: number, t: RawTarget) => void): Promise<RawTarget> {
+  const t: RawTarget = { server: createServer(), port: 0, connections: 0, requests: 0 };
+  t.server.on('connection', (socket) => {
+    t.connections++;
+    let nth = 0;
+    let seen = '';
+    socket.on('error', () => {});
+    socket.on('data', (chunk: Buffer) => {
+      seen += chunk.toString('latin1');
+      // One request head per blank line; these requests have no body.
+      while (seen.includes('\r\n\r\n')) {
+        seen = seen.slice(seen.indexOf('\r\n\r\n') + 4);
+        t.requests++;
+        answer(socket, nth++, t);
+      }
+    });
+  });
+  t.port = await listenOnLoopback(t.server);
+  return t;
+}
+
+let controller: RawController;
+let agent: AgentHandle | undefined;
+const targets: RawTarget[] = [];
+let reuseDropper: RawTarget;
+let unaskedContinue: RawTarget;
+let unaskedSwitch: RawTarget;
+
+before(async () => {
+  // Answers the first request of each connection and keeps it alive; a second request on the same
+  // connection finds it closed under it, as when the target's idle timer fires just as it is reused.
+  reuseDropper = await rawTarget((socket, nth) => {
+    if (nth === 0) socket.write(RESPONSE('first'));
+    else socket.destroy();
+  });
+  // A 100 Continue to a GET that sent no Expect, then the answer: RFC 9110 §15.2 has clients take it.
+  unaskedContinue = await rawTarget((socket) => {
+    socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
+  });
+  // A 101 to a request that asked for no upgrade.
+  unaskedSwitch = await rawTarget((socket) => {
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n');
+  });
+  targets.push(reuseDropper, unaskedContinue, unaskedSwitch);
+  controller = await RawController.start();
+  const config = loadAgentConfig({
+    flags: {
+      controller: controller.url,
+      token: 'undici-token-0123456789',
+      name: 'undici',
+      tunnels: '1',
+      allow: targets.map((t) => `127.0.0.1:${t.port}`),
+    },
+    env: {},
+  });
+  agent = await startAgent(config, pino({ level: 'silent' }));
+  await controller.tunnel();
+});
+
+after(async () => {
+  await agent?.close(0);
+  await controller?.close();
+  for (const t of targets) t.server.close();
+});
+
+const meta = (port: number, id: string, path = '/') => ({
+  kind: 'http',
+  target: `http://127.0.0.1:${port}`,
+  client: '203.0.113.9:5000',
+  requestId: id,
+  head: { method: 'GET', path, version: '1.1', headers: ['Host', 'app.test'] },
+});
+
+function response(outcome: Outcome): Extract<Outcome, { kind: 'response' }> {
+  assert.equal(outcome.kind, 'response', JSON.stringify(outcome).slice(0, 300));
+  return outcome as Extract<Outcome, { kind: 'response' }>;
+}
+
+describe('the agent over undici, against targets that misbehave', () => {
+  test('a kept-alive connection the target drops as it is reused: the request is sent again, on a new one', async () => {
+    for (let i = 0; i < 5; i++) {
+      const answer = response(await controller.open(meta(reuseDropper.port, `reuse-${i}`)));
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body.toString(), 'first');
+    }
+    // Every request after the first found the previous connection alive, was dropped there, and was
+    // answered on a fresh one: one retry each, never more.
+    assert.equal(reuseDropper.connections, 5);
+    assert.equal(reuseDropper.requests, 9);
+  });
+
+  test('a 100 Continue nobody asked for is taken, and the final answer relayed', async () => {
+    for (let i = 0; i < 3; i++) {
+      const answer = response(await controller.open(meta(unaskedContinue.port, `continue-${i}`)));
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body.toString(), 'after continue');
+    }
+  });
+
+  test('a 101 to a plain request resets the stream TARGET_UNREACHABLE at once', async () => {
+    const outcome = await controller.open(meta(unaskedSwitch.port, 'switch'));
+    assert.equal(outcome.kind, 'rst', JSON.stringify(outcome).slice(0, 300));
+    const rst = outcome as Extract<Outcome, { kind: 'rst' }>;
+    assert.equal(rst.code, ErrorCode.TARGET_UNREACHABLE);
+    assert.match(rst.reason, /switched protocols unasked/);
+  });
+});
+
+describe('TargetPools', () => {
+  let origin: HttpServer;
+  let port: number;
+
+  before(async () => {
+    origin = createHttpServer((req, res) => res.end(`seen ${req.headers.host}`));
+    port = await listenOnLoopback(origin);
+  });
+
+  after(() => {
+    origin.closeAllConnections();
+    origin.close();
+  });
+
+  test('one pool per target, SNI name and DNS check; a pool is closed once it holds nothing', async () => {
+    const pools = new TargetPools(4);
+    const base = { https: false, host: '127.0.0.1', port, serverName: undefined, lookup: undefined };
+    const target = { ...base, connectTimeoutMs: 5_000 };
+    const a = pools.get(target);
+    assert.equal(pools.get({ ...target }), a, 'the same target gets the same pool');
+    assert.notEqual(pools.get({ ...target, https: true }), a, 'https:// gets a pool of its own');
+    assert.notEqual(
+      pools.get({ ...target, lookup: (() => {}) as LookupFunction }),
+      a,
+      'another DNS check gets its own',
+    );
+    assert.equal(pools.size, 3);
+    try {
+      const { statusCode, body } = await a.request({ path: '/', method: 'GET', headers: ['Host', 'x.test'] });
+      assert.equal(statusCode, 200);
+      assert.equal(await body.text(), 'seen x.test');
+      assert.equal(a.stats.connected, 1, 'the connection is kept alive');
+      const closed = once(a, 'disconnect');
+      origin.closeIdleConnections();
+      await within(closed, 10_000, 'the pool to see its connection close');
+      assert.equal(pools.get(target) === a, false, 'the unused pool was closed and replaced');
+    } finally {
+      pools.destroy();
+    }
+  });
+});

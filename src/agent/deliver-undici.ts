@@ -278,8 +278,8 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     if (this.#done) return false;
     const headers = new Array<string>(raw.length);
     for (let i = 0; i < raw.length; i++) headers[i] = raw[i]!.toString('latin1');
-    // Interim answers (103 Early Hints, 102) are relayed as they come; undici has already refused a
-    // 100 nobody asked for (see dispatchable) and a 101 (onError).
+    // Interim answers (103 Early Hints, 102) are relayed as they come. undici never passes a 100 or a
+    // 101 here, none having been asked for: it fails the request, and onError deals with both.
     const ok = this.stream.write(encodeHead({ status, statusText, headers }));
     if (status < 200) return true;
     this.#status = status;

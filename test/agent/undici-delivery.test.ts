@@ -4,6 +4,7 @@
 // by a raw peer, and targets written on raw sockets so that each misbehaves exactly as described.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type LookupFunction, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -11,7 +12,8 @@ import pino from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { dispatchable, TargetPools } from '../../src/agent/deliver-undici.js';
-import { ErrorCode } from '../../src/protocol/constants.js';
+import { encodeFrame, encodeJsonFrame, encodeRst } from '../../src/protocol/codec.js';
+import { ErrorCode, Flag, FrameType } from '../../src/protocol/constants.js';
 import type { RequestHead } from '../../src/proxy/meta.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { type Outcome, RawController } from '../helpers/raw-controller.js';
@@ -86,6 +88,11 @@ const targets: RawTarget[] = [];
 let reuseDropper: RawTarget;
 let unaskedContinue: RawTarget;
 let unaskedSwitch: RawTarget;
+// Streams `GET /big` in 1 MiB blocks, each once the last has left (backpressure), up to 256 MiB.
+let big: HttpServer;
+let bigPort = 0;
+const MiB = 1024 * 1024;
+const bigState = { written: 0, closed: null as Promise<unknown> | null };
 
 before(async () => {
   // Answers the first request of each connection and keeps it alive; a second request on the same
@@ -103,6 +110,20 @@ before(async () => {
     socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n');
   });
   targets.push(reuseDropper, unaskedContinue, unaskedSwitch);
+  big = createHttpServer((req, res) => {
+    bigState.closed = once(res, 'close');
+    const block = Buffer.alloc(MiB, 0x61);
+    const more = (): void => {
+      while (bigState.written < 256 * MiB && !res.destroyed) {
+        bigState.written += MiB;
+        if (!res.write(block)) return;
+      }
+      res.end();
+    };
+    res.on('drain', more);
+    more();
+  });
+  bigPort = await listenOnLoopback(big);
   controller = await RawController.start();
   const config = loadAgentConfig({
     flags: {
@@ -110,7 +131,7 @@ before(async () => {
       token: 'undici-token-0123456789',
       name: 'undici',
       tunnels: '1',
-      allow: targets.map((t) => `127.0.0.1:${t.port}`),
+      allow: [...targets.map((t) => `127.0.0.1:${t.port}`), `127.0.0.1:${bigPort}`],
     },
     env: {},
   });
@@ -122,6 +143,8 @@ after(async () => {
   await agent?.close(0);
   await controller?.close();
   for (const t of targets) t.server.close();
+  big?.closeAllConnections();
+  big?.close();
 });
 
 const meta = (port: number, id: string, path = '/') => ({
@@ -164,6 +187,29 @@ describe('the agent over undici, against targets that misbehave', () => {
     const rst = outcome as Extract<Outcome, { kind: 'rst' }>;
     assert.equal(rst.code, ErrorCode.TARGET_UNREACHABLE);
     assert.match(rst.reason, /switched protocols unasked/);
+  });
+});
+
+describe('the agent over undici: backpressure and a client that leaves', () => {
+  // How long the target may go without sending a block before it counts as stalled.
+  const QUIET_MS = 1_500;
+
+  test('a stream that grants no window stalls the target; its reset closes the target request', async () => {
+    const peer = await controller.tunnel();
+    const id = 10_000;
+    peer.send(encodeJsonFrame(FrameType.SYN, id, meta(bigPort, 'big', '/big')));
+    peer.send(encodeFrame(FrameType.DATA, Flag.FIN, id, Buffer.alloc(0)));
+    // No WINDOW_UPDATE is ever sent: the agent may send the first window, then must stop reading.
+    let last = -1;
+    for (let i = 0; i < 256 && bigState.written !== last; i++) {
+      last = bigState.written;
+      await sleep(QUIET_MS);
+    }
+    assert.ok(bigState.written > 0, 'the target sent nothing');
+    assert.ok(bigState.written <= 32 * MiB, `the target wrote ${bigState.written / MiB} MiB unread`);
+    const closed = bigState.closed!;
+    peer.send(encodeRst(id, ErrorCode.CANCEL, 'client went away'));
+    await within(closed, 10_000, 'the target to see its request closed');
   });
 });
 

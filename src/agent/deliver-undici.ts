@@ -343,13 +343,22 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
       setImmediate(this.#retry);
       return;
     }
-    if (err.code === 'UND_ERR_SOCKET' && (err.message === 'bad upgrade' || err.message === 'bad response')) {
-      // A 101 to a request that asked for no upgrade (the target now speaks something else on that
-      // connection, which undici dropped), or a 100 after body bytes left: the controller answers 502
-      // at once rather than waiting for a response that will never come.
-      const what = err.message === 'bad upgrade' ? 'switched protocols unasked' : 'sent 100 Continue unasked';
-      this.log.warn({ target: this.meta.target }, `target ${what}`);
-      this.#abort(ErrorCode.TARGET_UNREACHABLE, `${this.meta.target}: ${what}`);
+    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad upgrade') {
+      // A 101 to a request that asked for no upgrade: the target now speaks something else on that
+      // connection, which undici dropped. As on the node:http path, a HEAD 101 and FIN tell the
+      // controller, which answers its client 502 at once rather than wait for a response that will
+      // never come. undici keeps the 101's fields to itself; the controller does not use them.
+      this.log.warn({ target: this.meta.target }, 'target switched protocols unasked');
+      this.#status = 101;
+      this.stream.write(encodeHead({ status: 101, statusText: 'Switching Protocols', headers: [] }));
+      this.stream.end();
+      this.#finish('switched');
+      return;
+    }
+    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response') {
+      // A 100 after body bytes left, so node:http cannot take over: the client gets a 502 now.
+      this.log.warn({ target: this.meta.target }, 'target sent 100 Continue unasked, mid-body');
+      this.#abort(ErrorCode.TARGET_UNREACHABLE, `${this.meta.target}: sent 100 Continue unasked`);
       return;
     }
     const [code, reason] = classify(nodeError(err, this.target.connectTimeoutMs), this.meta.target);
@@ -391,9 +400,9 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
       this.#abortRequest?.(new Error('the stream is gone'));
       this.#body?.destroy();
     }
-    // A stream this side ended cleanly (closed by the peer) is left to close on its own; any other end
-    // tears it down.
-    if (how !== 'closed') this.stream.destroy();
+    // A stream this side ended cleanly (closed by the peer, or ended after an unasked 101) is left to
+    // close on its own; any other end tears it down.
+    if (how !== 'closed' && how !== 'switched') this.stream.destroy();
     this.observer?.streamDone('http', this.#status, this.#reset, this.#error);
     this.log.debug({ how, ms: Math.round(performance.now() - this.#started) }, 'stream finished');
   }

@@ -12,11 +12,13 @@ import pino from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { dispatchable, TargetPools } from '../../src/agent/deliver-undici.js';
-import { encodeFrame, encodeJsonFrame, encodeRst } from '../../src/protocol/codec.js';
+import { decodeCodeReason, encodeFrame, encodeJsonFrame, encodeRst } from '../../src/protocol/codec.js';
 import { ErrorCode, Flag, FrameType } from '../../src/protocol/constants.js';
+import { RECORD_HEADER_SIZE, RecordKind } from '../../src/proxy/envelope.js';
 import type { RequestHead } from '../../src/proxy/meta.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { type Outcome, RawController } from '../helpers/raw-controller.js';
+import type { RawFrame } from '../helpers/raw-peer.js';
 import { within } from '../helpers/wait.js';
 
 const head = (headers: string[], extra: Partial<RequestHead> = {}): RequestHead => ({
@@ -181,12 +183,28 @@ describe('the agent over undici, against targets that misbehave', () => {
     }
   });
 
-  test('a 101 to a plain request resets the stream TARGET_UNREACHABLE at once', async () => {
-    const outcome = await controller.open(meta(unaskedSwitch.port, 'switch'));
-    assert.equal(outcome.kind, 'rst', JSON.stringify(outcome).slice(0, 300));
-    const rst = outcome as Extract<Outcome, { kind: 'rst' }>;
-    assert.equal(rst.code, ErrorCode.TARGET_UNREACHABLE);
-    assert.match(rst.reason, /switched protocols unasked/);
+  test('a 101 to a plain request: HEAD 101 and FIN at once, as node:http did, for the 502 of the controller', async () => {
+    const peer = await controller.tunnel();
+    const id = 10_000;
+    const chunks: Buffer[] = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      peer.on('frame', (f: RawFrame) => {
+        if (f.streamId !== id) return;
+        if (f.type === FrameType.RST) reject(new Error(`reset: ${decodeCodeReason(f.payload).reason}`));
+        if (f.type !== FrameType.DATA) return;
+        chunks.push(f.payload);
+        if ((f.flags & Flag.FIN) !== 0) resolve();
+      });
+    });
+    peer.send(encodeJsonFrame(FrameType.SYN, id, meta(unaskedSwitch.port, 'switch')));
+    peer.send(encodeFrame(FrameType.DATA, Flag.FIN, id, Buffer.alloc(0)));
+    await within(ended, 10_000, 'the HEAD 101 and FIN');
+    const bytes = Buffer.concat(chunks);
+    assert.equal(bytes[0], RecordKind.HEAD);
+    const length = bytes.readUInt32BE(1);
+    const head = JSON.parse(bytes.subarray(RECORD_HEADER_SIZE, RECORD_HEADER_SIZE + length).toString());
+    assert.equal(head.status, 101);
+    assert.equal(bytes.length, RECORD_HEADER_SIZE + length, 'nothing follows the HEAD');
   });
 });
 
@@ -196,7 +214,7 @@ describe('the agent over undici: backpressure and a client that leaves', () => {
 
   test('a stream that grants no window stalls the target; its reset closes the target request', async () => {
     const peer = await controller.tunnel();
-    const id = 10_000;
+    const id = 20_000;
     peer.send(encodeJsonFrame(FrameType.SYN, id, meta(bigPort, 'big', '/big')));
     peer.send(encodeFrame(FrameType.DATA, Flag.FIN, id, Buffer.alloc(0)));
     // No WINDOW_UPDATE is ever sent: the agent may send the first window, then must stop reading.

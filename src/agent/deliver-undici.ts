@@ -227,6 +227,9 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
 
   #onBody(piece: Buffer): void {
     this.#bodyStarted = true;
+    // The target answered before it took the whole body (a 413, say); undici has dropped that
+    // connection and the body with it, so the rest is read and discarded, never held paused.
+    if (this.#complete) return;
     if (this.#body === null) {
       this.#abort(ErrorCode.PROTOCOL_ERROR, 'a request body without Content-Length or chunked framing');
       return;
@@ -300,6 +303,7 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
   onComplete(trailers: string[] | Buffer[] | null): void {
     if (this.#done) return;
     this.#complete = true;
+    this.stream.resume();
     if (trailers !== null && trailers.length > 0) {
       this.stream.write(
         encodeTrailers(trailers.map((t) => (typeof t === 'string' ? t : t.toString('latin1')))),

@@ -14,7 +14,7 @@ import { loadAgentConfig } from '../../src/agent/config.js';
 import { dispatchable, TargetPools } from '../../src/agent/deliver-undici.js';
 import { decodeCodeReason, encodeFrame, encodeJsonFrame, encodeRst } from '../../src/protocol/codec.js';
 import { ErrorCode, Flag, FrameType } from '../../src/protocol/constants.js';
-import { RECORD_HEADER_SIZE, RecordKind } from '../../src/proxy/envelope.js';
+import { encodeBodyHeader, RECORD_HEADER_SIZE, RecordKind } from '../../src/proxy/envelope.js';
 import type { RequestHead } from '../../src/proxy/meta.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { type Outcome, RawController } from '../helpers/raw-controller.js';
@@ -90,6 +90,7 @@ const targets: RawTarget[] = [];
 let reuseDropper: RawTarget;
 let unaskedContinue: RawTarget;
 let unaskedSwitch: RawTarget;
+let earlyAnswer: RawTarget;
 // Streams `GET /big` in 1 MiB blocks, each once the last has left (backpressure), up to 256 MiB.
 let big: HttpServer;
 let bigPort = 0;
@@ -111,7 +112,11 @@ before(async () => {
   unaskedSwitch = await rawTarget((socket) => {
     socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n');
   });
-  targets.push(reuseDropper, unaskedContinue, unaskedSwitch);
+  // Answers 413 as soon as a request head arrives, and reads (and drops) whatever body follows.
+  earlyAnswer = await rawTarget((socket) => {
+    socket.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n');
+  });
+  targets.push(reuseDropper, unaskedContinue, unaskedSwitch, earlyAnswer);
   big = createHttpServer((req, res) => {
     bigState.closed = once(res, 'close');
     const block = Buffer.alloc(MiB, 0x61);
@@ -228,6 +233,58 @@ describe('the agent over undici: backpressure and a client that leaves', () => {
     const closed = bigState.closed!;
     peer.send(encodeRst(id, ErrorCode.CANCEL, 'client went away'));
     await within(closed, 10_000, 'the target to see its request closed');
+  });
+});
+
+describe('the agent over undici: a target that answers before the body is in', () => {
+  test('the rest of the body is read and dropped, so the stream finishes instead of stalling', async () => {
+    const peer = await controller.tunnel();
+    const id = 30_000;
+    const total = 16 * MiB;
+    const head = {
+      ...meta(earlyAnswer.port, 'early', '/upload').head,
+      method: 'POST',
+      headers: ['Host', 'app.test', 'Content-Length', String(total)],
+    };
+    let answered: (status: number) => void = () => {};
+    const status = new Promise<number>((resolve) => (answered = resolve));
+    let available = 4 * MiB - RECORD_HEADER_SIZE; // the agent's window, the default, less the record header
+    let credited: () => void = () => {};
+    peer.on('frame', (f: RawFrame) => {
+      if (f.streamId !== id) return;
+      if (f.type === FrameType.WINDOW_UPDATE) {
+        available += f.payload.readUInt32BE(0);
+        credited();
+      } else if (f.type === FrameType.DATA && f.payload.length > 0 && f.payload[0] === RecordKind.HEAD) {
+        const length = f.payload.readUInt32BE(1);
+        answered(
+          JSON.parse(f.payload.subarray(RECORD_HEADER_SIZE, RECORD_HEADER_SIZE + length).toString()).status,
+        );
+      }
+    });
+    peer.send(encodeJsonFrame(FrameType.SYN, id, { ...meta(earlyAnswer.port, 'early'), head }));
+    peer.send(encodeFrame(FrameType.DATA, 0, id, encodeBodyHeader(total)));
+    // The first MiB goes at once (undici sends the head with the first body bytes), the rest after the
+    // answer, as the agent's credit allows. Held paused after the answer, the agent would grant no more
+    // than the first window, and this loop would wait for credit that never comes.
+    let sent = 0;
+    const piece = Buffer.alloc(64 * 1024, 0x62);
+    for (; sent < MiB; sent += piece.length, available -= piece.length) {
+      peer.send(encodeFrame(FrameType.DATA, 0, id, piece));
+    }
+    assert.equal(await within(status, 10_000, 'the 413'), 413);
+    for (let turn = 0; sent < total && turn < 10_000; turn++) {
+      if (available < piece.length) {
+        const more = new Promise<void>((resolve) => (credited = resolve));
+        await within(more, 10_000, `credit for the body after ${sent / MiB} MiB`);
+        continue;
+      }
+      peer.send(encodeFrame(FrameType.DATA, 0, id, piece));
+      sent += piece.length;
+      available -= piece.length;
+    }
+    assert.equal(sent, total);
+    peer.send(encodeFrame(FrameType.DATA, Flag.FIN, id, Buffer.alloc(0)));
   });
 });
 

@@ -338,8 +338,10 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     }
     // A kept-alive connection the target closed just as we reused it: the request never reached the
     // application, so it is sent once more, on a fresh connection. undici does not say whether the
-    // connection was fresh, so a target that drops a fresh one unanswered also gets it twice.
-    if (isClosedUnderUs(err) && replayable && !this.#retried) {
+    // connection was fresh, and a target that drops a fresh one unanswered may have acted on the
+    // request, so only an idempotent one is sent again (RFC 9110 §9.2.2; nginx's proxy_next_upstream
+    // does the same): a POST dropped unanswered is the client's 502, never done twice.
+    if (isClosedUnderUs(err) && replayable && !this.#retried && IDEMPOTENT.has(this.meta.head.method)) {
       this.#retried = true;
       this.#abortRequest = null;
       // Once undici is done with the closed connection: dispatched from inside its error callback, the
@@ -424,6 +426,9 @@ function nodeError(err: NodeJS.ErrnoException, connectTimeoutMs: number): NodeJS
 }
 
 /** The target closed or reset the connection while the request was on it, before any answer. */
+/** RFC 9110 §9.2.2: the methods a client may send again without asking the user. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
 function isClosedUnderUs(err: NodeJS.ErrnoException): boolean {
   return err.code === 'ECONNRESET' || (err.code === 'UND_ERR_SOCKET' && err.message === 'other side closed');
 }

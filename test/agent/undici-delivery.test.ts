@@ -88,6 +88,8 @@ let controller: RawController;
 let agent: AgentHandle | undefined;
 const targets: RawTarget[] = [];
 let reuseDropper: RawTarget;
+// The same, for POSTs only (its counts start at 0 for that test).
+let postDropper: RawTarget;
 let unaskedContinue: RawTarget;
 let unaskedSwitch: RawTarget;
 let earlyAnswer: RawTarget;
@@ -104,6 +106,10 @@ before(async () => {
     if (nth === 0) socket.write(RESPONSE('first'));
     else socket.destroy();
   });
+  postDropper = await rawTarget((socket, nth) => {
+    if (nth === 0) socket.write(RESPONSE('first'));
+    else socket.destroy();
+  });
   // A 100 Continue to a GET that sent no Expect, then the answer: RFC 9110 §15.2 has clients take it.
   unaskedContinue = await rawTarget((socket) => {
     socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
@@ -116,7 +122,7 @@ before(async () => {
   earlyAnswer = await rawTarget((socket) => {
     socket.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n');
   });
-  targets.push(reuseDropper, unaskedContinue, unaskedSwitch, earlyAnswer);
+  targets.push(reuseDropper, postDropper, unaskedContinue, unaskedSwitch, earlyAnswer);
   big = createHttpServer((req, res) => {
     bigState.closed = once(res, 'close');
     const block = Buffer.alloc(MiB, 0x61);
@@ -178,6 +184,23 @@ describe('the agent over undici, against targets that misbehave', () => {
     // answered on a fresh one: one retry each, never more.
     assert.equal(reuseDropper.connections, 5);
     assert.equal(reuseDropper.requests, 9);
+  });
+
+  test('a POST the target drops on a reused connection is not sent again: the client gets the reset, the target it once', async () => {
+    const post = (id: string) => {
+      const m = meta(postDropper.port, id);
+      return { ...m, head: { ...m.head, method: 'POST' } };
+    };
+    for (let i = 0; i < 3; i++) {
+      // A fresh connection answers the first POST; the second finds it alive and is dropped there.
+      const first = response(await controller.open(post(`post-${i}-a`)));
+      assert.equal(first.status, 200);
+      const second = await controller.open(post(`post-${i}-b`));
+      assert.equal(second.kind, 'rst', `POST ${i}: ${JSON.stringify(second).slice(0, 200)}`);
+    }
+    // Two POSTs per round reached the target, each once: none was replayed on a new connection.
+    assert.equal(postDropper.requests, 6);
+    assert.equal(postDropper.connections, 3);
   });
 
   test('a 100 Continue nobody asked for is taken, and the final answer relayed', async () => {

@@ -14,6 +14,7 @@ import { ErrorCode } from '../protocol/constants.js';
 import { ALWAYS_READY, createOpsServer, listenHttp } from '../ops.js';
 import { H2Sessions } from './deliver-h2.js';
 import { createHttpsTargetPool, createTargetPool, type DeliverContext, deliverStream } from './deliver.js';
+import { TargetPools } from './deliver-undici.js';
 import { guardedLookup } from '../proxy/target.js';
 import { UPGRADE_CLOSE_MS } from '../proxy/upgrade.js';
 import { checkDialOptions, dial, watchHandshake } from '../transport/index.js';
@@ -85,6 +86,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const pool = createTargetPool(config.maxSocketsPerTarget);
   const targetTls = readTargetCa(config);
   const httpsPool = createHttpsTargetPool(config.maxSocketsPerTarget, targetTls);
+  const pools = new TargetPools(config.maxSocketsPerTarget, targetTls);
   const h2 = new H2Sessions();
   // Its gauges read the slots only when scraped, once they exist.
   const metrics = new AgentMetrics(() => slots);
@@ -92,6 +94,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     policy,
     pool,
     httpsPool,
+    pools,
     targetTls,
     h2,
     connectTimeoutMs: config.connectTimeoutMs,
@@ -145,7 +148,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   let health: Server | null = null;
   let healthUrl: string | null = null;
   if (config.healthListen !== null) {
-    health = createHealthServer(slots, pool, metrics);
+    health = createHealthServer(slots, pool, pools, metrics);
     healthUrl = await listenHttp(health, config.healthListen, 'healthListen');
     readinessLogger(logger).info(
       { event: 'listening', listener: 'health', url: healthUrl },
@@ -194,6 +197,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         clearTimeout(cutTimer);
         pool.destroy();
         httpsPool.destroy();
+        pools.destroy();
         h2.destroy();
         if (health !== null) {
           health.closeAllConnections();
@@ -570,6 +574,7 @@ class UpgradeStreams {
 function createHealthServer(
   slots: readonly TunnelSlot[],
   pool: { sockets: NodeJS.Dict<unknown[]>; freeSockets: NodeJS.Dict<unknown[]> },
+  pools: TargetPools,
   metrics: AgentMetrics,
 ): Server {
   const up = (): number => slots.filter((s) => s.up).length;
@@ -582,12 +587,13 @@ function createHealthServer(
     metrics: metrics.registry,
     memory: () => {
       const sessions = slots.flatMap((s) => [...s.sessions]);
+      const undici = pools.counts();
       return {
         tunnelsUp: up(),
         sessions: sessions.length,
         streams: sessions.reduce((n, s) => n + s.streamCount, 0),
-        targetSockets: count(pool.sockets),
-        targetFreeSockets: count(pool.freeSockets),
+        targetSockets: count(pool.sockets) + undici.busy,
+        targetFreeSockets: count(pool.freeSockets) + undici.free,
       };
     },
   });

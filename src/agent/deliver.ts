@@ -1,6 +1,7 @@
 // The agent's half of one HTTP exchange (docs/http-over-streams.md): the request arrives on a tunnel
 // stream, goes to the target through a keep-alive pool, and the response goes back as records. Both
-// bodies stream with backpressure at each hop. The agent's policy is checked before anything is
+// bodies stream with backpressure at each hop. Most requests go through undici (deliver-undici.ts,
+// cheaper per request); those undici cannot send as node:http does stay on the node:http path here. The agent's policy is checked before anything is
 // dialed, and again on every address DNS returns, so a name cannot smuggle the agent to a metadata
 // service.
 import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:http';
@@ -16,6 +17,7 @@ import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverH2, H2Sessions } from './deliver-h2.js';
 import { deliverTcp } from './deliver-tcp.js';
+import { dispatchable, TargetPools, UndiciDelivery } from './deliver-undici.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
 import type { DeliverObserver, TargetCheck, TargetScheme, TargetVerdict } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
@@ -31,6 +33,11 @@ export interface DeliverContext {
    * always passes it; a context without one (a test's) gets a pool of its own on first use.
    */
   httpsPool?: HttpsAgent;
+  /**
+   * undici's pools, for the exchanges undici can carry (deliver-undici.ts); `pool` and `httpsPool`
+   * carry the rest. Made on first use when absent, as `httpsPool`.
+   */
+  pools?: TargetPools;
   /** The system roots plus --target-ca, for upgrades to https:// targets (which skip the pool). */
   targetTls?: SecureContext | undefined;
   /** One HTTP/2 session per h2c:// target; made on first use when absent, as `httpsPool`. */
@@ -145,7 +152,17 @@ export function deliverStream(stream: TunnelStream, ctx: DeliverContext): void {
     deliverUpgrade(stream, meta, target, log, ctx.observer);
     return;
   }
-  new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
+  const contentLength = dispatchable(meta.head);
+  const viaNodeHttp = (): void => new Delivery(stream, meta, ctx, log, scheme, host, port, lookup).start();
+  if (contentLength === undefined) {
+    viaNodeHttp();
+    return;
+  }
+  ctx.pools ??= new TargetPools(256, ctx.targetTls);
+  const https = scheme === 'https';
+  const serverName = https ? meta.serverName : undefined;
+  const target = { https, host, port, serverName, lookup, connectTimeoutMs: ctx.connectTimeoutMs };
+  new UndiciDelivery(stream, meta, ctx.pools, target, contentLength, log, ctx.observer, viaNodeHttp).start();
 }
 
 /** A TCP route's stream (deliver-tcp.ts): checked as every other kind, then dialed as raw TCP. */
@@ -258,6 +275,8 @@ class Delivery {
     this.stream.on('end', this.#onStreamEnd);
     this.stream.on('error', this.#onStreamError);
     this.stream.on('close', this.#onStreamClose);
+    // Taken over from undici (UndiciDelivery's fallback) after the request's FIN came.
+    if (this.stream.readableEnded) this.#onStreamEnd();
   }
 
   /** Sends the request head; false when Node refused it (the stream is reset then). */

@@ -12,13 +12,16 @@ const FORBIDDEN_ADDRESS = 'SLUICE_TARGET_FORBIDDEN_ADDRESS';
 /** Destroys `socket` with a CONNECT_TIMEOUT error unless it connects within `ms`. */
 export function armConnectTimeout(socket: Socket, ms: number): void {
   if (!socket.connecting) return;
-  const timer = setTimeout(() => {
-    const err: NodeJS.ErrnoException = new Error(`connect timed out after ${ms} ms`);
-    err.code = CONNECT_TIMEOUT;
-    socket.destroy(err);
-  }, ms);
+  const timer = setTimeout(() => socket.destroy(connectTimeoutError(ms)), ms);
   socket.once('connect', () => clearTimeout(timer));
   socket.once('close', () => clearTimeout(timer));
+}
+
+/** The error a connect that missed its deadline fails with; classify maps it to TARGET_TIMEOUT. */
+export function connectTimeoutError(ms: number): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`connect timed out after ${ms} ms`);
+  err.code = CONNECT_TIMEOUT;
+  return err;
 }
 
 const UNREACHABLE = new Set([

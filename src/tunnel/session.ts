@@ -80,15 +80,6 @@ const PONG_BACKLOG_LIMIT = 1024 * 1024;
  * DATA we read can make us answer, so a peer that sends but never reads must not grow our buffer.
  */
 const READ_PAUSE_BACKLOG = 4 * 1024 * 1024;
-/**
- * Output the streams may queue on the transport before they wait for its drain. A TCP socket's
- * high-water mark (16 KiB) is less than one 64 KiB frame: waiting until `writableNeedDrain` cleared
- * sent one frame per turn and per writev, 16 syscalls per MB on a bulk stream. With room for several
- * frames, a turn's reads leave in one writev. Streams stop once this much waits unsent, so it bounds
- * DATA queued on the transport (plus at most one frame); `drain` wakes them, since the write that
- * crossed the transport's own mark returned false.
- */
-const WRITE_BATCH = 256 * 1024;
 /** How long a graceful transport end may take before the socket is destroyed. */
 const END_LINGER_MS = 5000;
 /**
@@ -126,8 +117,6 @@ export class Session extends EventEmitter implements StreamOwner {
   bytesOut = 0;
 
   readonly #transport: Duplex;
-  /** Output the streams may queue on the transport before they wait for its drain (see WRITE_BATCH). */
-  readonly #writeBatch: number;
   readonly #decoder: FrameDecoder;
   #log: Logger;
   readonly #trace: boolean;
@@ -167,7 +156,6 @@ export class Session extends EventEmitter implements StreamOwner {
     this.options = resolveSessionOptions(common.options ?? {});
     this.maxFrameData = this.options.maxFrameData;
     this.#transport = transport;
-    this.#writeBatch = Math.max(WRITE_BATCH, transport.writableHighWaterMark);
     this.#log = common.logger ?? noopLogger;
     this.#trace = this.#log.isLevelEnabled('trace');
     this.#nextId = role === 'client' ? 1 : 2;
@@ -334,7 +322,7 @@ export class Session extends EventEmitter implements StreamOwner {
   // --- StreamOwner: called by streams ---
 
   get canWrite(): boolean {
-    return this.#transport.writableLength < this.#writeBatch && this.#state !== State.CLOSED;
+    return !this.#transport.writableNeedDrain && this.#state !== State.CLOSED;
   }
 
   sendData(stream: Stream, chunk: Buffer, fin: boolean): void {

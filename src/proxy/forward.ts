@@ -183,7 +183,34 @@ class Exchange {
       this.#protocolError(err);
       return;
     }
-    this.res.end();
+    // RFC 9113 §8.1: the target answered before the client finished its body. On HTTP/2 that stream
+    // stays half-closed, its upload stalled on flow control once the window fills, holding one of the
+    // connection's streams for ever; RST_STREAM(NO_ERROR) after the complete response tells the client
+    // to stop sending, without error. (Node does so itself only for a request body nobody read.) It goes
+    // one turn after the response's last frame is queued, as Node's own close does: the trailers, which
+    // Node's compat layer sends from its 'wantTrailers' listener (a reset queued in that turn goes out
+    // first and loses them), or the HEADERS that end a response with no body.
+    const h2stream = this.#http2Stream();
+    if (h2stream === null || this.req.complete) this.res.end();
+    else if (this.res.headersSent) {
+      h2stream.once('wantTrailers', this.#stopUploadSoon);
+      this.res.end();
+    } else this.res.end(this.#stopUploadSoon);
+  };
+
+  readonly #stopUploadSoon = (): void => {
+    setImmediate(this.#stopUpload);
+  };
+
+  #http2Stream(): ServerHttp2Stream | null {
+    if (this.req.httpVersionMajor !== 2) return null;
+    return (this.res as unknown as { stream: ServerHttp2Stream }).stream;
+  }
+
+  readonly #stopUpload = (): void => {
+    if (this.req.complete) return;
+    const stream = this.#http2Stream();
+    if (stream !== null && !stream.destroyed && !stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
   };
 
   // The decoder hands on every record of a chunk, also those after one that settled the exchange (an

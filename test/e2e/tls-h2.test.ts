@@ -26,7 +26,7 @@ import { GiB, MiB, readAll, writePattern } from '../helpers/data.js';
 import { rapidReset } from '../helpers/h2-rapid-reset.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { Stack, tempDir } from '../helpers/sluice-procs.js';
-import { EVENT_MS, scaled, within } from '../helpers/wait.js';
+import { EVENT_MS, scaled, waitFor, within } from '../helpers/wait.js';
 
 const CURL = '/usr/bin/curl';
 const H2LOAD = '/usr/bin/h2load';
@@ -368,6 +368,49 @@ describe('HTTP/2 on the TLS listener', () => {
         assert.equal(ended, false, `response ${i} ended as if whole after ${bytes} bytes`);
       }
       // The session outlives its cut streams.
+      const ok = await fetch(s, '/status?code=200');
+      assert.equal(ok.headers[':status'], 200);
+    } finally {
+      s.destroy();
+    }
+  });
+
+  test('an answer before the upload ended arrives whole, then RST_STREAM(NO_ERROR) stops the upload, 120 at once', async () => {
+    // The target (/download) answers without reading the body. Without the reset, each stream stays
+    // half-closed with its upload stalled on flow control, and once 100 of them (the listener's
+    // SETTINGS_MAX_CONCURRENT_STREAMS) are stuck the connection starts no more: streams 101 to 120
+    // are only sent once the edge has closed earlier ones.
+    const STREAMS = 120;
+    const s = session();
+    try {
+      const one = async (i: number): Promise<void> => {
+        const req = s.request({ ':path': `/download?bytes=${MiB}`, ':method': 'POST' });
+        req.on('error', () => {});
+        const trailers = new Promise<IncomingHttpHeaders>((resolve) => req.once('trailers', resolve));
+        const body = readAll(req);
+        const chunk = Buffer.alloc(64 * 1024, i);
+        let sent = 0;
+        const pump = (): void => {
+          // Bounded: a stream the edge never stops would end its body after 64 MiB.
+          while (!req.destroyed && !req.writableEnded && sent < 64 * MiB) {
+            sent += chunk.length;
+            if (!req.write(chunk)) return void req.once('drain', pump);
+          }
+          if (!req.destroyed && !req.writableEnded) req.end();
+        };
+        pump();
+        const got = await within(body, scaled(60_000), `response ${i}'s body`);
+        assert.equal(got.bytes, MiB, `response ${i}`);
+        const sums = await within(trailers, scaled(30_000), `response ${i}'s trailers`);
+        assert.equal(got.sha256, sums['x-sha256'], `response ${i}'s sha256`);
+        // Node's client marks the stream closed on the peer's RST_STREAM, recording its code, but
+        // emits 'close' only once its own upload has ended; a real client (curl) stops sending.
+        await waitFor(`stream ${i}'s RST_STREAM`, () => req.closed, 60_000);
+        assert.equal(req.rstCode, constants.NGHTTP2_NO_ERROR, `stream ${i}`);
+        assert.ok(sent < 64 * MiB, `stream ${i}: the whole 64 MiB went up, so nothing stopped the upload`);
+        req.destroy();
+      };
+      await Promise.all(Array.from({ length: STREAMS }, (_, i) => one(i)));
       const ok = await fetch(s, '/status?code=200');
       assert.equal(ok.headers[':status'], 200);
     } finally {

@@ -320,6 +320,8 @@ export class PublicEdge {
    * page and a closed connection, as the connection's framing can no longer be trusted.
    */
   readonly onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    // Its page is written: Node parses each chunk still coming and fails again, and the chunk is dropped.
+    if (lingering.has(socket)) return;
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
@@ -354,6 +356,7 @@ export class PublicEdge {
     const requestId = newRequestId();
     const hsts = isEncrypted(socket) ? (this.#options.http.hsts ?? undefined) : undefined;
     writeRawError(socket, { status, code: reasonCode, reason, requestId }, hsts);
+    linger(socket);
     const fields = { requestId, status, reason, reasonCode, err: err.code ?? err.message };
     this.#options.logger.info(fields, 'bad request');
   };
@@ -766,6 +769,30 @@ function writeRawError(socket: Duplex, input: ErrorPageInput, hsts: string | und
   if (hsts !== undefined) headers.push('Strict-Transport-Security', hsts);
   socket.end(Buffer.concat([serializeHead(page.status, undefined, headers), page.body]));
   return page.body.length;
+}
+
+/** How long a connection refused with an error page may go on sending before it is cut (nginx: 5 s). */
+const LINGER_MS = 5_000;
+
+/** Connections refused with an error page, whose input is read and dropped until they close. */
+const lingering = new WeakSet<Duplex>();
+
+/**
+ * The staged close of RFC 9112 §9.6 after an error page on a connection whose client may still be
+ * sending (a body behind an oversized head, a pipelined request): the page and a FIN are written, and
+ * the input is read and dropped until the client closes too, for at most LINGER_MS. Destroying the
+ * socket at once would answer the bytes still coming with a reset, which fails the client's send
+ * (curl then reports no status at all) and may discard the page before the client reads it.
+ */
+function linger(socket: Duplex): void {
+  if (socket.destroyed) return;
+  lingering.add(socket);
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => {
+    clearTimeout(cut);
+    lingering.delete(socket);
+  });
+  socket.resume();
 }
 
 /** The 308 of http.redirectHttps on an upgrade's socket: it is never switched, and closes after it. */

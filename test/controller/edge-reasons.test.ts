@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import { type AddressInfo, connect } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { TargetPolicy } from '../../src/agent/policy.js';
@@ -29,6 +29,8 @@ let origin: Origin;
 /** A real server outside the agent's policy. */
 let forbidden: Origin;
 let server: Server;
+/** The edge's side of the latest connection accepted. */
+let accepted: Socket | undefined;
 let port: number;
 let closedPort: number;
 const pairs: SessionPair[] = [];
@@ -106,6 +108,7 @@ before(async () => {
   server.on('request', edge.onRequest);
   server.on('upgrade', edge.onUpgrade);
   server.on('clientError', edge.onClientError);
+  server.on('connection', (socket: Socket) => (accepted = socket));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   port = (server.address() as AddressInfo).port;
@@ -229,4 +232,50 @@ describe('refusals on the raw socket', () => {
       assert.equal(line.status, status);
     });
   }
+  // RFC 9112 §9.6: a server that closes at once while the client is still sending risks the client
+  // never reading the response: the bytes still coming meet a closed socket and are answered with a
+  // reset, which fails the client's next send (curl then reports no status at all) and may drop what
+  // it has not read yet. Here the client sends its body only once the page has arrived, paced by its
+  // drain as an uploader is: the edge takes every byte it sends, and the connection then closes with
+  // no error on the client's side.
+  test('a head too large, then its 1 MiB body: the edge reads it all, the client keeps its 431 (10 times)', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 'b');
+    const head =
+      `POST / HTTP/1.1\r\nHost: ok.test\r\nContent-Length: ${16 * chunk.length}\r\n` +
+      `X-Big: ${'a'.repeat(8192)}\r\n\r\n`;
+    const total = Buffer.byteLength(head) + 16 * chunk.length;
+    for (let i = 1; i <= 10; i++) {
+      accepted = undefined;
+      const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      const chunks: Buffer[] = [];
+      const page = once(socket, 'data');
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      let failed: string | undefined;
+      socket.on('error', (err: NodeJS.ErrnoException) => (failed ??= err.code ?? err.message));
+      const closed = once(socket, 'close');
+      try {
+        socket.write(head);
+        await within(page, 10_000, `connection ${i}'s page`);
+        const edgeSide = accepted!;
+        for (let n = 1; n <= 16 && failed === undefined; n++) {
+          socket.write(chunk);
+          const sent = Buffer.byteLength(head) + n * chunk.length;
+          await waitFor(
+            `the edge to read connection ${i}'s chunk ${n}`,
+            () => edgeSide.bytesRead >= sent || edgeSide.destroyed,
+            10_000,
+          );
+        }
+        assert.equal(edgeSide.bytesRead, total, `the edge read all connection ${i} sent`);
+        socket.end();
+        await within(closed, 10_000, `connection ${i} to close`);
+        const text = Buffer.concat(chunks).toString('latin1');
+        assert.equal(failed, undefined, `connection ${i} failed after ${text.length} bytes of its answer`);
+        assert.match(text, /^HTTP\/1\.1 431 /, `connection ${i}`);
+        assert.ok(text.includes('<p>Code: <code>head_too_large</code></p>'), `connection ${i}: ${text}`);
+      } finally {
+        socket.destroy();
+      }
+    }
+  });
 });

@@ -787,7 +787,7 @@ const lingering = new WeakSet<Duplex>();
 function linger(socket: Duplex): void {
   if (socket.destroyed) return;
   lingering.add(socket);
-  const cut = setTimeout(() => socket.destroy(), LINGER_MS);
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref();
   socket.once('close', () => {
     clearTimeout(cut);
     lingering.delete(socket);

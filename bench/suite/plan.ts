@@ -119,6 +119,7 @@ export const SMOKE: Sizes = {
 
 export const WORKLOADS = [
   'http-c10',
+  'http-c50',
   'http-c100',
   'download',
   'upload',

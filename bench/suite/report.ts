@@ -40,6 +40,7 @@ export function rows(s: Sizes): Row[] {
   ];
   return [
     ...http(10),
+    ...http(50),
     ...http(100),
     row('downloadMBps', `download ${size(s.bulkBytes)}`, 'MB/s'),
     cpuPerMB('download', 'download'),

@@ -30,6 +30,7 @@ const SHORT_LIMIT_MS = 120_000;
 const HTTP_PATHS = ['direct', 'nginx', 'node-proxy', 'ssh', 'sluice', 'sluice-peer'];
 const HTTP_WORKLOADS = [
   'http-c10',
+  'http-c50',
   'http-c100',
   'download',
   'upload',

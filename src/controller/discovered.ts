@@ -108,6 +108,10 @@ export class DiscoveredRoutes {
     }, graceMs);
     timer.unref();
     this.#graceTimers.set(cluster, timer);
+    this.#log.info(
+      { event: 'discovery-grace-started', cluster, graceMs },
+      "the cluster's last tunnel here is gone; its discovered routes go after the grace period",
+    );
   }
 
   close(): void {

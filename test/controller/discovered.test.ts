@@ -5,12 +5,14 @@
 // admin API, as an operator would.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_TOKEN_FILE } from '../../src/controller/control.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { hostAllowed } from '../../src/controller/discovered.js';
+import { ErrorCode } from '../../src/protocol/constants.js';
 import {
   CONTROL_ROUTES_META,
   decodeRoutesReply,
@@ -219,5 +221,221 @@ describe('control streams on a real controller', () => {
     // Still a tunnel that works.
     const reply = await send(s, encodeRouteSnapshot([route('after.shop.example.test')]));
     assert.equal(reply.stored, 1);
+  });
+});
+
+// Two agent replicas of one cluster (docs/kubernetes.md, end of "How the routes reach the controller"):
+// each has its own tunnel, with its own `replica` in the HELLO, and sends its own snapshot. They see the
+// same objects, but one may see a change before the other: the last snapshot received stands, whole.
+describe('two agent replicas of one cluster', () => {
+  const GRACE_MS = 300;
+  let dir = '';
+  let controller: ControllerHandle;
+  let log: CapturedLog;
+  let adminToken = '';
+  const sessions: Session[] = [];
+  /** The target of every stream a replica was asked for, as the controller routed it. */
+  const asked: string[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-replicas-'));
+    log = captureLog('debug');
+    const yaml = [
+      'clusters:',
+      `  - name: c1\n    tokens: ["${TOKEN_1}"]\n    hosts: ["*.shop.example.test"]`,
+      `discovery:\n  gracePeriod: ${GRACE_MS}ms`,
+    ].join('\n');
+    controller = await startController(inProcessControllerConfig(yaml, join(dir, 'data')), log.logger, {
+      announceAdminToken: () => {},
+    });
+    adminToken = readFileSync(join(dir, 'data', ADMIN_TOKEN_FILE), 'utf8').trim();
+  });
+
+  after(async () => {
+    for (const s of sessions) s.destroy();
+    await controller?.close(0);
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A replica's tunnel; a request routed to it is recorded and answered with TARGET_UNREACHABLE. */
+  async function replica(name: string): Promise<Session> {
+    const transport = await dial({ url: controller.tunnelUrl });
+    const session = await Session.connect(transport, {
+      hello: { token: TOKEN_1, agent: 'shop-agent', replica: name },
+    });
+    sessions.push(session);
+    session.on('stream', (stream: Stream) => {
+      asked.push(String(stream.meta.target));
+      stream.on('error', () => {});
+      stream.reset(ErrorCode.TARGET_UNREACHABLE, 'a replica in a test');
+    });
+    return session;
+  }
+
+  function at(host: string): DiscoveredRoute {
+    return {
+      host,
+      path: '/',
+      target: `http://${host.split('.')[0]}.shop.svc.cluster.local:80`,
+      source: 'ingress',
+      object: `shop/${host.split('.')[0]}`,
+    };
+  }
+
+  async function send(session: Session, routes: DiscoveredRoute[]): Promise<RoutesReply> {
+    const stream = session.open({ ...CONTROL_ROUTES_META });
+    stream.on('error', () => {});
+    stream.end(encodeRouteSnapshot(routes));
+    const reply = await within(readMessage(stream, MAX_SNAPSHOT_BYTES), 30_000, 'the reply');
+    const decoded = decodeRoutesReply(reply.toString('utf8'));
+    assert.ok(decoded.ok, JSON.stringify(decoded));
+    return decoded.reply;
+  }
+
+  async function stored(): Promise<string[]> {
+    const res = await fetch(`${controller.adminUrl}/api/routes`, {
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    const body = (await res.json()) as { routes: { host: string; source: string; cluster: string }[] };
+    return body.routes
+      .filter((r) => r.source === 'agent')
+      .map((r) => `${r.cluster} ${r.host}`)
+      .sort();
+  }
+
+  /** What the public listener answers for `host`, and which target (if any) a replica was asked for. */
+  async function served(host: string): Promise<{ status: number; target: string | undefined }> {
+    const before = asked.length;
+    const status = await within(
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest(controller.publicUrl, { headers: { host }, agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      }),
+      30_000,
+      `the answer for ${host}`,
+    );
+    return { status, target: asked.slice(before)[0] };
+  }
+
+  /** The hosts of `hosts` that reach a replica (the others answer 404, no route). */
+  async function routed(hosts: string[]): Promise<string[]> {
+    const reached: string[] = [];
+    for (const host of hosts) {
+      const { status, target } = await served(host);
+      if (status === 404) {
+        assert.equal(target, undefined, host);
+        continue;
+      }
+      assert.equal(status, 502, host);
+      assert.equal(target, at(host).target, host);
+      reached.push(host);
+    }
+    return reached;
+  }
+
+  const X = 'x.shop.example.test';
+  const Y = 'y.shop.example.test';
+  const Z = 'z.shop.example.test';
+
+  test("B's newer snapshot replaces A's; A catching up changes nothing; B's next one stands again", async () => {
+    const a = await replica('a');
+    const b = await replica('b');
+    assert.equal((await send(a, [at(X), at(Y)])).stored, 2);
+    assert.deepEqual(await routed([X, Y, Z]), [X, Y]);
+    // B's informer saw y deleted and z added before A's did.
+    assert.equal((await send(b, [at(X), at(Z)])).stored, 2);
+    assert.deepEqual(await stored(), [`c1 ${X}`, `c1 ${Z}`]);
+    assert.deepEqual(await routed([X, Y, Z]), [X, Z]);
+    // A's informer catches up: the same routes again.
+    const again = await send(a, [at(X), at(Z)]);
+    assert.deepEqual([again.stored, again.refused], [2, []]);
+    assert.deepEqual(await routed([X, Y, Z]), [X, Z]);
+    assert.equal((await send(b, [at(X)])).stored, 1);
+    assert.deepEqual(await stored(), [`c1 ${X}`]);
+    assert.deepEqual(await routed([X, Y, Z]), [X]);
+    // A second hundred snapshots, alternating replicas: the last received stands each time.
+    for (let i = 1; i <= 100; i++) {
+      const host = `n${i}.shop.example.test`;
+      assert.equal((await send(i % 2 === 0 ? a : b, [at(X), at(host)])).stored, 2);
+    }
+    assert.deepEqual(await stored(), [`c1 n100.shop.example.test`, `c1 ${X}`]);
+    assert.deepEqual(await routed([X, 'n99.shop.example.test', 'n100.shop.example.test']), [
+      X,
+      'n100.shop.example.test',
+    ]);
+    await send(b, [at(X)]);
+    a.destroy();
+    b.destroy();
+    await waitFor('both tunnels down', () => log.events('tunnel-down').some((l) => l.tunnels === 0));
+  });
+
+  test("a snapshot's refused host takes nothing from the other replica's routes", async () => {
+    const a = await replica('a');
+    const b = await replica('b');
+    assert.equal((await send(a, [at(X), at(Y)])).stored, 2);
+    const reply = await send(b, [at(X), at(Y), at('evil.other.test')]);
+    assert.equal(reply.stored, 2);
+    assert.deepEqual(
+      reply.refused.map((r) => r.host),
+      ['evil.other.test'],
+    );
+    assert.deepEqual(await stored(), [`c1 ${X}`, `c1 ${Y}`]);
+    assert.deepEqual(await routed([X, Y, 'evil.other.test']), [X, Y]);
+    // A, sending the same again, is told the same, and the refusal is logged once for the cluster.
+    const same = await send(a, [at(X), at(Y), at('evil.other.test')]);
+    assert.deepEqual([same.stored, same.refused.length], [2, 1]);
+    assert.equal(log.events('discovery-refused').filter((l) => l.host === 'evil.other.test').length, 1);
+    assert.deepEqual(await stored(), [`c1 ${X}`, `c1 ${Y}`]);
+    // Still the last one stands: a snapshot whose every route is refused is a cluster with none.
+    const none = await send(b, [at('evil.other.test')]);
+    assert.deepEqual([none.stored, none.refused.length], [0, 1]);
+    assert.deepEqual(await stored(), []);
+    assert.deepEqual(await routed([X, Y]), []);
+    a.destroy();
+    b.destroy();
+    await waitFor(
+      'both tunnels down',
+      () => log.events('tunnel-down').filter((l) => l.tunnels === 0).length >= 2,
+    );
+  });
+
+  test("one replica's tunnel gone for good: the other holds the cluster and its routes; the last one's starts the grace period", async () => {
+    const a = await replica('a');
+    const b = await replica('b');
+    assert.equal((await send(a, [at(X), at(Y)])).stored, 2);
+    assert.equal((await send(b, [at(X), at(Y)])).stored, 2);
+    const started = () => log.events('discovery-grace-started').filter((l) => l.cluster === 'c1').length;
+    const startedBefore = started();
+    const expiredBefore = log.events('discovery-expired').length;
+    const downs = log.events('tunnel-down').length;
+    a.destroy();
+    await waitFor('A down on the controller', () =>
+      log
+        .events('tunnel-down')
+        .slice(downs)
+        .some((l) => l.replica === 'a'),
+    );
+    const downA = log
+      .events('tunnel-down')
+      .slice(downs)
+      .find((l) => l.replica === 'a')!;
+    assert.equal(downA.tunnels, 1);
+    assert.equal(started(), startedBefore, 'no grace period while B holds the cluster');
+    assert.deepEqual(await stored(), [`c1 ${X}`, `c1 ${Y}`]);
+    assert.deepEqual(await routed([X, Y]), [X, Y]);
+    // B alone keeps sending: its snapshots stand as before.
+    assert.equal((await send(b, [at(X)])).stored, 1);
+    assert.deepEqual(await routed([X, Y]), [X]);
+    // B is the cluster's last tunnel: its going starts the grace period, and the routes go at its end.
+    b.destroy();
+    await waitFor('the grace period started', () => started() > startedBefore);
+    await waitFor('the routes expired', () => log.events('discovery-expired').length > expiredBefore);
+    assert.equal(started(), startedBefore + 1);
+    assert.deepEqual(await stored(), []);
+    assert.deepEqual(await routed([X]), []);
   });
 });

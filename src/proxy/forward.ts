@@ -438,9 +438,12 @@ class Exchange {
     stream.off('error', this.#onStreamError);
     stream.on('error', ignore);
     if (outcome.kind !== 'done' && !stream.destroyed) stream.destroy();
-    // A paused request body would keep the client's connection stuck; let Node read and discard it.
-    // Not when the request may be retried on another tunnel: its body has not been read yet.
-    if (outcome.kind === 'failed' && !outcome.retryable) req.resume();
+    // A paused request body would keep the client's connection stuck; let Node read and discard it
+    // (as nginx discards a body it will not use): after a failure, and after a whole answer that came
+    // before the client finished its upload, where a kept-alive HTTP/1.1 connection must read past
+    // the rest of the body to serve its next request. Not when the request may be retried on
+    // another tunnel: its body has not been read yet.
+    if (outcome.kind === 'done' || (outcome.kind === 'failed' && !outcome.retryable)) req.resume();
     this.resolve(outcome);
   }
 

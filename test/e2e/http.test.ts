@@ -4,11 +4,12 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { GiB, readAll, writePattern } from '../helpers/data.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, Stack } from '../helpers/sluice-procs.js';
-import { EVENT_MS, within } from '../helpers/wait.js';
+import { EVENT_MS, waitFor, within } from '../helpers/wait.js';
 
 let origin: Origin;
 let other: Origin;
@@ -373,6 +374,39 @@ describe('aborts', () => {
       req.end();
     });
     assert.match(outcome, /truncated|request error/);
+  });
+});
+
+describe('an answer before the upload ended', () => {
+  test('the rest of the body is read past, and the kept-alive connection serves the next request, 10 times', async () => {
+    // The target (/download) answers without reading the body. The edge stops sending the body on
+    // once the answer is whole; unless it then reads the rest and drops it, the client's upload stalls
+    // on a full window and the connection never reaches its next request.
+    const BODY = 8 * 1024 * 1024;
+    const socket = connect({ host: '127.0.0.1', port: stack.port });
+    socket.on('error', () => {});
+    let seen = '';
+    socket.setEncoding('latin1').on('data', (text: string) => (seen += text));
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    try {
+      for (let round = 1; round <= 10; round++) {
+        const mark = seen.length;
+        socket.write(
+          `POST /download?bytes=1024 HTTP/1.1\r\nHost: app.test\r\nContent-Length: ${BODY}\r\n\r\n`,
+        );
+        for (let sent = 0; sent < BODY; sent += chunk.length) {
+          if (!socket.write(chunk))
+            await within(once(socket, 'drain'), EVENT_MS, `round ${round}: the upload to flow`);
+        }
+        socket.write('GET /status?code=204 HTTP/1.1\r\nHost: app.test\r\n\r\n');
+        await waitFor(`round ${round}: the next request's answer`, () =>
+          /HTTP\/1\.1 204/.test(seen.slice(mark)),
+        );
+        assert.match(seen.slice(mark), /^HTTP\/1\.1 200 /, `round ${round}: the early answer`);
+      }
+    } finally {
+      socket.destroy();
+    }
   });
 });
 

@@ -341,7 +341,7 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     // connection was fresh, and a target that drops a fresh one unanswered may have acted on the
     // request, so only an idempotent one is sent again (RFC 9110 §9.2.2; nginx's proxy_next_upstream
     // does the same): a POST dropped unanswered is the client's 502, never done twice.
-    if (isClosedUnderUs(err) && replayable && !this.#retried && IDEMPOTENT.has(this.meta.head.method)) {
+    if (isClosedUnderUs(err) && replayable && !this.#retried && isIdempotent(this.meta.head.method)) {
       this.#retried = true;
       this.#abortRequest = null;
       // Once undici is done with the closed connection: dispatched from inside its error callback, the
@@ -425,10 +425,15 @@ function nodeError(err: NodeJS.ErrnoException, connectTimeoutMs: number): NodeJS
   return err;
 }
 
-/** The target closed or reset the connection while the request was on it, before any answer. */
 /** RFC 9110 §9.2.2: the methods a client may send again without asking the user. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
+/** Whether a request dropped unanswered may be sent again (both HTTP/1.1 paths ask this). */
+export function isIdempotent(method: string): boolean {
+  return IDEMPOTENT.has(method);
+}
+
+/** The target closed or reset the connection while the request was on it, before any answer. */
 function isClosedUnderUs(err: NodeJS.ErrnoException): boolean {
   return err.code === 'ECONNRESET' || (err.code === 'UND_ERR_SOCKET' && err.message === 'other side closed');
 }

@@ -90,6 +90,8 @@ const targets: RawTarget[] = [];
 let reuseDropper: RawTarget;
 // The same, for POSTs only (its counts start at 0 for that test).
 let postDropper: RawTarget;
+// The same again, for the POSTs that stay on node:http (an Expect field).
+let expectPostDropper: RawTarget;
 let unaskedContinue: RawTarget;
 let unaskedSwitch: RawTarget;
 let earlyAnswer: RawTarget;
@@ -110,6 +112,10 @@ before(async () => {
     if (nth === 0) socket.write(RESPONSE('first'));
     else socket.destroy();
   });
+  expectPostDropper = await rawTarget((socket, nth) => {
+    if (nth === 0) socket.write(RESPONSE('first'));
+    else socket.destroy();
+  });
   // A 100 Continue to a GET that sent no Expect, then the answer: RFC 9110 §15.2 has clients take it.
   unaskedContinue = await rawTarget((socket) => {
     socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
@@ -122,7 +128,7 @@ before(async () => {
   earlyAnswer = await rawTarget((socket) => {
     socket.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n');
   });
-  targets.push(reuseDropper, postDropper, unaskedContinue, unaskedSwitch, earlyAnswer);
+  targets.push(reuseDropper, postDropper, expectPostDropper, unaskedContinue, unaskedSwitch, earlyAnswer);
   big = createHttpServer((req, res) => {
     bigState.closed = once(res, 'close');
     const block = Buffer.alloc(MiB, 0x61);
@@ -201,6 +207,23 @@ describe('the agent over undici, against targets that misbehave', () => {
     // Two POSTs per round reached the target, each once: none was replayed on a new connection.
     assert.equal(postDropper.requests, 6);
     assert.equal(postDropper.connections, 3);
+  });
+
+  test('the same POST on the node:http path (Expect keeps it off undici) is not sent again either', async () => {
+    const post = (id: string) => {
+      const m = meta(expectPostDropper.port, id);
+      const headers = [...m.head.headers, 'Content-Length', '0', 'Expect', '100-continue'];
+      return { ...m, head: { ...m.head, method: 'POST', headers } };
+    };
+    assert.equal(dispatchable(post('x').head), undefined, 'node:http serves it');
+    for (let i = 0; i < 3; i++) {
+      const first = response(await controller.open(post(`expect-post-${i}-a`)));
+      assert.equal(first.status, 200);
+      const second = await controller.open(post(`expect-post-${i}-b`));
+      assert.equal(second.kind, 'rst', `POST ${i}: ${JSON.stringify(second).slice(0, 200)}`);
+    }
+    assert.equal(expectPostDropper.requests, 6);
+    assert.equal(expectPostDropper.connections, 3);
   });
 
   test('a 100 Continue nobody asked for is taken, and the final answer relayed', async () => {

@@ -191,12 +191,17 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     this.stream.on('error', this.#onStreamError);
     this.stream.on('close', this.#onStreamClose);
     this.stream.on('drain', this.#onStreamDrain);
+    this.#newBody();
     this.#dispatch();
+  }
+
+  /** The body undici reads this attempt from; a replay gets a fresh one (the first is undici's to drop). */
+  #newBody(): void {
+    if (this.contentLength > 0) this.#body = new Readable({ read: this.#onBodyRead });
   }
 
   #dispatch(): void {
     const { head } = this.meta;
-    if (this.contentLength > 0) this.#body = new Readable({ read: this.#onBodyRead });
     // The pool is looked up again for a retry: the first one may have been closed as unused since.
     this.pools.get(this.target).dispatch(
       {
@@ -344,6 +349,9 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     if (isClosedUnderUs(err) && replayable && !this.#retried && isIdempotent(this.meta.head.method)) {
       this.#retried = true;
       this.#abortRequest = null;
+      // The replay's body is made now, not when it is dispatched: body bytes that come from the stream
+      // before then wait in it, where they would otherwise go to the failed attempt's and be lost.
+      this.#newBody();
       // Once undici is done with the closed connection: dispatched from inside its error callback, the
       // request would be queued on that client in the middle of its cleanup.
       setImmediate(this.#retry);

@@ -333,9 +333,12 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     }
     // Nothing of the body has been taken from the stream yet: the request can be sent again whole.
     const replayable = !this.#bodyStarted && this.#decoder.idle;
-    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response' && replayable) {
+    const idempotent = isIdempotent(this.meta.head.method);
+    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response' && replayable && idempotent) {
       // undici refuses a 100 Continue that no Expect asked for, which RFC 9110 §15.2 says a client
-      // must take; node:http relays it, so it serves this request instead.
+      // must take; node:http relays it, so it serves this request instead. Only an idempotent one:
+      // undici sends a head with a body only with its first bytes, so a request dropped here had no
+      // body, reached the target whole, and may have been acted on (a POST must not run twice).
       this.log.debug({ target: this.meta.target }, 'target sent 100 Continue unasked; node:http serves it');
       this.#detach();
       this.fallback();
@@ -346,7 +349,7 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     // connection was fresh, and a target that drops a fresh one unanswered may have acted on the
     // request, so only an idempotent one is sent again (RFC 9110 §9.2.2; nginx's proxy_next_upstream
     // does the same): a POST dropped unanswered is the client's 502, never done twice.
-    if (isClosedUnderUs(err) && replayable && !this.#retried && isIdempotent(this.meta.head.method)) {
+    if (isClosedUnderUs(err) && replayable && !this.#retried && idempotent) {
       this.#retried = true;
       this.#abortRequest = null;
       // The replay's body is made now, not when it is dispatched: body bytes that come from the stream
@@ -370,8 +373,9 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
       return;
     }
     if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response') {
-      // A 100 after body bytes left, so node:http cannot take over: the client gets a 502 now.
-      this.log.warn({ target: this.meta.target }, 'target sent 100 Continue unasked, mid-body');
+      // A 100 after body bytes left, or to a request that must not be sent twice, so node:http cannot
+      // take over: the client gets a 502 now.
+      this.log.warn({ target: this.meta.target }, 'target sent 100 Continue unasked; not sent again');
       this.#abort(ErrorCode.TARGET_UNREACHABLE, `${this.meta.target}: sent 100 Continue unasked`);
       return;
     }

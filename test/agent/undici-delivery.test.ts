@@ -99,6 +99,8 @@ let postDropper: RawTarget;
 // The same again, for the POSTs that stay on node:http (an Expect field).
 let expectPostDropper: RawTarget;
 let unaskedContinue: RawTarget;
+// The same target again, for POSTs only (its counts start at 0 for that test).
+let unaskedContinuePost: RawTarget;
 let unaskedSwitch: RawTarget;
 let earlyAnswer: RawTarget;
 // Answers a GET with 'first' and keeps the connection; answers a PUT, once its body is in, with that body.
@@ -126,6 +128,9 @@ before(async () => {
   });
   // A 100 Continue to a GET that sent no Expect, then the answer: RFC 9110 §15.2 has clients take it.
   unaskedContinue = await rawTarget((socket) => {
+    socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
+  });
+  unaskedContinuePost = await rawTarget((socket) => {
     socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
   });
   // A 101 to a request that asked for no upgrade.
@@ -164,6 +169,7 @@ before(async () => {
     expectPostDropper,
     echoPut,
     unaskedContinue,
+    unaskedContinuePost,
     unaskedSwitch,
     earlyAnswer,
   );
@@ -270,6 +276,16 @@ describe('the agent over undici, against targets that misbehave', () => {
       assert.equal(answer.status, 200);
       assert.equal(answer.body.toString(), 'after continue');
     }
+  });
+
+  test('a POST with no body answered with an unasked 100 is not sent again: the target had it whole', async () => {
+    for (let i = 0; i < 3; i++) {
+      const m = meta(unaskedContinuePost.port, `continue-post-${i}`);
+      const outcome = await controller.open({ ...m, head: { ...m.head, method: 'POST' } });
+      // The target may have acted on it: node:http must not send it a second time to read the answer.
+      assert.equal(outcome.kind, 'rst', `POST ${i}: ${JSON.stringify(outcome).slice(0, 200)}`);
+    }
+    assert.equal(unaskedContinuePost.requests, 3);
   });
 
   test('a 101 to a plain request: HEAD 101 and FIN at once, as node:http did, for the 502 of the controller', async () => {

@@ -191,12 +191,17 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     this.stream.on('error', this.#onStreamError);
     this.stream.on('close', this.#onStreamClose);
     this.stream.on('drain', this.#onStreamDrain);
+    this.#newBody();
     this.#dispatch();
+  }
+
+  /** The body undici reads this attempt from; a replay gets a fresh one (the first is undici's to drop). */
+  #newBody(): void {
+    if (this.contentLength > 0) this.#body = new Readable({ read: this.#onBodyRead });
   }
 
   #dispatch(): void {
     const { head } = this.meta;
-    if (this.contentLength > 0) this.#body = new Readable({ read: this.#onBodyRead });
     // The pool is looked up again for a retry: the first one may have been closed as unused since.
     this.pools.get(this.target).dispatch(
       {
@@ -328,9 +333,12 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     }
     // Nothing of the body has been taken from the stream yet: the request can be sent again whole.
     const replayable = !this.#bodyStarted && this.#decoder.idle;
-    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response' && replayable) {
+    const idempotent = isIdempotent(this.meta.head.method);
+    if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response' && replayable && idempotent) {
       // undici refuses a 100 Continue that no Expect asked for, which RFC 9110 §15.2 says a client
-      // must take; node:http relays it, so it serves this request instead.
+      // must take; node:http relays it, so it serves this request instead. Only an idempotent one:
+      // undici sends a head with a body only with its first bytes, so a request dropped here had no
+      // body, reached the target whole, and may have been acted on (a POST must not run twice).
       this.log.debug({ target: this.meta.target }, 'target sent 100 Continue unasked; node:http serves it');
       this.#detach();
       this.fallback();
@@ -341,9 +349,12 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     // connection was fresh, and a target that drops a fresh one unanswered may have acted on the
     // request, so only an idempotent one is sent again (RFC 9110 §9.2.2; nginx's proxy_next_upstream
     // does the same): a POST dropped unanswered is the client's 502, never done twice.
-    if (isClosedUnderUs(err) && replayable && !this.#retried && IDEMPOTENT.has(this.meta.head.method)) {
+    if (isClosedUnderUs(err) && replayable && !this.#retried && idempotent) {
       this.#retried = true;
       this.#abortRequest = null;
+      // The replay's body is made now, not when it is dispatched: body bytes that come from the stream
+      // before then wait in it, where they would otherwise go to the failed attempt's and be lost.
+      this.#newBody();
       // Once undici is done with the closed connection: dispatched from inside its error callback, the
       // request would be queued on that client in the middle of its cleanup.
       setImmediate(this.#retry);
@@ -362,8 +373,9 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
       return;
     }
     if (err.code === 'UND_ERR_SOCKET' && err.message === 'bad response') {
-      // A 100 after body bytes left, so node:http cannot take over: the client gets a 502 now.
-      this.log.warn({ target: this.meta.target }, 'target sent 100 Continue unasked, mid-body');
+      // A 100 after body bytes left, or to a request that must not be sent twice, so node:http cannot
+      // take over: the client gets a 502 now.
+      this.log.warn({ target: this.meta.target }, 'target sent 100 Continue unasked; not sent again');
       this.#abort(ErrorCode.TARGET_UNREACHABLE, `${this.meta.target}: sent 100 Continue unasked`);
       return;
     }
@@ -425,10 +437,15 @@ function nodeError(err: NodeJS.ErrnoException, connectTimeoutMs: number): NodeJS
   return err;
 }
 
-/** The target closed or reset the connection while the request was on it, before any answer. */
 /** RFC 9110 §9.2.2: the methods a client may send again without asking the user. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
+/** Whether a request dropped unanswered may be sent again (both HTTP/1.1 paths ask this). */
+export function isIdempotent(method: string): boolean {
+  return IDEMPOTENT.has(method);
+}
+
+/** The target closed or reset the connection while the request was on it, before any answer. */
 function isClosedUnderUs(err: NodeJS.ErrnoException): boolean {
   return err.code === 'ECONNRESET' || (err.code === 'UND_ERR_SOCKET' && err.message === 'other side closed');
 }

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/constants.js';
 import { deliverH2, H2Sessions } from './deliver-h2.js';
 import { deliverTcp } from './deliver-tcp.js';
-import { dispatchable, TargetPools, UndiciDelivery } from './deliver-undici.js';
+import { dispatchable, isIdempotent, TargetPools, UndiciDelivery } from './deliver-undici.js';
 import { deliverUpgrade } from './deliver-upgrade.js';
 import type { DeliverObserver, TargetCheck, TargetScheme, TargetVerdict } from './deliver-types.js';
 import { EnvelopeDecoder, encodeHead } from '../proxy/envelope.js';
@@ -407,9 +407,12 @@ class Delivery {
   readonly #onRequestError = (err: NodeJS.ErrnoException): void => {
     if (this.#responded || this.#done) return;
     const req = this.#req!;
-    // A kept-alive socket the target closed just as we reused it: the request never reached the
-    // application, so it is sent once more on a fresh connection (Node's documented pattern).
-    if (req.reusedSocket && err.code === 'ECONNRESET' && !this.#bodyStarted && !this.#retried) {
+    // A kept-alive socket the target closed just as we reused it: the request most likely never
+    // reached the application, so it is sent once more on a fresh connection (Node's documented
+    // pattern). Only an idempotent one, as on the undici path (docs/http-over-streams.md): the target
+    // may have read the head and acted on it before it closed, and a POST must not run twice.
+    const replayable = !this.#bodyStarted && !this.#retried && isIdempotent(this.meta.head.method);
+    if (req.reusedSocket && err.code === 'ECONNRESET' && replayable) {
       this.#retried = true;
       this.#detachRequest(req);
       if (this.#send() && this.stream.readableEnded) this.#req?.end();

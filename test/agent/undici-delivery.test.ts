@@ -12,13 +12,19 @@ import pino from 'pino';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { dispatchable, TargetPools } from '../../src/agent/deliver-undici.js';
-import { decodeCodeReason, encodeFrame, encodeJsonFrame, encodeRst } from '../../src/protocol/codec.js';
+import {
+  decodeCodeReason,
+  encodeFrame,
+  encodeJsonFrame,
+  encodePing,
+  encodeRst,
+} from '../../src/protocol/codec.js';
 import { ErrorCode, Flag, FrameType } from '../../src/protocol/constants.js';
 import { encodeBodyHeader, RECORD_HEADER_SIZE, RecordKind } from '../../src/proxy/envelope.js';
 import type { RequestHead } from '../../src/proxy/meta.js';
 import { listenOnLoopback } from '../helpers/listen.js';
 import { type Outcome, RawController } from '../helpers/raw-controller.js';
-import type { RawFrame } from '../helpers/raw-peer.js';
+import type { RawFrame, RawPeer } from '../helpers/raw-peer.js';
 import { within } from '../helpers/wait.js';
 
 const head = (headers: string[], extra: Partial<RequestHead> = {}): RequestHead => ({
@@ -90,9 +96,15 @@ const targets: RawTarget[] = [];
 let reuseDropper: RawTarget;
 // The same, for POSTs only (its counts start at 0 for that test).
 let postDropper: RawTarget;
+// The same again, for the POSTs that stay on node:http (an Expect field).
+let expectPostDropper: RawTarget;
 let unaskedContinue: RawTarget;
+// The same target again, for POSTs only (its counts start at 0 for that test).
+let unaskedContinuePost: RawTarget;
 let unaskedSwitch: RawTarget;
 let earlyAnswer: RawTarget;
+// Answers a GET with 'first' and keeps the connection; answers a PUT, once its body is in, with that body.
+let echoPut: RawTarget & { sockets: Socket[] };
 // Streams `GET /big` in 1 MiB blocks, each once the last has left (backpressure), up to 256 MiB.
 let big: HttpServer;
 let bigPort = 0;
@@ -110,8 +122,15 @@ before(async () => {
     if (nth === 0) socket.write(RESPONSE('first'));
     else socket.destroy();
   });
+  expectPostDropper = await rawTarget((socket, nth) => {
+    if (nth === 0) socket.write(RESPONSE('first'));
+    else socket.destroy();
+  });
   // A 100 Continue to a GET that sent no Expect, then the answer: RFC 9110 §15.2 has clients take it.
   unaskedContinue = await rawTarget((socket) => {
+    socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
+  });
+  unaskedContinuePost = await rawTarget((socket) => {
     socket.write(`HTTP/1.1 100 Continue\r\n\r\n${RESPONSE('after continue')}`);
   });
   // A 101 to a request that asked for no upgrade.
@@ -122,7 +141,38 @@ before(async () => {
   earlyAnswer = await rawTarget((socket) => {
     socket.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n');
   });
-  targets.push(reuseDropper, postDropper, unaskedContinue, unaskedSwitch, earlyAnswer);
+  echoPut = Object.assign(await rawTarget(() => {}), { sockets: [] as Socket[] });
+  echoPut.server.removeAllListeners('connection');
+  echoPut.server.on('connection', (socket) => {
+    echoPut.connections++;
+    echoPut.sockets.push(socket);
+    socket.on('error', () => {});
+    let seen = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      for (let turn = 0; turn < 100; turn++) {
+        const end = seen.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const text = seen.subarray(0, end).toString('latin1');
+        const length = Number(/content-length: *(\d+)/i.exec(text)?.[1] ?? 0);
+        if (seen.length < end + 4 + length) return;
+        const body = seen.subarray(end + 4, end + 4 + length).toString('latin1');
+        seen = seen.subarray(end + 4 + length);
+        echoPut.requests++;
+        socket.write(RESPONSE(text.startsWith('PUT') ? `got ${body}` : 'first'));
+      }
+    });
+  });
+  targets.push(
+    reuseDropper,
+    postDropper,
+    expectPostDropper,
+    echoPut,
+    unaskedContinue,
+    unaskedContinuePost,
+    unaskedSwitch,
+    earlyAnswer,
+  );
   big = createHttpServer((req, res) => {
     bigState.closed = once(res, 'close');
     const block = Buffer.alloc(MiB, 0x61);
@@ -203,12 +253,39 @@ describe('the agent over undici, against targets that misbehave', () => {
     assert.equal(postDropper.connections, 3);
   });
 
+  test('the same POST on the node:http path (Expect keeps it off undici) is not sent again either', async () => {
+    const post = (id: string) => {
+      const m = meta(expectPostDropper.port, id);
+      const headers = [...m.head.headers, 'Content-Length', '0', 'Expect', '100-continue'];
+      return { ...m, head: { ...m.head, method: 'POST', headers } };
+    };
+    assert.equal(dispatchable(post('x').head), undefined, 'node:http serves it');
+    for (let i = 0; i < 3; i++) {
+      const first = response(await controller.open(post(`expect-post-${i}-a`)));
+      assert.equal(first.status, 200);
+      const second = await controller.open(post(`expect-post-${i}-b`));
+      assert.equal(second.kind, 'rst', `POST ${i}: ${JSON.stringify(second).slice(0, 200)}`);
+    }
+    assert.equal(expectPostDropper.requests, 6);
+    assert.equal(expectPostDropper.connections, 3);
+  });
+
   test('a 100 Continue nobody asked for is taken, and the final answer relayed', async () => {
     for (let i = 0; i < 3; i++) {
       const answer = response(await controller.open(meta(unaskedContinue.port, `continue-${i}`)));
       assert.equal(answer.status, 200);
       assert.equal(answer.body.toString(), 'after continue');
     }
+  });
+
+  test('a POST with no body answered with an unasked 100 is not sent again: the target had it whole', async () => {
+    for (let i = 0; i < 3; i++) {
+      const m = meta(unaskedContinuePost.port, `continue-post-${i}`);
+      const outcome = await controller.open({ ...m, head: { ...m.head, method: 'POST' } });
+      // The target may have acted on it: node:http must not send it a second time to read the answer.
+      assert.equal(outcome.kind, 'rst', `POST ${i}: ${JSON.stringify(outcome).slice(0, 200)}`);
+    }
+    assert.equal(unaskedContinuePost.requests, 3);
   });
 
   test('a 101 to a plain request: HEAD 101 and FIN at once, as node:http did, for the 502 of the controller', async () => {
@@ -308,6 +385,68 @@ describe('the agent over undici: a target that answers before the body is in', (
     }
     assert.equal(sent, total);
     peer.send(encodeFrame(FrameType.DATA, Flag.FIN, id, Buffer.alloc(0)));
+  });
+});
+
+/** The bytes the agent sends on stream `id` up to its FIN; rejects on its RST. */
+function answerOf(peer: RawPeer, id: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  return new Promise<Buffer>((resolve, reject) => {
+    const onFrame = (f: RawFrame): void => {
+      if (f.streamId !== id) return;
+      if (f.type === FrameType.RST) reject(new Error(`reset: ${decodeCodeReason(f.payload).reason}`));
+      if (f.type === FrameType.DATA) chunks.push(f.payload);
+      if (f.type === FrameType.RST || (f.type === FrameType.DATA && (f.flags & Flag.FIN) !== 0)) {
+        peer.off('frame', onFrame);
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    peer.on('frame', onFrame);
+  });
+}
+
+describe('the agent over undici: a replay and the body that comes meanwhile', () => {
+  test('a PUT whose kept-alive connection is reset before its body came is replayed whole', async () => {
+    const peer = await controller.tunnel();
+    for (let i = 0; i < 3; i++) {
+      // A GET leaves an idle kept-alive connection; the PUT waits on it for its body.
+      // Stream ids above those of the tests before (the agent takes only rising ones).
+      const id = 40_000 + 4 * i;
+      const got = answerOf(peer, id);
+      peer.send(encodeJsonFrame(FrameType.SYN, id, meta(echoPut.port, `echo-get-${i}`)));
+      peer.send(encodeFrame(FrameType.DATA, Flag.FIN, id, Buffer.alloc(0)));
+      assert.ok((await within(got, 10_000, `GET ${i}'s answer`)).toString('latin1').includes('first'));
+      const kept = echoPut.sockets.at(-1)!;
+      const put = id + 2;
+      const answer = answerOf(peer, put);
+      const ponged = new Promise<void>((resolve) => {
+        const onFrame = (f: RawFrame): void => {
+          if (f.type !== FrameType.PING || (f.flags & Flag.ACK) === 0) return;
+          peer.off('frame', onFrame);
+          resolve();
+        };
+        peer.on('frame', onFrame);
+      });
+      const m = meta(echoPut.port, `echo-put-${i}`);
+      const headers = ['Host', 'app.test', 'Content-Length', '5'];
+      peer.send(encodeJsonFrame(FrameType.SYN, put, { ...m, head: { ...m.head, method: 'PUT', headers } }));
+      // The agent answers the PING after it took the SYN: the PUT is then on the kept connection.
+      peer.send(encodePing(false, Buffer.alloc(8)));
+      await within(ponged, 10_000, 'the PING answer');
+      // The reset reaches the agent first, the body right after: it comes while the replay is pending.
+      kept.resetAndDestroy();
+      const body = Buffer.concat([encodeBodyHeader(5), Buffer.from('hello')]);
+      peer.send(encodeFrame(FrameType.DATA, 0, put, body));
+      peer.send(encodeFrame(FrameType.DATA, Flag.FIN, put, Buffer.alloc(0)));
+      const bytes = await within(answer, 10_000, `PUT ${i}'s answer`);
+      const length = bytes.readUInt32BE(1);
+      const head = JSON.parse(bytes.subarray(RECORD_HEADER_SIZE, RECORD_HEADER_SIZE + length).toString());
+      assert.equal(head.status, 200);
+      assert.ok(
+        bytes.toString('latin1').includes('got hello'),
+        `PUT ${i}: the whole body reached the target`,
+      );
+    }
   });
 });
 

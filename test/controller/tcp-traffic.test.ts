@@ -14,21 +14,22 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { type AgentHandle, startAgent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { type ControllerHandle, startController } from '../../src/controller/controller.js';
 import { OPENAPI } from '../../src/controller/openapi.js';
 import type { TcpRouteTraffic, TrafficSnapshot } from '../../src/controller/traffic.js';
+import { metricValue, trafficSnapshot, trafficUntil } from '../helpers/admin-traffic.js';
 import { issueCert, makeTestCerts, type TestCerts } from '../helpers/certs.js';
 import { inProcessControllerConfig } from '../helpers/controller-config.js';
-import { listenOnLoopback } from '../helpers/listen.js';
+import { echoServer, tlsEchoServer } from '../helpers/listen.js';
 import { captureLog } from '../helpers/log-capture.js';
-import { EVENT_MS, scaled, within } from '../helpers/wait.js';
+import { EVENT_MS, within } from '../helpers/wait.js';
 
 const AGENT_TOKEN = 'tcp-traffic-agent-token-0123456789';
 const ADMIN_TOKEN = 'tcp-traffic-admin-token-0123456789';
@@ -42,7 +43,7 @@ let ca: TestCerts;
 let controller: ControllerHandle;
 let agent: AgentHandle;
 let tcpTarget: Server;
-let tlsTarget: Server;
+let tlsTarget: TlsServer;
 let tcpTargetPort = 0;
 let tlsTargetPort = 0;
 let tlsPort = 0;
@@ -53,20 +54,11 @@ before(async () => {
   ca = await makeTestCerts();
   const sluiceCert = await issueCert(['default.sluice.test'], { dir, file: 'default' });
   const customer = await issueCert([PASS], { dir, file: 'customer', cn: 'Customer DB' });
-  tcpTarget = createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => {});
-    s.pipe(s);
-  });
-  tcpTargetPort = await listenOnLoopback(tcpTarget);
-  tlsTarget = createTlsServer(
-    { cert: customer.cert, key: readFileSync(customer.keyFile), allowHalfOpen: true },
-    (s) => {
-      s.on('error', () => {});
-      s.pipe(s);
-    },
-  );
-  tlsTarget.on('tlsClientError', () => {});
-  tlsTargetPort = await listenOnLoopback(tlsTarget);
+  ({ server: tcpTarget, port: tcpTargetPort } = await echoServer());
+  ({ server: tlsTarget, port: tlsTargetPort } = await tlsEchoServer(
+    customer.cert,
+    readFileSync(customer.keyFile, 'utf8'),
+  ));
   const yaml = [
     'clusters:',
     `  - name: c1\n    tokens: ["${AGENT_TOKEN}"]`,
@@ -104,36 +96,16 @@ after(async () => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
 });
 
-async function snapshot(): Promise<TrafficSnapshot> {
-  const res = await fetch(`${controller.adminUrl}/api/traffic`, {
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-  });
-  assert.equal(res.status, 200);
-  return (await res.json()) as TrafficSnapshot;
-}
+const snapshot = (): Promise<TrafficSnapshot> => trafficSnapshot(controller.adminUrl!, ADMIN_TOKEN);
+const until = (what: string, check: (s: TrafficSnapshot) => boolean): Promise<TrafficSnapshot> =>
+  trafficUntil(controller.adminUrl!, ADMIN_TOKEN, what, check);
+const metric = (name: string, labels: string): Promise<number> =>
+  metricValue(controller.adminUrl!, name, labels);
 
 async function tcpLine(kind: string, name: string): Promise<TcpRouteTraffic> {
   const found = (await snapshot()).tcpRoutes.find((r) => r.kind === kind && r.route === name);
   assert.ok(found !== undefined, `${kind} ${name} is not in tcpRoutes`);
   return found;
-}
-
-/** Re-asks /api/traffic until `check` holds; bounded in count and time. */
-async function until(what: string, check: (s: TrafficSnapshot) => boolean): Promise<TrafficSnapshot> {
-  const deadline = Date.now() + scaled(EVENT_MS);
-  let last: TrafficSnapshot | undefined;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    last = await snapshot();
-    if (check(last)) return last;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`${what}: never; last ${JSON.stringify(last?.tcpRoutes)}`);
-}
-
-async function metric(name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${controller.adminUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 /** Writes `data` and reads until as many bytes came back. */

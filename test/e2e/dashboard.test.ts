@@ -10,14 +10,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { connect as netConnect, createServer, type Server as NetServer, type Socket } from 'node:net';
+import { connect as netConnect, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { connect as tlsConnect, type Server as TlsServer } from 'node:tls';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { issueCert, makeTestCerts, type TestCerts } from '../helpers/certs.js';
-import { listenOnLoopback } from '../helpers/listen.js';
+import { echoServer, tlsEchoServer } from '../helpers/listen.js';
 import { type Origin, startOrigin } from '../helpers/origin.js';
 import { ask, Stack, tempDir } from '../helpers/sluice-procs.js';
 import { EVENT_MS, READY_MS, scaled, within } from '../helpers/wait.js';
@@ -53,20 +53,11 @@ describe('the dashboard in Chromium', { skip }, () => {
     const dir = tempDir();
     const sluiceCert = await issueCert(['default.sluice.test'], { dir, file: 'default' });
     const customer = await issueCert([PASS], { dir, file: 'customer', cn: 'Customer DB' });
-    tcpTarget = createServer({ allowHalfOpen: true }, (s) => {
-      s.on('error', () => {});
-      s.pipe(s);
-    });
-    tcpTargetPort = await listenOnLoopback(tcpTarget);
-    tlsTarget = createTlsServer(
-      { cert: customer.cert, key: readFileSync(customer.keyFile), allowHalfOpen: true },
-      (s) => {
-        s.on('error', () => {});
-        s.pipe(s);
-      },
-    );
-    tlsTarget.on('tlsClientError', () => {});
-    tlsTargetPort = await listenOnLoopback(tlsTarget as unknown as NetServer);
+    ({ server: tcpTarget, port: tcpTargetPort } = await echoServer());
+    ({ server: tlsTarget, port: tlsTargetPort } = await tlsEchoServer(
+      customer.cert,
+      readFileSync(customer.keyFile, 'utf8'),
+    ));
     stack = await Stack.start({
       routes: [{ host: HOST, target: origin.url }],
       agent: false,

@@ -12,17 +12,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { connect as netConnect, type Server as NetServer, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import {
-  connect as tlsConnect,
-  createServer as createTlsServer,
-  type Server,
-  type TLSSocket,
-} from 'node:tls';
+import { connect as tlsConnect, type Server, type TLSSocket } from 'node:tls';
 import type { TrafficSnapshot } from '../../src/controller/traffic.js';
+import { metricValue, trafficUntil } from '../helpers/admin-traffic.js';
 import { issueCert, makeTestCerts, type TestCerts } from '../helpers/certs.js';
-import { listenOnLoopback } from '../helpers/listen.js';
+import { tlsEchoServer } from '../helpers/listen.js';
 import { RedisServer } from '../helpers/redis.js';
 import { Stack, tempDir } from '../helpers/sluice-procs.js';
 import { EVENT_MS, scaled, within } from '../helpers/wait.js';
@@ -54,15 +50,9 @@ before(async () => {
   const dir = tempDir();
   const sluiceCert = await issueCert(['default.sluice.test'], { dir, file: 'default', cn: 'Sluice default' });
   const customer = await issueCert([PASS], { dir, file: 'customer', cn: 'Customer DB' });
-  target = createTlsServer(
-    { cert: customer.cert, key: readFileSync(customer.keyFile), allowHalfOpen: true },
-    (socket) => {
-      socket.on('error', () => {});
-      socket.pipe(socket);
-    },
-  );
-  target.on('tlsClientError', () => {});
-  const targetPort = await listenOnLoopback(target as unknown as NetServer);
+  const echo = await tlsEchoServer(customer.cert, readFileSync(customer.keyFile, 'utf8'));
+  target = echo.server;
+  const targetPort = echo.port;
   redis = await RedisServer.start();
   stack = await Stack.start({
     routes: [{ host: PASS, target: `tcp://127.0.0.1:${targetPort}`, tls: 'passthrough' }],
@@ -101,31 +91,9 @@ after(async () => {
   target?.close();
 });
 
-async function snapshot(): Promise<TrafficSnapshot> {
-  const res = await fetch(`${stack.adminUrl}/api/traffic`, {
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-  });
-  assert.equal(res.status, 200);
-  return (await res.json()) as TrafficSnapshot;
-}
-
-/** Re-asks /api/traffic until `check` holds; bounded in count and time. */
-async function until(what: string, check: (s: TrafficSnapshot) => boolean): Promise<TrafficSnapshot> {
-  const deadline = Date.now() + scaled(EVENT_MS);
-  let last: TrafficSnapshot | undefined;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    last = await snapshot();
-    if (check(last)) return last;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${what}: never; last ${JSON.stringify(last?.tcpRoutes)}`);
-}
-
-async function metric(name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${stack.adminUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+const until = (what: string, check: (s: TrafficSnapshot) => boolean): Promise<TrafficSnapshot> =>
+  trafficUntil(stack.adminUrl, ADMIN_TOKEN, what, check);
+const metric = (name: string, labels: string): Promise<number> => metricValue(stack.adminUrl, name, labels);
 
 function openOn(s: TrafficSnapshot, name: string): number | undefined {
   return s.tcpRoutes.find((r) => r.route === name)?.open;

@@ -1,9 +1,9 @@
 // The agent's half of one HTTP exchange (docs/http-over-streams.md): the request arrives on a tunnel
 // stream, goes to the target through a keep-alive pool, and the response goes back as records. Both
 // bodies stream with backpressure at each hop. Most requests go through undici (deliver-undici.ts,
-// cheaper per request); those undici cannot send as node:http does stay on the node:http path here. The agent's policy is checked before anything is
-// dialed, and again on every address DNS returns, so a name cannot smuggle the agent to a metadata
-// service.
+// cheaper per request); those undici cannot send as node:http does stay on the node:http path here.
+// The agent's policy is checked before anything is dialed, and again on every address DNS returns,
+// so a name cannot smuggle the agent to a metadata service.
 import { Agent, type ClientRequest, type IncomingMessage, request } from 'node:http';
 import {
   Agent as HttpsAgent,

@@ -59,3 +59,12 @@ export async function listeningPorts(pid: number): Promise<number[]> {
   }
   return ports.sort((a, b) => a - b);
 }
+
+/** The read and write system calls `pid` has made so far (/proc/PID/io); null once it is gone. */
+export async function syscallCounts(pid: number): Promise<{ reads: number; writes: number } | null> {
+  const io = await readFile(`/proc/${pid}/io`, 'utf8').catch(() => null);
+  const reads = io === null ? null : /^syscr:\s+(\d+)$/m.exec(io);
+  const writes = io === null ? null : /^syscw:\s+(\d+)$/m.exec(io);
+  if (reads === null || reads === undefined || writes === null || writes === undefined) return null;
+  return { reads: Number(reads[1]), writes: Number(writes[1]) };
+}

@@ -1,0 +1,195 @@
+// Two builds of Sluice side by side (`npm run bench:ab`): the same path and workload on build A and
+// build B, their rounds interleaved A B, B A, ... so that a burst of load on the machine hits both
+// alike. Each build runs its own rig (its own bench harness, controller and agent, from its own
+// dist/). Per round: the hops' CPU per request or per MB (/proc/PID/stat) and their read and write
+// system calls (/proc/PID/io). The verdict is the median of the per-pair ratios B/A. See
+// bench/README.md, "Two builds against each other".
+//   node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload http-c50] [--pairs 8]
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { installCleanup } from './common/proc.js';
+import { cpuMs, syscallCounts } from './suite/procfs.js';
+import type { Rig } from './suite/rig.js';
+import { runWrk, wrkBinary } from './suite/wrk.js';
+
+const HERE = fileURLToPath(new URL('../../', import.meta.url));
+const WORKLOADS = ['http-c10', 'http-c50', 'http-c100', 'download', 'upload'] as const;
+type Workload = (typeof WORKLOADS)[number];
+const MB = 1e6;
+const WATCHDOG_MS = 30 * 60_000;
+
+/** What a build's dist/bench exposes that this tool uses: its rig, and the kill of its children. */
+interface Build {
+  dir: string;
+  startRig(path: string, o: { fileLimit: number }): Promise<Rig>;
+  stopRig(rig: Rig): Promise<string[]>;
+  killAll(): void;
+}
+
+interface Round {
+  /** CPU µs per request (http-*) or ms per MB (bulk), all hops together. */
+  cpu: number;
+  /** req/s or MB/s. */
+  rate: number;
+  /** Read plus write system calls of the hops per request or per MB. */
+  syscalls: number;
+  /** CPU per hop, same unit, in the rig's hop order. */
+  split: number[];
+}
+
+function usage(message: string): never {
+  console.error(`bench:ab: ${message}`);
+  console.error(
+    'usage: node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload ' +
+      `${WORKLOADS.join('|')}] [--pairs N] [--seconds S] [--mb N]`,
+  );
+  process.exit(2);
+}
+
+async function loadBuild(dir: string): Promise<Build> {
+  const root = resolve(dir);
+  const rigFile = resolve(root, 'dist/bench/suite/rig.js');
+  if (!existsSync(rigFile)) usage(`${root} has no dist/bench/suite/rig.js: build it first (npm run compile)`);
+  if (!existsSync(resolve(root, 'bin/sluice.js'))) usage(`${root} has no bin/sluice.js`);
+  const rig = (await import(pathToFileURL(rigFile).href)) as Pick<Build, 'startRig' | 'stopRig'>;
+  const proc = (await import(pathToFileURL(resolve(root, 'dist/bench/common/proc.js')).href)) as Pick<
+    Build,
+    'killAll'
+  >;
+  return { dir: root, startRig: rig.startRig, stopRig: rig.stopRig, killAll: proc.killAll };
+}
+
+async function sample(rig: Rig): Promise<{ cpu: number[]; syscalls: number }> {
+  const cpu: number[] = [];
+  let syscalls = 0;
+  for (const hop of rig.hops) {
+    cpu.push((await cpuMs(hop.pid)) ?? Number.NaN);
+    const io = await syscallCounts(hop.pid);
+    syscalls += io === null ? Number.NaN : io.reads + io.writes;
+  }
+  return { cpu, syscalls };
+}
+
+/** One measured run on `rig`: its units (requests or MB) and its rate. */
+async function load(rig: Rig, workload: Workload, seconds: number, bytes: number) {
+  if (workload.startsWith('http-')) {
+    const r = await runWrk(rig.port, Number(workload.slice('http-c'.length)), seconds);
+    if (r.errors > 0 || r.non2xx > 0) throw new Error(`wrk: ${r.errors} socket errors, ${r.non2xx} non-2xx`);
+    return { units: r.requests, rate: r.rps };
+  }
+  const timeout = 30_000 + (bytes / (5 * MB)) * 1000;
+  const started = performance.now();
+  const r = await rig.client.request(workload, { port: rig.port, tls: false, bytes }, timeout);
+  const seconds_ = (performance.now() - started) / 1000;
+  return { units: bytes / MB, rate: typeof r.MBps === 'number' ? r.MBps : bytes / MB / seconds_ };
+}
+
+async function round(rig: Rig, workload: Workload, seconds: number, bytes: number): Promise<Round> {
+  const before = await sample(rig);
+  const { units, rate } = await load(rig, workload, seconds, bytes);
+  const after = await sample(rig);
+  // µs per request or ms per MB: CPU ms × 1000 / requests, or CPU ms / MB.
+  const scale = workload.startsWith('http-') ? 1000 : 1;
+  const split = after.cpu.map((ms, i) => ((ms - before.cpu[i]!) * scale) / units);
+  return {
+    cpu: split.reduce((a, b) => a + b, 0),
+    rate,
+    syscalls: (after.syscalls - before.syscalls) / units,
+    split,
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '—');
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      a: { type: 'string' },
+      b: { type: 'string', default: HERE },
+      path: { type: 'string', default: 'sluice' },
+      workload: { type: 'string', default: 'http-c50' },
+      pairs: { type: 'string', default: '8' },
+      seconds: { type: 'string', default: '3' },
+      mb: { type: 'string', default: '256' },
+    },
+  });
+  if (values.a === undefined) usage('--a DIR is required: a built checkout to compare against');
+  const workload = values.workload as Workload;
+  if (!WORKLOADS.includes(workload)) usage(`--workload must be one of ${WORKLOADS.join(', ')}`);
+  const pairs = Number(values.pairs);
+  const seconds = Number(values.seconds);
+  const bytes = Number(values.mb) * 1024 * 1024;
+  if (!Number.isInteger(pairs) || pairs < 1 || pairs > 100) usage('--pairs must be an integer in 1..100');
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60)
+    usage('--seconds must be an integer in 1..60');
+  if (!Number.isInteger(bytes) || bytes < 1024 * 1024 || bytes > 4 * 1024 ** 3)
+    usage('--mb must be an integer in 1..4096');
+  if (workload.startsWith('http-') && wrkBinary() === null) usage('wrk not found (apt-get install wrk)');
+
+  const builds = [await loadBuild(values.a), await loadBuild(values.b)];
+  installCleanup('bench:ab', WATCHDOG_MS);
+  process.on('exit', () => builds.forEach((b) => b.killAll()));
+  console.log(
+    `bench:ab: ${workload} on ${values.path}, ${pairs} pairs; A = ${builds[0]!.dir}, B = ${builds[1]!.dir}`,
+  );
+  const rigs: (Rig | null)[] = [null, null];
+  const notes: string[] = [];
+  try {
+    for (const k of [0, 1]) rigs[k] = await builds[k]!.startRig(values.path, { fileLimit: 20_000 });
+    // Fresh processes need a few rounds before they reach speed (JIT, pools, socket buffers).
+    for (const k of [0, 1]) for (let i = 0; i < 2; i++) await round(rigs[k]!, workload, seconds, bytes);
+    const rounds: Round[][] = [[], []];
+    for (let i = 0; i < pairs; i++) {
+      for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const r = await round(rigs[k]!, workload, seconds, bytes);
+        rounds[k]!.push(r);
+        const hops = rigs[k]!.hops.map((h, j) => `${h.role} ${fmt(r.split[j]!)}`).join(', ');
+        console.log(
+          `${'AB'[k]} pair ${i + 1}: cpu ${fmt(r.cpu)} (${hops}), rate ${fmt(r.rate, 0)}, syscalls ${fmt(r.syscalls, 2)}`,
+        );
+      }
+    }
+    const unit = workload.startsWith('http-') ? 'µs/req' : 'ms/MB';
+    const ratios = rounds[0]!.map((a, i) => rounds[1]![i]!.cpu / a.cpu);
+    const summary = {
+      workload,
+      path: values.path,
+      pairs,
+      unit,
+      a: {
+        dir: builds[0]!.dir,
+        cpu: median(rounds[0]!.map((r) => r.cpu)),
+        rate: median(rounds[0]!.map((r) => r.rate)),
+        syscalls: median(rounds[0]!.map((r) => r.syscalls)),
+      },
+      b: {
+        dir: builds[1]!.dir,
+        cpu: median(rounds[1]!.map((r) => r.cpu)),
+        rate: median(rounds[1]!.map((r) => r.rate)),
+        syscalls: median(rounds[1]!.map((r) => r.syscalls)),
+      },
+      cpuRatio: median(ratios),
+      cpuRatioMin: Math.min(...ratios),
+      cpuRatioMax: Math.max(...ratios),
+      rateRatio: median(rounds[0]!.map((a, i) => rounds[1]![i]!.rate / a.rate)),
+    };
+    console.log(
+      `median: A ${fmt(summary.a.cpu)} ${unit}, B ${fmt(summary.b.cpu)} ${unit}; B/A CPU ${fmt(summary.cpuRatio, 3)} ` +
+        `(pairs ${fmt(summary.cpuRatioMin, 2)}–${fmt(summary.cpuRatioMax, 2)}), rate ${fmt(summary.rateRatio, 3)}; ` +
+        `syscalls A ${fmt(summary.a.syscalls, 2)}, B ${fmt(summary.b.syscalls, 2)}`,
+    );
+    console.log(JSON.stringify(summary));
+  } finally {
+    for (const k of [0, 1]) if (rigs[k] !== null) notes.push(...(await builds[k]!.stopRig(rigs[k]!)));
+    for (const note of notes) console.log(`note: ${note}`);
+  }
+}
+
+await main();

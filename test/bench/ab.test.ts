@@ -1,0 +1,100 @@
+// `npm run bench:ab` works end to end: this checkout against itself, one pair of one-second wrk runs
+// and one pair of 4 MiB uploads. It asserts that the run completes, prints its summary with a ratio
+// for each figure, and leaves no process behind; the figures of so short a run mean nothing. Bad
+// flags exit 2 with a line that says what is wrong, before anything starts.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { wrkBinary } from '../../bench/suite/wrk.js';
+
+const AB = fileURLToPath(new URL('../../bench/ab.js', import.meta.url));
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+const LIMIT_MS = 150_000;
+
+interface Summary {
+  workload: string;
+  pairs: number;
+  a: { cpu: number; rate: number; syscalls: number };
+  b: { cpu: number; rate: number; syscalls: number };
+  cpuRatio: number;
+  rateRatio: number;
+}
+
+async function ab(args: string[]): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [AB, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: LIMIT_MS,
+  });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  return { code, output };
+}
+
+function summary(output: string): Summary {
+  const line = output.split('\n').find((l) => l.startsWith('{"workload"'));
+  assert.ok(line !== undefined, `no JSON summary in:\n${output.slice(-4000)}`);
+  return JSON.parse(line) as Summary;
+}
+
+function assertComplete(s: Summary, workload: string): void {
+  assert.equal(s.workload, workload);
+  assert.equal(s.pairs, 1);
+  for (const side of [s.a, s.b]) {
+    assert.ok(side.cpu > 0 && side.rate > 0 && side.syscalls > 0, JSON.stringify(side));
+  }
+  assert.ok(Number.isFinite(s.cpuRatio) && s.cpuRatio > 0, `cpuRatio ${s.cpuRatio}`);
+  assert.ok(Number.isFinite(s.rateRatio) && s.rateRatio > 0, `rateRatio ${s.rateRatio}`);
+}
+
+const skip = wrkBinary() === null ? 'needs wrk: apt-get install wrk' : false;
+
+test(
+  'bench:ab compares two builds on small GETs, interleaved',
+  { skip, timeout: LIMIT_MS + 10_000 },
+  async () => {
+    const { code, output } = await ab([
+      '--a',
+      REPO,
+      '--b',
+      REPO,
+      '--workload',
+      'http-c10',
+      '--pairs',
+      '1',
+      '--seconds',
+      '1',
+    ]);
+    assert.equal(code, 0, output.slice(-4000));
+    assertComplete(summary(output), 'http-c10');
+    // Both orders of a pair ran: A then B.
+    assert.match(output, /^A pair 1: cpu [\d.]+ \(controller [\d.]+, agent [\d.]+\)/m);
+    assert.match(output, /^B pair 1: /m);
+    assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
+  },
+);
+
+test('bench:ab compares two builds on an upload', { timeout: LIMIT_MS + 10_000 }, async () => {
+  const { code, output } = await ab(['--a', REPO, '--workload', 'upload', '--pairs', '1', '--mb', '4']);
+  assert.equal(code, 0, output.slice(-4000));
+  assertComplete(summary(output), 'upload');
+  assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
+});
+
+test('bench:ab refuses bad flags before it starts anything', async () => {
+  const cases: [string[], RegExp][] = [
+    [[], /--a DIR is required/],
+    [['--a', '/nonexistent-sluice-build'], /has no dist\/bench\/suite\/rig\.js/],
+    [['--a', REPO, '--workload', 'ws-echo-100'], /--workload must be one of/],
+    [['--a', REPO, '--pairs', '0'], /--pairs must be an integer in 1\.\.100/],
+    [['--a', REPO, '--mb', 'lots'], /--mb must be an integer/],
+  ];
+  for (const [args, said] of cases) {
+    const { code, output } = await ab(args);
+    assert.equal(code, 2, `${args.join(' ')}: ${output}`);
+    assert.match(output, said);
+    assert.match(output, /^usage: node dist\/bench\/ab\.js/m);
+  }
+});

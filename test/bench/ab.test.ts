@@ -3,10 +3,10 @@
 // for each figure, and leaves no process behind; the figures of so short a run mean nothing. Bad
 // flags exit 2 with a line that says what is wrong, before anything starts.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { wrkBinary } from '../../bench/suite/wrk.js';
+import { type Ran, runNode } from '../helpers/run-node.js';
 
 const AB = fileURLToPath(new URL('../../bench/ab.js', import.meta.url));
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -21,16 +21,8 @@ interface Summary {
   rateRatio: number;
 }
 
-async function ab(args: string[]): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, [AB, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    timeout: LIMIT_MS,
-  });
-  let output = '';
-  child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
-  child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-  return { code, output };
+function ab(args: string[]): Promise<Ran> {
+  return runNode(AB, args, LIMIT_MS);
 }
 
 function summary(output: string): Summary {

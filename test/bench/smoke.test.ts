@@ -4,7 +4,6 @@
 // that each run completes and writes its JSON with figures for every path it ran and the comparisons
 // the report makes; the figures of so short a run mean nothing.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { redisBenchmarkBinary } from '../../bench/suite/redis-benchmark.js';
 import { redisBinary } from '../../bench/suite/redis.js';
 import { sshBinary, sshdBinary } from '../../bench/suite/ssh.js';
 import { wrkBinary } from '../../bench/suite/wrk.js';
+import { runNode } from '../helpers/run-node.js';
 
 const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
 /** Past the bench's own smoke watchdog (6 min), so that it reports first. */
@@ -61,14 +61,7 @@ interface SmokeReport {
 async function smoke(args: string[], limitMs: number): Promise<SmokeReport> {
   const out = mkdtempSync(join(tmpdir(), 'sluice-bench-smoke-'));
   try {
-    const child = spawn(process.execPath, [RUN, '--smoke', ...args, '--out', out], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: limitMs,
-    });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
-    child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const { code, output } = await runNode(RUN, ['--smoke', ...args, '--out', out], limitMs);
     assert.equal(code, 0, `the smoke run failed:\n${output.slice(-6000)}`);
     const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as SmokeReport;
     assert.equal(report.mode, 'smoke');

@@ -10,14 +10,16 @@ import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { installCleanup } from './common/proc.js';
+import { MB, median, MiB } from './common/stats.js';
+import { PATHS } from './suite/common.js';
 import { cpuMs, syscallCounts } from './suite/procfs.js';
 import type { Rig } from './suite/rig.js';
+import { to, transferTimeout } from './suite/workloads.js';
 import { runWrk, wrkBinary } from './suite/wrk.js';
 
 const HERE = fileURLToPath(new URL('../../', import.meta.url));
 const WORKLOADS = ['http-c10', 'http-c50', 'http-c100', 'download', 'upload'] as const;
 type Workload = (typeof WORKLOADS)[number];
-const MB = 1e6;
 const WATCHDOG_MS = 30 * 60_000;
 
 /** What a build's dist/bench exposes that this tool uses: its rig, and the kill of its children. */
@@ -75,15 +77,12 @@ async function sample(rig: Rig): Promise<{ cpu: number[]; syscalls: number }> {
 /** One measured run on `rig`: its units (requests or MB) and its rate. */
 async function load(rig: Rig, workload: Workload, seconds: number, bytes: number) {
   if (workload.startsWith('http-')) {
-    const r = await runWrk(rig.port, Number(workload.slice('http-c'.length)), seconds);
+    const r = await runWrk(rig.port, Number(workload.slice('http-c'.length)), seconds, rig.tls);
     if (r.errors > 0 || r.non2xx > 0) throw new Error(`wrk: ${r.errors} socket errors, ${r.non2xx} non-2xx`);
     return { units: r.requests, rate: r.rps };
   }
-  const timeout = 30_000 + (bytes / (5 * MB)) * 1000;
-  const started = performance.now();
-  const r = await rig.client.request(workload, { port: rig.port, tls: false, bytes }, timeout);
-  const seconds_ = (performance.now() - started) / 1000;
-  return { units: bytes / MB, rate: typeof r.MBps === 'number' ? r.MBps : bytes / MB / seconds_ };
+  const r = await rig.client.request(workload, { ...to(rig), bytes }, transferTimeout(bytes));
+  return { units: bytes / MB, rate: r.MBps as number };
 }
 
 async function round(rig: Rig, workload: Workload, seconds: number, bytes: number): Promise<Round> {
@@ -101,11 +100,15 @@ async function round(rig: Rig, workload: Workload, seconds: number, bytes: numbe
   };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
+/** One build's medians over its rounds. */
+function side(dir: string, rounds: Round[]) {
+  return {
+    dir,
+    cpu: median(rounds.map((r) => r.cpu)),
+    rate: median(rounds.map((r) => r.rate)),
+    syscalls: median(rounds.map((r) => r.syscalls)),
+  };
+}
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '—');
 
 async function main(): Promise<void> {
@@ -121,15 +124,16 @@ async function main(): Promise<void> {
     },
   });
   if (values.a === undefined) usage('--a DIR is required: a built checkout to compare against');
+  if (!(PATHS as readonly string[]).includes(values.path)) usage(`--path must be one of ${PATHS.join(', ')}`);
   const workload = values.workload as Workload;
   if (!WORKLOADS.includes(workload)) usage(`--workload must be one of ${WORKLOADS.join(', ')}`);
   const pairs = Number(values.pairs);
   const seconds = Number(values.seconds);
-  const bytes = Number(values.mb) * 1024 * 1024;
+  const bytes = Number(values.mb) * MiB;
   if (!Number.isInteger(pairs) || pairs < 1 || pairs > 100) usage('--pairs must be an integer in 1..100');
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60)
     usage('--seconds must be an integer in 1..60');
-  if (!Number.isInteger(bytes) || bytes < 1024 * 1024 || bytes > 4 * 1024 ** 3)
+  if (!Number.isInteger(bytes) || bytes < MiB || bytes > 4096 * MiB)
     usage('--mb must be an integer in 1..4096');
   if (workload.startsWith('http-') && wrkBinary() === null) usage('wrk not found (apt-get install wrk)');
 
@@ -163,18 +167,8 @@ async function main(): Promise<void> {
       path: values.path,
       pairs,
       unit,
-      a: {
-        dir: builds[0]!.dir,
-        cpu: median(rounds[0]!.map((r) => r.cpu)),
-        rate: median(rounds[0]!.map((r) => r.rate)),
-        syscalls: median(rounds[0]!.map((r) => r.syscalls)),
-      },
-      b: {
-        dir: builds[1]!.dir,
-        cpu: median(rounds[1]!.map((r) => r.cpu)),
-        rate: median(rounds[1]!.map((r) => r.rate)),
-        syscalls: median(rounds[1]!.map((r) => r.syscalls)),
-      },
+      a: side(builds[0]!.dir, rounds[0]!),
+      b: side(builds[1]!.dir, rounds[1]!),
       cpuRatio: median(ratios),
       cpuRatioMin: Math.min(...ratios),
       cpuRatioMax: Math.max(...ratios),

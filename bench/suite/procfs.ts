@@ -62,9 +62,8 @@ export async function listeningPorts(pid: number): Promise<number[]> {
 
 /** The read and write system calls `pid` has made so far (/proc/PID/io); null once it is gone. */
 export async function syscallCounts(pid: number): Promise<{ reads: number; writes: number } | null> {
-  const io = await readFile(`/proc/${pid}/io`, 'utf8').catch(() => null);
-  const reads = io === null ? null : /^syscr:\s+(\d+)$/m.exec(io);
-  const writes = io === null ? null : /^syscw:\s+(\d+)$/m.exec(io);
-  if (reads === null || reads === undefined || writes === null || writes === undefined) return null;
-  return { reads: Number(reads[1]), writes: Number(writes[1]) };
+  const io = await readFile(`/proc/${pid}/io`, 'utf8').catch(() => '');
+  const reads = /^syscr:\s+(\d+)$/m.exec(io);
+  const writes = /^syscw:\s+(\d+)$/m.exec(io);
+  return reads === null || writes === null ? null : { reads: Number(reads[1]), writes: Number(writes[1]) };
 }

@@ -80,6 +80,7 @@ test('bench:ab refuses bad flags before it starts anything', async () => {
     [[], /--a DIR is required/],
     [['--a', '/nonexistent-sluice-build'], /has no dist\/bench\/suite\/rig\.js/],
     [['--a', REPO, '--workload', 'ws-echo-100'], /--workload must be one of/],
+    [['--a', REPO, '--path', 'sluice-fast'], /--path must be one of/],
     [['--a', REPO, '--pairs', '0'], /--pairs must be an integer in 1\.\.100/],
     [['--a', REPO, '--mb', 'lots'], /--mb must be an integer/],
   ];

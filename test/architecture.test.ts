@@ -48,6 +48,7 @@ const LEAF = (name: string): Layer => ({ name, rank: 0, leaf: true });
  * | version.ts      | leaf       | the package version (CLI, HELLO, status)                           |
  * | syntax.ts       | leaf       | small grammars: RFC 9110 token, DNS labels, cluster names, tokens  |
  * | ops.ts          | leaf       | /healthz, /readyz, /metrics, /debug/memory and the listen helper   |
+ * | collections.ts  | leaf       | IdTable and LiveSet: a Map and a Set for heavy churn               |
  */
 const LAYERS: readonly (readonly [prefix: string, layer: Layer])[] = [
   ['protocol/', PROTOCOL],
@@ -68,6 +69,7 @@ const LAYERS: readonly (readonly [prefix: string, layer: Layer])[] = [
   ['version.ts', LEAF('version')],
   ['syntax.ts', LEAF('syntax')],
   ['ops.ts', LEAF('ops')],
+  ['collections.ts', LEAF('collections')],
 ];
 
 const HTTP_MODULES = new Set(['http', 'https', 'http2', 'node:http', 'node:https', 'node:http2']);

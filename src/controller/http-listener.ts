@@ -12,6 +12,7 @@ import { constants, createSecureServer, type ServerHttp2Stream } from 'node:http
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { LiveSet } from '../collections.js';
 import type { HostPort } from '../config/values.js';
 import { closeHttp, listenHttp } from '../ops.js';
 import { type CertificateSource, MIN_TLS_VERSION } from './certificates.js';
@@ -225,9 +226,11 @@ function tlsServer(
  */
 class PublicConnections {
   #draining = false;
-  readonly #responses = new Set<ServerResponse>();
-  readonly #upgraded = new Set<Socket>();
-  readonly #upgradedStreams = new Set<ServerHttp2Stream>();
+  // LiveSets, not Sets: every request passes through one, and the hash tables a Set drops would keep
+  // finished responses from the scavenger (collections.ts).
+  readonly #responses = new LiveSet<ServerResponse>();
+  readonly #upgraded = new LiveSet<Socket>();
+  readonly #upgradedStreams = new LiveSet<ServerHttp2Stream>();
   readonly #edge: PublicEdge;
   // One listener function each, shared by every response and socket: `this` is the emitter.
   readonly #forgetResponse: (this: ServerResponse) => void;
@@ -281,7 +284,7 @@ class PublicConnections {
 
   startDrain(): void {
     this.#draining = true;
-    for (const res of this.#responses) {
+    for (const res of this.#responses.list()) {
       // An HTTP/2 stream is no connection: its session's GOAWAY is the drain's word (http2.ts).
       if (isHttp2(res.req)) continue;
       if (!res.headersSent) {
@@ -301,10 +304,10 @@ class PublicConnections {
    * the agent and the target, and the client's own FIN back. Returns how many there were.
    */
   closeUpgraded(): number {
-    for (const socket of this.#upgraded) socket.end();
+    for (const socket of this.#upgraded.list()) socket.end();
     // A stream's END_STREAM is its FIN (RFC 9113 §8.5); one still waiting for the target's answer has
     // no response to end, and is cancelled instead.
-    for (const stream of this.#upgradedStreams) {
+    for (const stream of this.#upgradedStreams.list()) {
       if (stream.headersSent) stream.end();
       else stream.close(constants.NGHTTP2_CANCEL);
     }
@@ -316,10 +319,10 @@ class PublicConnections {
    * resetAndDestroy() on a socket whose FIN is still queued leaves node spinning in its exit cleanup.
    */
   destroyUpgraded(): void {
-    for (const socket of this.#upgraded) socket.destroy();
+    for (const socket of this.#upgraded.list()) socket.destroy();
     // RST_STREAM: NO_ERROR when this side's END_STREAM went out (the client just did not end its own,
     // RFC 9113 §8.1), CANCEL when even that did not.
-    for (const stream of this.#upgradedStreams) {
+    for (const stream of this.#upgradedStreams.list()) {
       stream.close(stream.writableFinished ? constants.NGHTTP2_NO_ERROR : constants.NGHTTP2_CANCEL);
     }
   }

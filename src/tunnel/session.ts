@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { IdTable, LiveSet } from '../collections.js';
 import { codeForWire, ProtocolError, SessionError, SluiceError, StreamResetError } from '../errors.js';
 import {
   decodeCodeReason,
@@ -121,8 +122,12 @@ export class Session extends EventEmitter implements StreamOwner {
   #log: Logger;
   readonly #trace: boolean;
   #state: State = State.HANDSHAKE;
-  readonly #streams = new Map<number, Stream>();
-  /** Opens awaiting ACK, id → deadline; insertion order is deadline order. */
+  /** Not a Map: its dropped hash tables would keep finished streams from the scavenger (collections.ts). */
+  readonly #streams = new IdTable<Stream>();
+  /**
+   * Opens awaiting ACK, id → deadline; insertion order is deadline order. A Map holds its numbers
+   * well enough: a table it drops keeps only numbers alive, not streams.
+   */
   readonly #pendingOpens = new Map<number, number>();
   #nextId: number;
   #lastPeerId = 0;
@@ -132,7 +137,7 @@ export class Session extends EventEmitter implements StreamOwner {
   #writers: Stream[] = [];
   #corked = false;
   /** Streams the peer opened that wait for their ACK (see #onSyn), and the timer that bounds it. */
-  readonly #unacked = new Set<Stream>();
+  readonly #unacked = new LiveSet<Stream>();
   #ackTimer: NodeJS.Timeout | null = null;
   readonly #onAckDelay = (): void => this.#flushAcks();
   #readPaused = false;
@@ -593,7 +598,7 @@ export class Session extends EventEmitter implements StreamOwner {
    * a stream still without ACK was never processed: it fails as refused, which callers may retry.
    */
   #refuseUnacknowledged(): void {
-    for (const stream of [...this.#streams.values()]) {
+    for (const stream of this.#streams.list()) {
       if (stream.accepted) continue;
       this.#forget(stream);
       stream.onReset(ErrorCode.REFUSED_STREAM, 'peer closed after GO_AWAY without accepting the stream');
@@ -713,7 +718,7 @@ export class Session extends EventEmitter implements StreamOwner {
   #flushAcks(): void {
     if (this.#ackTimer !== null) clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
-    for (const stream of this.#unacked) {
+    for (const stream of this.#unacked.list()) {
       stream.onAckSent();
       this.#write(encodeAck(stream.id));
     }
@@ -750,7 +755,7 @@ export class Session extends EventEmitter implements StreamOwner {
 
   #onGraceExpired(): void {
     this.#graceTimer = null;
-    for (const stream of [...this.#streams.values()]) stream.reset(ErrorCode.CANCEL, 'grace period ended');
+    for (const stream of this.#streams.list()) stream.reset(ErrorCode.CANCEL, 'grace period ended');
     this.#maybeFinishDrain();
   }
 
@@ -767,7 +772,7 @@ export class Session extends EventEmitter implements StreamOwner {
     this.#handshake?.stop();
     this.#handshake = null;
     this.#unacked.clear();
-    const streams = [...this.#streams.values()];
+    const streams = this.#streams.list();
     this.#streams.clear();
     this.#pendingOpens.clear();
     this.#writers = [];

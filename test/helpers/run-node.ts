@@ -1,5 +1,6 @@
 // A Node script run to its end as a child process, its stdout and stderr kept together: for tests of
-// the command-line tools (the bench harnesses) that check an exit code and what was printed.
+// the command-line tools (the bench harnesses) and of fixtures that check an exit code and what was
+// printed.
 import { spawn } from 'node:child_process';
 
 export interface Ran {
@@ -7,9 +8,14 @@ export interface Ran {
   output: string;
 }
 
-/** `node SCRIPT ARGS...`, killed after `timeoutMs`; resolves once it has exited. */
-export async function runNode(script: string, args: string[], timeoutMs: number): Promise<Ran> {
-  const child = spawn(process.execPath, [script, ...args], {
+/** `node [NODE_FLAGS] SCRIPT ARGS...`, killed after `timeoutMs`; resolves once it has exited. */
+export async function runNode(
+  script: string,
+  args: string[],
+  timeoutMs: number,
+  nodeFlags: string[] = [],
+): Promise<Ran> {
+  const child = spawn(process.execPath, [...nodeFlags, script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     timeout: timeoutMs,
   });

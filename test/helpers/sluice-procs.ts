@@ -68,8 +68,9 @@ export class SluiceProcess {
   readonly exited: Promise<number | null>;
   #waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [BIN, ...args], {
+  /** `nodeFlags` go to node before the script: V8 flags such as --trace-gc-nvp, which NODE_OPTIONS refuses. */
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: readonly string[] = []) {
+    this.child = spawn(process.execPath, [...nodeFlags, BIN, ...args], {
       env: {
         ...process.env,
         SLUICE_TEST_OWNER_PID: String(process.pid),
@@ -184,6 +185,8 @@ export interface StackOptions {
   admin?: boolean;
   /** Extra environment for the controller process (e.g. NODE_OPTIONS). */
   controllerEnv?: NodeJS.ProcessEnv;
+  /** Flags for node itself in the controller process (e.g. --trace-gc-nvp). */
+  controllerNodeFlags?: string[];
   /** How long each process may take to say it is ready; default READY_MS (scaled). */
   readyMs?: number;
 }
@@ -200,6 +203,8 @@ export interface AgentOptions {
   /** Extra flags, e.g. ['--ping-interval', '500ms']. */
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Flags for node itself in the agent process (e.g. --trace-gc-nvp). */
+  nodeFlags?: string[];
   /** false: return without waiting for the controller to register its tunnels. Default true. */
   wait?: boolean;
 }
@@ -266,7 +271,11 @@ export class Stack {
     ].join('\n');
     const file = join(this.#dir, 'sluice.yaml');
     writeFileSync(file, yaml);
-    const controller = new SluiceProcess(['controller', '--config', file], options.controllerEnv);
+    const controller = new SluiceProcess(
+      ['controller', '--config', file],
+      options.controllerEnv,
+      options.controllerNodeFlags,
+    );
     this.controller = controller;
     const pub = await controller.waitLine(
       'public listener',
@@ -312,7 +321,8 @@ export class Stack {
     args.push(...(options.args ?? []));
     const controller = this.controller;
     const before = controller.lines.filter((l) => l.event === 'tunnel-up').length;
-    const agent = new SluiceProcess(args, { SLUICE_TOKEN: options.token ?? TOKEN, ...options.env });
+    const env = { SLUICE_TOKEN: options.token ?? TOKEN, ...options.env };
+    const agent = new SluiceProcess(args, env, options.nodeFlags);
     this.agent = agent;
     this.agents.push(agent);
     if (options.wait !== false) {

@@ -124,47 +124,55 @@ export class IdTable<V> {
   }
 }
 
-/** Where an object sits in the LiveSet that holds it. */
-const SLOT = Symbol('sluice.liveSetSlot');
-type Slotted = { [SLOT]?: number | undefined };
+type Slotted = Record<symbol, number | undefined>;
 
 /**
  * A set of objects, each of which knows its own place in it (a symbol-keyed property), so that add
- * and delete touch one array slot and no hash table. An object is in at most one LiveSet at a time.
+ * and delete touch one array slot and no hash table. The property's key is the set's role: every
+ * LiveSet of one role uses the same key (so its objects keep one shape), and an object may be in one
+ * LiveSet of each role at a time.
  */
 export class LiveSet<T extends object> {
   readonly #items: T[] = [];
+  readonly #slot: symbol;
+
+  /** `role` names what the set is for, e.g. `session.unacked`. */
+  constructor(role: string) {
+    this.#slot = Symbol.for(`sluice.liveSet.${role}`);
+  }
 
   get size(): number {
     return this.#items.length;
   }
 
   add(item: T): this {
-    const slot = (item as Slotted)[SLOT];
+    const slot = (item as Slotted)[this.#slot];
     if (slot !== undefined) {
       if (this.#items[slot] === item) return this;
-      throw new TypeError('LiveSet: the object is in another LiveSet already');
+      throw new TypeError(
+        `LiveSet: the object is in another LiveSet of role ${this.#slot.description} already`,
+      );
     }
-    (item as Slotted)[SLOT] = this.#items.length;
+    (item as Slotted)[this.#slot] = this.#items.length;
     this.#items.push(item);
     return this;
   }
 
   has(item: T): boolean {
-    const slot = (item as Slotted)[SLOT];
+    const slot = (item as Slotted)[this.#slot];
     return slot !== undefined && this.#items[slot] === item;
   }
 
   delete(item: T): boolean {
-    const slot = (item as Slotted)[SLOT];
+    const slot = (item as Slotted)[this.#slot];
     if (slot === undefined || this.#items[slot] !== item) return false;
     // The last object takes the freed place; pop() clears the slot it leaves.
     const last = this.#items.pop()!;
     if (last !== item) {
       this.#items[slot] = last;
-      (last as Slotted)[SLOT] = slot;
+      (last as Slotted)[this.#slot] = slot;
     }
-    (item as Slotted)[SLOT] = undefined;
+    (item as Slotted)[this.#slot] = undefined;
     return true;
   }
 
@@ -174,7 +182,7 @@ export class LiveSet<T extends object> {
   }
 
   clear(): void {
-    for (const item of this.#items) (item as Slotted)[SLOT] = undefined;
+    for (const item of this.#items) (item as Slotted)[this.#slot] = undefined;
     this.#items.length = 0;
   }
 }

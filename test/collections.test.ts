@@ -117,7 +117,7 @@ describe('LiveSet', () => {
     fc.assert(
       fc.property(ops, (list: SetOp[]) => {
         const pool = Array.from({ length: 25 }, (_, i) => ({ i }));
-        const set = new LiveSet<{ i: number }>();
+        const set = new LiveSet<{ i: number }>('test.model');
         const model = new Set<{ i: number }>();
         for (const o of list) {
           if (o.op === 'clear') {
@@ -141,14 +141,14 @@ describe('LiveSet', () => {
     );
   });
 
-  test('an object is in one LiveSet at a time; once out of it, it may join another', () => {
-    const a = new LiveSet<object>();
-    const b = new LiveSet<object>();
+  test('an object is in one LiveSet of a role at a time; once out of it, it may join another', () => {
+    const a = new LiveSet<object>('test.role');
+    const b = new LiveSet<object>('test.role');
     const item = {};
     a.add(item);
     a.add(item);
     assert.equal(a.size, 1);
-    assert.throws(() => b.add(item), /in another LiveSet/);
+    assert.throws(() => b.add(item), /in another LiveSet of role sluice\.liveSet\.test\.role/);
     assert.equal(b.has(item), false);
     assert.equal(b.delete(item), false);
     assert.equal(a.delete(item), true);
@@ -159,8 +159,25 @@ describe('LiveSet', () => {
     assert.equal(a.has(item), true);
   });
 
+  test('sets of different roles hold the same object side by side', () => {
+    const unacked = new LiveSet<object>('test.first');
+    const upgrades = new LiveSet<object>('test.second');
+    const items = Array.from({ length: 10 }, () => ({}));
+    for (const item of items) {
+      unacked.add(item);
+      upgrades.add(item);
+    }
+    for (const item of items.slice(0, 5)) unacked.delete(item);
+    assert.equal(unacked.size, 5);
+    assert.equal(upgrades.size, 10);
+    for (const [i, item] of items.entries()) {
+      assert.equal(unacked.has(item), i >= 5);
+      assert.equal(upgrades.has(item), true);
+    }
+  });
+
   test('list() is a copy: deleting while walking it misses nothing', () => {
-    const set = new LiveSet<{ i: number }>();
+    const set = new LiveSet<{ i: number }>('test.copy');
     const items = Array.from({ length: 100 }, (_, i) => ({ i }));
     for (const item of items) set.add(item);
     const seen = new Set<number>();

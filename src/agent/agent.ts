@@ -7,6 +7,7 @@
 import type { Server } from 'node:http';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
+import { LiveSet } from '../collections.js';
 import { readinessLogger } from '../logging.js';
 import { readConfiguredFile } from '../config/startup.js';
 import { ConfigError, SluiceError } from '../errors.js';
@@ -527,7 +528,7 @@ function sessionEnd(session: Session): Promise<SessionEnd> {
  * period ends. Plain HTTP streams are not kept: the sessions' own grace period cuts them.
  */
 class UpgradeStreams {
-  readonly #open = new Set<Stream>();
+  readonly #open = new LiveSet<Stream>('agent.upgrades');
   readonly #forget: (this: Stream) => void;
 
   constructor() {
@@ -556,7 +557,7 @@ class UpgradeStreams {
    */
   closeAll(): number {
     const n = this.#open.size;
-    for (const stream of this.#open) {
+    for (const stream of this.#open.list()) {
       if (stream.writableEnded) continue;
       stream.end();
     }
@@ -565,7 +566,7 @@ class UpgradeStreams {
 
   /** Resets the upgraded streams whose orderly close did not finish in time. */
   resetAll(): void {
-    for (const stream of this.#open) {
+    for (const stream of this.#open.list()) {
       if (!stream.destroyed) stream.reset(ErrorCode.CANCEL, 'the agent is stopping');
     }
   }

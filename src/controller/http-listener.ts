@@ -228,9 +228,9 @@ class PublicConnections {
   #draining = false;
   // LiveSets, not Sets: every request passes through one, and the hash tables a Set drops would keep
   // finished responses from the scavenger (collections.ts).
-  readonly #responses = new LiveSet<ServerResponse>();
-  readonly #upgraded = new LiveSet<Socket>();
-  readonly #upgradedStreams = new LiveSet<ServerHttp2Stream>();
+  readonly #responses = new LiveSet<ServerResponse>('http.responses');
+  readonly #upgraded = new LiveSet<Socket>('http.upgraded');
+  readonly #upgradedStreams = new LiveSet<ServerHttp2Stream>('http.upgradedStreams');
   readonly #edge: PublicEdge;
   // One listener function each, shared by every response and socket: `this` is the emitter.
   readonly #forgetResponse: (this: ServerResponse) => void;

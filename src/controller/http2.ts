@@ -8,6 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import { constants, type Http2Session, type ServerHttp2Stream, type Settings } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { LiveSet } from '../collections.js';
 import { newWebSocketKey } from '../proxy/websocket-h2.js';
 import type { HttpOptions } from './config.js';
 
@@ -119,7 +120,7 @@ function http1Fields(req: IncomingMessage, skip?: ReadonlySet<string>): string[]
  * (GOAWAY, then open streams finish).
  */
 export class Http2Sessions {
-  readonly #sessions = new Set<Http2Session>();
+  readonly #sessions = new LiveSet<Http2Session>('http2.sessions');
   readonly #log: Logger | undefined;
   readonly #idleMs: number;
   #draining = false;
@@ -146,7 +147,7 @@ export class Http2Sessions {
 
   startDrain(): void {
     this.#draining = true;
-    for (const session of this.#sessions) session.close();
+    for (const session of this.#sessions.list()) session.close();
   }
 }
 

@@ -7,6 +7,7 @@
 // closed with a FIN: the client must not take it for a served connection with an empty answer.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { LiveSet } from '../collections.js';
 import type { TcpStreamMeta } from '../proxy/meta.js';
 import { resetSocket } from '../proxy/upgrade.js';
 import type { ClusterDispatcher } from './dispatcher.js';
@@ -88,9 +89,9 @@ const MESSAGES: Record<ConnectionKind, { done: string; refused: string }> = {
 
 export class RouteConnections {
   readonly #options: RouteConnectionsOptions;
-  readonly #sockets = new Set<Socket>();
+  readonly #sockets = new LiveSet<Socket>('tcp.sockets');
   readonly #perClient = new Map<string, number>();
-  readonly #relays = new Set<TcpRelay>();
+  readonly #relays = new LiveSet<TcpRelay>('tcp.relays');
   #admitted = 0;
   #refused = 0;
   /** Bytes of the relays that finished. */
@@ -109,7 +110,7 @@ export class RouteConnections {
   totals(): ConnectionTotals {
     let bytesIn = this.#bytesIn;
     let bytesOut = this.#bytesOut;
-    for (const relay of this.#relays) {
+    for (const relay of this.#relays.list()) {
       bytesIn += relay.stats.bytesIn;
       bytesOut += relay.stats.bytesOut;
     }
@@ -180,19 +181,19 @@ export class RouteConnections {
 
   /** Ends every relay with a FIN both ways (the drain's grace is over); how many there were. */
   closeUpgraded(): number {
-    for (const relay of this.#relays) relay.close();
+    for (const relay of this.#relays.list()) relay.close();
     return this.#relays.size;
   }
 
   /** Cuts every relay with an RST. */
   destroyUpgraded(): void {
-    for (const relay of this.#relays) relay.cut();
+    for (const relay of this.#relays.list()) relay.cut();
   }
 
   /** Cuts every relay and destroys every client socket left. */
   destroy(): void {
     this.destroyUpgraded();
-    for (const socket of this.#sockets) socket.destroy();
+    for (const socket of this.#sockets.list()) socket.destroy();
   }
 
   #closed(socket: Socket, address: string): void {

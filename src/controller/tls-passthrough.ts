@@ -12,6 +12,7 @@
 // no longer a passthrough route and holds no connection, so they are bounded by the routes.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { LiveSet } from '../collections.js';
 import type { Route } from '../store/model.js';
 import { type HelloResult, parseClientHello } from './client-hello.js';
 import type { ClusterDispatcher } from './dispatcher.js';
@@ -37,7 +38,7 @@ export type Terminate = (socket: Socket) => void;
 /** The peek in front of one TLS listener, and the passthrough connections it relays. */
 export class TlsPassthrough {
   readonly #options: TlsPassthroughOptions;
-  readonly #peeking = new Set<Socket>();
+  readonly #peeking = new LiveSet<Socket>('tls.peeking');
   /** By passthrough route host (`*.suffix` spelt as such). */
   readonly #hosts = new Map<string, RouteConnections>();
   /** whenIdle()'s callers, told once the last relay has finished. */
@@ -99,7 +100,7 @@ export class TlsPassthrough {
 
   /** Cuts every relay and closes every connection still being read. */
   close(): void {
-    for (const socket of this.#peeking) socket.destroy();
+    for (const socket of this.#peeking.list()) socket.destroy();
     this.destroyUpgraded();
   }
 

@@ -137,7 +137,7 @@ export class Session extends EventEmitter implements StreamOwner {
   #writers: Stream[] = [];
   #corked = false;
   /** Streams the peer opened that wait for their ACK (see #onSyn), and the timer that bounds it. */
-  readonly #unacked = new LiveSet<Stream>();
+  readonly #unacked = new LiveSet<Stream>('session.unacked');
   #ackTimer: NodeJS.Timeout | null = null;
   readonly #onAckDelay = (): void => this.#flushAcks();
   #readPaused = false;

@@ -13,7 +13,7 @@
 // (bench/results/issue17-2026-12-07-promotion.md).
 //
 // Here a slot is cleared when its entry leaves, and an array that is outgrown is cleared before it is
-// dropped, so nothing dead is left pointing at a young object.
+// dropped (both grow by hand and never shrink), so nothing dead is left pointing at a young object.
 
 const EMPTY_CAPACITY = 16;
 
@@ -133,7 +133,9 @@ type Slotted = Record<symbol, number | undefined>;
  * LiveSet of each role at a time.
  */
 export class LiveSet<T extends object> {
-  readonly #items: T[] = [];
+  // Grown by hand, never shrunk, so that no storage V8 drops on a resize is left holding objects.
+  #items: (T | undefined)[] = new Array<T | undefined>(EMPTY_CAPACITY).fill(undefined);
+  #size = 0;
   readonly #slot: symbol;
 
   /** `role` names what the set is for, e.g. `session.unacked`. */
@@ -142,7 +144,7 @@ export class LiveSet<T extends object> {
   }
 
   get size(): number {
-    return this.#items.length;
+    return this.#size;
   }
 
   add(item: T): this {
@@ -153,8 +155,9 @@ export class LiveSet<T extends object> {
         `LiveSet: the object is in another LiveSet of role ${this.#slot.description} already`,
       );
     }
-    (item as Slotted)[this.#slot] = this.#items.length;
-    this.#items.push(item);
+    if (this.#size === this.#items.length) this.#grow();
+    (item as Slotted)[this.#slot] = this.#size;
+    this.#items[this.#size++] = item;
     return this;
   }
 
@@ -166,8 +169,9 @@ export class LiveSet<T extends object> {
   delete(item: T): boolean {
     const slot = (item as Slotted)[this.#slot];
     if (slot === undefined || this.#items[slot] !== item) return false;
-    // The last object takes the freed place; pop() clears the slot it leaves.
-    const last = this.#items.pop()!;
+    // The last object takes the freed place, and the place it leaves is cleared.
+    const last = this.#items[--this.#size]!;
+    this.#items[this.#size] = undefined;
     if (last !== item) {
       this.#items[slot] = last;
       (last as Slotted)[this.#slot] = slot;
@@ -178,11 +182,20 @@ export class LiveSet<T extends object> {
 
   /** The objects, in no particular order, as a copy that may be walked while the set changes. */
   list(): T[] {
-    return this.#items.slice();
+    return this.#items.slice(0, this.#size) as T[];
   }
 
   clear(): void {
-    for (const item of this.#items) (item as Slotted)[this.#slot] = undefined;
-    this.#items.length = 0;
+    for (let i = 0; i < this.#size; i++) {
+      (this.#items[i] as Slotted)[this.#slot] = undefined;
+      this.#items[i] = undefined;
+    }
+    this.#size = 0;
+  }
+
+  #grow(): void {
+    const items = this.#items;
+    this.#items = items.concat(new Array<T | undefined>(items.length).fill(undefined));
+    items.fill(undefined);
   }
 }

@@ -196,16 +196,7 @@ export class PublicEdge {
       log,
       slot: undefined,
       run: (stream, meta, stats) => {
-        const { http } = this.#options;
-        const options: ForwardOptions = {
-          requestId: meta.requestId,
-          via: http.via,
-          responseTimeoutMs: http.responseTimeoutMs,
-          headRequest: req.method === 'HEAD',
-          bodyIdleTimeoutMs: http.bodyIdleTimeoutMs,
-          hsts: this.#hsts(req),
-        };
-        return forwardHttp(req, res, stream, options, stats);
+        return forwardHttp(req, res, stream, this.#forwardOptions(req, meta), stats);
       },
       fail: (status, code, reason) => this.#sendError(req, res, log, status, code, reason),
       redirect: (location) => this.#sendRedirect(res, log, location),
@@ -428,6 +419,18 @@ export class PublicEdge {
   // `{ ...part, more }` a hidden class of its own on every call, a new map and descriptor array that
   // live until the next full GC (about 600 bytes promoted per request), and turns every property read
   // of the options megamorphic.
+  #forwardOptions(req: IncomingMessage, meta: HttpStreamMeta): ForwardOptions {
+    const { http } = this.#options;
+    return {
+      requestId: meta.requestId,
+      via: http.via,
+      responseTimeoutMs: http.responseTimeoutMs,
+      headRequest: req.method === 'HEAD',
+      bodyIdleTimeoutMs: http.bodyIdleTimeoutMs,
+      hsts: this.#hsts(req),
+    };
+  }
+
   #upgradeOptions(meta: HttpStreamMeta, onSwitch: () => void): UpgradeOptions {
     const { http } = this.#options;
     return {

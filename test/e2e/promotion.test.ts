@@ -7,7 +7,7 @@
 // Two defects made this figure large (bench/results/issue17-2026-12-07-promotion.md): a Map or Set
 // with heavy churn (a session's streams, a listener's responses) keeps finished entries alive once a
 // full GC has made its table old, and an options object spread from a shared part gets a fresh hidden
-// class on every request. Before they were fixed the controller promoted 2–3 KB per request after
+// class on every request. Before they were fixed the controller promoted about 3 KB per request after
 // the first full GC; after, tens of bytes. The figure is a count of bytes, not of time: a slow
 // machine makes requests slower, not longer-lived in scavenges.
 import assert from 'node:assert/strict';

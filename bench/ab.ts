@@ -18,7 +18,15 @@ import { to, transferTimeout } from './suite/workloads.js';
 import { runWrk, wrkBinary } from './suite/wrk.js';
 
 const HERE = fileURLToPath(new URL('../../', import.meta.url));
-const WORKLOADS = ['http-c10', 'http-c50', 'http-c100', 'download', 'upload'] as const;
+const WORKLOADS = [
+  'http-c10',
+  'http-c50',
+  'http-c100',
+  'download',
+  'upload',
+  'ws-echo-100',
+  'ws-echo-1000',
+] as const;
 type Workload = (typeof WORKLOADS)[number];
 const WATCHDOG_MS = 30 * 60_000;
 
@@ -31,10 +39,12 @@ interface Build {
 }
 
 interface Round {
-  /** CPU µs per request (http-*) or ms per MB (bulk), all hops together. */
+  /** CPU µs per request (http-*) or message (ws-echo-*), or ms per MB (bulk), all hops together. */
   cpu: number;
-  /** req/s or MB/s. */
+  /** req/s, msg/s or MB/s. */
   rate: number;
+  /** The echo's p99 round trip in ms (ws-echo-*); NaN for the others. */
+  p99: number;
   /** Read plus write system calls of the hops per request or per MB. */
   syscalls: number;
   /** CPU per hop, same unit, in the rig's hop order. */
@@ -74,27 +84,45 @@ async function sample(rig: Rig): Promise<{ cpu: number[]; syscalls: number }> {
   return { cpu, syscalls };
 }
 
-/** One measured run on `rig`: its units (requests or MB) and its rate. */
+/** Whether the workload's CPU is per request or message (µs) rather than per MB (ms). */
+const perItem = (workload: Workload) => !(workload === 'download' || workload === 'upload');
+
+/** One measured run on `rig`: its units (requests, messages or MB), its rate, and the echo's p99. */
 async function load(rig: Rig, workload: Workload, seconds: number, bytes: number) {
   if (workload.startsWith('http-')) {
     const r = await runWrk(rig.port, Number(workload.slice('http-c'.length)), seconds, rig.tls);
     if (r.errors > 0 || r.non2xx > 0) throw new Error(`wrk: ${r.errors} socket errors, ${r.non2xx} non-2xx`);
-    return { units: r.requests, rate: r.rps };
+    return { units: r.requests, rate: r.rps, p99: Number.NaN };
+  }
+  if (workload.startsWith('ws-echo-')) {
+    // The bench's own echo (bench/suite/client.ts): each connection sends one message and waits for
+    // it back. The hops' CPU covers the whole call, so it is divided by every echo, the warm-up's
+    // too; opening and closing the connections is in it as well, alike for both builds. An echo that
+    // never came back fails the round.
+    const args = { ...to(rig), conns: Number(workload.slice('ws-echo-'.length)), concurrency: 100 };
+    const r = await rig.client.request(
+      'wsEcho',
+      { ...args, warmMs: 500, durationMs: seconds * 1000 },
+      seconds * 1000 + 120_000,
+    );
+    if ((r.stuck as number) > 0) throw new Error(`ws echo: ${r.stuck} echoes never came back`);
+    return { units: r.echoes as number, rate: r.msgPerSec as number, p99: r.p99ms as number };
   }
   const r = await rig.client.request(workload, { ...to(rig), bytes }, transferTimeout(bytes));
-  return { units: bytes / MB, rate: r.MBps as number };
+  return { units: bytes / MB, rate: r.MBps as number, p99: Number.NaN };
 }
 
 async function round(rig: Rig, workload: Workload, seconds: number, bytes: number): Promise<Round> {
   const before = await sample(rig);
-  const { units, rate } = await load(rig, workload, seconds, bytes);
+  const { units, rate, p99 } = await load(rig, workload, seconds, bytes);
   const after = await sample(rig);
-  // µs per request or ms per MB: CPU ms × 1000 / requests, or CPU ms / MB.
-  const scale = workload.startsWith('http-') ? 1000 : 1;
+  // µs per request or message, or ms per MB: CPU ms × 1000 / requests, or CPU ms / MB.
+  const scale = perItem(workload) ? 1000 : 1;
   const split = after.cpu.map((ms, i) => ((ms - before.cpu[i]!) * scale) / units);
   return {
     cpu: split.reduce((a, b) => a + b, 0),
     rate,
+    p99,
     syscalls: (after.syscalls - before.syscalls) / units,
     split,
   };
@@ -106,6 +134,7 @@ function side(dir: string, rounds: Round[]) {
     dir,
     cpu: median(rounds.map((r) => r.cpu)),
     rate: median(rounds.map((r) => r.rate)),
+    p99: median(rounds.map((r) => r.p99)),
     syscalls: median(rounds.map((r) => r.syscalls)),
   };
 }
@@ -156,11 +185,12 @@ async function main(): Promise<void> {
         rounds[k]!.push(r);
         const hops = rigs[k]!.hops.map((h, j) => `${h.role} ${fmt(r.split[j]!)}`).join(', ');
         console.log(
-          `${'AB'[k]} pair ${i + 1}: cpu ${fmt(r.cpu)} (${hops}), rate ${fmt(r.rate, 0)}, syscalls ${fmt(r.syscalls, 2)}`,
+          `${'AB'[k]} pair ${i + 1}: cpu ${fmt(r.cpu)} (${hops}), rate ${fmt(r.rate, 0)}, ` +
+            `${Number.isNaN(r.p99) ? '' : `p99 ${fmt(r.p99)} ms, `}syscalls ${fmt(r.syscalls, 2)}`,
         );
       }
     }
-    const unit = workload.startsWith('http-') ? 'µs/req' : 'ms/MB';
+    const unit = workload.startsWith('http-') ? 'µs/req' : perItem(workload) ? 'µs/msg' : 'ms/MB';
     const ratios = rounds[0]!.map((a, i) => rounds[1]![i]!.cpu / a.cpu);
     const summary = {
       workload,
@@ -173,10 +203,12 @@ async function main(): Promise<void> {
       cpuRatioMin: Math.min(...ratios),
       cpuRatioMax: Math.max(...ratios),
       rateRatio: median(rounds[0]!.map((a, i) => rounds[1]![i]!.rate / a.rate)),
+      p99Ratio: median(rounds[0]!.map((a, i) => rounds[1]![i]!.p99 / a.p99)),
     };
     console.log(
       `median: A ${fmt(summary.a.cpu)} ${unit}, B ${fmt(summary.b.cpu)} ${unit}; B/A CPU ${fmt(summary.cpuRatio, 3)} ` +
         `(pairs ${fmt(summary.cpuRatioMin, 2)}–${fmt(summary.cpuRatioMax, 2)}), rate ${fmt(summary.rateRatio, 3)}; ` +
+        (Number.isNaN(summary.p99Ratio) ? '' : `p99 ${fmt(summary.p99Ratio, 3)}; `) +
         `syscalls A ${fmt(summary.a.syscalls, 2)}, B ${fmt(summary.b.syscalls, 2)}`,
     );
     console.log(JSON.stringify(summary));

@@ -271,6 +271,7 @@ async function wsEcho(args: Args): Promise<unknown> {
   const t1 = t0 + num(args, 'durationMs');
   const rtts: number[] = [];
   let received = 0;
+  let echoes = 0;
   let inFlight = 0;
   let allBack: () => void = () => {};
   const loop = (ws: WebSocket) => {
@@ -283,6 +284,7 @@ async function wsEcho(args: Args): Promise<unknown> {
     ws.on('message', () => {
       const now = performance.now();
       inFlight -= 1;
+      echoes += 1;
       if (now >= t0 && now <= t1) {
         received += 1;
         if (sentAt >= t0) rtts.push(now - sentAt);
@@ -307,6 +309,8 @@ async function wsEcho(args: Args): Promise<unknown> {
     conns: opened.sockets.length,
     openMs: opened.ms,
     messages: received,
+    /** Every echo, the warm-up's and the last ones' too: what the hops' CPU over the whole call paid for. */
+    echoes,
     msgPerSec: received / (num(args, 'durationMs') / 1000),
     p50ms: percentile(sorted, 50),
     p99ms: percentile(sorted, 99),

@@ -1,5 +1,5 @@
 // `npm run bench:ab` works end to end: this checkout against itself, one pair of one-second wrk runs
-// and one pair of 4 MiB uploads. It asserts that the run completes, prints its summary with a ratio
+// one pair of 4 MiB uploads and one pair of one-second WebSocket echoes. It asserts that the run completes, prints its summary with a ratio
 // for each figure, and leaves no process behind; the figures of so short a run mean nothing. Bad
 // flags exit 2 with a line that says what is wrong, before anything starts.
 import assert from 'node:assert/strict';
@@ -19,6 +19,7 @@ interface Summary {
   b: { cpu: number; rate: number; syscalls: number };
   cpuRatio: number;
   rateRatio: number;
+  p99Ratio: number | null;
 }
 
 function ab(args: string[]): Promise<Ran> {
@@ -75,11 +76,35 @@ test('bench:ab compares two builds on an upload', { timeout: LIMIT_MS + 10_000 }
   assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
 });
 
+test(
+  'bench:ab compares two builds on WebSocket echo, with the p99',
+  { timeout: LIMIT_MS + 10_000 },
+  async () => {
+    const { code, output } = await ab([
+      '--a',
+      REPO,
+      '--workload',
+      'ws-echo-100',
+      '--pairs',
+      '1',
+      '--seconds',
+      '1',
+    ]);
+    assert.equal(code, 0, output.slice(-4000));
+    const s = summary(output);
+    assertComplete(s, 'ws-echo-100');
+    assert.ok(s.p99Ratio !== null && Number.isFinite(s.p99Ratio) && s.p99Ratio > 0, `p99Ratio ${s.p99Ratio}`);
+    assert.match(output, /^A pair 1: cpu [\d.]+ .*, p99 [\d.]+ ms, syscalls/m);
+    assert.match(output, /µs\/msg/);
+    assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
+  },
+);
+
 test('bench:ab refuses bad flags before it starts anything', async () => {
   const cases: [string[], RegExp][] = [
     [[], /--a DIR is required/],
     [['--a', '/nonexistent-sluice-build'], /has no dist\/bench\/suite\/rig\.js/],
-    [['--a', REPO, '--workload', 'ws-echo-100'], /--workload must be one of/],
+    [['--a', REPO, '--workload', 'ws-idle'], /--workload must be one of/],
     [['--a', REPO, '--path', 'sluice-fast'], /--path must be one of/],
     [['--a', REPO, '--pairs', '0'], /--pairs must be an integer in 1\.\.100/],
     [['--a', REPO, '--mb', 'lots'], /--mb must be an integer/],

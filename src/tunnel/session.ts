@@ -337,8 +337,15 @@ export class Session extends EventEmitter implements StreamOwner {
   get canWrite(): boolean {
     // Over SEND_BACKLOG a transport is past its highWaterMark too, so the 'drain' a waiting stream
     // needs is sure to come; one whose highWaterMark is larger still is congested only once it says so.
+    // While a stream waits, every stream waits: the backlog falls below the bound as the transport
+    // takes each write, long before the 'drain' that gives the waiting ones their turn, and a busy
+    // stream writing into that room would keep them waiting for as long as it had bytes to send.
     const t = this.#transport;
-    return (!t.writableNeedDrain || t.writableLength < SEND_BACKLOG) && this.#state !== State.CLOSED;
+    return (
+      this.#writers.length === 0 &&
+      (!t.writableNeedDrain || t.writableLength < SEND_BACKLOG) &&
+      this.#state !== State.CLOSED
+    );
   }
 
   sendData(stream: Stream, chunk: Buffer, fin: boolean): void {

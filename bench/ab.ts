@@ -4,7 +4,7 @@
 // dist/). Per round: the hops' CPU per request or per MB (/proc/PID/stat) and their read and write
 // system calls (/proc/PID/io). The verdict is the median of the per-pair ratios B/A. See
 // bench/README.md, "Two builds against each other".
-//   node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload http-c50] [--pairs 8]
+//   node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload http-c50] [--pairs 8] [--fresh-rigs]
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -55,7 +55,7 @@ function usage(message: string): never {
   console.error(`bench:ab: ${message}`);
   console.error(
     'usage: node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload ' +
-      `${WORKLOADS.join('|')}] [--pairs N] [--seconds S] [--mb N]`,
+      `${WORKLOADS.join('|')}] [--pairs N] [--seconds S] [--mb N] [--fresh-rigs]`,
   );
   process.exit(2);
 }
@@ -150,6 +150,7 @@ async function main(): Promise<void> {
       pairs: { type: 'string', default: '8' },
       seconds: { type: 'string', default: '3' },
       mb: { type: 'string', default: '256' },
+      'fresh-rigs': { type: 'boolean', default: false },
     },
   });
   if (values.a === undefined) usage('--a DIR is required: a built checkout to compare against');
@@ -159,6 +160,9 @@ async function main(): Promise<void> {
   const pairs = Number(values.pairs);
   const seconds = Number(values.seconds);
   const bytes = Number(values.mb) * MiB;
+  // One rig per build for every pair compares the state each rig settled in (its GC mode on bulk
+  // transfers, above all) as much as the builds; a fresh rig per round samples those states instead.
+  const fresh = values['fresh-rigs'];
   if (!Number.isInteger(pairs) || pairs < 1 || pairs > 100) usage('--pairs must be an integer in 1..100');
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60)
     usage('--seconds must be an integer in 1..60');
@@ -170,17 +174,27 @@ async function main(): Promise<void> {
   installCleanup('bench:ab', WATCHDOG_MS);
   process.on('exit', () => builds.forEach((b) => b.killAll()));
   console.log(
-    `bench:ab: ${workload} on ${values.path}, ${pairs} pairs; A = ${builds[0]!.dir}, B = ${builds[1]!.dir}`,
+    `bench:ab: ${workload} on ${values.path}, ${pairs} pairs${fresh ? ', a fresh rig per round' : ''}; ` +
+      `A = ${builds[0]!.dir}, B = ${builds[1]!.dir}`,
   );
   const rigs: (Rig | null)[] = [null, null];
   const notes: string[] = [];
+  // Fresh processes need a few rounds before they reach speed (JIT, pools, socket buffers).
+  const start = async (k: number) => {
+    rigs[k] = await builds[k]!.startRig(values.path, { fileLimit: 20_000 });
+    for (let i = 0; i < 2; i++) await round(rigs[k]!, workload, seconds, bytes);
+  };
+  const stop = async (k: number) => {
+    const rig = rigs[k] ?? null;
+    rigs[k] = null;
+    if (rig !== null) notes.push(...(await builds[k]!.stopRig(rig)));
+  };
   try {
-    for (const k of [0, 1]) rigs[k] = await builds[k]!.startRig(values.path, { fileLimit: 20_000 });
-    // Fresh processes need a few rounds before they reach speed (JIT, pools, socket buffers).
-    for (const k of [0, 1]) for (let i = 0; i < 2; i++) await round(rigs[k]!, workload, seconds, bytes);
+    if (!fresh) for (const k of [0, 1]) await start(k);
     const rounds: Round[][] = [[], []];
     for (let i = 0; i < pairs; i++) {
       for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        if (fresh) await start(k);
         const r = await round(rigs[k]!, workload, seconds, bytes);
         rounds[k]!.push(r);
         const hops = rigs[k]!.hops.map((h, j) => `${h.role} ${fmt(r.split[j]!)}`).join(', ');
@@ -188,6 +202,7 @@ async function main(): Promise<void> {
           `${'AB'[k]} pair ${i + 1}: cpu ${fmt(r.cpu)} (${hops}), rate ${fmt(r.rate, 0)}, ` +
             `${Number.isNaN(r.p99) ? '' : `p99 ${fmt(r.p99)} ms, `}syscalls ${fmt(r.syscalls, 2)}`,
         );
+        if (fresh) await stop(k);
       }
     }
     const unit = workload.startsWith('http-') ? 'µs/req' : perItem(workload) ? 'µs/msg' : 'ms/MB';
@@ -213,7 +228,7 @@ async function main(): Promise<void> {
     );
     console.log(JSON.stringify(summary));
   } finally {
-    for (const k of [0, 1]) if (rigs[k] !== null) notes.push(...(await builds[k]!.stopRig(rigs[k]!)));
+    for (const k of [0, 1]) await stop(k);
     for (const note of notes) console.log(`note: ${note}`);
   }
 }

@@ -1,5 +1,5 @@
 // `npm run bench:ab` works end to end: this checkout against itself, one pair of one-second wrk runs
-// one pair of 4 MiB uploads and one pair of one-second WebSocket echoes. It asserts that the run completes, prints its summary with a ratio
+// one pair of 4 MiB uploads on fresh rigs and one pair of one-second WebSocket echoes. It asserts that the run completes, prints its summary with a ratio
 // for each figure, and leaves no process behind; the figures of so short a run mean nothing. Bad
 // flags exit 2 with a line that says what is wrong, before anything starts.
 import assert from 'node:assert/strict';
@@ -69,12 +69,27 @@ test(
   },
 );
 
-test('bench:ab compares two builds on an upload', { timeout: LIMIT_MS + 10_000 }, async () => {
-  const { code, output } = await ab(['--a', REPO, '--workload', 'upload', '--pairs', '1', '--mb', '4']);
-  assert.equal(code, 0, output.slice(-4000));
-  assertComplete(summary(output), 'upload');
-  assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
-});
+test(
+  'bench:ab compares two builds on an upload, with a fresh rig per round',
+  { timeout: LIMIT_MS + 10_000 },
+  async () => {
+    const { code, output } = await ab([
+      '--a',
+      REPO,
+      '--workload',
+      'upload',
+      '--pairs',
+      '1',
+      '--mb',
+      '4',
+      '--fresh-rigs',
+    ]);
+    assert.equal(code, 0, output.slice(-4000));
+    assertComplete(summary(output), 'upload');
+    assert.match(output, /a fresh rig per round/);
+    assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
+  },
+);
 
 test(
   'bench:ab compares two builds on WebSocket echo, with the p99',

@@ -53,11 +53,32 @@ export function confirmFin(socket: Socket, fin: () => void): void {
 const NOTHING = Buffer.alloc(0);
 
 /**
+ * How long a cut waits after the socket's last bytes before its RST. A peer whose kernel already holds
+ * the RST behind the last data when it reads may take the RST for EOF (libuv does: libuv/libuv#2319),
+ * so a cut answer written and reset in one turn would look whole. Measured here with a Node client in
+ * its own process: a FIN 13 and 14 times in 20 with the reset in the same turn, 0 in 20 after 5 ms.
+ */
+const RESET_LINGER_MS = 5;
+const lingering = new WeakSet<Socket>();
+
+/**
  * Cuts a relayed socket with an RST, also once our FIN is out while the peer's has not come (a peer
  * still sending must learn that its bytes go nowhere). While our FIN is still queued the close is
  * plain (resetSocket: Node cannot reset behind a pending end()), and after both FINs nothing is cut.
+ * A socket that was written to stops reading at once and is cut RESET_LINGER_MS later, so that the
+ * peer can read the last bytes before the RST comes.
  */
 export function resetRelayed(socket: Socket): void {
+  if (socket.destroyed || lingering.has(socket)) return;
+  // Nothing written, or our FIN already out (its bytes left before it): nothing for the peer to miss.
+  if (socket.bytesWritten === 0 || socket.writableFinished) return cut(socket);
+  lingering.add(socket);
+  socket.pause();
+  const timer = setTimeout(cut, RESET_LINGER_MS, socket);
+  socket.once('close', () => clearTimeout(timer));
+}
+
+function cut(socket: Socket): void {
   if (socket.destroyed) return;
   if (!socket.writableFinished || socket.readableEnded) return resetSocket(socket);
   try {

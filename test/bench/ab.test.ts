@@ -44,28 +44,34 @@ function assertComplete(s: Summary, workload: string): void {
 
 const skip = wrkBinary() === null ? 'needs wrk: apt-get install wrk' : false;
 
+/** One pair of `workload`, this checkout against itself: it must complete, and every child exit. */
+async function onePair(workload: string, flags: string[]): Promise<{ output: string; s: Summary }> {
+  const { code, output } = await ab([
+    '--a',
+    REPO,
+    '--b',
+    REPO,
+    '--workload',
+    workload,
+    '--pairs',
+    '1',
+    ...flags,
+  ]);
+  assert.equal(code, 0, output.slice(-4000));
+  const s = summary(output);
+  assertComplete(s, workload);
+  assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
+  return { output, s };
+}
+
 test(
   'bench:ab compares two builds on small GETs, interleaved',
   { skip, timeout: LIMIT_MS + 10_000 },
   async () => {
-    const { code, output } = await ab([
-      '--a',
-      REPO,
-      '--b',
-      REPO,
-      '--workload',
-      'http-c10',
-      '--pairs',
-      '1',
-      '--seconds',
-      '1',
-    ]);
-    assert.equal(code, 0, output.slice(-4000));
-    assertComplete(summary(output), 'http-c10');
+    const { output } = await onePair('http-c10', ['--seconds', '1']);
     // Both orders of a pair ran: A then B.
     assert.match(output, /^A pair 1: cpu [\d.]+ \(controller [\d.]+, agent [\d.]+\)/m);
     assert.match(output, /^B pair 1: /m);
-    assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
   },
 );
 
@@ -73,21 +79,8 @@ test(
   'bench:ab compares two builds on an upload, with a fresh rig per round',
   { timeout: LIMIT_MS + 10_000 },
   async () => {
-    const { code, output } = await ab([
-      '--a',
-      REPO,
-      '--workload',
-      'upload',
-      '--pairs',
-      '1',
-      '--mb',
-      '4',
-      '--fresh-rigs',
-    ]);
-    assert.equal(code, 0, output.slice(-4000));
-    assertComplete(summary(output), 'upload');
+    const { output } = await onePair('upload', ['--mb', '4', '--fresh-rigs']);
     assert.match(output, /a fresh rig per round/);
-    assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
   },
 );
 
@@ -95,23 +88,10 @@ test(
   'bench:ab compares two builds on WebSocket echo, with the p99',
   { timeout: LIMIT_MS + 10_000 },
   async () => {
-    const { code, output } = await ab([
-      '--a',
-      REPO,
-      '--workload',
-      'ws-echo-100',
-      '--pairs',
-      '1',
-      '--seconds',
-      '1',
-    ]);
-    assert.equal(code, 0, output.slice(-4000));
-    const s = summary(output);
-    assertComplete(s, 'ws-echo-100');
+    const { output, s } = await onePair('ws-echo-100', ['--seconds', '1']);
     assert.ok(s.p99Ratio !== null && Number.isFinite(s.p99Ratio) && s.p99Ratio > 0, `p99Ratio ${s.p99Ratio}`);
     assert.match(output, /^A pair 1: cpu [\d.]+ .*, p99 [\d.]+ ms, syscalls/m);
     assert.match(output, /µs\/msg/);
-    assert.doesNotMatch(output, /^note: /m, 'a process did not exit cleanly');
   },
 );
 

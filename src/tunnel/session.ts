@@ -81,14 +81,6 @@ const PONG_BACKLOG_LIMIT = 1024 * 1024;
  * DATA we read can make us answer, so a peer that sends but never reads must not grow our buffer.
  */
 const READ_PAUSE_BACKLOG = 4 * 1024 * 1024;
-/**
- * The output a transport may hold before the session counts it congested and streams wait for its
- * 'drain'. A socket's own highWaterMark (16 KiB) is below one 64 KiB DATA frame, so waiting on it
- * made the second read of a poll phase wait for the turn's corked write to leave: a bulk upload paused
- * and resumed its client socket every other read, one read per loop turn. Four frames' worth lets a
- * turn's reads leave together in one writev, and fair turns between writers stay short.
- */
-const SEND_BACKLOG = 256 * 1024;
 /** How long a graceful transport end may take before the socket is destroyed. */
 const END_LINGER_MS = 5000;
 /**
@@ -335,17 +327,7 @@ export class Session extends EventEmitter implements StreamOwner {
   // --- StreamOwner: called by streams ---
 
   get canWrite(): boolean {
-    // Over SEND_BACKLOG a transport is past its highWaterMark too, so the 'drain' a waiting stream
-    // needs is sure to come; one whose highWaterMark is larger still is congested only once it says so.
-    // While a stream waits, every stream waits: the backlog falls below the bound as the transport
-    // takes each write, long before the 'drain' that gives the waiting ones their turn, and a busy
-    // stream writing into that room would keep them waiting for as long as it had bytes to send.
-    const t = this.#transport;
-    return (
-      this.#writers.length === 0 &&
-      (!t.writableNeedDrain || t.writableLength < SEND_BACKLOG) &&
-      this.#state !== State.CLOSED
-    );
+    return !this.#transport.writableNeedDrain && this.#state !== State.CLOSED;
   }
 
   sendData(stream: Stream, chunk: Buffer, fin: boolean): void {

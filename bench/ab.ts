@@ -106,6 +106,10 @@ async function load(rig: Rig, workload: Workload, seconds: number, bytes: number
       seconds * 1000 + 120_000,
     );
     if ((r.stuck as number) > 0) throw new Error(`ws echo: ${r.stuck} echoes never came back`);
+    if (typeof r.echoes !== 'number')
+      throw new Error(
+        "ws echo: this build's bench client predates the echo count (b6476ba); build A from a later commit",
+      );
     return { units: r.echoes as number, rate: r.msgPerSec as number, p99: r.p99ms as number };
   }
   const r = await rig.client.request(workload, { ...to(rig), bytes }, transferTimeout(bytes));

@@ -5,12 +5,13 @@
 // system calls (/proc/PID/io). The verdict is the median of the per-pair ratios B/A. See
 // bench/README.md, "Two builds against each other".
 //   node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload http-c50] [--pairs 8] [--fresh-rigs]
+//     [--idle MS]
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { installCleanup } from './common/proc.js';
-import { MB, median, MiB } from './common/stats.js';
+import { MB, median, MiB, sleep } from './common/stats.js';
 import { PATHS } from './suite/common.js';
 import { cpuMs, syscallCounts } from './suite/procfs.js';
 import type { Rig } from './suite/rig.js';
@@ -55,7 +56,7 @@ function usage(message: string): never {
   console.error(`bench:ab: ${message}`);
   console.error(
     'usage: node dist/bench/ab.js --a DIR [--b DIR] [--path sluice] [--workload ' +
-      `${WORKLOADS.join('|')}] [--pairs N] [--seconds S] [--mb N] [--fresh-rigs]`,
+      `${WORKLOADS.join('|')}] [--pairs N] [--seconds S] [--mb N] [--fresh-rigs] [--idle MS]`,
   );
   process.exit(2);
 }
@@ -145,18 +146,27 @@ function side(dir: string, rounds: Round[]) {
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '—');
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      a: { type: 'string' },
-      b: { type: 'string', default: HERE },
-      path: { type: 'string', default: 'sluice' },
-      workload: { type: 'string', default: 'http-c50' },
-      pairs: { type: 'string', default: '8' },
-      seconds: { type: 'string', default: '3' },
-      mb: { type: 'string', default: '256' },
-      'fresh-rigs': { type: 'boolean', default: false },
-    },
-  });
+  // A flag parseArgs cannot take (an unknown one, or `--idle -1`) is a usage error like any other.
+  const parsed = (() => {
+    try {
+      return parseArgs({
+        options: {
+          a: { type: 'string' },
+          b: { type: 'string', default: HERE },
+          path: { type: 'string', default: 'sluice' },
+          workload: { type: 'string', default: 'http-c50' },
+          pairs: { type: 'string', default: '8' },
+          seconds: { type: 'string', default: '3' },
+          mb: { type: 'string', default: '256' },
+          'fresh-rigs': { type: 'boolean', default: false },
+          idle: { type: 'string', default: '0' },
+        },
+      });
+    } catch (err) {
+      return usage((err as Error).message);
+    }
+  })();
+  const { values } = parsed;
   if (values.a === undefined) usage('--a DIR is required: a built checkout to compare against');
   if (!(PATHS as readonly string[]).includes(values.path)) usage(`--path must be one of ${PATHS.join(', ')}`);
   const workload = values.workload as Workload;
@@ -167,18 +177,24 @@ async function main(): Promise<void> {
   // One rig per build for every pair compares the state each rig settled in (its GC mode on bulk
   // transfers, above all) as much as the builds; a fresh rig per round samples those states instead.
   const fresh = values['fresh-rigs'];
+  // A gateway sits idle between transfers, and V8 uses the pause (its memory reducer): a rig that
+  // idled before a bulk transfer may take it in another GC mode than one kept busy.
+  const idleMs = Number(values.idle);
   if (!Number.isInteger(pairs) || pairs < 1 || pairs > 100) usage('--pairs must be an integer in 1..100');
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60)
     usage('--seconds must be an integer in 1..60');
   if (!Number.isInteger(bytes) || bytes < MiB || bytes > 4096 * MiB)
     usage('--mb must be an integer in 1..4096');
+  if (!Number.isInteger(idleMs) || idleMs < 0 || idleMs > 60_000)
+    usage('--idle must be an integer in 0..60000 (ms)');
   if (workload.startsWith('http-') && wrkBinary() === null) usage('wrk not found (apt-get install wrk)');
 
   const builds = [await loadBuild(values.a), await loadBuild(values.b)];
   installCleanup('bench:ab', WATCHDOG_MS);
   process.on('exit', () => builds.forEach((b) => b.killAll()));
   console.log(
-    `bench:ab: ${workload} on ${values.path}, ${pairs} pairs${fresh ? ', a fresh rig per round' : ''}; ` +
+    `bench:ab: ${workload} on ${values.path}, ${pairs} pairs${fresh ? ', a fresh rig per round' : ''}` +
+      `${idleMs > 0 ? `, ${idleMs} ms idle before each` : ''}; ` +
       `A = ${builds[0]!.dir}, B = ${builds[1]!.dir}`,
   );
   const rigs: (Rig | null)[] = [null, null];
@@ -199,6 +215,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < pairs; i++) {
       for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
         if (fresh) await start(k);
+        if (idleMs > 0) await sleep(idleMs);
         const r = await round(rigs[k]!, workload, seconds, bytes);
         rounds[k]!.push(r);
         const hops = rigs[k]!.hops.map((h, j) => `${h.role} ${fmt(r.split[j]!)}`).join(', ');

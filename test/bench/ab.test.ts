@@ -76,11 +76,11 @@ test(
 );
 
 test(
-  'bench:ab compares two builds on an upload, with a fresh rig per round',
+  'bench:ab compares two builds on an upload, with a fresh rig per round and a pause before it',
   { timeout: LIMIT_MS + 10_000 },
   async () => {
-    const { output } = await onePair('upload', ['--mb', '4', '--fresh-rigs']);
-    assert.match(output, /a fresh rig per round/);
+    const { output } = await onePair('upload', ['--mb', '4', '--fresh-rigs', '--idle', '300']);
+    assert.match(output, /a fresh rig per round, 300 ms idle before each/);
   },
 );
 
@@ -103,6 +103,10 @@ test('bench:ab refuses bad flags before it starts anything', async () => {
     [['--a', REPO, '--path', 'sluice-fast'], /--path must be one of/],
     [['--a', REPO, '--pairs', '0'], /--pairs must be an integer in 1\.\.100/],
     [['--a', REPO, '--mb', 'lots'], /--mb must be an integer/],
+    [['--a', REPO, '--idle', '-1'], /Option '--idle' argument is ambiguous/],
+    [['--a', REPO, '--idle=-1'], /--idle must be an integer in 0\.\.60000/],
+    [['--a', REPO, '--idle', 'soon'], /--idle must be an integer in 0\.\.60000/],
+    [['--a', REPO, '--fast'], /Unknown option '--fast'/],
   ];
   for (const [args, said] of cases) {
     const { code, output } = await ab(args);

@@ -423,6 +423,10 @@ describe('HTTP/2 on the TLS listener', () => {
     let served = 0;
     let failed = 0;
     let attacking = true;
+    // The loop sends its first request before the attack starts, and always has one open, so at least
+    // one of its requests overlaps the attack. A busy machine may take longer for one round trip than
+    // the controller takes to end the attack: so what is checked is that every request the other
+    // client had open was answered, not how many fit inside the attack.
     const steady = (async () => {
       // Bounded: the attack ends within its own bounds, and so does this loop.
       for (let i = 0; i < 10_000 && attacking; i++) {
@@ -448,12 +452,11 @@ describe('HTTP/2 on the TLS listener', () => {
         `GOAWAY ${result.goaway.join(', ')}`,
       );
       await stack.controller.waitLine('the rapid-reset warning', (l) => l.event === 'h2-rapid-reset');
-      const before = served;
       attacking = false;
       await steady;
       // The other client was served throughout, and still is.
       assert.equal(failed, 0);
-      assert.ok(before > 0);
+      assert.ok(served > 0);
       assert.equal((await fetch(other, '/status?code=200')).headers[':status'], 200);
     } finally {
       attacking = false;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { resetRelayed } from '../../src/proxy/splice.js';
+import { RESET_LINGER_MS, resetRelayed } from '../../src/proxy/splice.js';
 import { EVENT_MS, within } from '../helpers/wait.js';
 
 let server: net.Server;
@@ -32,32 +32,52 @@ function closed(s: net.Socket): Promise<void> {
   return within(new Promise<void>((resolve) => s.once('close', () => resolve())), EVENT_MS, 'the close');
 }
 
-/** Connects, reads to the end, and says how it ended: a FIN, or a reset, with the bytes read. */
-async function endOf(): Promise<{ fin: boolean; bytes: number }> {
+/**
+ * Connects, reads to the end, and says how it ended: a FIN, or a reset, with the bytes read and when
+ * (performance.now()) the first of them came.
+ */
+async function endOf(): Promise<{ fin: boolean; bytes: number; firstAt: number }> {
   const c = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   let bytes = 0;
   let fin = false;
-  c.on('data', (d: Buffer) => (bytes += d.length));
+  let firstAt = Number.NaN;
+  c.on('data', (d: Buffer) => {
+    if (bytes === 0) firstAt = performance.now();
+    bytes += d.length;
+  });
   c.on('end', () => {
     fin = true;
     c.end();
   });
   c.on('error', () => {});
   await closed(c);
-  return { fin, bytes };
+  return { fin, bytes, firstAt };
 }
 
-test('bytes written and cut in the same turn reach the peer, then a reset, 10 times', async () => {
+test('bytes written and cut in the same turn reach a peer that reads within the linger as a reset, 10 times', async () => {
+  let wroteAt = 0;
   onSocket = (s) => {
+    wroteAt = performance.now();
     s.write(Buffer.alloc(64 * 1024, 1));
     s.write(Buffer.alloc(60 * 1024, 2));
     resetRelayed(s);
   };
-  for (let i = 1; i <= 10; i++) {
-    const { fin, bytes } = await endOf();
-    assert.equal(fin, false, `connection ${i}: a FIN after ${bytes} bytes of a cut answer`);
+  // The linger covers a peer that reads within it. The peer here is this process, and a busy machine
+  // can hold it past the linger before it reads (the clean-clone CI once did): such a connection says
+  // nothing about the linger, so it is counted apart, and 10 timely ones are needed of at most 40.
+  let timely = 0;
+  let late = 0;
+  for (let i = 1; i <= 40 && timely < 10; i++) {
+    const { fin, bytes, firstAt } = await endOf();
     assert.equal(bytes, 124 * 1024, `connection ${i}: the bytes written before the cut`);
+    if (!(firstAt - wroteAt < RESET_LINGER_MS)) {
+      late++;
+      continue;
+    }
+    timely++;
+    assert.equal(fin, false, `connection ${i}: a FIN after ${bytes} bytes of a cut answer`);
   }
+  assert.equal(timely, 10, `only ${timely} of ${timely + late} connections read within the linger`);
 });
 
 test('a socket that was never written to is cut at once, and a second cut does nothing', async () => {

@@ -145,28 +145,29 @@ function side(dir: string, rounds: Round[]) {
 }
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '—');
 
+/** The command line, parsed; a flag parseArgs cannot take (an unknown one, `--idle -1`) is a usage error. */
+function parseFlags() {
+  try {
+    return parseArgs({
+      options: {
+        a: { type: 'string' },
+        b: { type: 'string', default: HERE },
+        path: { type: 'string', default: 'sluice' },
+        workload: { type: 'string', default: 'http-c50' },
+        pairs: { type: 'string', default: '8' },
+        seconds: { type: 'string', default: '3' },
+        mb: { type: 'string', default: '256' },
+        'fresh-rigs': { type: 'boolean', default: false },
+        idle: { type: 'string', default: '0' },
+      },
+    });
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+}
+
 async function main(): Promise<void> {
-  // A flag parseArgs cannot take (an unknown one, or `--idle -1`) is a usage error like any other.
-  const parsed = (() => {
-    try {
-      return parseArgs({
-        options: {
-          a: { type: 'string' },
-          b: { type: 'string', default: HERE },
-          path: { type: 'string', default: 'sluice' },
-          workload: { type: 'string', default: 'http-c50' },
-          pairs: { type: 'string', default: '8' },
-          seconds: { type: 'string', default: '3' },
-          mb: { type: 'string', default: '256' },
-          'fresh-rigs': { type: 'boolean', default: false },
-          idle: { type: 'string', default: '0' },
-        },
-      });
-    } catch (err) {
-      return usage((err as Error).message);
-    }
-  })();
-  const { values } = parsed;
+  const { values } = parseFlags();
   if (values.a === undefined) usage('--a DIR is required: a built checkout to compare against');
   if (!(PATHS as readonly string[]).includes(values.path)) usage(`--path must be one of ${PATHS.join(', ')}`);
   const workload = values.workload as Workload;

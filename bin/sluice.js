@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // V8's settings come first, before the service's modules load and the heap grows: set after them,
 // they left the controller in its marking mode on bulk transfers in 3 rigs of 5; set before, in none
-// of 10 (src/cli/v8-flags.ts). So main is imported only once they are set.
+// of 18 (src/cli/v8-flags.ts). So main is imported only once they are set.
 import { applyV8Flags } from '../dist/src/cli/v8-flags.js';
 
 applyV8Flags();

@@ -15,6 +15,7 @@ import type { DeliverObserver } from './deliver-types.js';
 import { encodeHead } from '../proxy/envelope.js';
 import type { HttpStreamMeta } from '../proxy/meta.js';
 import { relayResponse } from '../proxy/relay.js';
+import { oneWay } from '../proxy/splice.js';
 import { resetSocket } from '../proxy/upgrade.js';
 import { armConnectTimeout, classify, targetHeaders } from '../proxy/target.js';
 
@@ -121,8 +122,8 @@ class UpgradeDelivery {
     // the client's later bytes would be dropped as writes after end. Our side ends on the stream's FIN.
     socket.allowHalfOpen = true;
     socket.on('error', ignore);
-    pipeWithBackpressure(socket, stream);
-    pipeWithBackpressure(stream, socket);
+    oneWay(socket, stream, false);
+    oneWay(stream, socket, false);
     // FIN maps to FIN; a socket that closes without one maps to a reset.
     socket.on('end', () => stream.end());
     stream.on('end', () => socket.end());
@@ -189,14 +190,6 @@ class UpgradeDelivery {
     if (!this.stream.destroyed) this.stream.destroy();
     this.observer?.streamDone('upgrade', this.#status, this.#reset, this.#error);
   }
-}
-
-/** Pipes `from` into `to`: `write()` returning false pauses the source, `drain` resumes it. */
-function pipeWithBackpressure(from: Duplex, to: Duplex): void {
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) from.pause();
-  });
-  to.on('drain', () => from.resume());
 }
 
 function ignore(): void {}

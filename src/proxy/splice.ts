@@ -7,6 +7,7 @@
 // (resetRelayed).
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { readInto, writeToward } from '../tunnel/stream.js';
 import { resetSocket } from './upgrade.js';
 
 /** Pipes `a` and `b` into each other until both directions have ended. */
@@ -20,9 +21,7 @@ export function splice(a: Duplex, b: Duplex): void {
  * `passEnd` false the caller passes that end on itself (after checking it was a real FIN).
  */
 export function oneWay(from: Duplex, to: Duplex, passEnd = true): void {
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) from.pause();
-  });
+  readInto(from, (chunk) => writeToward(to, chunk));
   to.on('drain', () => from.resume());
   if (passEnd) {
     from.on('end', () => {

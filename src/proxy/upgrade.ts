@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ReasonCode, streamErrorCode } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
+import { readInto, writeToward } from '../tunnel/stream.js';
 import { EnvelopeDecoder, type ResponseHead } from './envelope.js';
 import { type ExchangeStats, failureBeforeAnswer, type Outcome } from './forward.js';
 import { forwardResponseHeaders } from './headers.js';
@@ -181,7 +182,7 @@ class UpgradeExchange {
 
   #toTarget(chunk: Buffer): void {
     this.stats.bytesIn += chunk.length;
-    if (!this.stream.write(chunk)) this.#socket.pause();
+    if (!writeToward(this.stream, chunk)) this.#socket.pause();
   }
 
   readonly #onStreamDrain = (): void => {
@@ -206,6 +207,12 @@ class UpgradeExchange {
   readonly #onStreamData = (chunk: Buffer): void => {
     try {
       this.#decoder.push(chunk);
+      // Switched: the rest is raw bytes for the client, which the stream hands over directly. Not
+      // inside onHead: the rest of this chunk must reach the client before what the stream holds.
+      if (this.#answered && this.#decoder.raw) {
+        this.stream.off('data', this.#onStreamData);
+        readInto(this.stream, this.#rawToClient);
+      }
     } catch (err) {
       this.stream.reset(ErrorCode.PROTOCOL_ERROR, 'bad record');
       if (this.#answered) this.#cut(`agent broke the record format: ${(err as Error).message}`);
@@ -242,6 +249,11 @@ class UpgradeExchange {
     if (this.#settled && !this.#answered) return; // refused: the error page is the client's answer
     if (!this.#socket.write(piece)) this.stream.pause();
   }
+
+  readonly #rawToClient = (piece: Buffer): boolean => {
+    this.stats.bytesOut += piece.length;
+    return this.#socket.write(piece);
+  };
 
   readonly #onClientDrain = (): void => {
     this.stream.resume();

@@ -2,7 +2,7 @@
 // (docs/protocol.md §5–6), exposed as a Node Duplex. The session owns the wire; a stream only asks it
 // to send frames, and the session calls the methods below as frames arrive. Only this file writes a
 // stream's fields: its lifecycle is one named state (StreamState), moved by TRANSITIONS alone.
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable, type Writable } from 'node:stream';
 import { SluiceError, StreamResetError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 
@@ -117,6 +117,10 @@ export class Stream extends Duplex {
   #slab: Buffer | null = null;
   #slabUsed = 0;
   #wantRead = false;
+  /** Set by readDirect: payloads go to it rather than through the Readable. */
+  #sink: ((chunk: Buffer) => boolean) | null = null;
+  /** The sink said it is full, or pause() was called: payloads queue until resume(). */
+  #sinkHeld = false;
   /** Bytes handed to the reader whose credit has not been returned yet. */
   #consumed = 0;
   #endPushed = false;
@@ -227,6 +231,31 @@ export class Stream extends Duplex {
     this.destroy();
   }
 
+  /**
+   * write(chunk) without the Writable's queue, callback and tick when nothing waits ahead of it and
+   * the credit and the transport take it whole in one frame: the common case of a relay's small
+   * reads. Otherwise it is write(chunk). Returns what write() would: false when the caller should
+   * wait for 'drain'.
+   */
+  send(chunk: Buffer): boolean {
+    const n = chunk.length;
+    if (
+      n > 0 &&
+      n <= this.#sendCredit &&
+      this.#sendCb === null &&
+      this.writableLength === 0 &&
+      this.writableCorked === 0 &&
+      n <= this.#owner.maxFrameData &&
+      this.writable &&
+      this.#owner.canWrite
+    ) {
+      this.#sendCredit -= n;
+      this.#owner.sendData(this, chunk, false);
+      return true;
+    }
+    return this.write(chunk);
+  }
+
   // --- called by the session as frames arrive and leave ---
 
   /** The peer spent `bytes` of the credit we granted: DATA of that size arrived for this stream. */
@@ -236,7 +265,15 @@ export class Stream extends Duplex {
 
   onData(payload: Buffer, fin: boolean): void {
     if (payload.length > 0) {
-      if (this.#queue.length === 0 && this.readableLength === 0 && this.readableFlowing === true) {
+      const sink = this.#sink;
+      if (sink !== null) {
+        if (this.#queue.length === 0 && !this.#sinkHeld) {
+          this.#consumed += payload.length;
+          if (!sink(payload)) this.#sinkHeld = true;
+        } else {
+          this.#enqueue(payload);
+        }
+      } else if (this.#queue.length === 0 && this.readableLength === 0 && this.readableFlowing === true) {
         // A flowing reader with nothing buffered consumes it within push(), or on the next tick when
         // it has not called _read yet: no copy, nothing held. Not waiting for that first _read
         // matters for idle streams: a peer's first bytes often come in the same read as its SYN,
@@ -315,21 +352,63 @@ export class Stream extends Duplex {
 
   // --- Duplex ---
 
+  /**
+   * Hands every payload from now on to `sink` as it arrives, rather than through the Readable: no
+   * push, 'data' event or read tick per frame, which is most of what a relay's small messages cost
+   * here. Bytes the Readable holds already go first. `sink` returns false when its own writer is
+   * full, as write() does; payloads then wait in the stream (within its window, so the peer is held
+   * by its credit) until resume(), and pause() holds them the same way. 'end' still comes once the
+   * peer's FIN is reached, and 'error' and 'close' as before. Nothing may listen for 'data'.
+   */
+  readDirect(sink: (chunk: Buffer) => boolean): void {
+    if (this.listenerCount('data') > 0) throw new Error('readDirect: the stream has a data listener');
+    this.#sink = sink;
+    this.#sinkHeld = false;
+    // What the Readable buffered came before the queue; with #sink set, reading it pushes no more.
+    for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) {
+      if (!sink(chunk)) this.#sinkHeld = true;
+    }
+    // Flowing, with nothing pushed, so that the FIN's push(null) still ends the Readable.
+    super.resume();
+    this.#drainQueue();
+    if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
+    this.#maybeReturnCredit();
+  }
+
+  override pause(): this {
+    if (this.#sink === null) return super.pause();
+    this.#sinkHeld = true;
+    return this;
+  }
+
+  override resume(): this {
+    if (this.#sink === null) return super.resume();
+    if (!this.#sinkHeld) return this;
+    this.#sinkHeld = false;
+    this.#drainQueue();
+    if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
+    this.#maybeReturnCredit();
+    return this;
+  }
+
   override _read(): void {
     this.#wantRead = true;
-    this.#drainQueue();
+    // A direct reader takes its bytes from onData and resume(); the Readable only carries the end.
+    if (this.#sink === null) this.#drainQueue();
     if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
     this.#maybeReturnCredit();
   }
 
   #drainQueue(): void {
     const queue = this.#queue;
-    while (this.#wantRead && queue.length > 0) {
+    const sink = this.#sink;
+    while (queue.length > 0 && (sink === null ? this.#wantRead : !this.#sinkHeld && !this.destroyed)) {
       const chunk = queue.shift()!;
       this.#queuedBytes -= chunk.length;
       this.#consumed += chunk.length;
       if (this.#countedUnread > 0) this.#releaseCounted(chunk.length);
-      this.#wantRead = this.push(chunk);
+      if (sink === null) this.#wantRead = this.push(chunk);
+      else if (!sink(chunk)) this.#sinkHeld = true;
     }
     // Packed pieces may still wait in the Readable's own buffer: keep filling the same slab then.
     if (queue.length === 0 && this.readableLength === 0) this.#slab = null;
@@ -507,4 +586,22 @@ export class Stream extends Duplex {
       s === 'synSentLocalClosed'
     );
   }
+}
+
+/** `to.write(chunk)`, through the tunnel stream's direct path (Stream.send) when `to` is one. */
+export function writeToward(to: Writable, chunk: Buffer): boolean {
+  return to instanceof Stream ? to.send(chunk) : to.write(chunk);
+}
+
+/**
+ * Calls `sink` with each chunk `from` reads, pausing `from` while `sink` returns false (the caller
+ * resumes it on its writer's 'drain'). A tunnel stream that nothing else reads hands its payloads
+ * over directly (Stream.readDirect); any other source through 'data'.
+ */
+export function readInto(from: Readable, sink: (chunk: Buffer) => boolean): void {
+  // Another reader of 'data' (a byte counter) keeps the Readable path, so that both see every byte.
+  if (from instanceof Stream && from.listenerCount('data') === 0) return from.readDirect(sink);
+  from.on('data', (chunk: Buffer) => {
+    if (!sink(chunk)) from.pause();
+  });
 }

@@ -37,6 +37,7 @@ export function rows(s: Sizes): Row[] {
     row(`${key}MsgPerSec`, `WebSocket echo, ${conns} conns`, 'msg/s'),
     row(`${key}P50Ms`, `WebSocket echo, ${conns} conns, p50 RTT`, 'ms', true),
     row(`${key}P99Ms`, `WebSocket echo, ${conns} conns, p99 RTT`, 'ms', true),
+    row(`${key}CpuUs`, `WebSocket echo, ${conns} conns, hops' CPU per echo`, 'µs', true),
   ];
   return [
     ...http(10),

@@ -155,10 +155,14 @@ export function wsEchoWorkload(size: 'small' | 'large') {
         warmMs: c.sizes.wsWarmMs,
         durationMs: c.sizes.wsMs,
       };
-      const r = await rig.client.request('wsEcho', args, c.sizes.wsWarmMs + c.sizes.wsMs + 120_000);
+      const { r, ms, note } = await hopsCpu(rig, `ws echo ${conns}`, () =>
+        rig.client.request('wsEcho', args, c.sizes.wsWarmMs + c.sizes.wsMs + 120_000),
+      );
       const notes = [
         `ws echo ${conns}: ${r.messages} messages, connections opened in ${fmt(r.openMs as number)} ms`,
       ];
+      // Per echo over the whole call: the connections opened and closed, and the warm-up, are in it.
+      if (note !== null) notes.push(`${note} for ${r.echoes} echoes`);
       if ((r.stuck as number) > 0) notes.push(`ws echo ${conns}: ${r.stuck} echoes never came back`);
       if ((r.forced as number) > 0) notes.push(`ws echo ${conns}: ${r.forced} connections did not close`);
       return {
@@ -166,6 +170,7 @@ export function wsEchoWorkload(size: 'small' | 'large') {
           [`${key}MsgPerSec`]: r.msgPerSec as number,
           [`${key}P50Ms`]: r.p50ms as number,
           [`${key}P99Ms`]: r.p99ms as number,
+          [`${key}CpuUs`]: perUnit(ms, r.echoes as number, 1000),
         },
         notes,
       };

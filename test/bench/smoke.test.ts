@@ -114,6 +114,8 @@ test(
     const args = ['--paths', HTTP_PATHS.join(','), '--only', HTTP_WORKLOADS.join(',')];
     const report = await smoke(args, LIMIT_MS);
     assertFigures(report, ['httpC10Rps'], HTTP_PATHS);
+    // Every path with hops has a CPU figure per WebSocket echo; direct has no hops to count.
+    assertFigures(report, ['wsEcho100CpuUs', 'wsEcho1000CpuUs'], HTTP_PATHS.slice(1));
     // The peer hop against sluice: a ratio for the req/s and MB/s rows, and the target's verdict.
     const compared = report.peerHop?.comparisons.map((c) => c.key) ?? [];
     for (const key of ['httpC10Rps', 'downloadMBps', 'httpC10CpuUs'])
@@ -134,7 +136,14 @@ test(
   async () => {
     const args = ['--paths', TLS_PATHS.join(','), '--only', 'http-c10,download,ws-echo-100'];
     const report = await smoke(args, SHORT_LIMIT_MS);
-    const keys = ['httpC10Rps', 'httpC10CpuUs', 'downloadMBps', 'downloadCpuMsPerMB', 'wsEcho100MsgPerSec'];
+    const keys = [
+      'httpC10Rps',
+      'httpC10CpuUs',
+      'downloadMBps',
+      'downloadCpuMsPerMB',
+      'wsEcho100MsgPerSec',
+      'wsEcho100CpuUs',
+    ];
     assertFigures(report, keys, TLS_PATHS);
     assertRatios(report.tls, keys, 'nginx-tls');
   },

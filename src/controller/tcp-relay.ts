@@ -128,6 +128,10 @@ export class TcpRelay {
     else this.#commit(stream);
   };
 
+  readonly #countOut = (bytes: number): void => {
+    this.stats.bytesOut += bytes;
+  };
+
   /** Stops holding the client's bytes: from now on they go to `stream` only, with its backpressure. */
   #commit(stream: Stream): void {
     if (this.#committed || this.#answered) return;
@@ -139,7 +143,7 @@ export class TcpRelay {
 
   /** Joins the client and `stream`: the target's way, and the client's unless #commit() joined it. */
   #join(stream: Stream): void {
-    oneWay(stream, this.#socket);
+    oneWay(stream, this.#socket, true, this.#countOut);
     if (!this.#committed) oneWay(this.#socket, stream, false);
   }
 
@@ -197,8 +201,6 @@ export class TcpRelay {
         stream.pause();
         this.stats.bytesOut += chunk.length;
         this.#socket.write(chunk);
-        stream.on('data', (c: Buffer) => (this.stats.bytesOut += c.length));
-        // The client's data listener above stays for counting; #join adds the writers.
         this.#join(stream);
       };
       stream.on('data', onFirst);

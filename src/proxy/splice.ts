@@ -18,10 +18,20 @@ export function splice(a: Duplex, b: Duplex): void {
 
 /**
  * Pipes `from` into `to` with backpressure, ending `to`'s writable side at `from`'s end; with
- * `passEnd` false the caller passes that end on itself (after checking it was a real FIN).
+ * `passEnd` false the caller passes that end on itself (after checking it was a real FIN). `count`
+ * is told each chunk's size: a counter here, not a 'data' listener of its own, leaves a tunnel
+ * stream its direct read path.
  */
-export function oneWay(from: Duplex, to: Duplex, passEnd = true): void {
-  readInto(from, (chunk) => writeToward(to, chunk));
+export function oneWay(from: Duplex, to: Duplex, passEnd = true, count?: (bytes: number) => void): void {
+  readInto(
+    from,
+    count === undefined
+      ? (chunk) => writeToward(to, chunk)
+      : (chunk) => {
+          count(chunk.length);
+          return writeToward(to, chunk);
+        },
+  );
   to.on('drain', () => from.resume());
   if (passEnd) {
     from.on('end', () => {

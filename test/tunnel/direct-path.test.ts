@@ -177,6 +177,52 @@ describe('the direct paths and the small-frame batch', { timeout: 120_000 }, () 
     }
   });
 
+  test('bytes held for a full sink after both FINs still count against the session bound until taken', async () => {
+    const p = await sessionPair(tcp);
+    try {
+      const arrived = nextStream(p.server);
+      const s = p.client.open({});
+      s.send(piece(100, 1));
+      const peer = await arrived;
+      const r = direct(peer, () => true);
+      await waitFor('the first piece', () => r.chunks.length === 1);
+      s.end(piece(9000, 2));
+      peer.end();
+      await waitFor('the stream to leave the table', () => p.server.streamCount === 0);
+      assert.equal(p.server.stats().heldBytes, 9000, 'the held bytes still count');
+      peer.resume();
+      await r.ended;
+      assert.equal(p.server.stats().heldBytes, 0);
+      assert.deepEqual(r.bytes(), Buffer.concat([piece(100, 1), piece(9000, 2)]));
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('a reset while bytes are held drops them: the sink is called no more, and the stream errors', async () => {
+    const p = await sessionPair(tcp);
+    try {
+      const arrived = nextStream(p.server);
+      const s = p.client.open({});
+      s.send(piece(10, 1));
+      const peer = await arrived;
+      const r = direct(peer, () => true);
+      r.ended.catch(() => {}); // no 'end' comes: the reset ends it
+      const failed = once(peer, 'error').catch((e: unknown) => e);
+      await waitFor('the first piece', () => r.chunks.length === 1);
+      s.write(piece(5000, 2));
+      await waitFor('the second piece to wait', () => peer.held >= 5010);
+      s.reset(8, 'gone');
+      await failed;
+      peer.resume();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(r.chunks.length, 1);
+      await waitFor('the bound to be released', () => p.server.stats().heldBytes === 0);
+    } finally {
+      await p.close();
+    }
+  });
+
   test('readDirect refuses a stream that has a data listener, and readInto then keeps the Readable path', async () => {
     const p = await sessionPair(tcp);
     try {

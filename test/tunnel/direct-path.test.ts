@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { Session } from '../../src/tunnel/session.js';
 import { readInto, type Stream } from '../../src/tunnel/stream.js';
 import { readAll } from '../helpers/data.js';
-import { sessionPair } from '../helpers/session-pair.js';
+import { type SessionPair, sessionPair } from '../helpers/session-pair.js';
 import { transportPair } from '../helpers/transport-pair.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -39,6 +39,17 @@ function sha256(b: Buffer): string {
 
 function nextStream(session: Session): Promise<Stream> {
   return once(session, 'stream').then(([s]) => s as Stream);
+}
+
+/** A stream whose peer reads directly into a sink that takes `first` and then says it is full. */
+async function fullAfterFirst(p: SessionPair, first: Buffer) {
+  const arrived = nextStream(p.server);
+  const s = p.client.open({});
+  s.send(first);
+  const peer = await arrived;
+  const r = direct(peer, () => true);
+  await waitFor('the first piece', () => r.chunks.length === 1);
+  return { s, peer, r };
 }
 
 describe('the direct paths and the small-frame batch', { timeout: 120_000 }, () => {
@@ -180,12 +191,7 @@ describe('the direct paths and the small-frame batch', { timeout: 120_000 }, () 
   test('bytes held for a full sink after both FINs still count against the session bound until taken', async () => {
     const p = await sessionPair(tcp);
     try {
-      const arrived = nextStream(p.server);
-      const s = p.client.open({});
-      s.send(piece(100, 1));
-      const peer = await arrived;
-      const r = direct(peer, () => true);
-      await waitFor('the first piece', () => r.chunks.length === 1);
+      const { s, peer, r } = await fullAfterFirst(p, piece(100, 1));
       s.end(piece(9000, 2));
       peer.end();
       await waitFor('the stream to leave the table', () => p.server.streamCount === 0);
@@ -202,14 +208,9 @@ describe('the direct paths and the small-frame batch', { timeout: 120_000 }, () 
   test('a reset while bytes are held drops them: the sink is called no more, and the stream errors', async () => {
     const p = await sessionPair(tcp);
     try {
-      const arrived = nextStream(p.server);
-      const s = p.client.open({});
-      s.send(piece(10, 1));
-      const peer = await arrived;
-      const r = direct(peer, () => true);
+      const { s, peer, r } = await fullAfterFirst(p, piece(10, 1));
       r.ended.catch(() => {}); // no 'end' comes: the reset ends it
       const failed = once(peer, 'error').catch((e: unknown) => e);
-      await waitFor('the first piece', () => r.chunks.length === 1);
       s.write(piece(5000, 2));
       await waitFor('the second piece to wait', () => peer.held >= 5010);
       s.reset(8, 'gone');

@@ -245,9 +245,11 @@ class UpgradeExchange {
   }
 
   #toClient(piece: Buffer): void {
-    this.stats.bytesOut += piece.length;
-    if (this.#settled && !this.#answered) return; // refused: the error page is the client's answer
-    if (!this.#socket.write(piece)) this.stream.pause();
+    if (this.#settled && !this.#answered) {
+      this.stats.bytesOut += piece.length; // refused: the error page is the client's answer
+      return;
+    }
+    if (!this.#rawToClient(piece)) this.stream.pause();
   }
 
   readonly #rawToClient = (piece: Buffer): boolean => {

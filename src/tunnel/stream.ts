@@ -370,9 +370,7 @@ export class Stream extends Duplex {
     }
     // Flowing, with nothing pushed, so that the FIN's push(null) still ends the Readable.
     super.resume();
-    this.#drainQueue();
-    if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
-    this.#maybeReturnCredit();
+    this.#deliver();
   }
 
   override pause(): this {
@@ -385,16 +383,25 @@ export class Stream extends Duplex {
     if (this.#sink === null) return super.resume();
     if (!this.#sinkHeld) return this;
     this.#sinkHeld = false;
-    this.#drainQueue();
-    if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
-    this.#maybeReturnCredit();
+    this.#deliver();
     return this;
   }
 
   override _read(): void {
     this.#wantRead = true;
-    // A direct reader takes its bytes from onData and resume(); the Readable only carries the end.
-    if (this.#sink === null) this.#drainQueue();
+    // A direct reader takes its bytes from onData and resume(), never from here: readDirect's read()
+    // calls this before it returns what the Readable held, which came first.
+    if (this.#sink !== null) return void this.#endAndCredit();
+    this.#deliver();
+  }
+
+  /** Hands queued bytes to the reader (the Readable, or a direct sink), then the end, then credit. */
+  #deliver(): void {
+    this.#drainQueue();
+    this.#endAndCredit();
+  }
+
+  #endAndCredit(): void {
     if (this.#queue.length === 0 && this.remoteFin) this.#pushEnd();
     this.#maybeReturnCredit();
   }

@@ -162,6 +162,26 @@ describe('the direct paths and the small-frame batch', { timeout: 120_000 }, () 
     }
   });
 
+  test("readDirect gives what the Readable's own buffer holds before the stream's queue", async () => {
+    const p = await sessionPair(tcp);
+    try {
+      const arrived = nextStream(p.server);
+      const s = p.client.open({});
+      const parts = [piece(70 * KiB, 1), piece(3 * KiB, 2)];
+      for (const part of parts) s.write(part);
+      const peer = await arrived;
+      await waitFor('all of it to arrive', () => peer.held === 73 * KiB);
+      peer.read(0); // fills the Readable's buffer to its high-water mark; the rest stays queued
+      assert.ok(peer.readableLength > 0 && peer.readableLength < 73 * KiB, `${peer.readableLength}`);
+      s.end();
+      const r = direct(peer);
+      await r.ended;
+      assert.deepEqual(r.bytes(), Buffer.concat(parts));
+    } finally {
+      await p.close();
+    }
+  });
+
   test("pause() holds a direct reader's bytes and 'end' waits behind them", async () => {
     const p = await sessionPair(tcp);
     try {

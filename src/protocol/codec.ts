@@ -237,6 +237,14 @@ export function encodeAck(streamId: number): Buffer {
   return encodeFrame(FrameType.ACK, 0, streamId);
 }
 
+/** SYN with a payload its session's SynCodec made. Throws a RangeError if it is too large to send. */
+export function encodeSynFrame(streamId: number, payload: Buffer): Buffer {
+  if (payload.length > Limits.MAX_SYN_PAYLOAD) {
+    throw new RangeError(`SYN payload of ${payload.length} bytes exceeds ${Limits.MAX_SYN_PAYLOAD}`);
+  }
+  return encodeFrame(FrameType.SYN, 0, streamId, payload);
+}
+
 /** SYN, HELLO or WELCOME with a JSON object payload. Throws a RangeError if it is too large to send. */
 export function encodeJsonFrame(type: number, streamId: number, value: object): Buffer {
   const payload = Buffer.from(JSON.stringify(value), 'utf8');

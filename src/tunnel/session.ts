@@ -15,6 +15,7 @@ import {
   encodeGoAway,
   encodeHeader,
   encodeJsonFrame,
+  encodeSynFrame,
   encodePing,
   encodeRst,
   encodeWindowUpdate,
@@ -49,6 +50,20 @@ interface CommonOptions {
    * same read as WELCOME; such a stream would be refused.
    */
   onStream?: (stream: Stream) => void;
+  /**
+   * A second form of SYN payload, used once both sides have `cap` among their shared caps: a payload
+   * whose first byte is below 0x09 is never JSON, so the receiver tells the two apart by it.
+   */
+  synCodec?: SynCodec;
+}
+
+/** A compact form of SYN metadata (docs/protocol.md §5, "Open"), agreed on in the handshake's caps. */
+export interface SynCodec {
+  readonly cap: string;
+  /** The payload for `meta`, its first byte below 0x09; null sends JSON instead. */
+  encode(meta: StreamMeta): Buffer | null;
+  /** Throws a ProtocolError for a payload it cannot read. */
+  decode(payload: Buffer): StreamMeta;
 }
 
 export interface ConnectOptions extends CommonOptions {
@@ -90,6 +105,8 @@ const END_LINGER_MS = 5000;
  * writes, and the frames of one turn leave as one buffer. Larger payloads go out as they are.
  */
 const SMALL_DATA = 2 * 1024;
+/** A SYN payload whose first byte is below this is not JSON (which may start only with `{` or blank). */
+const COMPACT_BELOW = 0x09;
 /** The batch's size: a full one is written at once, and the next one allocated. */
 const BATCH_SIZE = 16 * 1024;
 /**
@@ -167,6 +184,9 @@ export class Session extends EventEmitter implements StreamOwner {
   #graceTimer: NodeJS.Timeout | null = null;
   /** Until the open: the frames and the timeout of this side's handshake. */
   #handshake: Handshake | null;
+  /** The SYN codec this side offers, and the one in use once the handshake found it shared. */
+  readonly #offeredCodec: SynCodec | null;
+  #synCodec: SynCodec | null = null;
   #settle: { resolve: (s: Session) => void; reject: (e: Error) => void } | null = null;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -177,6 +197,7 @@ export class Session extends EventEmitter implements StreamOwner {
     this.options = resolveSessionOptions(common.options ?? {});
     this.maxFrameData = this.options.maxFrameData;
     this.#transport = transport;
+    this.#offeredCodec = common.synCodec ?? null;
     this.#log = common.logger ?? noopLogger;
     this.#trace = this.#log.isLevelEnabled('trace');
     this.#nextId = role === 'client' ? 1 : 2;
@@ -291,7 +312,8 @@ export class Session extends EventEmitter implements StreamOwner {
     }
     let syn: Buffer;
     try {
-      syn = encodeJsonFrame(FrameType.SYN, id, meta);
+      const compact = this.#synCodec === null ? null : this.#synCodec.encode(meta);
+      syn = compact === null ? encodeJsonFrame(FrameType.SYN, id, meta) : encodeSynFrame(id, compact);
     } catch (err) {
       throw new SluiceError('SLUICE_ERR_FRAME_SIZE', (err as Error).message);
     }
@@ -614,7 +636,11 @@ export class Session extends EventEmitter implements StreamOwner {
       throw new ProtocolError(`SYN for stream ${id}: wrong parity or not above ${this.#lastPeerId}`);
     }
     this.#lastPeerId = id;
-    const meta = decodeJsonObject(payload, 'SYN');
+    const codec = this.#synCodec;
+    const meta =
+      codec !== null && payload[0]! < COMPACT_BELOW
+        ? codec.decode(payload)
+        : decodeJsonObject(payload, 'SYN');
     if (this.#localGoAway || this.listenerCount('stream') === 0) {
       this.#write(encodeRst(id, ErrorCode.REFUSED_STREAM, this.#localGoAway ? 'draining' : 'no handler'));
       return;
@@ -668,6 +694,8 @@ export class Session extends EventEmitter implements StreamOwner {
   #opened(result: Established): void {
     this.id = result.id;
     this.peer = result.peer;
+    const codec = this.#offeredCodec;
+    if (codec !== null && result.peer.caps.includes(codec.cap)) this.#synCodec = codec;
     this.peerWindow = result.peerWindow;
     this.#state = State.OPEN;
     this.#log = this.#log.child({ session: this.id });

@@ -29,6 +29,7 @@ import { AgentMetrics } from './metrics.js';
 import { kubernetesApiFromEnv, TargetPolicy } from './policy.js';
 import { RoutePublisher } from './route-publisher.js';
 import { sluiceVersion } from '../version.js';
+import { COMPACT_CAP, compactSynCodec } from '../proxy/compact.js';
 
 export interface AgentHandle {
   /** Tunnels up right now (draining ones not counted). */
@@ -432,11 +433,12 @@ class TunnelSlot {
         token: config.token,
         agent: config.name,
         replica: config.replica,
-        caps: slotCaps({ index: this.index, generation: this.#generation }),
+        caps: [...slotCaps({ index: this.index, generation: this.#generation }), COMPACT_CAP],
         version: sluiceVersion(),
       },
       options: config.tunnel,
       logger: this.#log,
+      synCodec: compactSynCodec,
       onStream: (stream) => {
         upgrades.track(stream);
         try {

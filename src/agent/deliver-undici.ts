@@ -11,8 +11,8 @@ import type { Logger } from 'pino';
 import { buildConnector, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ErrorCode } from '../protocol/constants.js';
-import { EnvelopeDecoder, encodeHead, encodeTrailers } from '../proxy/envelope.js';
-import type { HttpStreamMeta, RequestHead } from '../proxy/meta.js';
+import { EnvelopeDecoder, encodeCompactHead, encodeHead, encodeTrailers } from '../proxy/envelope.js';
+import { type HttpStreamMeta, type RequestHead, wantsCompactHeads } from '../proxy/meta.js';
 import { writeBody } from '../proxy/relay.js';
 import { classify, connectTimeoutError, targetHeaders } from '../proxy/target.js';
 import type { DeliverObserver } from './deliver-types.js';
@@ -165,6 +165,8 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
   #error: Error | undefined;
   readonly #decoder: EnvelopeDecoder;
   readonly #started = performance.now();
+  /** The controller reads compact HEAD records: undici's raw header buffers go as they are. */
+  readonly #compactHeads: boolean;
 
   constructor(
     private readonly stream: TunnelStream,
@@ -178,6 +180,7 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
     /** Serves the stream on node:http instead, from the start; see onError. */
     private readonly fallback: () => void,
   ) {
+    this.#compactHeads = wantsCompactHeads(meta);
     this.#decoder = new EnvelopeDecoder('request', {
       onBody: (piece) => this.#onBody(piece),
       // Only a chunked body has trailers, and a chunked one never comes here.
@@ -284,11 +287,14 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
 
   onHeaders(status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
     if (this.#done) return false;
-    const headers = new Array<string>(raw.length);
-    for (let i = 0; i < raw.length; i++) headers[i] = raw[i]!.toString('latin1');
+
     // Interim answers (103 Early Hints, 102) are relayed as they come. undici never passes a 100 or a
     // 101 here, none having been asked for: it fails the request, and onError deals with both.
-    const ok = this.stream.write(encodeHead({ status, statusText, headers }));
+    const ok = this.stream.write(
+      this.#compactHeads
+        ? encodeCompactHead(status, statusText, raw)
+        : encodeHead({ status, statusText, headers: latin1(raw) }),
+    );
     if (status < 200) return true;
     this.#status = status;
     this.#resume = resume;
@@ -451,3 +457,10 @@ function isClosedUnderUs(err: NodeJS.ErrnoException): boolean {
 }
 
 function ignore(): void {}
+
+/** undici's raw header buffers as the byte strings a JSON HEAD carries. */
+function latin1(raw: readonly Buffer[]): string[] {
+  const out = new Array<string>(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw[i]!.toString('latin1');
+  return out;
+}

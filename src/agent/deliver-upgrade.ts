@@ -143,7 +143,9 @@ class UpgradeDelivery {
     this.#status = res.statusCode ?? 0;
     // A refused upgrade is an ordinary response; the client's raw bytes were meant for a protocol
     // that never started, so they are read and dropped.
-    relayResponse(res, this.stream, () => this.#abort(ErrorCode.CANCEL, 'target closed mid-response'));
+    relayResponse(res, this.stream, this.meta, () =>
+      this.#abort(ErrorCode.CANCEL, 'target closed mid-response'),
+    );
     this.stream.on('data', ignore);
     this.stream.resume();
   };

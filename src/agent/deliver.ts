@@ -398,7 +398,7 @@ class Delivery {
     this.#res = res;
     this.#responded = true;
     // The target's connection ending before its body did means the controller must cut its client too.
-    this.#stopRelay = relayResponse(res, this.stream, () =>
+    this.#stopRelay = relayResponse(res, this.stream, this.meta, () =>
       this.#abort(ErrorCode.CANCEL, 'target closed the connection mid-response'),
     );
     this.log.debug({ status: res.statusCode, target: this.meta.target }, 'target answered');

@@ -19,6 +19,7 @@ import type { DiscoveredRoutes } from './discovered.js';
 import { HandshakeBrake } from './handshake-brake.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { Tunnel, TunnelRegistry } from './tunnels.js';
+import { COMPACT_CAP, compactSynCodec } from '../proxy/compact.js';
 
 export interface AdmissionOptions {
   /** The session options of every tunnel (config.tunnel). */
@@ -97,6 +98,8 @@ export class TunnelAdmission {
       options: this.#options.session,
       logger: sessionLog,
       authenticate: (hello) => this.#authenticate(candidate, hello),
+      caps: [COMPACT_CAP],
+      synCodec: compactSynCodec,
       onStream: (stream) => this.#stream(candidate, stream),
     }).then(
       (session) => this.#admit(candidate, session),

@@ -22,7 +22,7 @@ import {
   forwardRequestHeaders,
   trustedProxyCheck,
 } from '../proxy/headers.js';
-import type { HttpStreamMeta } from '../proxy/meta.js';
+import { COMPACT_HEADS, type HttpStreamMeta } from '../proxy/meta.js';
 import { pathRefusal } from '../proxy/request-target.js';
 import { forwardUpgrade, relayUpgrade, serializeHead, type UpgradeOptions } from '../proxy/upgrade.js';
 import { closeWhenAnswered, Http2WebSocketClient } from '../proxy/websocket-h2.js';
@@ -567,6 +567,8 @@ export class PublicEdge {
     };
     if (req.headers['transfer-encoding'] !== undefined) meta.head.chunked = true;
     if (route.serverName !== undefined) meta.serverName = route.serverName;
+    // This controller reads the response itself; a peer's relay of the stream does not carry the mark.
+    meta[COMPACT_HEADS] = true;
     return meta;
   }
 

@@ -4,7 +4,7 @@
 import { SluiceError } from '../errors.js';
 import { ErrorCode } from '../protocol/constants.js';
 
-export const RecordKind = { HEAD: 0x1, BODY: 0x2, TRAILERS: 0x3 } as const;
+export const RecordKind = { HEAD: 0x1, BODY: 0x2, TRAILERS: 0x3, COMPACT_HEAD: 0x4 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 
 export const RECORD_HEADER_SIZE = 5;
@@ -13,6 +13,9 @@ export const MAX_BODY_PAYLOAD = 16 * 1024 * 1024;
 
 // The smallest JSON payload either kind can hold is two bytes: `[]` for TRAILERS; a HEAD is longer.
 const MIN_JSON_PAYLOAD = 2;
+// A compact HEAD: status, string count and the status text's length, at least.
+const MIN_COMPACT_HEAD = 6;
+const MAX_U16 = 0xffff;
 
 export interface ResponseHead {
   status: number;
@@ -185,7 +188,9 @@ export class EnvelopeDecoder {
         ? [1, MAX_BODY_PAYLOAD]
         : kind === RecordKind.HEAD || kind === RecordKind.TRAILERS
           ? [MIN_JSON_PAYLOAD, MAX_HEAD_PAYLOAD]
-          : [-1, -1];
+          : kind === RecordKind.COMPACT_HEAD
+            ? [MIN_COMPACT_HEAD, MAX_HEAD_PAYLOAD]
+            : [-1, -1];
     if (min === -1) throw new EnvelopeError(`unknown record kind 0x${kind.toString(16)}`);
     if (length < min || length > max) {
       throw new EnvelopeError(`${recordKindName(kind)} record with length ${length} outside ${min}..${max}`);
@@ -195,14 +200,16 @@ export class EnvelopeDecoder {
     this.#remaining = length;
   }
 
-  #checkOrder(kind: number): void {
-    const name = recordKindName(kind);
+  #checkOrder(record: number): void {
+    const name = recordKindName(record);
+    // A compact HEAD is a HEAD in every rule of order.
+    const kind = record === RecordKind.COMPACT_HEAD ? RecordKind.HEAD : record;
     if (kind === RecordKind.HEAD && this.#direction === 'request') {
-      throw new EnvelopeError('HEAD record in the request direction');
+      throw new EnvelopeError(`${name} record in the request direction`);
     }
     if (this.#phase === Phase.Done) throw new EnvelopeError(`${name} record after TRAILERS`);
     if (kind === RecordKind.HEAD && this.#phase === Phase.Body) {
-      throw new EnvelopeError('HEAD record after the final HEAD');
+      throw new EnvelopeError(`${name} record after the final HEAD`);
     }
     if (kind !== RecordKind.HEAD && this.#phase === Phase.Interim) {
       throw new EnvelopeError(`${name} record before the final HEAD`);
@@ -210,6 +217,7 @@ export class EnvelopeDecoder {
   }
 
   #completeJson(payload: Buffer): void {
+    if (this.#kind === RecordKind.COMPACT_HEAD) return this.#completeHead(decodeCompactHead(payload));
     const value = parseJson(payload, recordKindName(this.#kind));
     if (this.#kind === RecordKind.TRAILERS) {
       const raw = validateRawList(value, 'TRAILERS payload');
@@ -217,7 +225,10 @@ export class EnvelopeDecoder {
       this.#handlers.onTrailers(raw);
       return;
     }
-    const head = validateHead(value);
+    this.#completeHead(validateHead(value));
+  }
+
+  #completeHead(head: ResponseHead): void {
     if (head.status === 101) {
       if (this.#handlers.onRaw === undefined)
         throw new EnvelopeError('HEAD 101 on an exchange that is not an upgrade');
@@ -271,7 +282,7 @@ function validateHead(value: unknown): ResponseHead {
 }
 
 export function recordKindName(kind: number): string {
-  const names = ['', 'HEAD', 'BODY', 'TRAILERS'];
+  const names = ['', 'HEAD', 'BODY', 'TRAILERS', 'COMPACT_HEAD'];
   return names[kind] || `0x${kind.toString(16)}`;
 }
 
@@ -300,6 +311,101 @@ export function encodeHead(head: ResponseHead): Buffer {
   const value: ResponseHead = { status: head.status, headers: head.headers };
   if (head.statusText !== undefined) value.statusText = head.statusText;
   return encodeJsonRecord(RecordKind.HEAD, value);
+}
+
+/**
+ * A compact HEAD record (docs/http-over-streams.md, "Compact forms"), for an opener that asked for it
+ * (compact.ts): the status, then the status text and the header list as a table of 16-bit lengths
+ * and their bytes end to end. No JSON on either side, and undici's raw header buffers are copied as
+ * they are, never made strings. `fields` are Buffers, or byte strings (Latin-1, as Node's rawHeaders
+ * hold them); `statusText` is a byte string too. Throws a RangeError for what a decoder would refuse.
+ */
+export function encodeCompactHead(
+  status: number,
+  statusText: string,
+  fields: readonly Buffer[] | readonly string[],
+): Buffer {
+  if (!isStatus(status)) throw new RangeError(`HEAD status ${status} is not an integer in 100..999`);
+  const n = 1 + fields.length;
+  if (fields.length % 2 !== 0 || n > MAX_U16) {
+    throw new RangeError('HEAD headers must be an even-length list of at most 65,534 items');
+  }
+  const table = 4 + 2 * n;
+  let text = statusText;
+  let bytes = statusText.length;
+  const strings = typeof fields[0] === 'string';
+  if (strings) {
+    text += (fields as readonly string[]).join('');
+    bytes = text.length;
+  } else {
+    for (let i = 0; i < fields.length; i++) bytes += (fields[i] as Buffer).length;
+  }
+  const length = table + bytes;
+  if (length > MAX_HEAD_PAYLOAD) {
+    throw new RangeError(`COMPACT_HEAD payload of ${length} bytes exceeds ${MAX_HEAD_PAYLOAD}`);
+  }
+  const buf = Buffer.allocUnsafe(RECORD_HEADER_SIZE + length);
+  writeRecordHeader(buf, RecordKind.COMPACT_HEAD, length);
+  let off = RECORD_HEADER_SIZE;
+  buf[off] = status >>> 8;
+  buf[off + 1] = status & 0xff;
+  buf[off + 2] = n >>> 8;
+  buf[off + 3] = n & 0xff;
+  off += 4;
+  if (!putLength(buf, off, statusText.length)) throw tooLong();
+  off += 2;
+  for (let i = 0; i < fields.length; i++, off += 2) {
+    if (!putLength(buf, off, fields[i]!.length)) throw tooLong();
+  }
+  if (strings) {
+    buf.write(text, off, 'latin1');
+  } else {
+    off += buf.write(statusText, off, 'latin1');
+    for (let i = 0; i < fields.length; i++) {
+      const b = fields[i] as Buffer;
+      buf.set(b, off);
+      off += b.length;
+    }
+  }
+  return buf;
+}
+
+function putLength(buf: Buffer, off: number, length: number): boolean {
+  if (length > MAX_U16) return false;
+  buf[off] = length >>> 8;
+  buf[off + 1] = length & 0xff;
+  return true;
+}
+
+function tooLong(): RangeError {
+  return new RangeError('a HEAD status text, name or value is longer than 65,535 bytes');
+}
+
+function decodeCompactHead(payload: Buffer): ResponseHead {
+  const status = (payload[0]! << 8) | payload[1]!;
+  if (!isStatus(status)) throw new EnvelopeError('COMPACT_HEAD status is not an integer in 100..999');
+  const n = (payload[2]! << 8) | payload[3]!;
+  const table = 4 + 2 * n;
+  if (n === 0 || n % 2 !== 1 || table > payload.length) {
+    throw new EnvelopeError(`COMPACT_HEAD with ${n} strings in ${payload.length} bytes`);
+  }
+  // Latin-1: one character per byte, so the lengths index the decoded string as they index the bytes.
+  const text = payload.toString('latin1', table);
+  let at = 0;
+  let end = 0;
+  let statusText = '';
+  const headers = new Array<string>(n - 1);
+  for (let i = 0, off = 4; i < n; i++, off += 2) {
+    end = at + ((payload[off]! << 8) | payload[off + 1]!);
+    if (end > text.length) break;
+    if (i === 0) statusText = text.slice(at, end);
+    else headers[i - 1] = text.slice(at, end);
+    at = end;
+  }
+  if (end !== text.length || at !== end) {
+    throw new EnvelopeError('COMPACT_HEAD whose lengths do not match its bytes');
+  }
+  return { status, statusText, headers };
 }
 
 /** The 5-byte header of a BODY record, so a caller writes it and then the payload without a copy. */

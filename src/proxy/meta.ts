@@ -35,6 +35,18 @@ export interface RequestHead {
   chunked?: boolean;
 }
 
+/**
+ * Set on an HttpStreamMeta by the controller that opens the stream and reads its response itself: the
+ * agent may answer with compact HEAD records (envelope.ts, compact.ts). A symbol, so JSON never carries it: a
+ * stream relayed for a fleet peer (whose version this controller does not know) gets JSON heads.
+ */
+export const COMPACT_HEADS: unique symbol = Symbol('sluice.compactHeads');
+
+/** Whether the opener of a stream with this metadata reads compact HEAD records. */
+export function wantsCompactHeads(meta: object): boolean {
+  return (meta as { [COMPACT_HEADS]?: true })[COMPACT_HEADS] === true;
+}
+
 export interface HttpStreamMeta {
   kind: 'http' | 'upgrade';
   target: string;
@@ -43,6 +55,8 @@ export interface HttpStreamMeta {
   client: string;
   requestId: string;
   head: RequestHead;
+  /** The opener reads compact HEAD records (compact.ts); never in JSON. */
+  [COMPACT_HEADS]?: true;
 }
 
 type Result = { ok: true; meta: HttpStreamMeta } | { ok: false; reason: string };

@@ -3,20 +3,33 @@
 // upgrades, which are answered the same way.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex, Writable } from 'node:stream';
-import { encodeBodyHeader, encodeHead, encodeTrailers, MAX_BODY_PAYLOAD } from './envelope.js';
+import { wantsCompactHeads } from './meta.js';
+import {
+  encodeBodyHeader,
+  encodeCompactHead,
+  encodeHead,
+  encodeTrailers,
+  MAX_BODY_PAYLOAD,
+} from './envelope.js';
 
 /**
  * Relays `res` into `stream` and ends it. `onBroken` is called when the target's connection closes
  * before the body is complete; the caller resets the stream so the client is cut, not misled.
- * Returns a function that stops relaying (for a stream that was reset meanwhile).
+ * `meta` is the stream's: its opener may read compact heads. Returns a function that stops relaying
+ * (for a stream that was reset meanwhile).
  */
-export function relayResponse(res: IncomingMessage, stream: Duplex, onBroken: () => void): () => void {
+export function relayResponse(
+  res: IncomingMessage,
+  stream: Duplex,
+  meta: object,
+  onBroken: () => void,
+): () => void {
+  const status = res.statusCode ?? 502;
+  const statusText = res.statusMessage ?? '';
   stream.write(
-    encodeHead({
-      status: res.statusCode ?? 502,
-      statusText: res.statusMessage ?? '',
-      headers: res.rawHeaders,
-    }),
+    wantsCompactHeads(meta)
+      ? encodeCompactHead(status, statusText, res.rawHeaders)
+      : encodeHead({ status, statusText, headers: res.rawHeaders }),
   );
   const onData = (chunk: Buffer): void => {
     if (!writeBody(stream, chunk)) res.pause();

@@ -140,7 +140,7 @@ const REALISTIC_EVENTS: Event[] = [
 
 describe('constants', () => {
   test('match the numbers of docs/http-over-streams.md', () => {
-    assert.deepEqual(RecordKind, { HEAD: 0x1, BODY: 0x2, TRAILERS: 0x3 });
+    assert.deepEqual(RecordKind, { HEAD: 0x1, BODY: 0x2, TRAILERS: 0x3, COMPACT_HEAD: 0x4 });
     assert.equal(RECORD_HEADER_SIZE, 5);
     assert.equal(MAX_HEAD_PAYLOAD, 65536);
     assert.equal(MAX_BODY_PAYLOAD, 16777216);
@@ -158,6 +158,7 @@ describe('constants', () => {
       ['HEAD', RecordKind.HEAD, MAX_HEAD_PAYLOAD],
       ['BODY', RecordKind.BODY, MAX_BODY_PAYLOAD],
       ['TRAILERS', RecordKind.TRAILERS, MAX_HEAD_PAYLOAD],
+      ['COMPACT_HEAD', RecordKind.COMPACT_HEAD, MAX_HEAD_PAYLOAD],
     ]);
   });
 });
@@ -410,7 +411,7 @@ describe('violations', () => {
   const trailers = encodeTrailers(TRAILERS);
 
   test('unknown kinds', () => {
-    for (const kind of [0x0, 0x4, 0xff]) {
+    for (const kind of [0x0, 0x5, 0xff]) {
       expectViolation('request', record(kind, 'xx'), /unknown record kind/);
       expectViolation('response', record(kind, 'xx'), /unknown record kind/);
     }

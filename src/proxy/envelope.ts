@@ -16,6 +16,8 @@ const MIN_JSON_PAYLOAD = 2;
 // A compact HEAD: status, string count and the status text's length, at least.
 const MIN_COMPACT_HEAD = 6;
 const MAX_U16 = 0xffff;
+// Any character past U+00FF; written from U+0100 up so that the pattern names no control byte.
+const NOT_A_BYTE = /[\u0100-\uffff]/;
 
 export interface ResponseHead {
   status: number;
@@ -339,6 +341,13 @@ export function encodeCompactHead(
     bytes = text.length;
   } else {
     for (let i = 0; i < fields.length; i++) bytes += (fields[i] as Buffer).length;
+  }
+  // A character above U+00FF is no byte (undici gives U+FFFD for a reason phrase that is not UTF-8):
+  // Latin-1 would keep its low byte, a byte the target never sent. JSON carries it as it is, and the
+  // controller then judges it as before (it sends the status's standard reason instead).
+  if (NOT_A_BYTE.test(text)) {
+    const headers = strings ? (fields as string[]) : (fields as Buffer[]).map((b) => b.toString('latin1'));
+    return encodeHead({ status, statusText, headers });
   }
   const length = table + bytes;
   if (length > MAX_HEAD_PAYLOAD) {

@@ -274,6 +274,22 @@ describe('COMPACT_HEAD records', () => {
     assert.throws(() => decodeHeads(tiny), /COMPACT_HEAD record with length 5 outside 6\.\.65536/);
   });
 
+  test('text that is not bytes goes as a JSON HEAD, never with its characters cut to a byte', () => {
+    for (const [text, fields] of [
+      ['\ufffd', [Buffer.from('X-A'), Buffer.from('1')]],
+      ['OK', ['X-A', 'caf\u00e9 \u20ac']],
+    ] as const) {
+      const rec = encodeCompactHead(200, text, fields);
+      assert.equal(rec[0], 0x1, 'a JSON HEAD record');
+      const { heads } = decodeHeads(rec);
+      assert.equal(heads[0]!.statusText, text);
+      assert.deepEqual(
+        heads[0]!.headers,
+        fields.map((f) => (typeof f === 'string' ? f : f.toString('latin1'))),
+      );
+    }
+  });
+
   test('the encoder refuses what a decoder would', () => {
     assert.throws(() => encodeCompactHead(99, '', []), RangeError);
     assert.throws(() => encodeCompactHead(200, '', ['odd']), RangeError);

@@ -287,7 +287,6 @@ export class UndiciDelivery implements Dispatcher.DispatchHandler {
 
   onHeaders(status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
     if (this.#done) return false;
-
     // Interim answers (103 Early Hints, 102) are relayed as they come. undici never passes a 100 or a
     // 101 here, none having been asked for: it fails the request, and onError deals with both.
     const ok = this.stream.write(

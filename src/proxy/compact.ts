@@ -31,12 +31,13 @@ const LEADING = 6;
 const MAX_U16 = 0xffff;
 
 /**
- * The compact payload of `meta`, or null for what it does not cover (any other kind, a string or a
- * list too long for its 16-bit length): that one goes as JSON.
+ * The compact payload of `meta`, or null for what it does not cover (any other kind, a key or a type
+ * it does not write, a string or a list too long for its 16-bit length): that one goes as JSON.
  */
 export function encodeCompactMeta(meta: StreamMeta): Buffer | null {
   const kind = meta.kind === 'http' ? KIND_HTTP : meta.kind === 'upgrade' ? KIND_UPGRADE : 0;
   if (kind === 0) return null;
+  if (!compactShape(meta)) return null;
   const m = meta as unknown as HttpStreamMeta;
   const head = m.head;
   const serverName = m.serverName;
@@ -61,8 +62,9 @@ export function encodeCompactMeta(meta: StreamMeta): Buffer | null {
   let off = FIXED;
   for (const list of [leading, headers]) {
     for (let i = 0; i < list.length; i++) {
-      const len = list[i]!.length;
-      if (len > MAX_U16) return null;
+      const item: unknown = list[i];
+      if (typeof item !== 'string' || item.length > MAX_U16) return null;
+      const len = item.length;
       buf[off] = len >>> 8;
       buf[off + 1] = len & 0xff;
       off += 2;
@@ -70,6 +72,32 @@ export function encodeCompactMeta(meta: StreamMeta): Buffer | null {
   }
   buf.write(text, table, 'utf8');
   return buf;
+}
+
+const META_KEYS = new Set(['kind', 'target', 'serverName', 'client', 'requestId', 'head']);
+const HEAD_KEYS = new Set(['method', 'path', 'version', 'headers', 'chunked']);
+
+/**
+ * Whether the form holds `meta` exactly: the known keys only, strings where it writes strings, and
+ * `chunked` a boolean. Anything else (metadata a fleet peer relayed from another version, say) goes
+ * as JSON, for the agent to judge as before, rather than losing a field or writing a wrong table.
+ */
+function compactShape(meta: StreamMeta): boolean {
+  for (const key in meta) if (!META_KEYS.has(key)) return false;
+  const head = meta.head as Record<string, unknown> | null | undefined;
+  if (typeof head !== 'object' || head === null) return false;
+  for (const key in head) if (!HEAD_KEYS.has(key)) return false;
+  return (
+    typeof meta.target === 'string' &&
+    typeof meta.client === 'string' &&
+    typeof meta.requestId === 'string' &&
+    (meta.serverName === undefined || typeof meta.serverName === 'string') &&
+    typeof head.method === 'string' &&
+    typeof head.path === 'string' &&
+    typeof head.version === 'string' &&
+    Array.isArray(head.headers) &&
+    (head.chunked === undefined || typeof head.chunked === 'boolean')
+  );
 }
 
 /**

@@ -143,6 +143,25 @@ describe('compact SYN metadata', () => {
     assert.equal(encodeCompactMeta(long as unknown as Record<string, unknown>), null);
   });
 
+  test('metadata of another shape goes as JSON: unknown keys, values that are not strings', () => {
+    type Loose = Record<string, unknown> & { head: Record<string, unknown> & { headers: unknown } };
+    const variants: ((m: Loose) => void)[] = [
+      (m) => (m.requestId = 5),
+      (m) => (m.x = 'new field'),
+      (m) => (m.head.priority = 'u=1'),
+      (m) => (m.head.chunked = 'yes'),
+      (m) => (m.serverName = null),
+      (m) => delete (m as Partial<Loose>).head,
+      (m) => (m.head.headers as unknown[]).push('X-N', 7),
+      (m) => (m.head.headers = 'A: b'),
+    ];
+    for (const change of variants) {
+      const m = sample() as unknown as Loose;
+      change(m);
+      assert.equal(encodeCompactMeta(m), null, String(change));
+    }
+  });
+
   test('a hostile payload is a protocol error, never a wrong object', () => {
     const good = payloadOf(sample());
     refused(good.subarray(0, 4), /shorter than its header/);

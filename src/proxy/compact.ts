@@ -12,7 +12,7 @@
 import { ProtocolError } from '../errors.js';
 import type { SynCodec } from '../tunnel/session.js';
 import type { StreamMeta } from '../tunnel/stream.js';
-import { COMPACT_HEADS, type HttpStreamMeta } from './meta.js';
+import { COMPACT_HEADS, HEAD_KEYS, type HttpStreamMeta, META_KEYS, unknownKey } from './meta.js';
 
 /** The HELLO and WELCOME capability: compact SYN metadata, and compact HEAD records when asked. */
 export const COMPACT_CAP = 'compact=1';
@@ -74,19 +74,15 @@ export function encodeCompactMeta(meta: StreamMeta): Buffer | null {
   return buf;
 }
 
-const META_KEYS = new Set(['kind', 'target', 'serverName', 'client', 'requestId', 'head']);
-const HEAD_KEYS = new Set(['method', 'path', 'version', 'headers', 'chunked']);
-
 /**
  * Whether the form holds `meta` exactly: the known keys only, strings where it writes strings, and
  * `chunked` a boolean. Anything else (metadata a fleet peer relayed from another version, say) goes
  * as JSON, for the agent to judge as before, rather than losing a field or writing a wrong table.
  */
 function compactShape(meta: StreamMeta): boolean {
-  for (const key in meta) if (!META_KEYS.has(key)) return false;
+  if (unknownKey(meta, META_KEYS) !== undefined) return false;
   const head = meta.head as Record<string, unknown> | null | undefined;
-  if (typeof head !== 'object' || head === null) return false;
-  for (const key in head) if (!HEAD_KEYS.has(key)) return false;
+  if (typeof head !== 'object' || head === null || unknownKey(head, HEAD_KEYS) !== undefined) return false;
   return (
     typeof meta.target === 'string' &&
     typeof meta.client === 'string' &&

@@ -18,8 +18,15 @@ const VERSIONS = new Set(['1.0', '1.1', '2.0']);
 // The request-target as sent on the agent's request line: origin-form or `*` (RFC 9112 §3.2). No
 // whitespace or control bytes, which would split the request line.
 const REQUEST_TARGET = /^(?:\/[!-~]*|\*)$/;
-const META_KEYS = new Set(['kind', 'target', 'serverName', 'client', 'requestId', 'head']);
-const HEAD_KEYS = new Set(['method', 'path', 'version', 'headers', 'chunked']);
+export const META_KEYS: ReadonlySet<string> = new Set([
+  'kind',
+  'target',
+  'serverName',
+  'client',
+  'requestId',
+  'head',
+]);
+export const HEAD_KEYS: ReadonlySet<string> = new Set(['method', 'path', 'version', 'headers', 'chunked']);
 const MAX_HEADER_FIELDS = 10_000;
 
 export interface RequestHead {
@@ -177,7 +184,8 @@ function isString(value: unknown, max: number): value is string {
   return typeof value === 'string' && value.length <= max;
 }
 
-function unknownKey(record: Record<string, unknown>, known: ReadonlySet<string>): string | undefined {
+/** The first key of `record` that is not in `known`, if any. */
+export function unknownKey(record: Record<string, unknown>, known: ReadonlySet<string>): string | undefined {
   for (const key in record) if (!known.has(key)) return key;
   return undefined;
 }
